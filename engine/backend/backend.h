@@ -1,0 +1,216 @@
+// The op interface the DeepSeek-V4 model is written against. One model
+// implementation (engine/model/) drives every backend: the CPU backend
+// (fp32 activations, kernels/cpu) and the CUDA backend (bf16 activations with
+// fp32 statistics, kernels/cuda). A backend owns its stream, its library
+// handles and their workspaces; ops are enqueued in call order and may run
+// asynchronously until Synchronize() or Download().
+//
+// Shapes: T = tokens in the step, S = sequences in the step, D = hidden,
+// n = hc streams, H = heads, d = head dim, r = rope dims. "act" means the
+// backend's activation dtype (activation_dtype()). Every op validates the
+// shapes and dtypes it is given and returns InvalidArgument naming the
+// operand; launch failures come back as Internal naming the op.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/backend/tensor.h"
+
+namespace moegraph {
+
+// Per-step description of the batch, as device tensors (uploaded once per
+// step by the model). Sequences are runs of consecutive tokens on the token
+// axis: sequence s owns tokens [seq_begin[s], seq_begin[s+1]) at positions
+// seq_start_pos[s] + 0, 1, ...
+struct StepMeta {
+  int num_tokens = 0;
+  int num_seqs = 0;
+  Tensor token_pos;      // i32 [T]   absolute position of each token
+  Tensor token_seq;      // i32 [T]   index (0..S-1) of each token's sequence
+  Tensor seq_begin;      // i32 [S+1] prefix offsets into the token axis
+  Tensor seq_slot;       // i32 [S]   state slot of each sequence
+  Tensor seq_start_pos;  // i32 [S]   position of each sequence's first token
+  // Host copies of the same, for backends that plan launches on the host.
+  const int* host_seq_begin = nullptr;
+  const int* host_seq_slot = nullptr;
+  const int* host_seq_start_pos = nullptr;
+};
+
+// Compressed entries of one kind (CSA main, HCA main, or CSA indexer) live in
+// fixed-size pages shared by all layers of that kind:
+//   pool  act [num_pages, page_size, layers_of_kind, width]
+//   table i32 [num_slots, max_pages_per_slot]  page ids, filled by the model
+// Entry e of slot s for layer-of-kind l is
+//   pool[table[s][e / page_size]][e % page_size][l][:].
+// The model allocates pages before the step that emits into them.
+struct EntryPages {
+  Tensor pool;
+  Tensor table;
+  int page_size = 0;
+  int layer = 0;  // which layer-of-kind this op reads or writes
+};
+
+// A compressor's open-window ring for one layer:
+//   ring act [num_slots, ring_len, 2 * cw]: per token, its c (cw wide) then
+//   z + ape[pos % rate] (cw wide), stored at index pos % ring_len.
+// ring_len = 2 * rate when overlapping (CSA, cw = 2 * width), rate otherwise
+// (HCA, cw = width).
+struct CompressorParams {
+  int rate = 0;         // m (CSA) or M (HCA)
+  bool overlap = false; // CSA-style two-series windows
+  int width = 0;        // entry width: head_dim, or index_head_dim for the indexer
+  int rope_dim = 0;     // r: rope on the last r channels of each entry
+  float eps = 1e-6f;
+  Tensor ape;           // f32 [rate, cw]
+  Tensor norm_weight;   // f32 [width]
+  Tensor inv_freq;      // f32 [r/2]   the compress rope table
+  Tensor ring;          // act [num_slots, ring_len, 2*cw]
+  EntryPages entries;   // where emitted entries go
+};
+
+struct AttentionParams {
+  int window = 0;        // W
+  float scale = 0.0f;    // 1/sqrt(d)
+  Tensor sinks;          // f32 [H]
+  Tensor window_ring;    // act [num_slots, W, d]: kv of position p at p % W (earlier steps)
+  // Compressed keys, absent on sliding-only layers (entries.pool.empty()).
+  EntryPages entries;
+  int rate = 0;          // entry e is visible to position t iff (e+1)*rate <= t+1
+  // CSA: the indexer's choice, i32 [T, k], -1 = none. Empty on HCA layers,
+  // where every visible entry is a key.
+  Tensor selected;
+};
+
+// Routed experts of one layer, stacked at upload:
+//   w1, w3 [E, F, D], w2 [E, D, F] (bf16 or f32 as uploaded).
+struct ExpertWeights {
+  Tensor w1, w2, w3;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string name() const = 0;          // "cpu", "cuda:0"
+  virtual DType activation_dtype() const = 0;    // kF32 (cpu) or kBF16 (cuda)
+
+  // ---- memory -------------------------------------------------------------
+  virtual absl::StatusOr<Buffer> Allocate(size_t bytes) = 0;
+  virtual void Free(void* ptr) = 0;  // called by Buffer only
+  // Host -> device, ordered with the ops. `src` must stay valid until the
+  // next Synchronize() unless the backend copies it (CPU does).
+  virtual absl::Status Upload(void* dst, const void* src, size_t bytes) = 0;
+  // Device -> host; waits for all queued work first.
+  virtual absl::Status Download(void* dst, const void* src, size_t bytes) = 0;
+  virtual absl::Status Fill(Tensor t, float value) = 0;  // any float dtype or i32
+  virtual absl::Status Synchronize() = 0;
+
+  // Uploads a checkpoint tensor (host memory, any of F32/BF16/F16/I32/I64) as
+  // the backend stores it: matrices for Linear keep bf16 (CUDA converts f32
+  // and f16 to bf16; CPU keeps bf16 and f32, f16 -> f32), other float tensors
+  // become f32, integers become i32. `matrix` says which rule applies.
+  virtual absl::StatusOr<Tensor> UploadWeight(const Tensor& host, bool matrix,
+                                              std::vector<Buffer>* owner) = 0;
+  // Stacks E host matrices of equal shape [N, K] into one [E, N, K] tensor.
+  virtual absl::StatusOr<Tensor> UploadStacked(const std::vector<Tensor>& host,
+                                               std::vector<Buffer>* owner) = 0;
+
+  // ---- dense ops ------------------------------------------------------------
+  // out[t, s, :] = table[ids[t], :] for each of n streams. ids i32 [T],
+  // table [V, D] (bf16/f32), out act [T, n, D].
+  virtual absl::Status Embed(const Tensor& ids, const Tensor& table, Tensor out) = 0;
+
+  // y = x W^T. x act [R, K]; w [N, K] bf16/f32; y [R, N] act or f32.
+  virtual absl::Status Linear(const Tensor& x, const Tensor& w, Tensor y) = 0;
+
+  // Block-diagonal grouped projection: x act [R, g*Kg], w [g*Ng, Kg];
+  // y[:, G*Ng:(G+1)*Ng] = x[:, G*Kg:(G+1)*Kg] W[G]^T. y act [R, g*Ng].
+  virtual absl::Status GroupedLinear(const Tensor& x, const Tensor& w, int groups, Tensor y) = 0;
+
+  // y = x / sqrt(mean(x^2) + eps) * (weight or 1), per row of C values.
+  // x, y act [R, C] (may alias); weight f32 [C] or empty for the unweighted norm.
+  virtual absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor y) = 0;
+
+  // In-place interleaved rope on the last r channels of each head:
+  // x act [T, heads, width]; pos i32 [T]; inv_freq f32 [r/2]. inverse rotates
+  // by -pos (undoing the rotation on attention outputs).
+  virtual absl::Status Rope(Tensor x, const Tensor& pos, const Tensor& inv_freq, int rope_dim,
+                            bool inverse) = 0;
+
+  // out = a + b, all act of one shape (out may alias either).
+  virtual absl::Status Add(const Tensor& a, const Tensor& b, Tensor out) = 0;
+
+  // out = silu(min(a, L)) * clamp(b, -L, L). a, b, out act [R, F].
+  virtual absl::Status SwiGlu(const Tensor& a, const Tensor& b, float limit, Tensor out) = 0;
+
+  // out[i, :] = x[rows[i], :]. rows i32 [n] (device), x [R, C], out [n, C].
+  virtual absl::Status GatherRows(const Tensor& x, const Tensor& rows, Tensor out) = 0;
+
+  // out = x converted to out.dtype (act <-> f32), same shape.
+  virtual absl::Status Convert(const Tensor& x, Tensor out) = 0;
+
+  // ---- hyper-connections (dsv4.md "mHC") --------------------------------------
+  // X act [T, n, D]; fn f32 [(2+n)n, nD]; base f32 [(2+n)n]; scale f32 [3].
+  // Outputs: x_in act [T, D]; post f32 [T, n]; comb f32 [T, n, n] (C[i][j]).
+  virtual absl::Status HcPre(const Tensor& X, const Tensor& fn, const Tensor& base,
+                             const Tensor& scale, int sinkhorn_iters, float hc_eps,
+                             float norm_eps, Tensor x_in, Tensor post, Tensor comb) = 0;
+  // Xout[t, j, :] = post[t, j] * y[t, :] + sum_i comb[t, i, j] * X[t, i, :].
+  // Xout must not alias X.
+  virtual absl::Status HcPost(const Tensor& X, const Tensor& y, const Tensor& post,
+                              const Tensor& comb, Tensor Xout) = 0;
+  // Head collapse: fn f32 [n, nD], base f32 [n], scale f32 [1]; y act [T, D].
+  virtual absl::Status HcHead(const Tensor& X, const Tensor& fn, const Tensor& base,
+                              const Tensor& scale, float hc_eps, float norm_eps, Tensor y) = 0;
+
+  // ---- attention and its state ----------------------------------------------
+  // Per token, in position order within each sequence: store (c, z + ape) in
+  // the ring; when the token closes window w ((pos+1) % rate == 0), emit entry
+  // w = rms(sum_j softmax_j(z_j) * c_j; norm) roped at position w*rate into
+  // params.entries (dsv4.md "Compressors"). c, z act [T, cw].
+  virtual absl::Status CompressorUpdate(const Tensor& c, const Tensor& z,
+                                        const CompressorParams& params, const StepMeta& meta) = 0;
+
+  // Indexer scores and top-k: q act [T, nI, c] (roped), weights f32 [T, nI]
+  // (already scaled by 1/sqrt(nI)); keys = indexer entries visible to each
+  // token (rate). score_w = sum_h weights_h * relu(q_h . K_w) * softmax_scale.
+  // selected i32 [T, k]: the top-k visible entry ids by score (ties: lower id
+  // first), then -1 where fewer than k are visible.
+  virtual absl::Status IndexerTopK(const Tensor& q, const Tensor& weights, const EntryPages& keys,
+                                   int rate, float softmax_scale, const StepMeta& meta,
+                                   Tensor selected) = 0;
+
+  // Shared-KV attention with sinks (dsv4.md "Attention"). q act [T, H, d];
+  // kv act [T, d] are this step's keys (= values); earlier keys of the window
+  // come from params.window_ring. out act [T, H, d] (not yet un-roped).
+  virtual absl::Status Attention(const Tensor& q, const Tensor& kv, const AttentionParams& params,
+                                 const StepMeta& meta, Tensor out) = 0;
+
+  // Writes each sequence's last min(len, W) kv rows into ring[slot][pos % W].
+  // Call after every Attention of the layer has read the ring.
+  virtual absl::Status WindowUpdate(const Tensor& kv, Tensor ring, const StepMeta& meta) = 0;
+
+  // ---- MoE ------------------------------------------------------------------
+  // logits f32 [T, E] -> s = sqrt(softplus(logits)). Top-k mode (tid2eid
+  // empty): idx = topk(s + bias, k). Hash mode: idx = tid2eid[token_ids[t]]
+  // (tid2eid i32 [V, k], token_ids i32 [T]). w = s[idx] / (sum + 1e-20) * scaling.
+  // idx i32 [T, k], w f32 [T, k].
+  virtual absl::Status Route(const Tensor& logits, const Tensor& bias, const Tensor& tid2eid,
+                             const Tensor& token_ids, float routed_scaling, Tensor idx,
+                             Tensor w) = 0;
+
+  // out[t] = sum_k w[t,k] * expert_{idx[t,k]}(x[t]), clamped SwiGLU experts.
+  // x act [T, D]; out act [T, D] (overwritten).
+  virtual absl::Status MoeExperts(const Tensor& x, const Tensor& idx, const Tensor& w,
+                                  const ExpertWeights& experts, float swiglu_limit, Tensor out) = 0;
+};
+
+// The CPU backend (always available).
+std::unique_ptr<Backend> CreateCpuBackend();
+
+}  // namespace moegraph

@@ -1,0 +1,81 @@
+// The one interface server/ uses to reach the model: load a checkpoint on a
+// device, run batched steps over sequence slots, free slots. No gRPC or
+// protobuf types here (engine/ never includes them).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace moegraph {
+
+struct EngineOptions {
+  std::string model_dir;
+  std::string device = "cpu";  // "cpu" or "cuda" / "cuda:N"
+  int num_slots = 8;           // sequence slots (concurrently running sequences)
+  int context_limit = 0;       // max prompt + generated tokens; 0 = the model's max
+  int max_step_tokens = 512;   // tokens one Step may carry (sizes the activations)
+};
+
+struct ModelInfo {
+  std::string name;        // the model directory's base name
+  std::string model_type;  // "deepseek_v4"
+  int vocab_size = 0;
+  int context_limit = 0;
+  int bos_token_id = -1;
+  std::vector<int> eos_token_ids;
+  int num_layers = 0;
+  int hidden_size = 0;
+  std::string device;      // e.g. "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)"
+  std::string layout;      // e.g. "1 device, all layers, all experts"
+};
+
+// One sequence's share of a step: `len` consecutive tokens starting at
+// `token_offset` in StepPlan::token_ids, at positions start_pos, start_pos+1, ...
+struct SeqChunk {
+  int slot = 0;
+  int start_pos = 0;
+  int token_offset = 0;
+  int len = 0;
+  bool want_logits = false;  // return the logits of this chunk's last token
+};
+
+struct StepPlan {
+  // Host memory owned by the caller (from Engine::AllocateHostTokens, which
+  // is pinned on CUDA); read during Step only.
+  const int32_t* token_ids = nullptr;
+  int num_tokens = 0;
+  std::vector<SeqChunk> seqs;
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
+  virtual ~Engine() = default;
+
+  virtual const ModelInfo& info() const = 0;
+  virtual int num_slots() const = 0;
+  virtual int max_step_tokens() const = 0;
+
+  // Reserves state for a sequence of up to `max_tokens` total tokens in
+  // `slot` (free before this call). RESOURCE_EXHAUSTED when the state pool
+  // cannot hold it; then the slot stays free.
+  virtual absl::Status AcquireSlot(int slot, int max_tokens) = 0;
+  // Frees the slot's state; takes effect before the next Step.
+  virtual void ReleaseSlot(int slot) = 0;
+
+  // Runs one forward over `plan` (mutates the slots' state). For every chunk
+  // with want_logits, appends vocab_size f32 logits to `logits`, in plan
+  // order. Not thread-safe: one caller (the scheduler thread).
+  virtual absl::Status Step(const StepPlan& plan, std::vector<float>* logits) = 0;
+
+  // Host memory for step inputs (pinned on CUDA, plain on CPU), owned by the
+  // caller through the returned pointer's deleter.
+  virtual std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) = 0;
+};
+
+}  // namespace moegraph

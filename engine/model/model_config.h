@@ -1,0 +1,78 @@
+// DeepSeek-V4 config.json, in both spellings real files use (current:
+// layer_types / mlp_layer_types / compress_rates / rope_parameters.{main,
+// compress}; legacy: compress_ratios with its trailing MTP entry,
+// num_hash_layers, qk_rope_head_dim, rope_scaling), resolved to one struct.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace moegraph {
+
+enum class AttnKind { kSliding, kCsa, kHca };  // sliding_attention, compressed_sparse_, heavily_compressed_
+enum class MlpKind { kHashMoe, kMoe };
+
+struct RopeTable {
+  double theta = 10000.0;
+  bool yarn = false;
+  double factor = 1.0;
+  double original_max_position = 0;
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+};
+
+struct ModelConfig {
+  std::string model_type;  // always "deepseek_v4"
+  int vocab_size = 0;
+  int hidden_size = 0;           // D
+  int num_layers = 0;
+  int num_heads = 0;             // H
+  int head_dim = 0;              // d
+  int rope_dim = 0;              // r = int(d * partial_rotary_factor) (qk_rope_head_dim)
+  int q_lora_rank = 0;
+  int o_groups = 0;
+  int o_lora_rank = 0;
+  int n_routed_experts = 0;      // E
+  int num_experts_per_tok = 0;   // k
+  int n_shared_experts = 1;
+  int moe_intermediate_size = 0; // F
+  double routed_scaling_factor = 1.0;
+  double swiglu_limit = 0.0;
+  int sliding_window = 0;        // W
+  int csa_rate = 0;              // m
+  int hca_rate = 0;              // M
+  int index_n_heads = 0;
+  int index_head_dim = 0;
+  int index_topk = 0;
+  int hc_mult = 0;               // n
+  int hc_sinkhorn_iters = 0;
+  double hc_eps = 1e-6;
+  double rms_norm_eps = 1e-6;
+  int max_position_embeddings = 0;
+  int bos_token_id = -1;
+  std::vector<int> eos_token_ids;
+  bool tie_word_embeddings = false;
+  RopeTable rope_main;
+  RopeTable rope_compress;
+  std::vector<AttnKind> layer_types;  // num_layers entries
+  std::vector<MlpKind> mlp_types;     // num_layers entries
+
+  int num_layers_of(AttnKind k) const;
+  // Index of layer L among the layers of its own kind (entry pages are per kind).
+  int index_within_kind(int layer) const;
+};
+
+// Parses config.json text. Errors name the offending field.
+absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text);
+// Reads MODEL_DIR/config.json.
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
+
+// inv_freq[i] for i in [0, r/2), as transformers computes it (dsv4.md "Rotary").
+std::vector<float> RopeInvFreq(const RopeTable& table, int rope_dim);
+
+const char* AttnKindName(AttnKind k);
+
+}  // namespace moegraph
