@@ -1,0 +1,47 @@
+// moegraphd's configuration: a YAML file (config/moegraphd.yaml) with every
+// field validated and unknown keys refused by name, then command-line flags
+// (--key=value or --key value, same names as the YAML keys with '_' or '-')
+// overriding it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace moegraph {
+
+struct SamplingDefaults {
+  double temperature = 0.0;  // 0 = greedy
+  int top_k = 0;             // 0 = off
+  double top_p = 1.0;        // (0, 1]
+  double min_p = 0.0;        // [0, 1)
+  int max_tokens = 256;
+};
+
+struct ServerConfig {
+  std::string listen_address = "127.0.0.1:50051";  // gRPC
+  std::string metrics_address = "127.0.0.1:9464";  // HTTP /metrics ("" = off)
+  std::string model_dir = "tests/fixtures/dsv4-tiny";
+  std::string device = "auto";      // auto | cpu | cuda | cuda:N  (auto: cuda if a GPU is present)
+  int slots = 8;                    // sequence slots, >= 1
+  int queue_size = 64;              // waiting requests beyond running ones, >= 0
+  int max_step_tokens = 256;        // token budget per step (prefill chunking), >= 1
+  int context_limit = 0;            // 0 = the model's max_position_embeddings
+  SamplingDefaults sampling;
+  double drain_grace_seconds = 30;  // SIGTERM: time for running requests to finish, >= 0
+  std::string log_level = "info";   // error | warn | info | verbose
+  int max_stop_strings = 8;
+  int max_stop_string_length = 256;
+  int max_logprobs = 20;
+};
+
+// Parses YAML text (errors name the key path, e.g. "sampling.top_p: must be in (0, 1], got 1.5").
+absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text);
+absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path);
+// Applies flags on top of `config`. `--config PATH` is handled by the caller
+// before this. Unknown flags and bad values are errors naming the flag.
+absl::Status ApplyServerFlags(const std::vector<std::string>& args, ServerConfig* config);
+std::string ServerConfigHelp();  // the --help text listing every key, its default and range
+
+}  // namespace moegraph
