@@ -63,6 +63,11 @@ class Histogram {
 // registry's lifetime.
 class Registry {
  public:
+  Registry();
+  ~Registry();  // out of line: Family is defined in metrics.cc
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
   // Errors (InvalidArgument) on a bad name, a duplicate family, or a type clash.
   absl::StatusOr<Counter*> AddCounter(const std::string& name, const std::string& help,
                                       const Labels& labels = {});
