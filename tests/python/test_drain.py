@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""SIGTERM while streams run (fake engine, 10 ms steps): readiness turns
+NOT_SERVING, new calls get UNAVAILABLE, requests that can finish within the
+grace period finish, the rest end with finish reason ABORT, every stream gets
+its final message, and moegraphd exits 0. SIGINT behaves the same."""
+
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import grpc  # noqa: E402
+
+from harness import Daemon, SERVICE, collect, stubs  # noqa: E402
+
+pb = stubs().generation_pb2
+
+
+class DrainTest(unittest.TestCase):
+    def run_drain(self, sig):
+        daemon = Daemon(fake_engine=True,
+                        flags=["--slots=4", "--queue_size=8", "--fake-step-ms=10",
+                               "--drain_grace_seconds=1.5"])
+        daemon.start()
+        try:
+            stub = daemon.generation()
+            # Two finish within the grace period (50 steps), two cannot (3000
+            # steps), and two wait in the queue behind them.
+            plan = [("short-0", 50), ("short-1", 50), ("long-0", 3000), ("long-1", 3000),
+                    ("queued-0", 20), ("queued-1", 20)]
+            results = {}
+            errors = {}
+            started = threading.Barrier(len(plan) + 1)
+
+            def run(rid, n):
+                call = stub.Generate(pb.GenerateRequest(
+                    request_id=rid, token_ids=pb.TokenIds(ids=[5, 6, 7]),
+                    stopping=pb.StoppingParams(max_tokens=n)))
+                started.wait()
+                try:
+                    results[rid] = collect(call)
+                except grpc.RpcError as e:
+                    errors[rid] = e
+
+            threads = [threading.Thread(target=run, args=p) for p in plan]
+            for t in threads:
+                t.start()
+            started.wait()
+            time.sleep(0.3)  # all six admitted, four running
+            daemon.signal(sig)
+
+            # Readiness goes NOT_SERVING while the long ones still run; new
+            # calls are refused with UNAVAILABLE.
+            deadline = time.monotonic() + 1.0
+            while daemon.health(SERVICE) != "NOT_SERVING" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.assertEqual(daemon.health(SERVICE), "NOT_SERVING")
+            with self.assertRaises(grpc.RpcError) as ctx:
+                collect(stub.Generate(pb.GenerateRequest(
+                    token_ids=pb.TokenIds(ids=[1]), stopping=pb.StoppingParams(max_tokens=2))))
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNAVAILABLE)
+
+            for t in threads:
+                t.join(30)
+            rc = daemon.wait(30)
+        finally:
+            rc = daemon.stop()
+        logs = daemon.logs()
+        self.assertEqual(rc, 0, logs)
+        self.assertEqual(errors, {}, logs)
+        self.assertEqual(set(results), {p[0] for p in plan})
+        for rid, n in plan:
+            ids, _, final, _ = results[rid]
+            self.assertIsNotNone(final, rid)
+            self.assertEqual(final.usage.completion_tokens, len(ids), rid)
+            if rid.startswith("long"):
+                self.assertEqual(final.finish_reason, pb.FINISH_REASON_ABORT, rid)
+                self.assertLess(len(ids), n)
+            else:
+                self.assertEqual(final.finish_reason, pb.FINISH_REASON_LENGTH, rid)
+                self.assertEqual(len(ids), n)
+        self.assertIn("draining", logs)
+
+    def test_sigterm(self):
+        self.run_drain(signal.SIGTERM)
+
+    def test_sigint(self):
+        self.run_drain(signal.SIGINT)
+
+    def test_idle_exit_is_quick(self):
+        daemon = Daemon(fake_engine=True)
+        daemon.start()
+        t = time.monotonic()
+        self.assertEqual(daemon.stop(), 0)
+        self.assertLess(time.monotonic() - t, 5)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""moegraphd's gRPC behaviour on the fake engine (deterministic, no weights):
+INVALID_ARGUMENT naming the field for each bad input, RESOURCE_EXHAUSTED on a
+full queue, cancellation / deadline / Abort freeing the slot, request ids,
+GetModelInfo, health and reflection."""
+
+import os
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import grpc  # noqa: E402
+
+from harness import Daemon, SERVICE, collect, stubs  # noqa: E402
+
+pb = stubs().generation_pb2
+
+
+def ids_request(ids, max_tokens=8, **kw):
+    return pb.GenerateRequest(token_ids=pb.TokenIds(ids=ids),
+                              stopping=pb.StoppingParams(max_tokens=max_tokens), **kw)
+
+
+def metric(text, name, labels=""):
+    """The value of one sample line of a Prometheus text exposition."""
+    key = name + ("{%s}" % labels if labels else "")
+    for line in text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.split()[-1])
+    return None
+
+
+class ServiceTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        # One slot and a queue of one make admission and slot reuse visible;
+        # 5 ms steps make long requests long.
+        cls.daemon = Daemon(fake_engine=True,
+                            flags=["--slots=1", "--queue_size=1", "--fake-step-ms=5",
+                                   "--context_limit=4096", "--max_stop_strings=4",
+                                   "--max_stop_string_length=16", "--max_logprobs=5"])
+        cls.daemon.start()
+        cls.stub = cls.daemon.generation()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.daemon.stop()
+        if rc != 0:
+            print(cls.daemon.logs())
+        assert rc == 0, rc
+
+    def assert_invalid(self, request, field):
+        with self.assertRaises(grpc.RpcError) as ctx:
+            collect(self.stub.Generate(request, timeout=10))
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT,
+                         ctx.exception.details())
+        self.assertIn(field, ctx.exception.details())
+
+    def test_bad_inputs_name_the_field(self):
+        cases = [
+            (pb.GenerateRequest(), "prompt"),
+            (pb.GenerateRequest(token_ids=pb.TokenIds(ids=[])), "prompt"),
+            (ids_request([5, 320]), "prompt.token_ids"),
+            (ids_request([5, -1]), "prompt.token_ids"),
+            (ids_request([5], max_tokens=0), "stopping.max_tokens"),
+            (ids_request([5], max_tokens=4096), "stopping.max_tokens"),
+            (ids_request([5], sampling=pb.SamplingParams(temperature=-0.5)),
+             "sampling.temperature"),
+            (ids_request([5], sampling=pb.SamplingParams(top_p=0.0)), "sampling.top_p"),
+            (ids_request([5], sampling=pb.SamplingParams(top_p=1.5)), "sampling.top_p"),
+            (ids_request([5], sampling=pb.SamplingParams(top_k=-1)), "sampling.top_k"),
+            (ids_request([5], sampling=pb.SamplingParams(min_p=1.0)), "sampling.min_p"),
+            (ids_request([5], sampling=pb.SamplingParams(repetition_penalty=0.0)),
+             "sampling.repetition_penalty"),
+            (ids_request([5], sampling=pb.SamplingParams(presence_penalty=3.0)),
+             "sampling.presence_penalty"),
+            (pb.GenerateRequest(token_ids=pb.TokenIds(ids=[5]),
+                                stopping=pb.StoppingParams(max_tokens=4, stop=list("abcde"))),
+             "stopping.stop"),
+            (pb.GenerateRequest(token_ids=pb.TokenIds(ids=[5]),
+                                stopping=pb.StoppingParams(max_tokens=4, stop=["x" * 17])),
+             "stopping.stop[0]"),
+            (pb.GenerateRequest(token_ids=pb.TokenIds(ids=[5]),
+                                stopping=pb.StoppingParams(max_tokens=4, stop=[""])),
+             "stopping.stop[0]"),
+            (pb.GenerateRequest(token_ids=pb.TokenIds(ids=[5]),
+                                stopping=pb.StoppingParams(max_tokens=4, stop_token_ids=[999])),
+             "stopping.stop_token_ids"),
+            (pb.GenerateRequest(token_ids=pb.TokenIds(ids=[5]),
+                                stopping=pb.StoppingParams(max_tokens=4, min_tokens=5)),
+             "stopping.min_tokens"),
+            (ids_request([5], output=pb.OutputOptions(logprobs=True, top_logprobs=6)),
+             "output.top_logprobs"),
+            (ids_request([5], request_id="x" * 300), "request_id"),
+        ]
+        for request, field in cases:
+            with self.subTest(field=field, request=str(request)[:80]):
+                self.assert_invalid(request, field)
+        # The message also gives the allowed range.
+        with self.assertRaises(grpc.RpcError) as ctx:
+            collect(self.stub.Generate(ids_request([5], sampling=pb.SamplingParams(top_p=2.0))))
+        self.assertIn("(0, 1]", ctx.exception.details())
+
+    def test_prompt_over_the_context_limit(self):
+        self.assert_invalid(ids_request([5] * 4096, max_tokens=1), "prompt")
+        self.assert_invalid(ids_request([5] * 4000, max_tokens=97), "stopping.max_tokens")
+        ids, _, final, _ = collect(self.stub.Generate(ids_request([5] * 4000, max_tokens=96)))
+        self.assertEqual(final.usage.completion_tokens, 96)
+
+    def test_stream_shape_and_request_id(self):
+        ids, text, final, chunks = collect(
+            self.stub.Generate(ids_request([3, 4, 5], max_tokens=6, request_id="my-id")))
+        self.assertEqual(len(ids), 6)
+        self.assertEqual(final.finish_reason, pb.FINISH_REASON_LENGTH)
+        self.assertEqual(final.usage.prompt_tokens, 3)
+        self.assertEqual(final.usage.completion_tokens, 6)
+        self.assertGreaterEqual(final.timings.total_seconds,
+                                final.timings.time_to_first_token_seconds)
+        self.assertGreater(final.timings.time_to_first_token_seconds, 0)
+        msgs = list(self.stub.Generate(ids_request([3, 4, 5], max_tokens=2)))
+        self.assertTrue(msgs[0].request_id.startswith("req-"))
+        self.assertEqual(len({m.request_id for m in msgs}), 1)
+        # Greedy is deterministic.
+        ids2, _, _, _ = collect(self.stub.Generate(ids_request([3, 4, 5], max_tokens=6)))
+        self.assertEqual(ids, ids2)
+
+    def test_logprobs(self):
+        ids, _, final, chunks = collect(self.stub.Generate(
+            ids_request([7, 8], max_tokens=4,
+                        output=pb.OutputOptions(logprobs=True, top_logprobs=3))))
+        lps = [lp for c in chunks for lp in c.logprobs]
+        self.assertEqual(len(lps), 4)
+        for tok, lp in zip(ids, lps):
+            self.assertEqual(lp.chosen.token_id, tok)
+            self.assertLessEqual(lp.chosen.logprob, 0.0)
+            self.assertEqual(len(lp.top), 3)
+            # Greedy: the chosen token is the most likely one.
+            self.assertEqual(lp.top[0].token_id, tok)
+            self.assertAlmostEqual(lp.top[0].logprob, lp.chosen.logprob, places=5)
+
+    def test_stop_token_id(self):
+        ids, _, _, _ = collect(self.stub.Generate(ids_request([9, 9], max_tokens=10)))
+        stop = ids[4]
+        ids2, _, final, _ = collect(self.stub.Generate(pb.GenerateRequest(
+            token_ids=pb.TokenIds(ids=[9, 9]),
+            stopping=pb.StoppingParams(max_tokens=10, stop_token_ids=[stop]))))
+        self.assertEqual(final.finish_reason, pb.FINISH_REASON_STOP)
+        self.assertEqual(final.stop_token_id, stop)
+        self.assertEqual(ids2, ids[:ids.index(stop) + 1])
+
+    def long_stream(self, request_id, max_tokens=3000):
+        """Starts a long request and returns (call, iterator) once it streams."""
+        call = self.stub.Generate(ids_request([11, 12, 13], max_tokens=max_tokens,
+                                              request_id=request_id))
+        first = next(call)
+        self.assertEqual(first.WhichOneof("kind"), "chunk")
+        return call
+
+    def follow_up_succeeds(self):
+        ids, _, final, _ = collect(self.stub.Generate(ids_request([1, 2], max_tokens=3),
+                                                      timeout=20))
+        self.assertEqual(final.finish_reason, pb.FINISH_REASON_LENGTH)
+        self.assertEqual(len(ids), 3)
+
+    def test_cancel_frees_the_slot(self):
+        call = self.long_stream("to-cancel")
+        call.cancel()
+        # slots=1: the next request only runs once the slot is free again.
+        self.follow_up_succeeds()
+        self.assertIn("request to-cancel: abort", self.daemon.logs())
+
+    def test_deadline_frees_the_slot(self):
+        call = self.stub.Generate(ids_request([11, 12], max_tokens=3000), timeout=0.5)
+        with self.assertRaises(grpc.RpcError) as ctx:
+            collect(call)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.follow_up_succeeds()
+
+    def test_abort_rpc(self):
+        call = self.long_stream("to-abort")
+        r = self.stub.Abort(pb.AbortRequest(request_id="to-abort"))
+        self.assertTrue(r.found)
+        ids, _, final, _ = collect(call)
+        self.assertEqual(final.finish_reason, pb.FINISH_REASON_ABORT)
+        self.assertLess(final.usage.completion_tokens, 3000)
+        self.assertFalse(self.stub.Abort(pb.AbortRequest(request_id="to-abort")).found)
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.stub.Abort(pb.AbortRequest())
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.follow_up_succeeds()
+
+    def test_full_queue_and_duplicate_id(self):
+        running = self.long_stream("running")
+        queued = self.stub.Generate(ids_request([1, 2], max_tokens=3, request_id="queued"))
+        got = []
+        reader = threading.Thread(target=lambda: got.append(collect(queued)))
+        reader.start()
+        # The queued request is admitted once it reaches the server.
+        deadline = time.monotonic() + 10
+        refused = None
+        while time.monotonic() < deadline:
+            try:
+                collect(self.stub.Generate(ids_request([1, 2], max_tokens=3), timeout=10))
+            except grpc.RpcError as e:
+                refused = e
+                break
+            time.sleep(0.05)
+        self.assertIsNotNone(refused, "no RESOURCE_EXHAUSTED with slots=1, queue_size=1")
+        self.assertEqual(refused.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("queue", refused.details())
+        with self.assertRaises(grpc.RpcError) as ctx:
+            collect(self.stub.Generate(ids_request([1], max_tokens=2, request_id="running")))
+        self.assertIn(ctx.exception.code(), (grpc.StatusCode.ALREADY_EXISTS,
+                                             grpc.StatusCode.RESOURCE_EXHAUSTED))
+        self.assertTrue(self.stub.Abort(pb.AbortRequest(request_id="running")).found)
+        _, _, final, _ = collect(running)
+        self.assertEqual(final.finish_reason, pb.FINISH_REASON_ABORT)
+        reader.join(20)
+        self.assertEqual(got[0][2].finish_reason, pb.FINISH_REASON_LENGTH)
+
+    def test_duplicate_id_while_running(self):
+        running = self.long_stream("dup")
+        with self.assertRaises(grpc.RpcError) as ctx:
+            collect(self.stub.Generate(ids_request([1], max_tokens=2, request_id="dup")))
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.ALREADY_EXISTS)
+        self.assertIn("request_id", ctx.exception.details())
+        running.cancel()
+        self.follow_up_succeeds()
+
+    def test_model_info(self):
+        info = self.stub.GetModelInfo(pb.GetModelInfoRequest())
+        self.assertEqual(info.vocab_size, 320)
+        self.assertEqual(info.context_limit, 4096)
+        self.assertEqual(list(info.eos_token_ids), [1])
+        self.assertEqual(info.slots, 1)
+        self.assertTrue(info.devices)
+
+    def test_health(self):
+        self.assertEqual(self.daemon.health(""), "SERVING")
+        self.assertEqual(self.daemon.health(SERVICE), "SERVING")
+        self.assertEqual(self.daemon.health("no.such.Service"), "SERVICE_UNKNOWN")
+
+    def test_reflection(self):
+        s = stubs()
+        stub = s.reflection_pb2_grpc.ServerReflectionStub(self.daemon.channel())
+        reqs = [s.reflection_pb2.ServerReflectionRequest(list_services=""),
+                s.reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE)]
+        responses = list(stub.ServerReflectionInfo(iter(reqs), timeout=10))
+        names = {svc.name for svc in responses[0].list_services_response.service}
+        self.assertIn(SERVICE, names)
+        self.assertIn("grpc.health.v1.Health", names)
+        self.assertIn("grpc.reflection.v1alpha.ServerReflection", names)
+        from google.protobuf import descriptor_pb2
+        fd = descriptor_pb2.FileDescriptorProto.FromString(
+            responses[1].file_descriptor_response.file_descriptor_proto[0])
+        self.assertEqual(fd.package, "moegraph.v1")
+        self.assertIn("Generate", [m.name for m in fd.service[0].method])
+
+    def test_metrics_follow_requests(self):
+        try:
+            before = self.daemon.metrics_text()
+        except OSError:
+            self.skipTest("no /metrics exporter in this build")
+        collect(self.stub.Generate(ids_request([4, 4], max_tokens=5)))
+        after = self.daemon.metrics_text()
+        key = ("moegraph_requests_total", 'finish_reason="length"')
+        self.assertEqual(metric(after, *key) - (metric(before, *key) or 0), 1)
+        self.assertGreaterEqual(metric(after, "moegraph_generated_tokens_total"), 5)
+        self.assertEqual(metric(after, "moegraph_slots_capacity"), 1)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
