@@ -83,7 +83,9 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int max_top_logprob
   return absl::OkStatus();
 }
 
-void PenaltyHistory::AddPrompt(std::span<const int32_t> ids) { prompt_.insert(ids.begin(), ids.end()); }
+void PenaltyHistory::AddPrompt(std::span<const int32_t> ids) {
+  prompt_.insert(ids.begin(), ids.end());
+}
 void PenaltyHistory::AddOutput(int32_t id) { ++output_[id]; }
 
 double SeededUniform(uint64_t seed, uint64_t index) {
@@ -92,8 +94,8 @@ double SeededUniform(uint64_t seed, uint64_t index) {
 }
 
 void Sampler::Sample(std::span<const float> logits, const SamplingParams& p,
-                     const PenaltyHistory* history, std::span<const int32_t> banned,
-                     uint64_t index, SampleResult* result) {
+                     const PenaltyHistory* history, std::span<const int32_t> banned, uint64_t index,
+                     SampleResult* result) {
   const int n = static_cast<int>(logits.size());
   work_.assign(logits.begin(), logits.end());
   if (history != nullptr && p.has_penalties()) ApplyPenalties(p, *history, &work_);
@@ -121,7 +123,8 @@ void Sampler::Sample(std::span<const float> logits, const SamplingParams& p,
     for (int32_t id : order_) max_logit = std::max(max_logit, work_[id]);
     if (max_logit == kNegInf) {
       // Everything banned: fall back to the raw argmax rather than fail.
-      chosen = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      chosen =
+          static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     } else {
       // Unnormalised probabilities relative to the most likely token (p=1),
       // so min-p is a plain threshold.

@@ -14,16 +14,16 @@
 namespace moegraph::sampling {
 
 struct SamplingParams {
-  float temperature = 0.0f;        // 0 = greedy (argmax, lowest id on ties)
-  int top_k = 0;                   // 0 = off
-  float top_p = 1.0f;              // (0, 1]; 1 = off
-  float min_p = 0.0f;              // [0, 1); 0 = off
-  float repetition_penalty = 1.0f; // > 0; 1 = off (prompt and output tokens)
-  float presence_penalty = 0.0f;   // output tokens, once
-  float frequency_penalty = 0.0f;  // output tokens, per occurrence
-  uint64_t seed = 0;               // the request's random stream
-  bool logprobs = false;           // report the chosen token's logprob
-  int top_logprobs = 0;            // report this many most likely tokens
+  float temperature = 0.0f;         // 0 = greedy (argmax, lowest id on ties)
+  int top_k = 0;                    // 0 = off
+  float top_p = 1.0f;               // (0, 1]; 1 = off
+  float min_p = 0.0f;               // [0, 1); 0 = off
+  float repetition_penalty = 1.0f;  // > 0; 1 = off (prompt and output tokens)
+  float presence_penalty = 0.0f;    // output tokens, once
+  float frequency_penalty = 0.0f;   // output tokens, per occurrence
+  uint64_t seed = 0;                // the request's random stream
+  bool logprobs = false;            // report the chosen token's logprob
+  int top_logprobs = 0;             // report this many most likely tokens
 
   bool greedy() const { return temperature == 0.0f; }
   bool has_penalties() const {
@@ -56,8 +56,8 @@ struct TokenLogprob {
 
 struct SampleResult {
   int32_t token_id = 0;
-  float logprob = 0.0f;             // set when params.logprobs or top_logprobs > 0
-  std::vector<TokenLogprob> top;    // params.top_logprobs entries, most likely first
+  float logprob = 0.0f;           // set when params.logprobs or top_logprobs > 0
+  std::vector<TokenLogprob> top;  // params.top_logprobs entries, most likely first
 };
 
 // The uniform draw in [0, 1) for token `index` of a request seeded `seed`: a

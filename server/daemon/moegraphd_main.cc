@@ -213,9 +213,9 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   health->SetServingStatus(GenerationService::kServiceName, false);
 
   // A second signal cuts the grace period short.
-  const auto deadline = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
-                                                 std::chrono::duration<double>(
-                                                     config.drain_grace_seconds));
+  const auto deadline =
+      SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                               std::chrono::duration<double>(config.drain_grace_seconds));
   std::atomic<bool> drained{false};
   bool clean = true;
   std::thread drainer([&] {

@@ -7,19 +7,19 @@
 
 namespace moegraph {
 
-absl::StatusOr<std::unique_ptr<SchedulerMetrics>> SchedulerMetrics::Create(
-    metrics::Registry* r, int slots) {
+absl::StatusOr<std::unique_ptr<SchedulerMetrics>> SchedulerMetrics::Create(metrics::Registry* r,
+                                                                           int slots) {
   std::unique_ptr<SchedulerMetrics> m(new SchedulerMetrics());
   const char* reasons[] = {"stop", "length", "abort", "error"};
   for (int i = 0; i < 4; ++i) {
-    ASSIGN_OR_RETURN(m->requests_[i],
-                     r->AddCounter("moegraph_requests_total", "Requests finished, by finish reason.",
-                                   {{"finish_reason", reasons[i]}}));
+    ASSIGN_OR_RETURN(m->requests_[i], r->AddCounter("moegraph_requests_total",
+                                                    "Requests finished, by finish reason.",
+                                                    {{"finish_reason", reasons[i]}}));
   }
-  ASSIGN_OR_RETURN(m->ttft_, r->AddHistogram(
-                                 "moegraph_time_to_first_token_seconds",
-                                 "Time from a request's arrival to its first generated token.",
-                                 metrics::LatencyBuckets()));
+  ASSIGN_OR_RETURN(m->ttft_,
+                   r->AddHistogram("moegraph_time_to_first_token_seconds",
+                                   "Time from a request's arrival to its first generated token.",
+                                   metrics::LatencyBuckets()));
   ASSIGN_OR_RETURN(m->inter_token_,
                    r->AddHistogram("moegraph_inter_token_latency_seconds",
                                    "Time between two consecutive generated tokens of one request.",
@@ -60,10 +60,9 @@ absl::StatusOr<std::unique_ptr<SchedulerMetrics>> SchedulerMetrics::Create(
   ASSIGN_OR_RETURN(m->steps_, r->AddCounter("moegraph_steps_total", "Scheduler steps run."));
   const char* refusals[] = {"queue_full", "draining", "duplicate_id"};
   for (int i = 0; i < 3; ++i) {
-    ASSIGN_OR_RETURN(m->rejected_[i],
-                     r->AddCounter("moegraph_requests_rejected_total",
-                                   "Requests refused at admission, by reason.",
-                                   {{"reason", refusals[i]}}));
+    ASSIGN_OR_RETURN(m->rejected_[i], r->AddCounter("moegraph_requests_rejected_total",
+                                                    "Requests refused at admission, by reason.",
+                                                    {{"reason", refusals[i]}}));
   }
   return m;
 }

@@ -56,8 +56,7 @@ absl::StatusOr<Gauge*> Registry::AddGauge(const std::string& name, const std::st
   return f->gauges.back().get();
 }
 absl::StatusOr<Histogram*> Registry::AddHistogram(const std::string& name, const std::string&,
-                                                  std::vector<double> upper_bounds,
-                                                  const Labels&) {
+                                                  std::vector<double> upper_bounds, const Labels&) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& f = families_[name];
   if (!f) f = std::make_unique<Family>();
@@ -68,7 +67,7 @@ std::string Registry::Render() const { return ""; }
 
 struct MetricsHttpServer::Impl {};
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std::string&,
-                                                                           const Registry*) {
+                                                                            const Registry*) {
   return absl::UnimplementedError("the /metrics exporter is not merged yet");
 }
 MetricsHttpServer::~MetricsHttpServer() = default;

@@ -19,8 +19,8 @@ enum class FinishReason { kStop, kLength, kAbort, kError };
 const char* FinishReasonName(FinishReason reason);  // "stop", "length", "abort", "error"
 
 struct StopCriteria {
-  int max_tokens = 1;   // generated tokens at most, >= 1
-  int min_tokens = 0;   // EOS / stop ids / stop strings ignored before this many
+  int max_tokens = 1;  // generated tokens at most, >= 1
+  int min_tokens = 0;  // EOS / stop ids / stop strings ignored before this many
   std::vector<std::string> stop_strings;
   std::vector<int32_t> stop_token_ids;
   std::vector<int32_t> eos_token_ids;  // empty when the request ignores EOS

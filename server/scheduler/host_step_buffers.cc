@@ -8,9 +8,8 @@ absl::StatusOr<std::unique_ptr<HostStepBuffers>> HostStepBuffers::Create(Engine*
                                                                          int max_tokens,
                                                                          int max_seqs) {
   if (max_tokens < 1 || max_seqs < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("host step buffers: max_tokens %d and max_seqs %d must be >= 1",
-                        max_tokens, max_seqs));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "host step buffers: max_tokens %d and max_seqs %d must be >= 1", max_tokens, max_seqs));
   }
   const size_t count = 3 * static_cast<size_t>(max_tokens) + static_cast<size_t>(max_seqs);
   Storage a = engine->AllocateHostTokens(count);

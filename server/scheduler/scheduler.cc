@@ -34,8 +34,7 @@ struct Scheduler::Sequence {
   bool prefilled() const { return num_computed >= prompt_len; }
 };
 
-absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Engine* engine,
-                                                             const TextCodec* codec,
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Engine* engine, const TextCodec* codec,
                                                              const SchedulerOptions& options,
                                                              SchedulerObserver* observer) {
   if (engine == nullptr) return absl::InvalidArgumentError("scheduler: no engine");
@@ -294,8 +293,7 @@ void Scheduler::RunStep() {
                                                  logits_.size(), num_sampled, vocab));
   }
   if (!status.ok()) {
-    LOG_ERROR << "engine step failed, ending its " << step_seqs_.size()
-              << " sequences: " << status;
+    LOG_ERROR << "engine step failed, ending its " << step_seqs_.size() << " sequences: " << status;
     for (Sequence* seq : step_seqs_) {
       FinishEvent event;
       event.error_message = std::string(status.message());
@@ -412,9 +410,10 @@ void Scheduler::FinishUnscheduled(std::unique_ptr<GenerationRequest> request, Fi
     active_ids_.erase(request->id);
   }
   idle_cv_.notify_all();
-  LOG_INFO << absl::StrFormat("request %s: %s before it was scheduled, tokens in %d, total %.1f ms%s%s",
-                              request->id, FinishReasonName(reason), event.prompt_tokens,
-                              1e3 * event.total_seconds, error.empty() ? "" : ", error: ", error);
+  LOG_INFO << absl::StrFormat(
+      "request %s: %s before it was scheduled, tokens in %d, total %.1f ms%s%s", request->id,
+      FinishReasonName(reason), event.prompt_tokens, 1e3 * event.total_seconds,
+      error.empty() ? "" : ", error: ", error);
   if (observer_ != nullptr) observer_->OnFinished(event);
   request->sink->OnFinish(std::move(event));
 }

@@ -93,17 +93,17 @@ class Scheduler {
   const int step_budget_;
 
   mutable std::mutex mu_;
-  std::condition_variable work_cv_;  // new work, aborts, shutdown
-  std::condition_variable idle_cv_;  // a request left (Drain waits on it)
+  std::condition_variable work_cv_;                         // new work, aborts, shutdown
+  std::condition_variable idle_cv_;                         // a request left (Drain waits on it)
   std::deque<std::unique_ptr<GenerationRequest>> waiting_;  // guarded by mu_
-  std::vector<int> free_slots_;                            // guarded by mu_
-  absl::flat_hash_set<std::string> active_ids_;            // queued + running; guarded by mu_
-  absl::flat_hash_set<std::string> aborts_;                // guarded by mu_
-  int num_running_ = 0;                                    // guarded by mu_
-  bool draining_ = false;                                  // guarded by mu_
-  bool abort_all_ = false;                                 // guarded by mu_
-  bool shutdown_ = false;                                  // guarded by mu_
-  Totals totals_;                                          // guarded by mu_
+  std::vector<int> free_slots_;                             // guarded by mu_
+  absl::flat_hash_set<std::string> active_ids_;             // queued + running; guarded by mu_
+  absl::flat_hash_set<std::string> aborts_;                 // guarded by mu_
+  int num_running_ = 0;                                     // guarded by mu_
+  bool draining_ = false;                                   // guarded by mu_
+  bool abort_all_ = false;                                  // guarded by mu_
+  bool shutdown_ = false;                                   // guarded by mu_
+  Totals totals_;                                           // guarded by mu_
 
   // Scheduler thread only.
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order

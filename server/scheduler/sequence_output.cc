@@ -26,7 +26,8 @@ SequenceOutput::SequenceOutput(StopCriteria criteria,
                    criteria_.stop_token_ids.end());
   std::sort(stop_ids_.begin(), stop_ids_.end());
   stop_ids_.erase(std::unique(stop_ids_.begin(), stop_ids_.end()), stop_ids_.end());
-  for (const std::string& s : criteria_.stop_strings) max_stop_len_ = std::max(max_stop_len_, s.size());
+  for (const std::string& s : criteria_.stop_strings)
+    max_stop_len_ = std::max(max_stop_len_, s.size());
 }
 
 std::span<const int32_t> SequenceOutput::banned_ids() const {

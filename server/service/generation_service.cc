@@ -181,12 +181,12 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   std::atomic<int> refs_{2};
   std::string request_id_;
   std::mutex mu_;
-  std::deque<TokenEvent> tokens_;      // guarded by mu_
-  std::optional<FinishEvent> final_;   // guarded by mu_
-  bool writing_ = false;               // guarded by mu_
-  bool finish_called_ = false;         // guarded by mu_
-  bool scheduler_done_ = false;        // guarded by mu_
-  v1::GenerateResponse out_;  // the message in flight: only its writer touches it
+  std::deque<TokenEvent> tokens_;     // guarded by mu_
+  std::optional<FinishEvent> final_;  // guarded by mu_
+  bool writing_ = false;              // guarded by mu_
+  bool finish_called_ = false;        // guarded by mu_
+  bool scheduler_done_ = false;       // guarded by mu_
+  v1::GenerateResponse out_;          // the message in flight: only its writer touches it
 };
 
 void GenerationService::SetReady(Scheduler* scheduler, const TextCodec* codec,

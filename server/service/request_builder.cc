@@ -59,7 +59,8 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
     }
     case v1::GenerateRequest::kTokenIds: {
       if (proto.token_ids().ids().empty()) return Invalid("prompt: token_ids is empty");
-      absl::Status s = CheckTokenIds("prompt.token_ids.ids", proto.token_ids().ids(), limits.vocab_size);
+      absl::Status s =
+          CheckTokenIds("prompt.token_ids.ids", proto.token_ids().ids(), limits.vocab_size);
       if (!s.ok()) return s;
       request->prompt.assign(proto.token_ids().ids().begin(), proto.token_ids().ids().end());
       break;
@@ -78,8 +79,8 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
   // Sampling.
   const v1::SamplingParams& sp = proto.sampling();
   sampling::SamplingParams& s = request->sampling;
-  s.temperature = sp.has_temperature() ? sp.temperature()
-                                       : static_cast<float>(limits.defaults.temperature);
+  s.temperature =
+      sp.has_temperature() ? sp.temperature() : static_cast<float>(limits.defaults.temperature);
   s.top_k = sp.has_top_k() ? sp.top_k() : limits.defaults.top_k;
   s.top_p = sp.has_top_p() ? sp.top_p() : static_cast<float>(limits.defaults.top_p);
   s.min_p = sp.has_min_p() ? sp.min_p() : static_cast<float>(limits.defaults.min_p);
@@ -128,10 +129,12 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
     }
     stop.stop_strings.push_back(str);
   }
-  absl::Status ids_ok = CheckTokenIds("stopping.stop_token_ids", st.stop_token_ids(), limits.vocab_size);
+  absl::Status ids_ok =
+      CheckTokenIds("stopping.stop_token_ids", st.stop_token_ids(), limits.vocab_size);
   if (!ids_ok.ok()) return ids_ok;
   stop.stop_token_ids.assign(st.stop_token_ids().begin(), st.stop_token_ids().end());
-  if (!st.ignore_eos()) stop.eos_token_ids.assign(limits.eos_token_ids.begin(), limits.eos_token_ids.end());
+  if (!st.ignore_eos())
+    stop.eos_token_ids.assign(limits.eos_token_ids.begin(), limits.eos_token_ids.end());
   stop.include_stop_str_in_output = st.include_stop_str_in_output();
 
   // Output.

@@ -59,10 +59,11 @@ absl::Status FakeEngine::AcquireSlot(int slot, int max_tokens) {
     return absl::InvalidArgumentError(
         absl::StrFormat("fake engine: %d tokens exceed the context limit", max_tokens));
   }
-  if (options_.state_pool_tokens > 0 && reserved_tokens_ + max_tokens > options_.state_pool_tokens) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "fake engine: state pool holds %d tokens, %d reserved, %d more asked",
-        options_.state_pool_tokens, reserved_tokens_, max_tokens));
+  if (options_.state_pool_tokens > 0 &&
+      reserved_tokens_ + max_tokens > options_.state_pool_tokens) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("fake engine: state pool holds %d tokens, %d reserved, %d more asked",
+                        options_.state_pool_tokens, reserved_tokens_, max_tokens));
   }
   s.acquired = true;
   s.reserved = max_tokens;
@@ -86,9 +87,9 @@ absl::Status FakeEngine::Step(const StepPlan& plan, std::vector<float>* logits) 
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (plan.num_tokens < 1 || plan.num_tokens > options_.max_step_tokens) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "fake engine: plan has %d tokens, max_step_tokens is %d", plan.num_tokens,
-        options_.max_step_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("fake engine: plan has %d tokens, max_step_tokens is %d", plan.num_tokens,
+                        options_.max_step_tokens));
   }
   int covered = 0;
   for (const SeqChunk& c : plan.seqs) {

@@ -29,7 +29,7 @@ class TextCodec {
   virtual ~TextCodec() = default;
   // `add_bos`: prepend the BOS token (when the model has one).
   virtual absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
-                                                       bool add_bos) const = 0;
+                                                      bool add_bos) const = 0;
   virtual std::unique_ptr<DetokenizerStream> NewDetokenizer(bool skip_special_tokens) const = 0;
   // The tokenizer's own add_bos_token setting: the default for requests.
   virtual bool default_add_bos() const = 0;

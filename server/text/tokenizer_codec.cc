@@ -23,10 +23,12 @@ class TokenizerDetokenizerStream final : public DetokenizerStream {
 
 class TokenizerCodec final : public TextCodec {
  public:
-  explicit TokenizerCodec(std::unique_ptr<Tokenizer> tokenizer) : tokenizer_(std::move(tokenizer)) {}
+  explicit TokenizerCodec(std::unique_ptr<Tokenizer> tokenizer)
+      : tokenizer_(std::move(tokenizer)) {}
 
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos) const override {
-    absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(text, /*add_special_tokens=*/false);
+    absl::StatusOr<std::vector<int32_t>> ids =
+        tokenizer_->Encode(text, /*add_special_tokens=*/false);
     if (!ids.ok()) return ids.status();
     std::optional<int32_t> bos = tokenizer_->bos_id();
     if (add_bos && bos.has_value() && (ids->empty() || ids->front() != *bos)) {

@@ -77,7 +77,7 @@ TEST_CASE("sampler: seeded draws are deterministic per (seed, index)", "[sampler
   CHECK(std::set<int32_t>(first.begin(), first.end()).size() > 5);
 }
 
-TEST_CASE("sampler: SeededUniform is in [0, 1) and spread out", "[sampler]") {
+TEST_CASE("sampler: SeededUniform stays within 0..1 and is spread out", "[sampler]") {
   double sum = 0;
   for (uint64_t i = 0; i < 10000; ++i) {
     double u = SeededUniform(42, i);
@@ -194,7 +194,8 @@ TEST_CASE("sampler: parameter validation names the field", "[sampler]") {
   SamplingParams p;
   CHECK(ValidateSamplingParams(p, 20).ok());
   p.temperature = -0.1f;
-  CHECK(ValidateSamplingParams(p, 20).message().find("sampling.temperature") != std::string_view::npos);
+  CHECK(ValidateSamplingParams(p, 20).message().find("sampling.temperature") !=
+        std::string_view::npos);
   p = {};
   p.top_p = 0.0f;
   CHECK(ValidateSamplingParams(p, 20).message().find("sampling.top_p") != std::string_view::npos);

@@ -83,7 +83,8 @@ std::vector<int32_t> ExpectedGreedy(std::vector<int32_t> history, int n, int voc
   std::vector<int32_t> out;
   for (int i = 0; i < n; ++i) {
     FakeEngine::LogitsFor(history, vocab, {1}, logits.data());
-    int32_t t = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    int32_t t =
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     out.push_back(t);
     history.push_back(t);
   }
@@ -113,15 +114,15 @@ TEST_CASE("scheduler: one greedy request matches the engine's argmax chain", "[s
   CHECK(r.sink->ids() == ExpectedGreedy(Prompt(5), 12));
 }
 
-TEST_CASE("scheduler: concurrent requests share steps and keep their own outputs",
-          "[scheduler]") {
+TEST_CASE("scheduler: concurrent requests share steps and keep their own outputs", "[scheduler]") {
   FakeEngineOptions eo;
   eo.num_slots = 4;
   eo.step_seconds = 0.002;  // so that all four are in flight together
   FakeEngine engine(eo);
   auto scheduler = MakeScheduler(&engine);
   std::vector<Req> reqs;
-  for (int i = 0; i < 4; ++i) reqs.push_back(MakeRequest("r" + std::to_string(i), Prompt(3 + i, 20 * i), 10));
+  for (int i = 0; i < 4; ++i)
+    reqs.push_back(MakeRequest("r" + std::to_string(i), Prompt(3 + i, 20 * i), 10));
   std::vector<std::shared_ptr<RecordingSink>> sinks;
   for (auto& r : reqs) {
     sinks.push_back(r.sink);
