@@ -19,6 +19,9 @@ struct EngineOptions {
   int num_slots = 8;           // sequence slots (concurrently running sequences)
   int context_limit = 0;       // max prompt + generated tokens; 0 = the model's max
   int max_step_tokens = 512;   // tokens one Step may carry (sizes the activations)
+  // Tokens of compressed state (entry pages) the pools hold over all slots;
+  // 0 = num_slots * context_limit, i.e. every slot may reach the limit.
+  int64_t state_pool_tokens = 0;
 };
 
 struct ModelInfo {
