@@ -39,8 +39,7 @@ class Tokenizer {
   // post-processor's template is applied when tokenizer.json has one;
   // otherwise the BOS token is prepended when tokenizer_config.json says
   // `add_bos_token: true`. INVALID_ARGUMENT if `text` is not valid UTF-8.
-  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
-                                              bool add_special_tokens) const;
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_special_tokens) const;
 
   // Text for `ids`, as `tokenizers`' decode: unknown ids are dropped, special
   // tokens are dropped when `skip_special_tokens`, and byte sequences that are
