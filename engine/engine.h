@@ -20,7 +20,8 @@ struct EngineOptions {
   int context_limit = 0;       // max prompt + generated tokens; 0 = the model's max
   int max_step_tokens = 512;   // tokens one Step may carry (sizes the activations)
   // Tokens of compressed state (entry pages) the pools hold over all slots;
-  // 0 = num_slots * context_limit, i.e. every slot may reach the limit.
+  // 0 = num_slots * context_limit capped at 262144 (a 1M-token model limit
+  // would otherwise reserve gigabytes per slot up front).
   int64_t state_pool_tokens = 0;
 };
 

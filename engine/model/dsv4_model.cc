@@ -83,6 +83,14 @@ absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
     return absl::InvalidArgumentError(
         "model config: num_attention_heads not divisible by o_groups");
   }
+  for (const RopeTable* t : {&config.rope_main, &config.rope_compress}) {
+    // transformers scales cos/sin by it; V4 configs force 1.0 (dsv4.md), and
+    // the Rope op has no scale, so anything else is refused rather than wrong.
+    if (t->attention_factor != 1.0) {
+      return absl::UnimplementedError(absl::StrCat(
+          "model config: rope attention_factor ", t->attention_factor, " (only 1.0 is supported)"));
+    }
+  }
   std::unique_ptr<Dsv4Model> m(new Dsv4Model());
   m->backend_ = backend;
   m->config_ = config;

@@ -40,7 +40,9 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(
   s->kinds_[static_cast<int>(EntryKind::kCsaIndex)].width = c;
   s->kinds_[static_cast<int>(EntryKind::kCsaIndex)].layers = config.num_layers_of(AttnKind::kCsa);
   const int64_t pool_tokens =
-      options.pool_tokens > 0 ? options.pool_tokens : slots * options.context_limit;
+      options.pool_tokens > 0
+          ? options.pool_tokens
+          : std::min<int64_t>(slots * options.context_limit, kDefaultPoolTokens);
   for (KindState& k : s->kinds_) {
     if (k.layers == 0) continue;
     if (k.rate <= 0 || k.width <= 0) {

@@ -20,6 +20,8 @@ namespace moegraph {
 enum class EntryKind { kCsa = 0, kHca = 1, kCsaIndex = 2 };
 constexpr int kNumEntryKinds = 3;
 
+constexpr int64_t kDefaultPoolTokens = 262144;
+
 struct SequenceStateOptions {
   int num_slots = 1;
   int context_limit = 0;  // most tokens one sequence may hold

@@ -76,8 +76,8 @@ absl::StatusOr<std::vector<float>> ReadLogits(const WeightStore& g, const std::s
   return std::vector<float>(t.as<const float>(), t.as<const float>() + t.numel());
 }
 
-absl::StatusOr<std::vector<GoldenPrompt>> LoadGolden(const std::string& path, int vocab) {
-  ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> g, WeightStore::OpenFile(path));
+absl::StatusOr<std::vector<GoldenPrompt>> LoadGolden(const WeightStore* g, const std::string& path,
+                                                     int vocab) {
   nlohmann::json meta;
   const auto json_path = std::filesystem::path(path).parent_path() / "golden.json";
   if (std::ifstream in(json_path); in) meta = nlohmann::json::parse(in, nullptr, false);
@@ -113,6 +113,37 @@ void Print(const std::string& prompt, const char* phase, const PhaseResult& r,
               r.positions, timing.c_str(), r.ok() ? "ok" : "FAIL");
 }
 
+// After a failed prefill: reruns it capturing the residual streams and
+// prints how far each layer's output is from P.hidden.K, when the golden
+// file has them, so the first diverging layer stands out.
+absl::Status DiagnoseLayers(Dsv4Engine& engine, const WeightStore& golden, const GoldenPrompt& p) {
+  const int L = static_cast<int>(p.prompt.size());
+  RETURN_IF_ERROR(engine.AcquireSlot(0, L));
+  StepPlan plan;
+  plan.token_ids = p.prompt.data();
+  plan.num_tokens = L;
+  plan.seqs.push_back(SeqChunk{0, 0, 0, L, false});
+  std::vector<std::vector<float>> hidden;
+  ForwardOptions opt;
+  opt.hidden = &hidden;
+  std::vector<float> unused;
+  absl::Status st = engine.StepWithOptions(plan, opt, &unused);
+  engine.ReleaseSlot(0);
+  RETURN_IF_ERROR(st);
+  for (size_t k = 0; k < hidden.size(); ++k) {
+    const std::string key = p.name + ".hidden." + std::to_string(k);
+    if (!golden.Has(key)) continue;
+    ASSIGN_OR_RETURN(Tensor ref, golden.Get(key, {}, {DType::kF32}));
+    if (static_cast<size_t>(ref.numel()) != hidden[k].size()) continue;
+    PhaseResult r;
+    r.Add(hidden[k].data(), ref.as<const float>(), static_cast<int>(ref.numel()));
+    const std::string where =
+        k == 0 ? std::string("embeddings") : "streams after layer " + std::to_string(k - 1);
+    std::printf("       %-24s (%s): rel %.3e\n", where.c_str(), key.c_str(), r.relative());
+  }
+  return absl::OkStatus();
+}
+
 // Feeds tokens [begin, end) of `ids` to `slot` as one chunk at position `begin`.
 absl::Status Feed(Dsv4Engine& engine, int slot, const std::vector<int32_t>& ids, int begin, int end,
                   bool all_logits, std::vector<float>* logits) {
@@ -125,7 +156,8 @@ absl::Status Feed(Dsv4Engine& engine, int slot, const std::vector<int32_t>& ids,
   return engine.StepWithOptions(plan, opt, logits);
 }
 
-absl::StatusOr<bool> CheckPrompt(Dsv4Engine& engine, const GoldenPrompt& p) {
+absl::StatusOr<bool> CheckPrompt(Dsv4Engine& engine, const WeightStore& golden,
+                                 const GoldenPrompt& p) {
   const int V = engine.info().vocab_size;
   const int L = static_cast<int>(p.prompt.size());
   const int N = static_cast<int>(p.decode_ids.size());
@@ -145,6 +177,13 @@ absl::StatusOr<bool> CheckPrompt(Dsv4Engine& engine, const GoldenPrompt& p) {
   std::snprintf(buf, sizeof(buf), "prefill %d tokens %.2f ms", L, Ms(t0, t1));
   Print(p.name, "prefill", prefill, buf);
   ok &= prefill.ok();
+  if (!prefill.ok()) {
+    engine.ReleaseSlot(0);
+    RETURN_IF_ERROR(DiagnoseLayers(engine, golden, p));
+    RETURN_IF_ERROR(engine.AcquireSlot(0, L + std::max(N, 1)));
+    logits.clear();
+    RETURN_IF_ERROR(Feed(engine, 0, p.prompt, 0, L, true, &logits));
+  }
   if (N > 0) {
     PhaseResult decode;
     decode.Add(&logits[size_t(L - 1) * V], &p.decode_logits[0], V);
@@ -218,7 +257,12 @@ int RunCheckGolden(int argc, char** argv) {
     std::fprintf(stderr, "check-golden: %s\n", config.status().ToString().c_str());
     return 1;
   }
-  auto prompts = LoadGolden(golden, config->vocab_size);
+  auto store = WeightStore::OpenFile(golden);
+  if (!store.ok()) {
+    std::fprintf(stderr, "check-golden: %s\n", store.status().ToString().c_str());
+    return 1;
+  }
+  auto prompts = LoadGolden(store->get(), golden, config->vocab_size);
   if (!prompts.ok()) {
     std::fprintf(stderr, "check-golden: %s\n", prompts.status().ToString().c_str());
     return 1;
@@ -246,7 +290,7 @@ int RunCheckGolden(int argc, char** argv) {
               golden.c_str());
   bool all_ok = true;
   for (const GoldenPrompt& p : *prompts) {
-    auto ok = CheckPrompt(**engine, p);
+    auto ok = CheckPrompt(**engine, **store, p);
     if (!ok.ok()) {
       std::fprintf(stderr, "check-golden: prompt %s: %s\n", p.name.c_str(),
                    ok.status().ToString().c_str());

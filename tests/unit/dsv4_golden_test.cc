@@ -309,3 +309,79 @@ TEST_CASE("dsv4-tiny rope tables match the reference", "[golden]") {
     }
   }
 }
+
+// Fixtures of other shapes (tests/fixtures/dsv4-*/README.md): every prompt's
+// prefill, chunked prefill at the recorded split and teacher-forced decode,
+// and the residual streams where recorded.
+TEST_CASE("dsv4-topk2 and dsv4-shape match the reference", "[golden]") {
+  for (const char* name : {"dsv4-topk2", "dsv4-shape"}) {
+    const std::string dir = std::string(MOEGRAPH_SOURCE_DIR) + "/tests/fixtures/" + name;
+    auto store = WeightStore::OpenFile(dir + "/golden.safetensors");
+    REQUIRE(store.ok());
+    Golden g;
+    g.store = std::move(store).value();
+    EngineOptions o;
+    o.model_dir = dir;
+    o.num_slots = 1;
+    o.context_limit = 1024;
+    o.max_step_tokens = 640;
+    auto created = Dsv4Engine::Create(o);
+    INFO(name << ": " << created.status().ToString());
+    REQUIRE(created.ok());
+    Dsv4Engine& e = **created;
+    const int V = e.info().vocab_size;
+    for (const char* p : {"a", "b"}) {
+      const std::string P = p;
+      std::vector<int32_t> ids = g.Ids(P + ".prompt_ids"), dec = g.Ids(P + ".decode_ids");
+      std::vector<float> prefill = g.Floats(P + ".prefill_logits");
+      std::vector<float> chunk = g.Floats(P + ".chunk_logits");
+      std::vector<float> decode = g.Floats(P + ".decode_logits");
+      const int L = ids.size(), N = dec.size(), split = L - static_cast<int>(chunk.size() / V);
+      ids.insert(ids.end(), dec.begin(), dec.end());
+
+      REQUIRE(e.AcquireSlot(0, L + N).ok());
+      std::vector<std::vector<float>> hidden;
+      StepPlan plan;
+      plan.token_ids = ids.data();
+      plan.num_tokens = L;
+      plan.seqs.push_back(SeqChunk{0, 0, 0, L, true});
+      ForwardOptions opt;
+      opt.all_logits = true;
+      opt.hidden = &hidden;
+      std::vector<float> got;
+      REQUIRE(e.StepWithOptions(plan, opt, &got).ok());
+      Compare pc, dc;
+      pc.Rows(got.data(), prefill.data(), L, V);
+      dc.Rows(got.data() + static_cast<size_t>(L - 1) * V, decode.data(), 1, V);
+      for (int i = 1; i < N; ++i) {
+        std::vector<float> step = Feed(e, 0, ids, L + i - 1, L + i, false);
+        dc.Rows(step.data(), decode.data() + static_cast<size_t>(i) * V, 1, V);
+      }
+      e.ReleaseSlot(0);
+      for (size_t k = 0; k < hidden.size(); ++k) {
+        const std::string key = P + ".hidden." + std::to_string(k);
+        if (!g.store->Has(key)) continue;
+        std::vector<float> ref = g.Floats(key);
+        Compare hc;
+        hc.Rows(hidden[k].data(), ref.data(), 1, ref.size());
+        INFO(name << " " << p << ": streams after layer " << static_cast<int>(k) - 1 << " rel "
+                  << hc.rel());
+        CHECK(hc.rel() <= kTolerance);
+      }
+
+      REQUIRE(e.AcquireSlot(0, L).ok());
+      Feed(e, 0, ids, 0, split, false);
+      std::vector<float> second = Feed(e, 0, ids, split, L, true);
+      e.ReleaseSlot(0);
+      Compare cc;
+      cc.Rows(second.data(), chunk.data(), L - split, V);
+
+      INFO(name << " prompt " << p << ": prefill rel " << pc.rel() << ", decode rel " << dc.rel()
+                << ", chunked at " << split << " rel " << cc.rel());
+      CHECK(pc.rel() <= kTolerance);
+      CHECK(dc.rel() <= kTolerance);
+      CHECK(cc.rel() <= kTolerance);
+      CHECK(pc.argmax_mismatch + dc.argmax_mismatch + cc.argmax_mismatch == 0);
+    }
+  }
+}
