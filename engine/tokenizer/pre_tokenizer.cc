@@ -86,6 +86,7 @@ absl::Status PreTokenizer::AddStep(const nlohmann::json& step, const std::string
     absl::StatusOr<std::unique_ptr<OnigRegex>> regex;
     if (pattern.contains("Regex") && pattern["Regex"].is_string()) {
       regex = OnigRegex::Compile(pattern["Regex"].get_ref<const std::string&>());
+      split.fast = FastPattern::For(pattern["Regex"].get_ref<const std::string&>());
     } else if (pattern.contains("String") && pattern["String"].is_string()) {
       regex = OnigRegex::CompileLiteral(pattern["String"].get_ref<const std::string&>());
     } else {
@@ -113,8 +114,8 @@ absl::Status PreTokenizer::AddStep(const nlohmann::json& step, const std::string
     // its own match, kept alone (individual) or joined with its neighbours.
     absl::StatusOr<std::unique_ptr<OnigRegex>> regex = OnigRegex::Compile(R"(\p{N})");
     if (!regex.ok()) return regex.status();
-    steps_.push_back(
-        {*std::move(regex), *individual ? Behavior::kIsolated : Behavior::kContiguous, false});
+    steps_.push_back({*std::move(regex), *individual ? Behavior::kIsolated : Behavior::kContiguous,
+                      false, nullptr});
     return absl::OkStatus();
   }
   if (type == "ByteLevel") {
@@ -174,7 +175,11 @@ void PreTokenizer::Run(size_t step, std::string_view piece, Scratch& scratch,
   const SplitStep& split = steps_[step];
   auto& matches = scratch.matches[step];
   matches.clear();
-  split.regex->FindAll(piece, &matches);
+  if (split.fast) {
+    split.fast->FindAll(piece, &matches);
+  } else {
+    split.regex->FindAll(piece, &matches);
+  }
 
   auto& segments = scratch.segments[step];
   segments.clear();

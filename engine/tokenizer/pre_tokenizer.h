@@ -9,6 +9,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "engine/tokenizer/fast_patterns.h"
 #include "engine/tokenizer/onig_regex.h"
 #include "nlohmann/json.hpp"
 
@@ -33,6 +34,7 @@ class PreTokenizer {
     std::unique_ptr<OnigRegex> regex;
     Behavior behavior;
     bool invert;
+    std::unique_ptr<FastPattern> fast;  // same matches as `regex`, when known
   };
   struct Scratch;
   static absl::StatusOr<Behavior> ParseBehavior(const nlohmann::json& v, const std::string& where);

@@ -8,12 +8,21 @@
 #include <string>
 #include <vector>
 
+#include "engine/tokenizer/fast_patterns.h"
+#include "engine/tokenizer/onig_regex.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/utf8.h"
 
 namespace {
 
 const moegraph::Tokenizer* g_tokenizer = nullptr;
+
+// DeepSeek's split regexes, each as Oniguruma and as the hand-written matcher.
+struct PatternPair {
+  std::unique_ptr<moegraph::OnigRegex> onig;
+  std::unique_ptr<moegraph::FastPattern> fast;
+};
+std::vector<PatternPair>* g_patterns = nullptr;
 
 }  // namespace
 
@@ -31,12 +40,31 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     std::abort();
   }
   g_tokenizer = tokenizer->release();
+  g_patterns = new std::vector<PatternPair>();
+  for (const char* p : {"\\p{N}{1,3}", "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+                        "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|"
+                        "[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|"
+                        "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}) {
+    auto onig = moegraph::OnigRegex::Compile(p);
+    auto fast = moegraph::FastPattern::For(p);
+    if (!onig.ok() || fast == nullptr) std::abort();
+    g_patterns->push_back({*std::move(onig), std::move(fast)});
+  }
   return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const moegraph::Tokenizer& t = *g_tokenizer;
   const std::string text(reinterpret_cast<const char*>(data), size);
+
+  if (moegraph::utf8::IsValid(text)) {
+    for (const auto& p : *g_patterns) {
+      std::vector<std::pair<size_t, size_t>> want, got;
+      p.onig->FindAll(text, &want);
+      p.fast->FindAll(text, &got);
+      if (want != got) std::abort();
+    }
+  }
 
   auto ids = t.Encode(text, /*add_special_tokens=*/size % 2 == 0);
   if (ids.ok()) {

@@ -3,11 +3,14 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "engine/tokenizer/fast_patterns.h"
+#include "engine/tokenizer/onig_regex.h"
 #include "engine/tokenizer/pre_tokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/utf8.h"
@@ -196,6 +199,89 @@ TEST_CASE("tokenizer: concurrent Encode gives the same ids", "[tokenizer]") {
   }
   for (auto& th : threads) th.join();
   for (int w = 0; w < 4; ++w) CHECK(ok[w] == 900);
+}
+
+TEST_CASE("fast_patterns: same matches as Oniguruma on DeepSeek's split regexes", "[tokenizer]") {
+  const json tj = ReadJson(Fixture("dsv4-tiny/tokenizer.json"));
+  // Characters from every class the patterns care about, with CR/LF, other
+  // whitespace, marks, digits of other scripts, CJK edges, emoji, controls.
+  const std::vector<std::string> alphabet = {"a",
+                                             "Z",
+                                             "q",
+                                             " ",
+                                             "  ",
+                                             "\r",
+                                             "\n",
+                                             "\t",
+                                             "\v",
+                                             "\f",
+                                             "\xC2\x85",
+                                             "\xC2\xA0",
+                                             "\xE2\x80\x83",
+                                             "\xE2\x80\xA8",
+                                             "\xE3\x80\x80",
+                                             "1",
+                                             "7",
+                                             "\xD9\xA3",
+                                             "\xE2\x85\xA0",
+                                             "\xC2\xBD",
+                                             ".",
+                                             ",",
+                                             "'",
+                                             "-",
+                                             "_",
+                                             "$",
+                                             "+",
+                                             "<",
+                                             "`",
+                                             "~",
+                                             "\xE2\x80\x94",
+                                             "\xE2\x82\xAC",
+                                             "\xC3\xA9",
+                                             "e\xCC\x81",
+                                             "\xCC\x81",
+                                             "\xE0\xA4\x95\xE0\xA4\xBF",
+                                             "\xD7\x90",
+                                             "\xE4\xB8\x80",
+                                             "\xE9\xBE\xA5",
+                                             "\xE9\xBE\xA6",
+                                             "\xE3\x81\x81",
+                                             "\xE3\x83\xBF",
+                                             "\xE3\x82\xA0",
+                                             "\xEA\xB0\x80",
+                                             "\xF0\x9F\x8C\xB5",
+                                             "\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD",
+                                             "\x01",
+                                             "\x7F",
+                                             "\xE2\x80\x8B",
+                                             "\xE2\x80\x8D",
+                                             "\xEF\xBF\xBD",
+                                             "\xF3\xA0\x84\x80",
+                                             "\xF0\x90\x8D\x88",
+                                             "\xF0\xAF\xA0\x80"};
+  std::mt19937 rng(1234);
+  int compared = 0;
+  for (const auto& step : tj["pre_tokenizer"]["pretokenizers"]) {
+    if (step["type"] != "Split") continue;
+    const std::string pattern = step["pattern"]["Regex"];
+    auto fast = FastPattern::For(pattern);
+    REQUIRE(fast != nullptr);
+    auto onig = OnigRegex::Compile(pattern);
+    REQUIRE(onig.ok());
+    for (int iter = 0; iter < 3000; ++iter) {
+      std::string text;
+      const int len = static_cast<int>(rng() % 24);
+      for (int k = 0; k < len; ++k) text += alphabet[rng() % alphabet.size()];
+      std::vector<std::pair<size_t, size_t>> want, got;
+      (*onig)->FindAll(text, &want);
+      fast->FindAll(text, &got);
+      INFO("pattern " << pattern << " text " << json(text).dump());
+      REQUIRE(got == want);
+      ++compared;
+    }
+  }
+  CHECK(compared == 9000);
+  CHECK(FastPattern::For("\\s+") == nullptr);
 }
 
 std::vector<std::string> Pieces(const json& spec, const std::string& text) {
