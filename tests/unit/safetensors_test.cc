@@ -307,7 +307,10 @@ TEST_CASE("corrupt safetensors files are refused with a clear message", "[safete
                Catch::Contains(
                    "tensor 't': data_offsets span 8 bytes but dtype F32 x shape [3] needs 12"));
     CHECK_THAT(WriteAndOpenError(dir, one("BF16", {4294967296LL, 4294967296LL, 4}, {0, 8}), f32x2),
-               Catch::Contains("needs more than 2^64"));
+               Catch::Contains("needs more than 64-bit sizes hold"));
+    // An element count past INT64_MAX before a zero dim is refused too.
+    CHECK_THAT(WriteAndOpenError(dir, one("F32", {4294967296LL, 2147483649LL, 0}, {0, 0}), f32x2),
+               Catch::Contains("needs more than 64-bit sizes hold"));
   }
   SECTION("F8_E4M3 recognised and refused") {
     auto f = [&] {
