@@ -1,13 +1,10 @@
 // TextCodec over engine/tokenizer's Tokenizer and StreamingDetokenizer.
 #include "server/text/text_codec.h"
 
-#if MOEGRAPH_HAVE_TOKENIZER
 #include "engine/tokenizer/tokenizer.h"
-#endif
 
 namespace moegraph {
 
-#if MOEGRAPH_HAVE_TOKENIZER
 namespace {
 
 class TokenizerDetokenizerStream final : public DetokenizerStream {
@@ -52,10 +49,5 @@ absl::StatusOr<std::unique_ptr<TextCodec>> LoadTokenizerCodec(const std::string&
   if (!tokenizer.ok()) return tokenizer.status();
   return std::unique_ptr<TextCodec>(std::make_unique<TokenizerCodec>(std::move(*tokenizer)));
 }
-#else
-absl::StatusOr<std::unique_ptr<TextCodec>> LoadTokenizerCodec(const std::string& model_dir) {
-  return absl::UnimplementedError("built without engine/tokenizer; cannot load " + model_dir);
-}
-#endif
 
 }  // namespace moegraph

@@ -44,9 +44,11 @@ def byte_level_decoder():
             cs.append(256 + n)
             n += 1
     char_to_byte = {chr(c): b for b, c in zip(bs, cs)}
-    table = {i: bytes(char_to_byte[ch] for ch in s) for s, i in tok["model"]["vocab"].items()}
-    for t in tok.get("added_tokens", []):
-        table[t["id"]] = None if t.get("special") else t["content"].encode()
+    added = {t["id"]: t for t in tok.get("added_tokens", [])}
+    table = {i: bytes(char_to_byte[ch] for ch in s)
+             for s, i in tok["model"]["vocab"].items() if i not in added}
+    for i, t in added.items():
+        table[i] = None if t.get("special") else t["content"].encode()
     return lambda ids: b"".join(table[i] or b"" for i in ids)
 
 
