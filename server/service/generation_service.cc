@@ -74,21 +74,38 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     }
   }
 
+  // Scheduler thread: queue the event; the write starts on the service's
+  // writer thread (or when the write in flight completes), because starting
+  // a write does the socket work inline and would stall the next step.
   void OnToken(TokenEvent event) override {
+    bool kick;
     {
       std::lock_guard<std::mutex> lock(mu_);
       tokens_.push_back(std::move(event));
+      kick = NeedsKickLocked();
     }
-    Pump();
+    if (kick) service_->writer_.Post(this);
   }
 
   void OnFinish(FinishEvent event) override {
+    bool kick;
     {
       std::lock_guard<std::mutex> lock(mu_);
       final_ = std::move(event);
       scheduler_done_ = true;
+      kick = NeedsKickLocked();
+    }
+    if (kick) service_->writer_.Post(this);
+  }
+
+  // Writer thread: a posted kick (holds a reference).
+  void Kick() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      kick_posted_ = false;
     }
     Pump();
+    Unref();
   }
 
   void OnWriteDone(bool ok) override {
@@ -117,6 +134,15 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   }
 
  private:
+  // True when nobody will start the next write: takes a reference for the
+  // kick that the caller must post.
+  bool NeedsKickLocked() {
+    if (writing_ || finish_called_ || kick_posted_) return false;
+    kick_posted_ = true;
+    refs_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+
   void Unref() {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
@@ -186,6 +212,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   bool writing_ = false;              // guarded by mu_
   bool finish_called_ = false;        // guarded by mu_
   bool scheduler_done_ = false;       // guarded by mu_
+  bool kick_posted_ = false;          // guarded by mu_
   v1::GenerateResponse out_;          // the message in flight: only its writer touches it
 };
 
@@ -211,6 +238,39 @@ void GenerationService::SetReady(Scheduler* scheduler, const TextCodec* codec,
 }
 
 void GenerationService::SetDraining() { state_.store(State::kDraining, std::memory_order_release); }
+
+StreamWriter::StreamWriter() : thread_([this] { Run(); }) {}
+
+StreamWriter::~StreamWriter() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+}
+
+void StreamWriter::Post(GenerateCall* call) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    posted_.push_back(call);
+  }
+  cv_.notify_one();
+}
+
+void StreamWriter::Run() {
+  std::vector<GenerateCall*> batch;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !posted_.empty(); });
+      if (posted_.empty()) return;
+      batch.swap(posted_);
+    }
+    for (GenerateCall* call : batch) call->Kick();
+    batch.clear();
+  }
+}
 
 void GenerationService::StreamStarted() {
   std::lock_guard<std::mutex> lock(streams_mu_);

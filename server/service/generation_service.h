@@ -8,6 +8,8 @@
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "engine/engine.h"
 #include "moegraph/v1/generation.grpc.pb.h"
@@ -18,6 +20,26 @@
 namespace moegraph {
 
 class GenerateCall;
+
+// One thread that starts the first write of idle streams, off the scheduler
+// thread (later writes start from the completion of the previous one, on
+// gRPC's threads).
+class StreamWriter {
+ public:
+  StreamWriter();
+  ~StreamWriter();  // runs what is posted, then joins
+  // `call` holds a reference for this; Kick() drops it.
+  void Post(GenerateCall* call);
+
+ private:
+  void Run();
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<GenerateCall*> posted_;  // guarded by mu_
+  bool stop_ = false;                  // guarded by mu_
+  std::thread thread_;
+};
 
 class GenerationService final : public v1::Generation::CallbackService {
  public:
@@ -58,6 +80,7 @@ class GenerationService final : public v1::Generation::CallbackService {
   void StreamDone();
 
   std::atomic<State> state_{State::kLoading};
+  StreamWriter writer_;
   std::mutex streams_mu_;
   std::condition_variable streams_cv_;
   int open_streams_ = 0;  // guarded by streams_mu_
