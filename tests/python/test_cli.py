@@ -60,6 +60,18 @@ class CliTest(unittest.TestCase):
             token_ids=pb.TokenIds(ids=[5, 6, 7]), stopping=pb.StoppingParams(max_tokens=6))))
         self.assertIn("".join("[%d]" % i for i in ids), r.stderr)
 
+    def test_generate_text(self):
+        r = self.cli("generate", "Hello", "world", "--max-tokens", "5", "--ignore-eos",
+                     "--server", self.daemon.address)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("finish length", r.stderr)
+        # "Hello world" with the tokenizer's BOS.
+        tokenized = self.daemon.generation().Tokenize(pb.TokenizeRequest(text="Hello world"))
+        self.assertIn("%d prompt + 5 generated tokens" % len(tokenized.token_ids), r.stderr)
+        _, text, _, _ = collect(self.daemon.generation().Generate(pb.GenerateRequest(
+            text="Hello world", stopping=pb.StoppingParams(max_tokens=5, ignore_eos=True))))
+        self.assertEqual(r.stdout.rstrip("\n"), text.rstrip("\n"))
+
     def test_generate_sampled_seed_is_reproducible(self):
         args = ("generate", "--ids", "5,6,7", "--max-tokens", "8", "--temperature", "0.9",
                 "--top-p", "0.9", "--seed", "42", "--show-ids", "--server", self.daemon.address)

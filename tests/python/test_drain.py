@@ -91,6 +91,25 @@ class DrainTest(unittest.TestCase):
     def test_sigint(self):
         self.run_drain(signal.SIGINT)
 
+    def test_sigterm_on_the_model(self):
+        """The real dsv4-tiny: SIGTERM with a short grace while four long
+        streams and two queued ones run; each gets a final message."""
+        daemon = Daemon(flags=["--slots=4", "--drain_grace_seconds=0.2"])
+        daemon.start(timeout=300)
+        stub = daemon.generation()
+        calls = [stub.Generate(pb.GenerateRequest(
+            token_ids=pb.TokenIds(ids=[3, 4, 5, 6]), add_bos=False,
+            stopping=pb.StoppingParams(max_tokens=4000, ignore_eos=True))) for _ in range(6)]
+        next(calls[0])
+        daemon.signal(signal.SIGTERM)
+        finals = [collect(c)[2] for c in calls]
+        self.assertEqual(daemon.wait(30), 0, daemon.logs())
+        daemon.stop()
+        for f in finals:
+            self.assertIsNotNone(f)
+            self.assertIn(f.finish_reason, (pb.FINISH_REASON_ABORT, pb.FINISH_REASON_LENGTH))
+        self.assertIn(pb.FINISH_REASON_ABORT, [f.finish_reason for f in finals])
+
     def test_idle_exit_is_quick(self):
         daemon = Daemon(fake_engine=True)
         daemon.start()

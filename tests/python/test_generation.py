@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -200,6 +201,33 @@ class GenerationTest(unittest.TestCase):
             stopping=pb.StoppingParams(max_tokens=40, ignore_eos=True, stop=[stop],
                                        include_stop_str_in_output=True)))
         self.assertEqual(kept, text[:text.index(stop)] + stop)
+
+
+class ChunkedPrefillTest(unittest.TestCase):
+    """A 16-token step budget: prompt a (45 tokens) prefills in chunks, in the
+    same steps as the decodes of the others; greedy outputs stay golden."""
+
+    def test_small_step_budget(self):
+        daemon = Daemon(flags=["--slots=4", "--max_step_tokens=16"])
+        daemon.start(timeout=300)
+        try:
+            stub = daemon.generation()
+            out = {}
+            names = ["b", "a", "b", "a", "a", "b"]
+
+            def run(i, name):
+                out[i] = collect(stub.Generate(golden_request(name), timeout=120))
+
+            threads = [threading.Thread(target=run, args=(i, n)) for i, n in enumerate(names)]
+            for t in threads:
+                t.start()
+                time.sleep(0.002)  # staggered: later prompts join running decodes
+            for t in threads:
+                t.join()
+            for i, name in enumerate(names):
+                self.assertEqual(out[i][0], GOLDEN[name]["decode_ids"], (i, name))
+        finally:
+            self.assertEqual(daemon.stop(), 0)
 
 
 def main():

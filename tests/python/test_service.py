@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""moegraphd's gRPC behaviour on the fake engine (deterministic, no weights):
-INVALID_ARGUMENT naming the field for each bad input, RESOURCE_EXHAUSTED on a
-full queue, cancellation / deadline / Abort freeing the slot, request ids,
-GetModelInfo, health and reflection."""
+"""moegraphd's gRPC behaviour: INVALID_ARGUMENT naming the field for each bad
+input, RESOURCE_EXHAUSTED on a full queue, cancellation / deadline / Abort
+freeing the slot (slots=1: a follow-up request succeeds), request ids,
+logprobs, stop ids, GetModelInfo, health, reflection and metrics.
+
+    test_service.py          on the real dsv4-tiny model
+    test_service.py --fake   on the fake engine (5 ms steps; deterministic)"""
 
 import os
 import sys
@@ -17,11 +20,18 @@ import grpc  # noqa: E402
 from harness import Daemon, SERVICE, collect, stubs  # noqa: E402
 
 pb = stubs().generation_pb2
+FAKE = "--fake" in sys.argv
+if FAKE:
+    sys.argv.remove("--fake")
+# Long enough to still run while the test acts on it (the tiny model decodes
+# a token in well under a millisecond).
+LONG = 3000 if FAKE else 4000
 
 
 def ids_request(ids, max_tokens=8, **kw):
-    return pb.GenerateRequest(token_ids=pb.TokenIds(ids=ids),
-                              stopping=pb.StoppingParams(max_tokens=max_tokens), **kw)
+    return pb.GenerateRequest(token_ids=pb.TokenIds(ids=ids), add_bos=False,
+                              stopping=pb.StoppingParams(max_tokens=max_tokens, ignore_eos=True),
+                              **kw)
 
 
 def metric(text, name, labels=""):
@@ -38,10 +48,11 @@ class ServiceTest(unittest.TestCase):
     def setUpClass(cls):
         # One slot and a queue of one make admission and slot reuse visible;
         # 5 ms steps make long requests long.
-        cls.daemon = Daemon(fake_engine=True,
-                            flags=["--slots=1", "--queue_size=1", "--fake-step-ms=5",
-                                   "--context_limit=4096", "--max_stop_strings=4",
-                                   "--max_stop_string_length=16", "--max_logprobs=5"])
+        flags = ["--slots=1", "--queue_size=1", "--context_limit=4096", "--max_stop_strings=4",
+                 "--max_stop_string_length=16", "--max_logprobs=5"]
+        if FAKE:
+            flags.append("--fake-step-ms=5")
+        cls.daemon = Daemon(fake_engine=FAKE, flags=flags)
         cls.daemon.start()
         cls.stub = cls.daemon.generation()
 
@@ -145,15 +156,15 @@ class ServiceTest(unittest.TestCase):
         ids, _, _, _ = collect(self.stub.Generate(ids_request([9, 9], max_tokens=10)))
         stop = ids[4]
         ids2, _, final, _ = collect(self.stub.Generate(pb.GenerateRequest(
-            token_ids=pb.TokenIds(ids=[9, 9]),
-            stopping=pb.StoppingParams(max_tokens=10, stop_token_ids=[stop]))))
+            token_ids=pb.TokenIds(ids=[9, 9]), add_bos=False,
+            stopping=pb.StoppingParams(max_tokens=10, stop_token_ids=[stop], ignore_eos=True))))
         self.assertEqual(final.finish_reason, pb.FINISH_REASON_STOP)
         self.assertEqual(final.stop_token_id, stop)
         self.assertEqual(ids2, ids[:ids.index(stop) + 1])
 
-    def long_stream(self, request_id, max_tokens=3000):
-        """Starts a long request and returns (call, iterator) once it streams."""
-        call = self.stub.Generate(ids_request([11, 12, 13], max_tokens=max_tokens,
+    def long_stream(self, request_id):
+        """Starts a long request and returns the call once it streams."""
+        call = self.stub.Generate(ids_request([11, 12, 13], max_tokens=LONG,
                                               request_id=request_id))
         first = next(call)
         self.assertEqual(first.WhichOneof("kind"), "chunk")
@@ -173,7 +184,7 @@ class ServiceTest(unittest.TestCase):
         self.assertIn("request to-cancel: abort", self.daemon.logs())
 
     def test_deadline_frees_the_slot(self):
-        call = self.stub.Generate(ids_request([11, 12], max_tokens=3000), timeout=0.5)
+        call = self.stub.Generate(ids_request([11, 12], max_tokens=LONG), timeout=0.2)
         with self.assertRaises(grpc.RpcError) as ctx:
             collect(call)
         self.assertEqual(ctx.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -185,7 +196,7 @@ class ServiceTest(unittest.TestCase):
         self.assertTrue(r.found)
         ids, _, final, _ = collect(call)
         self.assertEqual(final.finish_reason, pb.FINISH_REASON_ABORT)
-        self.assertLess(final.usage.completion_tokens, 3000)
+        self.assertLess(final.usage.completion_tokens, LONG)
         self.assertFalse(self.stub.Abort(pb.AbortRequest(request_id="to-abort")).found)
         with self.assertRaises(grpc.RpcError) as ctx:
             self.stub.Abort(pb.AbortRequest())
@@ -234,6 +245,7 @@ class ServiceTest(unittest.TestCase):
         info = self.stub.GetModelInfo(pb.GetModelInfoRequest())
         self.assertEqual(info.vocab_size, 320)
         self.assertEqual(info.context_limit, 4096)
+        self.assertEqual(info.name, "fake" if FAKE else "dsv4-tiny")
         self.assertEqual(list(info.eos_token_ids), [1])
         self.assertEqual(info.slots, 1)
         self.assertTrue(info.devices)
