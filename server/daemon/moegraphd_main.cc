@@ -104,10 +104,9 @@ std::string ResolveDevice(const std::string& device) {
 }
 
 int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& signals) {
-  metrics::Registry registry_storage;
-  metrics::Registry* registry = &registry_storage;
+  metrics::Registry registry;
   absl::StatusOr<std::unique_ptr<SchedulerMetrics>> server_metrics =
-      SchedulerMetrics::Create(registry, config.slots);
+      SchedulerMetrics::Create(&registry, config.slots);
   if (!server_metrics.ok()) {
     LOG_ERROR << "metrics: " << server_metrics.status();
     return 1;
@@ -115,7 +114,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   std::unique_ptr<metrics::MetricsHttpServer> metrics_http;
   if (!config.metrics_address.empty()) {
     absl::StatusOr<std::unique_ptr<metrics::MetricsHttpServer>> started =
-        metrics::MetricsHttpServer::Start(config.metrics_address, registry);
+        metrics::MetricsHttpServer::Start(config.metrics_address, &registry);
     if (started.ok()) {
       metrics_http = std::move(*started);
       LOG_INFO << "metrics on http://" << config.metrics_address << "/metrics";
