@@ -45,7 +45,20 @@ if ! cmake --build "$fuzz_build" --target moegraph_fuzzers -j "$(nproc)" >"$log"
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/moegraph-fuzz.XXXXXX") || exit 1
-trap 'rm -rf "$work"' EXIT
+pids=()
+# On any exit: stop the target runners still going (and their fuzzers), then
+# remove the corpora. INT/TERM/HUP exit through here too.
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do
+    pkill -TERM -P "$p" 2>/dev/null
+    kill -TERM "$p" 2>/dev/null
+  done
+  wait
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
 artifacts=$fuzz_build/artifacts
 mkdir -p "$artifacts"
 
@@ -108,6 +121,7 @@ for t in "${targets[@]}"; do
     running=$((running - 1))
   fi
   run_one "$t" &
+  pids+=($!)
   running=$((running + 1))
 done
 wait
