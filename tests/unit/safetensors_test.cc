@@ -265,6 +265,11 @@ TEST_CASE("corrupt safetensors files are refused with a clear message", "[safete
     WriteBytes(path, tiny.substr(0, 1000));  // cut inside the header
     CHECK_THAT(OpenError(path), Catch::Contains("header length 26272 exceeds the 992 bytes"));
   }
+  SECTION("not a regular file") {
+    CHECK_THAT(OpenError(dir.path()), Catch::Contains("not a regular file"));
+    CHECK(SafetensorsFile::Open(dir.File("absent.safetensors")).status().code() ==
+          absl::StatusCode::kNotFound);
+  }
   SECTION("bad header length") {
     const std::string path = dir.File("len.safetensors");
     WriteBytes(path, LengthPrefix(~0ull) + "{}");
