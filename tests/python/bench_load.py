@@ -34,6 +34,44 @@ def percentile(values, p):
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
+def scrape(daemon):
+    """{sample name with labels: value} from /metrics, or {} without an exporter."""
+    try:
+        text = daemon.metrics_text()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def histogram_quantile(before, after, name, q):
+    """Prometheus-style linear interpolation within the bucket of quantile q,
+    over the observations between two scrapes."""
+    buckets = []
+    for key, value in after.items():
+        if key.startswith(name + "_bucket{") and 'le="' in key:
+            le = key.split('le="')[1].split('"')[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets.append((bound, value - before.get(key, 0.0)))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan")
+    rank = q * buckets[-1][1]
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound
+            return prev_bound + (bound - prev_bound) * (rank - prev_count) / max(
+                count - prev_count, 1e-12)
+        prev_bound, prev_count = bound, count
+    return float("nan")
+
+
 def run_level(args, concurrency):
     prompts = [p["prompt_ids"] for p in golden()["prompts"].values()]
     flags = ["--slots=%d" % max(concurrency, 1), "--queue_size=%d" % (2 * args.requests),
@@ -72,6 +110,7 @@ def run_level(args, concurrency):
                 next_request[0] += 1
             one(i, records)
 
+    before = scrape(daemon)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in threads:
@@ -79,6 +118,7 @@ def run_level(args, concurrency):
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
+    after = scrape(daemon)
     daemon.stop()
     logs = daemon.logs()
 
@@ -91,6 +131,23 @@ def run_level(args, concurrency):
     m = re.findall(r"scheduler: (\d+) steps, (\d+) tokens sampled, (\d+) prompt tokens; "
                    r"step ([\d.]+) s, engine ([\d.]+) s, server overhead ([\d.]+) us/token", logs)
     steps, sampled, _, step_s, engine_s, overhead_us = m[-1] if m else (0,) * 6
+    server = {}
+    if after:
+        def delta(key):
+            return after.get(key, 0.0) - before.get(key, 0.0)
+
+        generated = max(delta("moegraph_generated_tokens_total"), 1)
+        server = {
+            # The measured phase only (the exit summary includes the warm-up).
+            "server_us_per_token_measured":
+                1e6 * delta("moegraph_scheduler_overhead_seconds_total") / generated,
+            "engine_us_per_token_measured":
+                1e6 * delta("moegraph_engine_step_seconds_total") / generated,
+            "server_itl_p50_ms": 1e3 * histogram_quantile(
+                before, after, "moegraph_inter_token_latency_seconds", 0.5),
+            "server_itl_p99_ms": 1e3 * histogram_quantile(
+                before, after, "moegraph_inter_token_latency_seconds", 0.99),
+        }
     return {
         "concurrency": concurrency,
         "requests": len(records),
@@ -106,6 +163,7 @@ def run_level(args, concurrency):
         "step_ms_per_step": 1e3 * float(step_s) / max(int(steps), 1),
         "server_us_per_token": float(overhead_us),
         "mean_batch": int(sampled) / max(int(steps), 1),
+        **server,
     }
 
 
@@ -124,13 +182,25 @@ def main():
     header = ("streams", "req/s", "tok/s", "ITL p50 ms", "ITL p99 ms", "TTFT p50 ms",
               "step ms", "engine ms", "batch", "server us/tok")
     print("%7s %8s %9s %10s %10s %11s %8s %9s %6s %13s" % header)
+    results = []
     for c in args.concurrency:
         r = run_level(args, c)
+        results.append(r)
         print("%7d %8.1f %9.1f %10.3f %10.3f %11.2f %8.3f %9.3f %6.1f %13.1f" % (
             r["concurrency"], r["requests_per_s"], r["tokens_per_s"], r["itl_p50_ms"],
             r["itl_p99_ms"], r["ttft_p50_ms"], r["step_ms_per_step"], r["engine_ms_per_step"],
             r["mean_batch"], r["server_us_per_token"]))
         sys.stdout.flush()
+    if any("server_itl_p50_ms" in r for r in results):
+        print("\nfrom /metrics over the measured phase (ITL quantiles interpolated within the "
+              "histogram's buckets, the first of which ends at 0.5 ms):")
+        print("%7s %16s %16s %15s %15s" % ("streams", "server ITL p50 ms", "server ITL p99 ms",
+                                           "engine us/tok", "server us/tok"))
+        for r in results:
+            if "server_itl_p50_ms" in r:
+                print("%7d %16.3f %16.3f %15.1f %15.1f" % (
+                    r["concurrency"], r["server_itl_p50_ms"], r["server_itl_p99_ms"],
+                    r["engine_us_per_token_measured"], r["server_us_per_token_measured"]))
 
 
 if __name__ == "__main__":

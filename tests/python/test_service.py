@@ -8,6 +8,8 @@ logprobs, stop ids, GetModelInfo, health, reflection and metrics.
     test_service.py --fake   on the fake engine (5 ms steps; deterministic)"""
 
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -277,12 +279,34 @@ class ServiceTest(unittest.TestCase):
         except OSError:
             self.skipTest("no /metrics exporter in this build")
         collect(self.stub.Generate(ids_request([4, 4], max_tokens=5)))
+        call = self.long_stream("metrics-cancel")
+        running = self.daemon.metrics_text()
+        self.assertEqual(metric(running, "moegraph_slots_used"), 1)
+        self.assertEqual(metric(running, "moegraph_requests_running"), 1)
+        call.cancel()
+        self.follow_up_succeeds()
         after = self.daemon.metrics_text()
-        key = ("moegraph_requests_total", 'finish_reason="length"')
-        self.assertEqual(metric(after, *key) - (metric(before, *key) or 0), 1)
-        self.assertGreaterEqual(metric(after, "moegraph_generated_tokens_total"), 5)
-        self.assertEqual(metric(after, "moegraph_slots_capacity"), 1)
 
+        def delta(name, labels=""):
+            return (metric(after, name, labels) or 0) - (metric(before, name, labels) or 0)
+
+        self.assertEqual(delta("moegraph_requests_total", 'finish_reason="length"'), 2)
+        self.assertEqual(delta("moegraph_requests_total", 'finish_reason="abort"'), 1)
+        self.assertGreaterEqual(delta("moegraph_generated_tokens_total"), 5 + 1 + 3)
+        self.assertEqual(delta("moegraph_prompt_tokens_total"), 2 + 3 + 2)
+        self.assertEqual(delta("moegraph_time_to_first_token_seconds_count"), 3)
+        self.assertEqual(delta("moegraph_request_duration_seconds_count"), 3)
+        self.assertEqual(metric(after, "moegraph_slots_capacity"), 1)
+        self.assertEqual(metric(after, "moegraph_slots_used"), 0)
+        self.assertEqual(metric(after, "moegraph_requests_running"), 0)
+        self.assertEqual(metric(after, "moegraph_requests_waiting"), 0)
+        self.assertGreater(delta("moegraph_steps_total"), 0)
+        self.assertGreater(delta("moegraph_engine_step_seconds_total"), 0)
+        promtool = shutil.which("promtool")
+        if promtool:
+            lint = subprocess.run([promtool, "check", "metrics"], input=after, text=True,
+                                  capture_output=True)
+            self.assertEqual(lint.returncode, 0, lint.stdout + lint.stderr)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
