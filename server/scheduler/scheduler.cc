@@ -173,7 +173,7 @@ void Scheduler::Run() {
       abort_all = abort_all_ || shutdown_;
       aborts.clear();
       aborts.swap(aborts_);
-      for (auto it = waiting_.begin(); it != waiting_.end();) {
+      for (auto it = waiting_.begin(); (abort_all || !aborts.empty()) && it != waiting_.end();) {
         if (abort_all || aborts.contains((*it)->id)) {
           dropped.push_back(std::move(*it));
           it = waiting_.erase(it);
