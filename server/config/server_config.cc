@@ -394,34 +394,6 @@ absl::Status ApplyServerFlags(const std::vector<std::string>& args, ServerConfig
   return absl::OkStatus();
 }
 
-absl::StatusOr<ServerConfig> ServerConfigFromArgs(const std::vector<std::string>& args) {
-  std::string config_path;
-  std::vector<std::string> flags;
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string path;
-    if (args[i] == "--config") {
-      if (i + 1 == args.size()) return absl::InvalidArgumentError("flag --config needs a value");
-      path = args[++i];
-    } else if (absl::StartsWith(args[i], "--config=")) {
-      path = args[i].substr(9);
-    } else {
-      flags.push_back(args[i]);
-      continue;
-    }
-    if (!config_path.empty()) return absl::InvalidArgumentError("flag --config given twice");
-    if (path.empty()) return absl::InvalidArgumentError("flag --config: empty path");
-    config_path = path;
-  }
-  ServerConfig config;
-  if (!config_path.empty()) {
-    absl::StatusOr<ServerConfig> loaded = LoadServerConfig(config_path);
-    if (!loaded.ok()) return loaded.status();
-    config = *std::move(loaded);
-  }
-  if (absl::Status s = ApplyServerFlags(flags, &config); !s.ok()) return s;
-  return config;
-}
-
 std::string ServerConfigHelp() {
   const ServerConfig defaults;
   std::string out =

@@ -48,10 +48,6 @@ absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path);
 // Nested keys are flags with a dot: --sampling.top_p=0.9. There are no
 // shortcuts (no bare --temperature): one name per key, as in the YAML.
 absl::Status ApplyServerFlags(const std::vector<std::string>& args, ServerConfig* config);
-// The whole command line after the program name (less --help, which the
-// caller answers): loads `--config PATH` / `--config=PATH` if given (else
-// starts from the defaults), then applies the other flags on top.
-absl::StatusOr<ServerConfig> ServerConfigFromArgs(const std::vector<std::string>& args);
 std::string ServerConfigHelp();  // the --help text listing every key, its default and range
 
 }  // namespace moegraph

@@ -239,31 +239,23 @@ TEST_CASE("config: bad flags are errors naming the flag", "[config]") {
   CHECK(FlagError({"--config=x.yaml"}) == "unknown flag --config (--help lists the flags)");
 }
 
-TEST_CASE("config: ServerConfigFromArgs loads --config, then applies the flags", "[config]") {
+TEST_CASE("config: a config file, then flags on top", "[config]") {
   const std::string path = std::string(MOEGRAPH_BINARY_DIR) + "/server_config_test.yaml";
   {
     std::ofstream out(path);
     out << "slots: 4\nlog_level: warn\n";
   }
-  absl::StatusOr<ServerConfig> c = ServerConfigFromArgs({"--slots", "6", "--config", path});
-  REQUIRE(c.ok());
-  CHECK(c->slots == 6);  // the flag wins wherever it stands
-  CHECK(c->log_level == "warn");
-  c = ServerConfigFromArgs({"--config=" + path});
+  absl::StatusOr<ServerConfig> c = LoadServerConfig(path);
   REQUIRE(c.ok());
   CHECK(c->slots == 4);
-  c = ServerConfigFromArgs({});
-  REQUIRE(c.ok());
-  CHECK(*c == ServerConfig{});
-
-  CHECK(ServerConfigFromArgs({"--config", path, "--config", path}).status().message() ==
-        "flag --config given twice");
-  CHECK(ServerConfigFromArgs({"--config"}).status().message() == "flag --config needs a value");
+  REQUIRE(ApplyServerFlags({"--slots", "6"}, &*c).ok());
+  CHECK(c->slots == 6);
+  CHECK(c->log_level == "warn");  // untouched by the flags
   {
     std::ofstream out(path);
     out << "slots: 4\nslots_per_gpu: 2\n";
   }
-  CHECK(ServerConfigFromArgs({"--config", path}).status().message() ==
+  CHECK(LoadServerConfig(path).status().message() ==
         "config file " + path + ": unknown key \"slots_per_gpu\" (line 2)");
   std::remove(path.c_str());
   absl::StatusOr<ServerConfig> missing = LoadServerConfig(path);
