@@ -74,8 +74,8 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   while (!server.is_running() && !impl->listener_returned) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  LOG_INFO << "metrics: serving http://" << address.substr(0, address.rfind(':')) << ":" << port
-           << "/metrics";
+  LOG_VERBOSE << "metrics: serving http://" << address.substr(0, address.rfind(':')) << ":" << port
+              << "/metrics";
   return self;
 }
 
