@@ -81,7 +81,7 @@ EXPOSE 50051 9464
 # more than that (`docker stop -t 40`, or `--stop-timeout 40` at run time).
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
-  CMD ["moegraph", "health", "--address=127.0.0.1:50051"]
+  CMD ["moegraph", "health", "--server", "127.0.0.1:50051", "--timeout", "3"]
 
 ENTRYPOINT ["moegraphd"]
 # Inside a container the daemon must listen on all interfaces to be reached
