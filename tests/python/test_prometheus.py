@@ -1,60 +1,101 @@
 #!/usr/bin/env python3
-"""A real Prometheus server scrapes the exporter serving the daemon's metric
-set (tests/metrics_demo); its query API must show the values this test set,
-histograms included. Exits 77 (ctest: skipped) without prometheus.
-
-usage: test_prometheus.py PATH/TO/moegraph_metrics_demo
+"""A real Prometheus server scrapes moegraphd (the tiny model) after this test
+ran Generate calls ending in each way: its query API must show exactly the
+request counts by finish reason and the token counts the calls reported, the
+latency histograms with one observation per request, and every histogram
+bucket exactly as /metrics served it. Exits 77 (ctest: skipped) without
+prometheus.
 """
 
+import os
 import shutil
 import sys
 import time
 
-from metrics_demo import DemoExporter
-from prometheus_server import PrometheusServer
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-TTFT = [0.1, 0.3, 0.7]
-STEPS = [0.003, 0.003, 0.005, 0.02]
+from harness import Daemon, collect, stubs  # noqa: E402
+import prom_text  # noqa: E402
+from prometheus_server import PrometheusServer  # noqa: E402
+
+pb = stubs().generation_pb2
+PROMPT = [5, 6, 7]
+LONG = 4000  # long enough to still be running when Abort arrives
 
 
-def drive(exporter):
-    """Sets the values; returns {promql: {frozenset(labels): value}} to find."""
-    reasons = {"stop": 3, "length": 2, "abort": 1}
-    for reason, n in reasons.items():
-        for _ in range(n):
-            exporter.inc("moegraph_requests_total", 1, finish_reason=reason)
-    for v in TTFT:
-        exporter.observe("moegraph_time_to_first_token_seconds", v)
-    for v in STEPS:
-        exporter.observe("moegraph_step_duration_seconds", v, mode="eager")
-    exporter.inc("moegraph_prompt_tokens_total", 17)
-    exporter.inc("moegraph_generated_tokens_total", 42)
-    exporter.set("moegraph_slots_capacity", 8)
-    exporter.set("moegraph_slots_used", 2)
-    exporter.set("moegraph_requests_running", 2)
-    exporter.set("moegraph_requests_waiting", 1)
+def request(max_tokens, **stopping):
+    return pb.GenerateRequest(token_ids=pb.TokenIds(ids=PROMPT),
+                              stopping=pb.StoppingParams(max_tokens=max_tokens, ignore_eos=True,
+                                                         **stopping))
+
+
+def run_requests(daemon):
+    """One request per finish reason the test can cause (error needs a
+    failing engine); returns their Final messages."""
+    stub = daemon.generation()
+    finals = []
+    ids, _, final, _ = collect(stub.Generate(request(4), timeout=60))
+    assert final.finish_reason == pb.FINISH_REASON_LENGTH, final
+    finals.append(final)
+    _, _, final, _ = collect(stub.Generate(request(3), timeout=60))
+    assert final.finish_reason == pb.FINISH_REASON_LENGTH, final
+    finals.append(final)
+    _, _, final, _ = collect(stub.Generate(request(8, stop_token_ids=[ids[1]]), timeout=60))
+    assert final.finish_reason == pb.FINISH_REASON_STOP, final
+    finals.append(final)
+
+    call = stub.Generate(pb.GenerateRequest(
+        request_id="abort-me", token_ids=pb.TokenIds(ids=PROMPT),
+        stopping=pb.StoppingParams(max_tokens=LONG, ignore_eos=True)), timeout=120)
+    first = next(call)
+    assert first.WhichOneof("kind") == "chunk", first
+    assert stub.Abort(pb.AbortRequest(request_id="abort-me")).found
+    _, _, final, _ = collect(call)
+    assert final.finish_reason == pb.FINISH_REASON_ABORT, final
+    finals.append(final)
+    return finals
+
+
+def expectations(finals, instance):
+    """{promql: {frozenset(labels): value}} Prometheus must show."""
+    by_reason = {"stop": 0, "length": 0, "abort": 0, "error": 0}
+    names = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length",
+             pb.FINISH_REASON_ABORT: "abort"}
+    for f in finals:
+        by_reason[names[f.finish_reason]] += 1
+    job = {("instance", instance), ("job", "moegraph")}
     none = frozenset()
+    n = len(finals)
     return {
-        'up{job="moegraph"}': {frozenset({("instance", exporter.address), ("job", "moegraph")}): 1},
+        'up{job="moegraph"}': {frozenset(job): 1},
         "moegraph_requests_total": {
-            frozenset({("finish_reason", r), ("instance", exporter.address),
-                       ("job", "moegraph")}): float(reasons.get(r, 0))
-            for r in ("stop", "length", "abort", "error")},
-        "sum(moegraph_time_to_first_token_seconds_count)": {none: len(TTFT)},
-        "sum(moegraph_time_to_first_token_seconds_sum)": {none: sum(TTFT)},
-        'sum(moegraph_time_to_first_token_seconds_bucket{le="0.25"})': {none: 1},
-        # Prometheus reads the buckets: the median of 0.1, 0.3, 0.7 lies in
-        # (0.25, 0.5], interpolated to 0.25 + 0.25 * (1.5 - 1) / (2 - 1).
-        "histogram_quantile(0.5, sum by (le) (moegraph_time_to_first_token_seconds_bucket))":
-            {none: 0.375},
-        'sum(moegraph_step_duration_seconds_count{mode="eager"})': {none: len(STEPS)},
-        "sum(moegraph_prompt_tokens_total)": {none: 17},
-        "sum(moegraph_generated_tokens_total)": {none: 42},
-        "sum(moegraph_slots_capacity)": {none: 8},
-        "sum(moegraph_slots_used)": {none: 2},
-        "sum(moegraph_requests_running)": {none: 2},
-        "sum(moegraph_requests_waiting)": {none: 1},
+            frozenset(job | {("finish_reason", r)}): float(v) for r, v in by_reason.items()},
+        "sum(moegraph_prompt_tokens_total)": {none: sum(f.usage.prompt_tokens for f in finals)},
+        "sum(moegraph_generated_tokens_total)":
+            {none: sum(f.usage.completion_tokens for f in finals)},
+        # One observation per request, of each end-to-end kind.
+        "sum(moegraph_time_to_first_token_seconds_count)": {none: n},
+        "sum(moegraph_request_duration_seconds_count)": {none: n},
+        "sum(moegraph_queue_time_seconds_count)": {none: n},
+        # Every token after a request's first is one inter-token interval.
+        "sum(moegraph_inter_token_latency_seconds_count)":
+            {none: sum(max(f.usage.completion_tokens - 1, 0) for f in finals)},
+        'count(moegraph_step_duration_seconds_count{mode="eager"} > 0)': {none: 1},
+        "sum(moegraph_slots_capacity)": {none: 2},
+        "sum(moegraph_slots_used)": {none: 0},
+        "sum(moegraph_requests_running)": {none: 0},
+        "sum(moegraph_requests_waiting)": {none: 0},
     }
+
+
+def bucket_expectations(scraped, instance):
+    """Every histogram bucket as /metrics served it, as Prometheus must store it."""
+    out = {}
+    for (name, labels), value in scraped.items():
+        if name.endswith("_bucket"):
+            series = out.setdefault(name, {})
+            series[labels | {("instance", instance), ("job", "moegraph")}] = value
+    return out
 
 
 def matches(got, want):
@@ -66,9 +107,15 @@ def main():
     if prometheus is None:
         print("SKIP: prometheus not found (scripts/install-deps.sh installs it)")
         return 77
-    with DemoExporter(sys.argv[1]) as exporter:
-        expected = drive(exporter)
-        with PrometheusServer([exporter.address], binary=prometheus) as server:
+    with Daemon(flags=["--slots=2", "--context_limit=4096"]) as daemon:
+        finals = run_requests(daemon)
+        print("requests:", ", ".join(
+            f"{pb.FinishReason.Name(f.finish_reason)} ({f.usage.prompt_tokens} in, "
+            f"{f.usage.completion_tokens} out)" for f in finals))
+        scraped = prom_text.parse(daemon.metrics_text())
+        expected = expectations(finals, daemon.metrics_address)
+        expected.update(bucket_expectations(scraped, daemon.metrics_address))
+        with PrometheusServer([daemon.metrics_address], binary=prometheus) as server:
             deadline = time.monotonic() + 60
             pending = dict(expected)
             got = {}
@@ -76,7 +123,9 @@ def main():
                 for promql in list(pending):
                     got[promql] = server.query(promql)
                     if matches(got[promql], pending[promql]):
-                        print(f"ok  {promql} -> {sorted(got[promql].values())}")
+                        values = sorted(got[promql].values())
+                        shown = values if len(values) <= 4 else f"{len(values)} series"
+                        print(f"ok  {promql} -> {shown}")
                         del pending[promql]
                 if pending:
                     time.sleep(0.5)
@@ -85,7 +134,7 @@ def main():
                     print(f"BAD {promql}: want {want}, got {got.get(promql)}")
                 print(server.log())
                 return 1
-    print(f"prometheus saw all {len(expected)} expected series")
+    print(f"prometheus saw all {len(expected)} expected series sets")
     return 0
 
 
