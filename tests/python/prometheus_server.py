@@ -61,6 +61,27 @@ class PrometheusServer:
             result[frozenset(labels.items())] = float(sample["value"][1])
         return result
 
+    def wait_for(self, expected, timeout=60):
+        """Queries each {promql: {frozenset(labels): value}} of `expected` until
+        its result equals the expected one; prints each as it matches. Returns
+        the ones that never matched, with what was last seen, as {promql:
+        (wanted, got)}."""
+        deadline = time.monotonic() + timeout
+        pending, got = dict(expected), {}
+        while pending:
+            for promql in list(pending):
+                got[promql] = self.query(promql)
+                want = pending[promql]
+                if got[promql].keys() == want.keys() and all(
+                        abs(got[promql][k] - want[k]) < 1e-9 for k in want):
+                    values = sorted(got[promql].values())
+                    print(f"ok  {promql} -> {values if len(values) <= 4 else f'{len(values)} series'}")
+                    del pending[promql]
+            if not pending or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        return {promql: (want, got.get(promql)) for promql, want in pending.items()}
+
     def log(self):
         self._log.flush()
         self._log.seek(0)

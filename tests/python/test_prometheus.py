@@ -10,7 +10,6 @@ prometheus.
 import os
 import shutil
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,10 +97,6 @@ def bucket_expectations(scraped, instance):
     return out
 
 
-def matches(got, want):
-    return got.keys() == want.keys() and all(abs(got[k] - want[k]) < 1e-9 for k in want)
-
-
 def main():
     prometheus = shutil.which("prometheus")
     if prometheus is None:
@@ -116,22 +111,10 @@ def main():
         expected = expectations(finals, daemon.metrics_address)
         expected.update(bucket_expectations(scraped, daemon.metrics_address))
         with PrometheusServer([daemon.metrics_address], binary=prometheus) as server:
-            deadline = time.monotonic() + 60
-            pending = dict(expected)
-            got = {}
-            while pending and time.monotonic() < deadline:
-                for promql in list(pending):
-                    got[promql] = server.query(promql)
-                    if matches(got[promql], pending[promql]):
-                        values = sorted(got[promql].values())
-                        shown = values if len(values) <= 4 else f"{len(values)} series"
-                        print(f"ok  {promql} -> {shown}")
-                        del pending[promql]
-                if pending:
-                    time.sleep(0.5)
-            if pending:
-                for promql, want in pending.items():
-                    print(f"BAD {promql}: want {want}, got {got.get(promql)}")
+            missing = server.wait_for(expected)
+            if missing:
+                for promql, (want, got) in missing.items():
+                    print(f"BAD {promql}: want {want}, got {got}")
                 print(server.log())
                 return 1
     print(f"prometheus saw all {len(expected)} expected series sets")

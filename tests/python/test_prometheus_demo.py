@@ -11,7 +11,6 @@ delete it, tests/metrics_demo and metrics_demo.py then.
 
 import shutil
 import sys
-import time
 
 from metrics_demo import DemoExporter
 from prometheus_server import PrometheusServer
@@ -60,10 +59,6 @@ def drive(exporter):
     }
 
 
-def matches(got, want):
-    return got.keys() == want.keys() and all(abs(got[k] - want[k]) < 1e-9 for k in want)
-
-
 def main():
     prometheus = shutil.which("prometheus")
     if prometheus is None:
@@ -72,20 +67,10 @@ def main():
     with DemoExporter(sys.argv[1]) as exporter:
         expected = drive(exporter)
         with PrometheusServer([exporter.address], binary=prometheus) as server:
-            deadline = time.monotonic() + 60
-            pending = dict(expected)
-            got = {}
-            while pending and time.monotonic() < deadline:
-                for promql in list(pending):
-                    got[promql] = server.query(promql)
-                    if matches(got[promql], pending[promql]):
-                        print(f"ok  {promql} -> {sorted(got[promql].values())}")
-                        del pending[promql]
-                if pending:
-                    time.sleep(0.5)
-            if pending:
-                for promql, want in pending.items():
-                    print(f"BAD {promql}: want {want}, got {got.get(promql)}")
+            missing = server.wait_for(expected)
+            if missing:
+                for promql, (want, got) in missing.items():
+                    print(f"BAD {promql}: want {want}, got {got}")
                 print(server.log())
                 return 1
     print(f"prometheus saw all {len(expected)} expected series")
