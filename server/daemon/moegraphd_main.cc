@@ -117,9 +117,8 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
         metrics::MetricsHttpServer::Start(config.metrics_address, &registry);
     if (started.ok()) {
       metrics_http = std::move(*started);
-      LOG_INFO << "metrics on http://" << config.metrics_address << "/metrics";
-    } else if (absl::IsUnimplemented(started.status())) {
-      LOG_WARN << "metrics: " << started.status();
+      LOG_INFO << "metrics on http://" << config.metrics_address << "/metrics (port "
+               << metrics_http->port() << ")";
     } else {
       LOG_ERROR << "metrics_address " << config.metrics_address << ": " << started.status();
       return 1;

@@ -1,7 +1,8 @@
-// Feeds the daemon's Prometheus metrics from the scheduler's observer calls:
-// requests by finish reason, TTFT, inter-token, end-to-end and queue time,
-// running / waiting requests, slot usage, prompt and generated tokens, step
-// time, plus the split of step time between Engine::Step and the server.
+// Feeds the daemon's Prometheus metrics (server/metrics/metric_names.h) from
+// the scheduler's observer calls: requests by finish reason, TTFT,
+// inter-token, end-to-end and queue time, running / waiting requests, slot
+// usage, prompt and generated tokens, step time; plus the split of step time
+// between Engine::Step and the server, and admission refusals.
 #pragma once
 
 #include <array>
@@ -9,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/metrics/metrics.h"
+#include "server/metrics/server_metrics.h"
 #include "server/scheduler/scheduler_observer.h"
 
 namespace moegraph {
@@ -30,19 +32,8 @@ class SchedulerMetrics final : public SchedulerObserver {
  private:
   SchedulerMetrics() = default;
 
-  std::array<metrics::Counter*, 4> requests_{};  // by FinishReason
-  metrics::Histogram* ttft_ = nullptr;
-  metrics::Histogram* inter_token_ = nullptr;
-  metrics::Histogram* request_duration_ = nullptr;
-  metrics::Histogram* queue_time_ = nullptr;
-  metrics::Histogram* step_duration_ = nullptr;  // mode="eager"
-  metrics::Gauge* running_ = nullptr;
-  metrics::Gauge* waiting_ = nullptr;
-  metrics::Gauge* slots_used_ = nullptr;
-  metrics::Gauge* slots_capacity_ = nullptr;
-  metrics::Counter* prompt_tokens_ = nullptr;
-  metrics::Counter* generated_tokens_ = nullptr;
-  // Beyond the shared metric set: where step time goes, and refusals.
+  metrics::ServerMetrics m_;                     // the shared metric set
+  std::array<metrics::Counter*, 4> requests_{};  // m_.requests by FinishReason
   metrics::Counter* engine_seconds_ = nullptr;
   metrics::Counter* overhead_seconds_ = nullptr;
   metrics::Counter* steps_ = nullptr;
