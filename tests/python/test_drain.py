@@ -20,7 +20,26 @@ from harness import Daemon, SERVICE, collect, stubs  # noqa: E402
 pb = stubs().generation_pb2
 
 
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
 class DrainTest(unittest.TestCase):
+    def wait_admitted(self, daemon, running, waiting):
+        """Waits until the requests have reached the server (a request that
+        arrives after the signal rightly gets UNAVAILABLE)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            text = daemon.metrics_text()
+            if (metric(text, "moegraph_requests_running") == running
+                    and metric(text, "moegraph_requests_waiting") == waiting):
+                return
+            time.sleep(0.01)
+        self.fail("requests did not arrive:\n" + daemon.metrics_text())
+
     def run_drain(self, sig):
         daemon = Daemon(fake_engine=True,
                         flags=["--slots=4", "--queue_size=8", "--fake-step-ms=10",
@@ -50,7 +69,7 @@ class DrainTest(unittest.TestCase):
             for t in threads:
                 t.start()
             started.wait()
-            time.sleep(0.3)  # all six admitted, four running
+            self.wait_admitted(daemon, running=4, waiting=2)
             daemon.signal(sig)
 
             # Readiness goes NOT_SERVING while the long ones still run; new
@@ -100,7 +119,7 @@ class DrainTest(unittest.TestCase):
         calls = [stub.Generate(pb.GenerateRequest(
             token_ids=pb.TokenIds(ids=[3, 4, 5, 6]), add_bos=False,
             stopping=pb.StoppingParams(max_tokens=4000, ignore_eos=True))) for _ in range(6)]
-        next(calls[0])
+        self.wait_admitted(daemon, running=4, waiting=2)
         daemon.signal(signal.SIGTERM)
         finals = [collect(c)[2] for c in calls]
         self.assertEqual(daemon.wait(30), 0, daemon.logs())

@@ -25,9 +25,11 @@ pb = stubs().generation_pb2
 FAKE = "--fake" in sys.argv
 if FAKE:
     sys.argv.remove("--fake")
-# Long enough to still run while the test acts on it (the tiny model decodes
-# a token in well under a millisecond).
-LONG = 3000 if FAKE else 4000
+# Long requests must still run while the test acts on them: 3000 steps of
+# 5 ms on the fake engine; on the tiny model (~0.1 ms a token) a context
+# beyond the model's 4096 positions makes room for ~2 s of decoding.
+CONTEXT = 4096 if FAKE else 16384
+LONG = 3000 if FAKE else 16000
 
 
 def ids_request(ids, max_tokens=8, **kw):
@@ -50,7 +52,7 @@ class ServiceTest(unittest.TestCase):
     def setUpClass(cls):
         # One slot and a queue of one make admission and slot reuse visible;
         # 5 ms steps make long requests long.
-        flags = ["--slots=1", "--queue_size=1", "--context_limit=4096", "--max_stop_strings=4",
+        flags = ["--slots=1", "--queue_size=1", "--context_limit=%d" % CONTEXT, "--max_stop_strings=4",
                  "--max_stop_string_length=16", "--max_logprobs=5"]
         if FAKE:
             flags.append("--fake-step-ms=5")
@@ -79,7 +81,7 @@ class ServiceTest(unittest.TestCase):
             (ids_request([5, 320]), "prompt.token_ids"),
             (ids_request([5, -1]), "prompt.token_ids"),
             (ids_request([5], max_tokens=0), "stopping.max_tokens"),
-            (ids_request([5], max_tokens=4096), "stopping.max_tokens"),
+            (ids_request([5], max_tokens=CONTEXT), "stopping.max_tokens"),
             (ids_request([5], sampling=pb.SamplingParams(temperature=-0.5)),
              "sampling.temperature"),
             (ids_request([5], sampling=pb.SamplingParams(top_p=0.0)), "sampling.top_p"),
@@ -118,9 +120,11 @@ class ServiceTest(unittest.TestCase):
         self.assertIn("(0, 1]", ctx.exception.details())
 
     def test_prompt_over_the_context_limit(self):
-        self.assert_invalid(ids_request([5] * 4096, max_tokens=1), "prompt")
-        self.assert_invalid(ids_request([5] * 4000, max_tokens=97), "stopping.max_tokens")
-        ids, _, final, _ = collect(self.stub.Generate(ids_request([5] * 4000, max_tokens=96)))
+        self.assert_invalid(ids_request([5] * CONTEXT, max_tokens=1), "prompt")
+        self.assert_invalid(ids_request([5] * (CONTEXT - 96), max_tokens=97),
+                            "stopping.max_tokens")
+        ids, _, final, _ = collect(self.stub.Generate(
+            ids_request([5] * (CONTEXT - 96), max_tokens=96), timeout=120))
         self.assertEqual(final.usage.completion_tokens, 96)
 
     def test_stream_shape_and_request_id(self):
@@ -211,17 +215,15 @@ class ServiceTest(unittest.TestCase):
         got = []
         reader = threading.Thread(target=lambda: got.append(collect(queued)))
         reader.start()
-        # The queued request is admitted once it reaches the server.
+        # Once the queued request has reached the server, the queue is full.
         deadline = time.monotonic() + 10
-        refused = None
         while time.monotonic() < deadline:
-            try:
-                collect(self.stub.Generate(ids_request([1, 2], max_tokens=3), timeout=10))
-            except grpc.RpcError as e:
-                refused = e
+            if metric(self.daemon.metrics_text(), "moegraph_requests_waiting") == 1:
                 break
-            time.sleep(0.05)
-        self.assertIsNotNone(refused, "no RESOURCE_EXHAUSTED with slots=1, queue_size=1")
+            time.sleep(0.01)
+        with self.assertRaises(grpc.RpcError) as ctx:
+            collect(self.stub.Generate(ids_request([1, 2], max_tokens=3), timeout=10))
+        refused = ctx.exception
         self.assertEqual(refused.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
         self.assertIn("queue", refused.details())
         with self.assertRaises(grpc.RpcError) as ctx:
@@ -246,7 +248,7 @@ class ServiceTest(unittest.TestCase):
     def test_model_info(self):
         info = self.stub.GetModelInfo(pb.GetModelInfoRequest())
         self.assertEqual(info.vocab_size, 320)
-        self.assertEqual(info.context_limit, 4096)
+        self.assertEqual(info.context_limit, CONTEXT)
         self.assertEqual(info.name, "fake" if FAKE else "dsv4-tiny")
         self.assertEqual(list(info.eos_token_ids), [1])
         self.assertEqual(info.slots, 1)
