@@ -13,8 +13,10 @@ python3-grpc-tools (run tests with /usr/bin/python3).
         stub = rpc.GenerationStub(d.channel())
 """
 
+import atexit
 import importlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +43,15 @@ _stubs = None
 _stub_lock = threading.Lock()
 
 
+def _temp_dir(prefix):
+    """A temporary directory removed when the process exits (set
+    MOEGRAPH_KEEP_TEMP=1 to keep daemon logs and configs for a look)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    if not os.environ.get("MOEGRAPH_KEEP_TEMP"):
+        atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def stubs():
     """Compiles the protos once per process into a temporary directory and
     returns a namespace: generation_pb2, generation_pb2_grpc, health_pb2,
@@ -51,7 +62,7 @@ def stubs():
             return _stubs
         from grpc_tools import protoc  # python3-grpc-tools
 
-        out = tempfile.mkdtemp(prefix="moegraph-stubs-")
+        out = _temp_dir("moegraph-stubs-")
         ns = types.SimpleNamespace(dir=out)
         # Each file is compiled from its own directory, so the modules are
         # top-level (generation_pb2, ...): a "grpc" package would shadow grpcio.
@@ -97,7 +108,7 @@ class Daemon:
 
     def __init__(self, config_yaml=None, flags=(), fake_engine=False, model_dir=TINY_MODEL,
                  metrics=True, log_level="info"):
-        self.tmp = tempfile.mkdtemp(prefix="moegraphd-")
+        self.tmp = _temp_dir("moegraphd-")
         self.port = free_port()
         self.address = "127.0.0.1:%d" % self.port
         self.metrics_port = free_port() if metrics else None
