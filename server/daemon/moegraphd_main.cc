@@ -190,6 +190,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   RequestLimits limits;
   limits.vocab_size = info.vocab_size;
   limits.context_limit = info.context_limit;
+  limits.bos_token_id = info.bos_token_id;
   limits.eos_token_ids = info.eos_token_ids;
   limits.max_stop_strings = config.max_stop_strings;
   limits.max_stop_string_length = config.max_stop_string_length;

@@ -62,7 +62,11 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
       absl::Status s =
           CheckTokenIds("prompt.token_ids.ids", proto.token_ids().ids(), limits.vocab_size);
       if (!s.ok()) return s;
-      request->prompt.assign(proto.token_ids().ids().begin(), proto.token_ids().ids().end());
+      if (add_bos && limits.bos_token_id >= 0 && proto.token_ids().ids(0) != limits.bos_token_id) {
+        request->prompt.push_back(limits.bos_token_id);
+      }
+      request->prompt.insert(request->prompt.end(), proto.token_ids().ids().begin(),
+                             proto.token_ids().ids().end());
       break;
     }
     default:

@@ -18,6 +18,7 @@ namespace moegraph {
 struct RequestLimits {
   int vocab_size = 0;
   int context_limit = 0;
+  int bos_token_id = -1;  // prepended when a request asks for BOS; -1 = none
   std::vector<int> eos_token_ids;
   int max_stop_strings = 8;
   int max_stop_string_length = 256;

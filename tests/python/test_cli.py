@@ -51,13 +51,14 @@ class CliTest(unittest.TestCase):
         self.assertIn("slots:           2", r.stdout)
 
     def test_generate_ids(self):
-        r = self.cli("generate", "--ids", "5,6,7", "--max-tokens", "6", "--show-ids",
+        r = self.cli("generate", "--ids", "5,6,7", "--no-bos", "--max-tokens", "6", "--show-ids",
                      "--server", self.daemon.address)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("finish length", r.stderr)
         self.assertIn("3 prompt + 6 generated tokens", r.stderr)
         ids, _, _, _ = collect(self.daemon.generation().Generate(pb.GenerateRequest(
-            token_ids=pb.TokenIds(ids=[5, 6, 7]), stopping=pb.StoppingParams(max_tokens=6))))
+            token_ids=pb.TokenIds(ids=[5, 6, 7]), add_bos=False,
+            stopping=pb.StoppingParams(max_tokens=6))))
         self.assertIn("".join("[%d]" % i for i in ids), r.stderr)
 
     def test_generate_text(self):

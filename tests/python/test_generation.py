@@ -167,6 +167,10 @@ class GenerationTest(unittest.TestCase):
             # Invalid UTF-8 from a random model: the stream still never
             # splits a character (protobuf strings are valid UTF-8).
             self.assertTrue(streamed.encode())
+        # Token-id prompts get the BOS too unless add_bos is false.
+        _, _, final, _ = self.generate(pb.GenerateRequest(
+            token_ids=pb.TokenIds(ids=tokenized), stopping=pb.StoppingParams(max_tokens=1)))
+        self.assertEqual(final.usage.prompt_tokens, len(tokenized) + 1)
         # The same prompt as ids gives the same tokens.
         ids2, _, _, _ = self.generate(pb.GenerateRequest(
             token_ids=pb.TokenIds(ids=with_bos), add_bos=False,

@@ -11,6 +11,7 @@ RequestLimits Limits() {
   RequestLimits l;
   l.vocab_size = 320;
   l.context_limit = 100;
+  l.bos_token_id = 0;
   l.eos_token_ids = {1};
   l.max_stop_strings = 2;
   l.max_stop_string_length = 4;
@@ -65,6 +66,28 @@ TEST_CASE("request builder: defaults from the server config", "[service]") {
   auto b3 = BuildGenerationRequest(Ids(std::vector<int32_t>(90, 7)), Limits(), nullptr);
   REQUIRE(b3.ok());
   CHECK((*b3)->stop.max_tokens == 10);
+}
+
+TEST_CASE("request builder: add_bos on token-id prompts", "[service]") {
+  v1::GenerateRequest r = Ids({5, 6});
+  r.set_add_bos(true);
+  auto built = BuildGenerationRequest(r, Limits(), nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->prompt == std::vector<int32_t>{0, 5, 6});
+  r = Ids({0, 5});  // already there: not doubled
+  r.set_add_bos(true);
+  built = BuildGenerationRequest(r, Limits(), nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->prompt == std::vector<int32_t>{0, 5});
+  r = Ids({5, 6});
+  r.set_add_bos(false);
+  built = BuildGenerationRequest(r, Limits(), nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->prompt == std::vector<int32_t>{5, 6});
+  // Unset without a tokenizer: no BOS.
+  built = BuildGenerationRequest(Ids({5, 6}), Limits(), nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->prompt == std::vector<int32_t>{5, 6});
 }
 
 TEST_CASE("request builder: each refusal names its field", "[service]") {
