@@ -34,8 +34,8 @@ struct ModelInfo {
   std::vector<int> eos_token_ids;
   int num_layers = 0;
   int hidden_size = 0;
-  std::string device;      // e.g. "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)"
-  std::string layout;      // e.g. "1 device, all layers, all experts"
+  std::string device;  // e.g. "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)"
+  std::string layout;  // e.g. "1 device, all layers, all experts"
 };
 
 // One sequence's share of a step: `len` consecutive tokens starting at

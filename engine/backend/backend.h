@@ -61,26 +61,26 @@ struct EntryPages {
 // ring_len = 2 * rate when overlapping (CSA, cw = 2 * width), rate otherwise
 // (HCA, cw = width).
 struct CompressorParams {
-  int rate = 0;         // m (CSA) or M (HCA)
-  bool overlap = false; // CSA-style two-series windows
-  int width = 0;        // entry width: head_dim, or index_head_dim for the indexer
-  int rope_dim = 0;     // r: rope on the last r channels of each entry
+  int rate = 0;          // m (CSA) or M (HCA)
+  bool overlap = false;  // CSA-style two-series windows
+  int width = 0;         // entry width: head_dim, or index_head_dim for the indexer
+  int rope_dim = 0;      // r: rope on the last r channels of each entry
   float eps = 1e-6f;
-  Tensor ape;           // f32 [rate, cw]
-  Tensor norm_weight;   // f32 [width]
-  Tensor inv_freq;      // f32 [r/2]   the compress rope table
-  Tensor ring;          // act [num_slots, ring_len, 2*cw]
-  EntryPages entries;   // where emitted entries go
+  Tensor ape;          // f32 [rate, cw]
+  Tensor norm_weight;  // f32 [width]
+  Tensor inv_freq;     // f32 [r/2]   the compress rope table
+  Tensor ring;         // act [num_slots, ring_len, 2*cw]
+  EntryPages entries;  // where emitted entries go
 };
 
 struct AttentionParams {
-  int window = 0;        // W
-  float scale = 0.0f;    // 1/sqrt(d)
-  Tensor sinks;          // f32 [H]
-  Tensor window_ring;    // act [num_slots, W, d]: kv of position p at p % W (earlier steps)
+  int window = 0;      // W
+  float scale = 0.0f;  // 1/sqrt(d)
+  Tensor sinks;        // f32 [H]
+  Tensor window_ring;  // act [num_slots, W, d]: kv of position p at p % W (earlier steps)
   // Compressed keys, absent on sliding-only layers (entries.pool.empty()).
   EntryPages entries;
-  int rate = 0;          // entry e is visible to position t iff (e+1)*rate <= t+1
+  int rate = 0;  // entry e is visible to position t iff (e+1)*rate <= t+1
   // CSA: the indexer's choice, i32 [T, k], -1 = none. Empty on HCA layers,
   // where every visible entry is a key.
   Tensor selected;
@@ -96,8 +96,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  virtual std::string name() const = 0;          // "cpu", "cuda:0"
-  virtual DType activation_dtype() const = 0;    // kF32 (cpu) or kBF16 (cuda)
+  virtual std::string name() const = 0;        // "cpu", "cuda:0"
+  virtual DType activation_dtype() const = 0;  // kF32 (cpu) or kBF16 (cuda)
 
   // ---- memory -------------------------------------------------------------
   virtual absl::StatusOr<Buffer> Allocate(size_t bytes) = 0;
@@ -161,8 +161,8 @@ class Backend {
   // X act [T, n, D]; fn f32 [(2+n)n, nD]; base f32 [(2+n)n]; scale f32 [3].
   // Outputs: x_in act [T, D]; post f32 [T, n]; comb f32 [T, n, n] (C[i][j]).
   virtual absl::Status HcPre(const Tensor& X, const Tensor& fn, const Tensor& base,
-                             const Tensor& scale, int sinkhorn_iters, float hc_eps,
-                             float norm_eps, Tensor x_in, Tensor post, Tensor comb) = 0;
+                             const Tensor& scale, int sinkhorn_iters, float hc_eps, float norm_eps,
+                             Tensor x_in, Tensor post, Tensor comb) = 0;
   // Xout[t, j, :] = post[t, j] * y[t, :] + sum_i comb[t, i, j] * X[t, i, :].
   // Xout must not alias X.
   virtual absl::Status HcPost(const Tensor& X, const Tensor& y, const Tensor& post,

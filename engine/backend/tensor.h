@@ -16,11 +16,16 @@ enum class DType : uint8_t { kF32, kBF16, kF16, kI32, kI64 };
 
 constexpr size_t DTypeSize(DType t) {
   switch (t) {
-    case DType::kF32: return 4;
-    case DType::kBF16: return 2;
-    case DType::kF16: return 2;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+      return 2;
+    case DType::kF16:
+      return 2;
+    case DType::kI32:
+      return 4;
+    case DType::kI64:
+      return 8;
   }
   return 0;
 }
@@ -46,7 +51,9 @@ struct Tensor {
   int64_t dim(int i) const { return shape[i]; }
   bool empty() const { return data == nullptr; }
   template <typename T>
-  T* as() const { return static_cast<T*>(data); }
+  T* as() const {
+    return static_cast<T*>(data);
+  }
   // Same memory, another shape of the same element count.
   Tensor view(std::initializer_list<int64_t> dims) const {
     Tensor t(data, dtype, dims);
@@ -85,7 +92,9 @@ class Buffer {
 
   void* data() const { return ptr_; }
   size_t bytes() const { return bytes_; }
-  Tensor tensor(DType t, std::initializer_list<int64_t> dims) const { return Tensor(ptr_, t, dims); }
+  Tensor tensor(DType t, std::initializer_list<int64_t> dims) const {
+    return Tensor(ptr_, t, dims);
+  }
   void Reset();
 
  private:

@@ -12,10 +12,14 @@ std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 std::mutex g_mu;
 const char* LevelTag(LogLevel l) {
   switch (l) {
-    case LogLevel::kError: return "E";
-    case LogLevel::kWarn: return "W";
-    case LogLevel::kInfo: return "I";
-    case LogLevel::kVerbose: return "V";
+    case LogLevel::kError:
+      return "E";
+    case LogLevel::kWarn:
+      return "W";
+    case LogLevel::kInfo:
+      return "I";
+    case LogLevel::kVerbose:
+      return "V";
   }
   return "?";
 }
@@ -25,11 +29,16 @@ void SetLogLevel(LogLevel level) { g_level = static_cast<int>(level); }
 LogLevel GetLogLevel() { return static_cast<LogLevel>(g_level.load()); }
 
 bool ParseLogLevel(std::string_view text, LogLevel* out) {
-  if (text == "error") *out = LogLevel::kError;
-  else if (text == "warn") *out = LogLevel::kWarn;
-  else if (text == "info") *out = LogLevel::kInfo;
-  else if (text == "verbose") *out = LogLevel::kVerbose;
-  else return false;
+  if (text == "error")
+    *out = LogLevel::kError;
+  else if (text == "warn")
+    *out = LogLevel::kWarn;
+  else if (text == "info")
+    *out = LogLevel::kInfo;
+  else if (text == "verbose")
+    *out = LogLevel::kVerbose;
+  else
+    return false;
   return true;
 }
 
@@ -37,7 +46,8 @@ namespace internal {
 LogMessage::LogMessage(LogLevel level, const char* file, int line) : level_(level) {
   auto now = std::chrono::system_clock::now();
   std::time_t t = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[32];

@@ -29,9 +29,9 @@ class LogMessage {
 
 }  // namespace moegraph
 
-#define MG_LOG(level)                                                             \
-  if (::moegraph::LogLevel::level > ::moegraph::GetLogLevel()) {                  \
-  } else                                                                          \
+#define MG_LOG(level)                                            \
+  if (::moegraph::LogLevel::level > ::moegraph::GetLogLevel()) { \
+  } else                                                         \
     ::moegraph::internal::LogMessage(::moegraph::LogLevel::level, __FILE__, __LINE__).stream()
 
 #define LOG_ERROR MG_LOG(kError)

@@ -8,10 +8,10 @@
 #define MG_CONCAT(a, b) MG_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function when `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                         \
-  do {                                                \
-    ::absl::Status _mg_status = (expr);               \
-    if (!_mg_status.ok()) return _mg_status;          \
+#define RETURN_IF_ERROR(expr)                \
+  do {                                       \
+    ::absl::Status _mg_status = (expr);      \
+    if (!_mg_status.ok()) return _mg_status; \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, MakeX());` unwraps a StatusOr or returns its error.
