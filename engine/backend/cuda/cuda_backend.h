@@ -1,0 +1,36 @@
+// The CUDA backend: every Backend op on one GPU and one stream, bf16
+// activations with fp32 statistics, matrices through cuBLASLt, the rest through
+// kernels/cuda. Weights are uploaded once (matrices bf16, other float tensors
+// fp32, integers i32).
+#pragma once
+
+#include <array>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
+
+namespace moegraph {
+
+// Creates the backend on GPU `device` (its own stream, cuBLASLt handle and
+// workspaces). Fails when the device does not exist or CUDA cannot start.
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device);
+
+// Device time per kind of op, for benchmarks (see CudaOpTimer()).
+enum class OpKind : int { kMatmul, kAttention, kCompressor, kIndexer, kMoe, kOther, kCount };
+const char* OpKindName(OpKind kind);
+
+// Optional per-op timing of a CUDA backend: while enabled every op is bracketed
+// by CUDA events; Collect() waits for the stream and returns the summed
+// milliseconds per kind since the last Collect() (or Enable()).
+class OpTimer {
+ public:
+  virtual ~OpTimer() = default;
+  virtual absl::Status Enable(bool on) = 0;
+  virtual absl::StatusOr<std::array<double, static_cast<int>(OpKind::kCount)>> Collect() = 0;
+};
+
+// The timer of a CUDA backend, or null when `backend` is not one.
+OpTimer* CudaOpTimer(Backend* backend);
+
+}  // namespace moegraph
