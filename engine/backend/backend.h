@@ -145,6 +145,9 @@ class Backend {
   // out = a + b, all act of one shape (out may alias either).
   virtual absl::Status Add(const Tensor& a, const Tensor& b, Tensor out) = 0;
 
+  // out = x * alpha. x, out act or f32, same dtype and element count (may alias).
+  virtual absl::Status Scale(const Tensor& x, float alpha, Tensor out) = 0;
+
   // out = silu(min(a, L)) * clamp(b, -L, L). a, b, out act [R, F].
   virtual absl::Status SwiGlu(const Tensor& a, const Tensor& b, float limit, Tensor out) = 0;
 

@@ -1,6 +1,8 @@
 // Read-only access to safetensors checkpoints: one file or a sharded set
 // (model.safetensors.index.json), mmapped, with the header validated (well-
 // formed JSON, offsets inside the file, sizes = dtype x shape, no overlaps).
+// Tensor data stays in the read-only mapping: views returned by Get must not
+// be written through (the page is mapped PROT_READ).
 #pragma once
 
 #include <cstdint>
@@ -21,9 +23,11 @@ class SafetensorsFile {
   struct Entry {
     DType dtype;
     std::vector<int64_t> shape;
-    const void* data;  // into the mapping
+    const void* data;  // into the mapping (or an aligned copy, see below)
     size_t bytes;
   };
+  // Header bytes are capped like the reference implementation's (100 MB).
+  static constexpr uint64_t kMaxHeaderBytes = 100'000'000;
   // F32, BF16, F16, I64, I32 are read; F8_E4M3 is recognised and refused with
   // "not supported yet"; anything else is an error naming the dtype.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
@@ -37,11 +41,17 @@ class SafetensorsFile {
   void* map_ = nullptr;
   size_t map_bytes_ = 0;
   std::map<std::string, Entry> entries_;
+  // Tensors whose offset in the file is not a multiple of their element size
+  // are copied here so that views are always naturally aligned.
+  std::vector<std::unique_ptr<uint64_t[]>> aligned_copies_;
 };
 
 // All tensors of a checkpoint directory, by canonical name: the leading
-// "model." is dropped, "embed_tokens.weight" becomes "embed.weight" and
-// "lm_head.weight" becomes "head.weight".
+// "model." is dropped, "embed_tokens.weight" becomes "embed.weight",
+// "lm_head.weight" becomes "head.weight", and transformers' "hc_head.hc_fn",
+// "hc_head.hc_base", "hc_head.hc_scale" become the upstream "hc_head_fn",
+// "hc_head_base", "hc_head_scale" (dsv4.md's spelling). Two stored names that
+// map to one canonical name are an error.
 class WeightStore {
  public:
   static absl::StatusOr<std::unique_ptr<WeightStore>> Open(const std::string& model_dir);
@@ -56,8 +66,11 @@ class WeightStore {
   absl::StatusOr<Tensor> Get(std::string_view name, std::vector<int64_t> shape = {},
                              std::vector<DType> dtypes = {}) const;
   std::vector<std::string> Names() const;
+  // The directory or file this store was opened from (for messages).
+  const std::string& origin() const { return origin_; }
 
  private:
+  std::string origin_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile::Entry*, std::less<>> by_name_;
 };

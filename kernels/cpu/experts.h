@@ -1,0 +1,33 @@
+// Routed MoE experts: clamped SwiGLU per expert, weighted and summed.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu/cpu_types.h"
+
+namespace moegraph::cpu {
+
+struct MoeExpertsParams {
+  const float* x = nullptr;              // [tokens, dim]
+  const int32_t* idx = nullptr;          // [tokens, k] expert ids
+  const float* w = nullptr;              // [tokens, k] routing weights
+  const void* w1 = nullptr;              // [experts, ffn, dim]  gate
+  const void* w3 = nullptr;              // [experts, ffn, dim]  up
+  const void* w2 = nullptr;              // [experts, dim, ffn]  down
+  WeightType w_type = WeightType::kF32;  // of w1, w2, w3
+  float* out = nullptr;                  // [tokens, dim], overwritten
+  int64_t tokens = 0, dim = 0, ffn = 0;
+  int experts = 0;
+  int k = 0;
+  float limit = 0.0f;  // swiglu_limit
+};
+
+// Workspace bytes for `tokens` rows.
+int64_t MoeExpertsWorkspaceBytes(int64_t tokens, int64_t dim, int64_t ffn);
+
+// out[t] = sum_k w[t,k] * w2[e] (silu(min(w1[e] x, L)) * clamp(w3[e] x, -L, L)),
+// e = idx[t,k], accumulated in increasing expert id. Returns false when an
+// expert id is out of range.
+bool MoeExperts(const MoeExpertsParams& p, void* workspace);
+
+}  // namespace moegraph::cpu
