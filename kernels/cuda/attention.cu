@@ -283,6 +283,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
     }
     __syncthreads();
   }
+  CpAsyncWait<0>();  // an empty split still issued the Q copies
 
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
   l0 += __shfl_xor_sync(0xffffffffu, l0, 2);

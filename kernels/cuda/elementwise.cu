@@ -39,6 +39,14 @@ __global__ void AddKernel(const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_b
   }
 }
 
+template <typename T>
+__global__ void ScaleKernel(const T* x, float alpha, T* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * kThreads) {
+    Store(out + i, Load(x + i) * alpha);
+  }
+}
+
 __global__ void SwiGluKernel(const __nv_bfloat16* a, const __nv_bfloat16* b, float limit,
                              __nv_bfloat16* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < n;
@@ -108,6 +116,21 @@ cudaError_t LaunchAdd(const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_bfloa
                       cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   AddKernel<<<GridFor(n), kThreads, 0, stream>>>(a, b, out, n);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchScale(const void* x, float alpha, void* out, ElemType type, int64_t n,
+                        cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  if (type == ElemType::kF32) {
+    ScaleKernel<<<GridFor(n), kThreads, 0, stream>>>(static_cast<const float*>(x), alpha,
+                                                     static_cast<float*>(out), n);
+  } else if (type == ElemType::kBF16) {
+    ScaleKernel<<<GridFor(n), kThreads, 0, stream>>>(static_cast<const __nv_bfloat16*>(x), alpha,
+                                                     static_cast<__nv_bfloat16*>(out), n);
+  } else {
+    return cudaErrorInvalidValue;
+  }
   return cudaGetLastError();
 }
 

@@ -29,6 +29,10 @@ cudaError_t LaunchEmbed(const EmbedParams& p, cudaStream_t stream);
 cudaError_t LaunchAdd(const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_bfloat16* out, int64_t n,
                       cudaStream_t stream);
 
+// out = x * alpha over n values of `type` (f32 or bf16; out may alias x).
+cudaError_t LaunchScale(const void* x, float alpha, void* out, ElemType type, int64_t n,
+                        cudaStream_t stream);
+
 // out = silu(min(a, limit)) * clamp(b, -limit, limit) over n values, math in
 // fp32; limit <= 0 means no clamp.
 cudaError_t LaunchSwiGlu(const __nv_bfloat16* a, const __nv_bfloat16* b, float limit,

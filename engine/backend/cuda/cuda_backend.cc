@@ -216,6 +216,7 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   absl::Status Rope(Tensor x, const Tensor& pos, const Tensor& inv_freq, int rope_dim,
                     bool inverse) override;
   absl::Status Add(const Tensor& a, const Tensor& b, Tensor out) override;
+  absl::Status Scale(const Tensor& x, float alpha, Tensor out) override;
   absl::Status SwiGlu(const Tensor& a, const Tensor& b, float limit, Tensor out) override;
   absl::Status GatherRows(const Tensor& x, const Tensor& rows, Tensor out) override;
   absl::Status Convert(const Tensor& x, Tensor out) override;
@@ -648,6 +649,18 @@ absl::Status CudaBackendImpl::Add(const Tensor& a, const Tensor& b, Tensor out) 
   RETURN_IF_ERROR(ExpectNumel("Add", "out", out, a.numel()));
   return LaunchStatus(
       "Add", cuda::LaunchAdd(a.as<bf16>(), b.as<bf16>(), out.as<bf16>(), a.numel(), stream()));
+}
+
+absl::Status CudaBackendImpl::Scale(const Tensor& x, float alpha, Tensor out) {
+  OpScope scope(this, OpKind::kOther);
+  RETURN_IF_ERROR(Activate());
+  if (x.empty() || out.empty()) return Invalid("Scale", "x or out is empty");
+  if (x.dtype != out.dtype || (x.dtype != DType::kBF16 && x.dtype != DType::kF32))
+    return Invalid("Scale", "x and out must both be BF16 or both F32");
+  RETURN_IF_ERROR(ExpectNumel("Scale", "out", out, x.numel()));
+  ASSIGN_OR_RETURN(cuda::ElemType type, ElemTypeOf("Scale", x.dtype));
+  return LaunchStatus("Scale",
+                      cuda::LaunchScale(x.data, alpha, out.data, type, x.numel(), stream()));
 }
 
 absl::Status CudaBackendImpl::SwiGlu(const Tensor& a, const Tensor& b, float limit, Tensor out) {
