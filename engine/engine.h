@@ -19,6 +19,10 @@ struct EngineOptions {
   int num_slots = 8;           // sequence slots (concurrently running sequences)
   int context_limit = 0;       // max prompt + generated tokens; 0 = the model's max
   int max_step_tokens = 512;   // tokens one Step may carry (sizes the activations)
+  // Tokens of compressed state (entry pages) the pools hold over all slots;
+  // 0 = num_slots * context_limit capped at 262144 (a 1M-token model limit
+  // would otherwise reserve gigabytes per slot up front).
+  int64_t state_pool_tokens = 0;
 };
 
 struct ModelInfo {

@@ -182,8 +182,15 @@ class Backend {
   // Indexer scores and top-k: q act [T, nI, c] (roped), weights f32 [T, nI]
   // (already scaled by 1/sqrt(nI)); keys = indexer entries visible to each
   // token (rate). score_w = sum_h weights_h * relu(q_h . K_w) * softmax_scale.
-  // selected i32 [T, k]: the top-k visible entry ids by score (ties: lower id
-  // first), then -1 where fewer than k are visible.
+  // selected i32 [T, k]: the top-k visible entry ids by score, then -1 where
+  // fewer than k are visible. Ties (frequent: a row whose heads all relu to 0
+  // scores exactly 0) are broken as torch.topk on CPU breaks them, which the
+  // reference logits depend on: over the row of all N = (seq_start + seq_len)
+  // / rate entries the sequence holds after the step (non-visible = -inf),
+  // take = min(k, N) leading elements of libstdc++ std::partial_sort (when
+  // take * 64 <= N) or std::nth_element(row, row + take - 1, row + N) with
+  // comparison on the score only; ids >= visible among them become -1.
+  // kernels/cpu/indexer.cc is the reference.
   virtual absl::Status IndexerTopK(const Tensor& q, const Tensor& weights, const EntryPages& keys,
                                    int rate, float softmax_scale, const StepMeta& meta,
                                    Tensor selected) = 0;

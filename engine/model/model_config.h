@@ -12,11 +12,8 @@
 
 namespace moegraph {
 
-enum class AttnKind {
-  kSliding,
-  kCsa,
-  kHca
-};  // sliding_attention, compressed_sparse_, heavily_compressed_
+// sliding_attention, compressed_sparse_attention, heavily_compressed_attention
+enum class AttnKind { kSliding, kCsa, kHca };
 enum class MlpKind { kHashMoe, kMoe };
 
 struct RopeTable {
@@ -85,6 +82,14 @@ struct ModelConfig {
 // as transformers' DeepseekV4Config does (rope_theta 10000,
 // compress_rope_theta 160000, partial_rotary_factor qk_rope_head_dim/head_dim
 // or 64/512, compress_rates 4/128, 3 hash layers, hc_mult 4, ...).
+//
+// Stricter than transformers where it would silently pick one of two
+// disagreeing fields: qk_rope_head_dim vs head_dim * partial_rotary_factor,
+// compress_ratios vs layer_types, num_hash_layers vs mlp_layer_types,
+// rope_scaling together with rope_parameters. compress_ratios must have
+// num_hidden_layers (+ num_nextn_predict_layers) entries and is mapped through
+// compress_rates (without them: the smaller non-zero rate is CSA), where
+// transformers truncates it and maps only 0/4/128.
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text);
 // Reads MODEL_DIR/config.json.
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);

@@ -116,6 +116,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     ::close(fd);
     return absl::InternalError(absl::StrCat(path, ": fstat failed: ", err));
   }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  }
   const uint64_t file_bytes = static_cast<uint64_t>(st.st_size);
   if (file_bytes < 8) {
     ::close(fd);
@@ -204,7 +208,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     for (const json& d : shape_json) {
       ASSIGN_OR_RETURN(uint64_t dim, NonNegative(absl::StrCat(where, ": shape entry"), d));
       if (dim > static_cast<uint64_t>(INT64_MAX)) overflow = true;
-      overflow = overflow || __builtin_mul_overflow(numel, dim, &numel);
+      // Tensor::numel() is int64_t: every prefix product must fit in it.
+      overflow = overflow || __builtin_mul_overflow(numel, dim, &numel) ||
+                 numel > static_cast<uint64_t>(INT64_MAX);
       entry.shape.push_back(static_cast<int64_t>(dim));
     }
     uint64_t expected_bytes = 0;
@@ -225,10 +231,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
                                                      data_bytes, " bytes"));
     }
     if (overflow || end - begin != expected_bytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": data_offsets span ", end - begin, " bytes but dtype ",
-                       DTypeName(*dtype), " x shape ", ShapeText(entry.shape), " needs ",
-                       overflow ? std::string("more than 2^64") : absl::StrCat(expected_bytes)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": data_offsets span ", end - begin, " bytes but dtype ", DTypeName(*dtype),
+          " x shape ", ShapeText(entry.shape), " needs ",
+          overflow ? std::string("more than 64-bit sizes hold") : absl::StrCat(expected_bytes)));
     }
     entry.bytes = static_cast<size_t>(expected_bytes);
     const uint64_t file_offset = data_start + begin;

@@ -17,14 +17,18 @@ struct IndexerTopKParams {
   int k = 0;
   EntryPagesView keys;  // the indexer's entries, width = `width`
   BatchLayout batch;
-  int32_t* selected = nullptr;  // [tokens, k] out: ids by score desc (ties: lower id), then -1
+  int32_t* selected = nullptr;  // [tokens, k] out: chosen visible ids, then -1
 };
 
-// Workspace bytes for tokens that see at most `max_visible` entries.
-int64_t IndexerTopKWorkspaceBytes(int64_t max_visible);
+// Workspace bytes when a sequence holds at most `max_entries` entries after the step.
+int64_t IndexerTopKWorkspaceBytes(int64_t max_entries);
 
-// score_e = sum_h relu(q_h . K_e) * softmax_scale * weights_h. Returns false
-// when a visible entry has no page.
+// score_e = sum_h relu(q_h . K_e) * softmax_scale * weights_h over visible e.
+// The choice reproduces torch.topk on CPU including its tie-breaking: the row
+// holds every entry the sequence has after the step (N = (start + len) /
+// rate), non-visible ones at -inf; the first min(k, N) elements after
+// std::partial_sort (k * 64 <= N) or std::nth_element are taken and the
+// non-visible among them dropped. Returns false when a visible entry has no page.
 bool IndexerTopK(const IndexerTopKParams& p, void* workspace);
 
 }  // namespace moegraph::cpu

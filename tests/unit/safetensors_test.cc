@@ -265,6 +265,11 @@ TEST_CASE("corrupt safetensors files are refused with a clear message", "[safete
     WriteBytes(path, tiny.substr(0, 1000));  // cut inside the header
     CHECK_THAT(OpenError(path), Catch::Contains("header length 26272 exceeds the 992 bytes"));
   }
+  SECTION("not a regular file") {
+    CHECK_THAT(OpenError(dir.path()), Catch::Contains("not a regular file"));
+    CHECK(SafetensorsFile::Open(dir.File("absent.safetensors")).status().code() ==
+          absl::StatusCode::kNotFound);
+  }
   SECTION("bad header length") {
     const std::string path = dir.File("len.safetensors");
     WriteBytes(path, LengthPrefix(~0ull) + "{}");
@@ -307,7 +312,10 @@ TEST_CASE("corrupt safetensors files are refused with a clear message", "[safete
                Catch::Contains(
                    "tensor 't': data_offsets span 8 bytes but dtype F32 x shape [3] needs 12"));
     CHECK_THAT(WriteAndOpenError(dir, one("BF16", {4294967296LL, 4294967296LL, 4}, {0, 8}), f32x2),
-               Catch::Contains("needs more than 2^64"));
+               Catch::Contains("needs more than 64-bit sizes hold"));
+    // An element count past INT64_MAX before a zero dim is refused too.
+    CHECK_THAT(WriteAndOpenError(dir, one("F32", {4294967296LL, 2147483649LL, 0}, {0, 0}), f32x2),
+               Catch::Contains("needs more than 64-bit sizes hold"));
   }
   SECTION("F8_E4M3 recognised and refused") {
     auto f = [&] {

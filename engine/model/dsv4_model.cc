@@ -1,0 +1,529 @@
+#include "engine/model/dsv4_model.h"
+
+#include <cmath>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/common/status_macros.h"
+
+namespace moegraph {
+
+// A compressor's weights (the main one of CSA/HCA layers, or an indexer's).
+struct CompressorWeights {
+  Tensor wkv, wgate;  // [cw, D]
+  Tensor ape;         // f32 [rate, cw]
+  Tensor norm;        // f32 [width]
+};
+
+struct Dsv4Model::Layer {
+  AttnKind kind = AttnKind::kSliding;
+  MlpKind mlp = MlpKind::kMoe;
+  int layer_of_kind = 0;
+  Tensor attn_norm, ffn_norm;
+  Tensor hc_attn_fn, hc_attn_base, hc_attn_scale;
+  Tensor hc_ffn_fn, hc_ffn_base, hc_ffn_scale;
+  Tensor wq_a, q_norm, wq_b, wkv, kv_norm, wo_a, wo_b, sinks;
+  CompressorWeights compressor;        // CSA / HCA
+  CompressorWeights index_compressor;  // CSA
+  Tensor index_wq_b, index_weights_proj;
+  Tensor gate, gate_bias, tid2eid;
+  ExpertWeights experts;
+  Tensor shared_w1, shared_w2, shared_w3;
+};
+
+// Per-step activations sized for max_step_tokens (T) rows.
+struct Dsv4Model::Activations {
+  Tensor ids;                  // i32 [T]
+  Tensor meta;                 // i32 [6T + 1] packed StepMeta + logit rows
+  Tensor X, X2;                // [T, n, D]
+  Tensor x_in, h, y;           // [T, D]
+  Tensor post, comb;           // f32 [T, n], [T, n, n]
+  Tensor q_res;                // [T, q_lora]
+  Tensor q, attn;              // [T, H, d]
+  Tensor kv;                   // [T, d]
+  Tensor o_a;                  // [T, g * o_lora]
+  Tensor comp_c, comp_z;       // [T, 2d]
+  Tensor index_c, index_z;     // [T, 2c]
+  Tensor index_q;              // [T, nI, c]
+  Tensor index_w;              // f32 [T, nI]
+  Tensor selected;             // i32 [T, index_topk]
+  Tensor router_logits;        // f32 [T, E]
+  Tensor route_idx, route_w;   // i32 / f32 [T, k]
+  Tensor moe_out, shared_out;  // [T, D]
+  Tensor shared_a, shared_b;   // [T, F_shared]
+  Tensor head_x;               // [T, n * D]
+  Tensor head_y;               // [T, D]
+  Tensor logits;               // f32 [rows, V], grown on demand
+  int logits_rows = 0;
+};
+
+Dsv4Model::~Dsv4Model() = default;
+
+namespace {
+
+std::string ShapeStr(const std::vector<int64_t>& s) { return "[" + absl::StrJoin(s, ", ") + "]"; }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
+                                                             const WeightStore& weights,
+                                                             const ModelConfig& config,
+                                                             int max_step_tokens) {
+  if (max_step_tokens <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_step_tokens must be positive, got ", max_step_tokens));
+  }
+  if (config.hc_mult <= 0 || config.num_layers <= 0 ||
+      static_cast<int>(config.layer_types.size()) != config.num_layers ||
+      static_cast<int>(config.mlp_types.size()) != config.num_layers) {
+    return absl::InvalidArgumentError("model config: inconsistent layer counts");
+  }
+  if (config.num_heads % config.o_groups != 0) {
+    return absl::InvalidArgumentError(
+        "model config: num_attention_heads not divisible by o_groups");
+  }
+  for (const RopeTable* t : {&config.rope_main, &config.rope_compress}) {
+    // transformers scales cos/sin by it; V4 configs force 1.0 (dsv4.md), and
+    // the Rope op has no scale, so anything else is refused rather than wrong.
+    if (t->attention_factor != 1.0) {
+      return absl::UnimplementedError(absl::StrCat(
+          "model config: rope attention_factor ", t->attention_factor, " (only 1.0 is supported)"));
+    }
+  }
+  std::unique_ptr<Dsv4Model> m(new Dsv4Model());
+  m->backend_ = backend;
+  m->config_ = config;
+  m->max_tokens_ = max_step_tokens;
+  RETURN_IF_ERROR(m->LoadWeights(weights));
+  RETURN_IF_ERROR(m->AllocateActivations());
+  return m;
+}
+
+absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
+  const ModelConfig& c = config_;
+  const int64_t D = c.hidden_size, n = c.hc_mult, H = c.num_heads, d = c.head_dim;
+  const int64_t V = c.vocab_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
+  const int64_t F = c.moe_intermediate_size, Fs = F * c.n_shared_experts;
+  const int64_t g = c.o_groups, ql = c.q_lora_rank, ol = c.o_lora_rank;
+  const int64_t nI = c.index_n_heads, ci = c.index_head_dim;
+  const int64_t mix = (2 + n) * n;
+
+  // The first of `names` present in the checkpoint, shape-checked and uploaded.
+  auto load = [&](std::initializer_list<std::string> names, std::vector<int64_t> shape,
+                  bool matrix) -> absl::StatusOr<Tensor> {
+    const std::string* found = nullptr;
+    for (const std::string& name : names) {
+      if (ws.Has(name)) {
+        found = &name;
+        break;
+      }
+    }
+    if (found == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat("checkpoint lacks ", *names.begin(), " (expected ", ShapeStr(shape), ")"));
+    }
+    ASSIGN_OR_RETURN(Tensor host, ws.Get(*found, shape));
+    return backend_->UploadWeight(host, matrix, &weight_buffers_);
+  };
+
+  ASSIGN_OR_RETURN(embed_, load({"embed.weight"}, {V, D}, true));
+  ASSIGN_OR_RETURN(head_, load({"head.weight"}, {V, D}, true));
+  ASSIGN_OR_RETURN(norm_, load({"norm.weight"}, {D}, false));
+  ASSIGN_OR_RETURN(hc_head_fn_, load({"hc_head_fn", "hc_head.hc_fn"}, {n, n * D}, false));
+  ASSIGN_OR_RETURN(hc_head_base_, load({"hc_head_base", "hc_head.hc_base"}, {n}, false));
+  ASSIGN_OR_RETURN(hc_head_scale_, load({"hc_head_scale", "hc_head.hc_scale"}, {1}, false));
+
+  layers_.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    Layer& L = layers_[l];
+    const std::string p = absl::StrCat("layers.", l, ".");
+    L.kind = c.layer_types[l];
+    L.mlp = c.mlp_types[l];
+    L.layer_of_kind = c.index_within_kind(l);
+    ASSIGN_OR_RETURN(L.attn_norm, load({p + "attn_norm.weight"}, {D}, false));
+    ASSIGN_OR_RETURN(L.ffn_norm, load({p + "ffn_norm.weight"}, {D}, false));
+    ASSIGN_OR_RETURN(L.hc_attn_fn, load({p + "hc_attn_fn"}, {mix, n * D}, false));
+    ASSIGN_OR_RETURN(L.hc_attn_base, load({p + "hc_attn_base"}, {mix}, false));
+    ASSIGN_OR_RETURN(L.hc_attn_scale, load({p + "hc_attn_scale"}, {3}, false));
+    ASSIGN_OR_RETURN(L.hc_ffn_fn, load({p + "hc_ffn_fn"}, {mix, n * D}, false));
+    ASSIGN_OR_RETURN(L.hc_ffn_base, load({p + "hc_ffn_base"}, {mix}, false));
+    ASSIGN_OR_RETURN(L.hc_ffn_scale, load({p + "hc_ffn_scale"}, {3}, false));
+
+    const std::string a = p + "attn.";
+    ASSIGN_OR_RETURN(L.wq_a, load({a + "wq_a.weight"}, {ql, D}, true));
+    ASSIGN_OR_RETURN(L.q_norm, load({a + "q_norm.weight"}, {ql}, false));
+    ASSIGN_OR_RETURN(L.wq_b, load({a + "wq_b.weight"}, {H * d, ql}, true));
+    ASSIGN_OR_RETURN(L.wkv, load({a + "wkv.weight"}, {d, D}, true));
+    ASSIGN_OR_RETURN(L.kv_norm, load({a + "norm.weight"}, {d}, false));
+    ASSIGN_OR_RETURN(L.wo_a, load({a + "wo_a.weight"}, {g * ol, H * d / g}, true));
+    ASSIGN_OR_RETURN(L.wo_b, load({a + "wo_b.weight"}, {D, g * ol}, true));
+    ASSIGN_OR_RETURN(L.sinks, load({a + "attn_sink"}, {H}, false));
+
+    auto load_compressor = [&](const std::string& q, int64_t rate, int64_t width, bool overlap,
+                               CompressorWeights* cw) -> absl::Status {
+      const int64_t w = overlap ? 2 * width : width;
+      ASSIGN_OR_RETURN(cw->wkv, load({q + "wkv.weight"}, {w, D}, true));
+      ASSIGN_OR_RETURN(cw->wgate, load({q + "wgate.weight"}, {w, D}, true));
+      ASSIGN_OR_RETURN(cw->ape, load({q + "ape"}, {rate, w}, false));
+      ASSIGN_OR_RETURN(cw->norm, load({q + "norm.weight"}, {width}, false));
+      return absl::OkStatus();
+    };
+    if (L.kind == AttnKind::kHca) {
+      RETURN_IF_ERROR(load_compressor(a + "compressor.", c.hca_rate, d, false, &L.compressor));
+    } else if (L.kind == AttnKind::kCsa) {
+      RETURN_IF_ERROR(load_compressor(a + "compressor.", c.csa_rate, d, true, &L.compressor));
+      RETURN_IF_ERROR(
+          load_compressor(a + "indexer.compressor.", c.csa_rate, ci, true, &L.index_compressor));
+      ASSIGN_OR_RETURN(L.index_wq_b, load({a + "indexer.wq_b.weight"}, {nI * ci, ql}, true));
+      ASSIGN_OR_RETURN(L.index_weights_proj,
+                       load({a + "indexer.weights_proj.weight"}, {nI, D}, true));
+    }
+
+    const std::string f = p + "ffn.";
+    ASSIGN_OR_RETURN(L.gate, load({f + "gate.weight"}, {E, D}, true));
+    if (L.mlp == MlpKind::kHashMoe) {
+      ASSIGN_OR_RETURN(L.tid2eid, load({f + "gate.tid2eid"}, {V, K}, false));
+    } else {
+      ASSIGN_OR_RETURN(L.gate_bias, load({f + "gate.bias"}, {E}, false));
+    }
+    for (auto [which, rows, cols, out] :
+         {std::tuple{"w1", F, D, &L.experts.w1}, std::tuple{"w2", D, F, &L.experts.w2},
+          std::tuple{"w3", F, D, &L.experts.w3}}) {
+      std::vector<Tensor> host;
+      for (int64_t e = 0; e < E; ++e) {
+        ASSIGN_OR_RETURN(
+            Tensor t, ws.Get(absl::StrCat(f, "experts.", e, ".", which, ".weight"), {rows, cols}));
+        host.push_back(t);
+      }
+      ASSIGN_OR_RETURN(*out, backend_->UploadStacked(host, &weight_buffers_));
+    }
+    ASSIGN_OR_RETURN(L.shared_w1, load({f + "shared_experts.w1.weight"}, {Fs, D}, true));
+    ASSIGN_OR_RETURN(L.shared_w2, load({f + "shared_experts.w2.weight"}, {D, Fs}, true));
+    ASSIGN_OR_RETURN(L.shared_w3, load({f + "shared_experts.w3.weight"}, {Fs, D}, true));
+  }
+
+  // Rotary tables, computed as transformers does (model_config.h).
+  for (auto [table, out] :
+       {std::pair{&c.rope_main, &rope_main_}, std::pair{&c.rope_compress, &rope_compress_}}) {
+    std::vector<float> inv = RopeInvFreq(*table, c.rope_dim);
+    Tensor host(inv.data(), DType::kF32, {static_cast<int64_t>(inv.size())});
+    ASSIGN_OR_RETURN(*out, backend_->UploadWeight(host, false, &weight_buffers_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Dsv4Model::AllocateActivations() {
+  const ModelConfig& c = config_;
+  const int64_t T = max_tokens_, D = c.hidden_size, n = c.hc_mult, H = c.num_heads, d = c.head_dim;
+  const int64_t nI = std::max(1, c.index_n_heads), ci = std::max(1, c.index_head_dim);
+  const int64_t Fs = static_cast<int64_t>(c.moe_intermediate_size) * c.n_shared_experts;
+  const DType act = backend_->activation_dtype();
+  act_ = std::make_unique<Activations>();
+  Activations& A = *act_;
+  std::vector<Tensor*> tensors;
+  auto plan = [&](Tensor* t, DType type, std::initializer_list<int64_t> dims) {
+    *t = Tensor(nullptr, type, dims);
+    tensors.push_back(t);
+  };
+  plan(&A.ids, DType::kI32, {T});
+  plan(&A.meta, DType::kI32, {6 * T + 1});
+  plan(&A.X, act, {T, n, D});
+  plan(&A.X2, act, {T, n, D});
+  plan(&A.x_in, act, {T, D});
+  plan(&A.h, act, {T, D});
+  plan(&A.y, act, {T, D});
+  plan(&A.post, DType::kF32, {T, n});
+  plan(&A.comb, DType::kF32, {T, n, n});
+  plan(&A.q_res, act, {T, c.q_lora_rank});
+  plan(&A.q, act, {T, H, d});
+  plan(&A.attn, act, {T, H, d});
+  plan(&A.kv, act, {T, d});
+  plan(&A.o_a, act, {T, static_cast<int64_t>(c.o_groups) * c.o_lora_rank});
+  plan(&A.comp_c, act, {T, 2 * d});
+  plan(&A.comp_z, act, {T, 2 * d});
+  plan(&A.index_c, act, {T, 2 * ci});
+  plan(&A.index_z, act, {T, 2 * ci});
+  plan(&A.index_q, act, {T, nI, ci});
+  plan(&A.index_w, DType::kF32, {T, nI});
+  plan(&A.selected, DType::kI32, {T, std::max(1, c.index_topk)});
+  plan(&A.router_logits, DType::kF32, {T, c.n_routed_experts});
+  plan(&A.route_idx, DType::kI32, {T, c.num_experts_per_tok});
+  plan(&A.route_w, DType::kF32, {T, c.num_experts_per_tok});
+  plan(&A.moe_out, act, {T, D});
+  plan(&A.shared_out, act, {T, D});
+  plan(&A.shared_a, act, {T, Fs});
+  plan(&A.shared_b, act, {T, Fs});
+  plan(&A.head_x, act, {T, n * D});
+  plan(&A.head_y, act, {T, D});
+  for (Tensor* t : tensors) {
+    ASSIGN_OR_RETURN(Buffer buf, backend_->Allocate(t->bytes()));
+    t->data = buf.data();
+    activation_buffers_.push_back(std::move(buf));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Dsv4Model::EnsureLogitsRows(int rows) {
+  Activations& A = *act_;
+  if (rows <= A.logits_rows) return absl::OkStatus();
+  Tensor t(nullptr, DType::kF32, {rows, config_.vocab_size});
+  ASSIGN_OR_RETURN(Buffer buf, backend_->Allocate(t.bytes()));
+  t.data = buf.data();
+  activation_buffers_.push_back(std::move(buf));
+  A.logits = t;
+  A.logits_rows = rows;
+  return absl::OkStatus();
+}
+
+absl::Status Dsv4Model::AttentionBlock(int l, const StepMeta& meta, SequenceState* state) {
+  const ModelConfig& c = config_;
+  const Layer& L = layers_[l];
+  Activations& A = *act_;
+  const int64_t T = meta.num_tokens, H = c.num_heads, d = c.head_dim;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const Tensor& rope = L.kind == AttnKind::kSliding ? rope_main_ : rope_compress_;
+  Backend& b = *backend_;
+  Tensor h = A.h.rows(0, T);
+
+  // Queries: low-rank, normed, per-head unweighted rms, roped.
+  Tensor q_res = A.q_res.rows(0, T);
+  RETURN_IF_ERROR(b.Linear(h, L.wq_a, q_res));
+  RETURN_IF_ERROR(b.RmsNorm(q_res, L.q_norm, eps, q_res));
+  Tensor q = A.q.rows(0, T);
+  RETURN_IF_ERROR(b.Linear(q_res, L.wq_b, q.view({T, H * d})));
+  RETURN_IF_ERROR(b.RmsNorm(q.view({T * H, d}), Tensor(), eps, q.view({T * H, d})));
+  RETURN_IF_ERROR(b.Rope(q, meta.token_pos, rope, c.rope_dim, false));
+  // The single shared key/value head.
+  Tensor kv = A.kv.rows(0, T);
+  RETURN_IF_ERROR(b.Linear(h, L.wkv, kv));
+  RETURN_IF_ERROR(b.RmsNorm(kv, L.kv_norm, eps, kv));
+  RETURN_IF_ERROR(b.Rope(kv.view({T, 1, d}), meta.token_pos, rope, c.rope_dim, false));
+
+  AttentionParams ap;
+  ap.window = c.sliding_window;
+  ap.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  ap.sinks = L.sinks;
+  ap.window_ring = state->window_ring(l);
+  if (L.kind != AttnKind::kSliding) {
+    const bool csa = L.kind == AttnKind::kCsa;
+    const int rate = csa ? c.csa_rate : c.hca_rate;
+    const int64_t cw = csa ? 2 * d : d;
+    CompressorParams cp;
+    cp.rate = rate;
+    cp.overlap = csa;
+    cp.width = static_cast<int>(d);
+    cp.rope_dim = c.rope_dim;
+    cp.eps = eps;
+    cp.ape = L.compressor.ape;
+    cp.norm_weight = L.compressor.norm;
+    cp.inv_freq = rope_compress_;
+    cp.ring = state->compressor_ring(l, false);
+    cp.entries = state->entries(csa ? EntryKind::kCsa : EntryKind::kHca, L.layer_of_kind);
+    Tensor cc = A.comp_c.view({max_tokens_, cw}).rows(0, T);
+    Tensor cz = A.comp_z.view({max_tokens_, cw}).rows(0, T);
+    RETURN_IF_ERROR(b.Linear(h, L.compressor.wkv, cc));
+    RETURN_IF_ERROR(b.Linear(h, L.compressor.wgate, cz));
+    RETURN_IF_ERROR(b.CompressorUpdate(cc, cz, cp, meta));
+    ap.entries = cp.entries;
+    ap.rate = rate;
+    if (csa) {
+      const int64_t nI = c.index_n_heads, ci = c.index_head_dim;
+      CompressorParams ip = cp;
+      ip.width = static_cast<int>(ci);
+      ip.ape = L.index_compressor.ape;
+      ip.norm_weight = L.index_compressor.norm;
+      ip.ring = state->compressor_ring(l, true);
+      ip.entries = state->entries(EntryKind::kCsaIndex, L.layer_of_kind);
+      Tensor ic = A.index_c.rows(0, T);
+      Tensor iz = A.index_z.rows(0, T);
+      RETURN_IF_ERROR(b.Linear(h, L.index_compressor.wkv, ic));
+      RETURN_IF_ERROR(b.Linear(h, L.index_compressor.wgate, iz));
+      RETURN_IF_ERROR(b.CompressorUpdate(ic, iz, ip, meta));
+      Tensor iq = A.index_q.rows(0, T);
+      RETURN_IF_ERROR(b.Linear(q_res, L.index_wq_b, iq.view({T, nI * ci})));
+      RETURN_IF_ERROR(b.Rope(iq, meta.token_pos, rope_compress_, c.rope_dim, false));
+      Tensor iw = A.index_w.rows(0, T);
+      RETURN_IF_ERROR(b.Linear(h, L.index_weights_proj, iw));
+      RETURN_IF_ERROR(b.Scale(iw, 1.0f / std::sqrt(static_cast<float>(nI)), iw));
+      Tensor sel = A.selected.rows(0, T);
+      RETURN_IF_ERROR(b.IndexerTopK(iq, iw, ip.entries, rate,
+                                    1.0f / std::sqrt(static_cast<float>(ci)), meta, sel));
+      ap.selected = sel;
+    }
+  }
+  Tensor attn = A.attn.rows(0, T);
+  RETURN_IF_ERROR(b.Attention(q, kv, ap, meta, attn));
+  RETURN_IF_ERROR(b.WindowUpdate(kv, state->window_ring(l), meta));
+  RETURN_IF_ERROR(b.Rope(attn, meta.token_pos, rope, c.rope_dim, true));
+  Tensor o_a = A.o_a.rows(0, T);
+  RETURN_IF_ERROR(b.GroupedLinear(attn.view({T, H * d}), L.wo_a, c.o_groups, o_a));
+  return b.Linear(o_a, L.wo_b, A.y.rows(0, T));
+}
+
+absl::Status Dsv4Model::MoeBlock(int l, const Tensor& token_ids) {
+  const ModelConfig& c = config_;
+  const Layer& L = layers_[l];
+  Activations& A = *act_;
+  Backend& b = *backend_;
+  const int64_t T = token_ids.dim(0);
+  const float limit = static_cast<float>(c.swiglu_limit);
+  Tensor h = A.h.rows(0, T);
+  Tensor logits = A.router_logits.rows(0, T);
+  RETURN_IF_ERROR(b.Linear(h, L.gate, logits));
+  Tensor idx = A.route_idx.rows(0, T), w = A.route_w.rows(0, T);
+  RETURN_IF_ERROR(b.Route(logits, L.gate_bias, L.tid2eid, token_ids,
+                          static_cast<float>(c.routed_scaling_factor), idx, w));
+  Tensor routed = A.moe_out.rows(0, T);
+  RETURN_IF_ERROR(b.MoeExperts(h, idx, w, L.experts, limit, routed));
+  Tensor sa = A.shared_a.rows(0, T), sb = A.shared_b.rows(0, T);
+  RETURN_IF_ERROR(b.Linear(h, L.shared_w1, sa));
+  RETURN_IF_ERROR(b.Linear(h, L.shared_w3, sb));
+  RETURN_IF_ERROR(b.SwiGlu(sa, sb, limit, sa));
+  Tensor shared = A.shared_out.rows(0, T);
+  RETURN_IF_ERROR(b.Linear(sa, L.shared_w2, shared));
+  return b.Add(routed, shared, A.y.rows(0, T));
+}
+
+absl::Status Dsv4Model::Forward(const StepPlan& plan, const ForwardOptions& options,
+                                SequenceState* state, std::vector<float>* logits) {
+  const ModelConfig& c = config_;
+  const int T = plan.num_tokens;
+  const int S = static_cast<int>(plan.seqs.size());
+  if (T <= 0 || T > max_tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step carries ", T, " tokens; allowed 1..", max_tokens_));
+  }
+  if (S == 0 || plan.token_ids == nullptr) {
+    return absl::InvalidArgumentError("step has no sequences or no token ids");
+  }
+  // Host copies of the step description: token axis follows plan order.
+  std::vector<int32_t> meta(6 * static_cast<size_t>(T) + 1, 0);
+  int32_t* token_pos = meta.data();
+  int32_t* token_seq = token_pos + T;
+  int32_t* seq_begin = token_seq + T;  // S + 1 <= T + 1 entries
+  int32_t* seq_slot = seq_begin + T + 1;
+  int32_t* seq_start = seq_slot + T;
+  int32_t* logit_rows = seq_start + T;
+  std::vector<int32_t> ids(T);
+  std::vector<bool> seen(state->num_slots(), false);
+  int cursor = 0, rows = 0;
+  for (int s = 0; s < S; ++s) {
+    const SeqChunk& ch = plan.seqs[s];
+    if (ch.len <= 0 || ch.token_offset < 0 || ch.token_offset + ch.len > T) {
+      return absl::InvalidArgumentError(absl::StrCat("seqs[", s, "]: tokens [", ch.token_offset,
+                                                     ", +", ch.len, ") outside the step's ", T));
+    }
+    if (ch.slot < 0 || ch.slot >= state->num_slots() || seen[ch.slot]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("seqs[", s, "]: slot ", ch.slot, " invalid or repeated in the step"));
+    }
+    seen[ch.slot] = true;
+    RETURN_IF_ERROR(state->PrepareChunk(ch.slot, ch.start_pos, ch.len));
+    seq_begin[s] = cursor;
+    seq_slot[s] = ch.slot;
+    seq_start[s] = ch.start_pos;
+    for (int i = 0; i < ch.len; ++i) {
+      const int32_t id = plan.token_ids[ch.token_offset + i];
+      if (id < 0 || id >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("seqs[", s, "]: token id ", id, " outside [0, ", c.vocab_size, ")"));
+      }
+      ids[cursor] = id;
+      token_pos[cursor] = ch.start_pos + i;
+      token_seq[cursor] = s;
+      if (options.all_logits) logit_rows[rows++] = cursor;
+      ++cursor;
+    }
+    if (!options.all_logits && ch.want_logits) logit_rows[rows++] = cursor - 1;
+  }
+  if (cursor != T) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunks cover ", cursor, " tokens but the step carries ", T));
+  }
+  seq_begin[S] = T;
+  RETURN_IF_ERROR(state->SyncTables());
+
+  Backend& b = *backend_;
+  Activations& A = *act_;
+  RETURN_IF_ERROR(b.Upload(A.meta.data, meta.data(), meta.size() * sizeof(int32_t)));
+  RETURN_IF_ERROR(b.Upload(A.ids.data, ids.data(), ids.size() * sizeof(int32_t)));
+  Tensor m = A.meta;
+  auto at = [&](int64_t offset, int64_t count) {
+    return Tensor(static_cast<int32_t*>(m.data) + offset, DType::kI32, {count});
+  };
+  StepMeta sm;
+  sm.num_tokens = T;
+  sm.num_seqs = S;
+  sm.token_pos = at(0, T);
+  sm.token_seq = at(T, T);
+  sm.seq_begin = at(2 * T, S + 1);
+  sm.seq_slot = at(3 * T + 1, S);
+  sm.seq_start_pos = at(4 * T + 1, S);
+  sm.host_seq_begin = seq_begin;
+  sm.host_seq_slot = seq_slot;
+  sm.host_seq_start_pos = seq_start;
+  Tensor token_ids = A.ids.rows(0, T);
+
+  const int64_t n = c.hc_mult, D = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float hc_eps = static_cast<float>(c.hc_eps);
+  Tensor X = A.X.rows(0, T), X2 = A.X2.rows(0, T);
+  auto capture = [&](const Tensor& streams) -> absl::Status {
+    if (options.hidden == nullptr) return absl::OkStatus();
+    std::vector<float> host(static_cast<size_t>(T) * n * D);
+    if (streams.dtype == DType::kF32) {
+      RETURN_IF_ERROR(b.Download(host.data(), streams.data, host.size() * sizeof(float)));
+    } else {
+      Tensor f32(nullptr, DType::kF32, {T, n * D});
+      ASSIGN_OR_RETURN(Buffer buf, b.Allocate(f32.bytes()));
+      f32.data = buf.data();
+      RETURN_IF_ERROR(b.Convert(streams.view({T, n * D}), f32));
+      RETURN_IF_ERROR(b.Download(host.data(), f32.data, host.size() * sizeof(float)));
+    }
+    options.hidden->push_back(std::move(host));
+    return absl::OkStatus();
+  };
+  if (options.hidden) options.hidden->clear();
+
+  RETURN_IF_ERROR(b.Embed(token_ids, embed_, X));
+  RETURN_IF_ERROR(capture(X));
+  Tensor x_in = A.x_in.rows(0, T), h = A.h.rows(0, T), y = A.y.rows(0, T);
+  Tensor post = A.post.rows(0, T), comb = A.comb.rows(0, T);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const Layer& L = layers_[l];
+    RETURN_IF_ERROR(b.HcPre(X, L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale, c.hc_sinkhorn_iters,
+                            hc_eps, eps, x_in, post, comb));
+    RETURN_IF_ERROR(b.RmsNorm(x_in, L.attn_norm, eps, h));
+    RETURN_IF_ERROR(AttentionBlock(l, sm, state));
+    RETURN_IF_ERROR(b.HcPost(X, y, post, comb, X2));
+    std::swap(X, X2);
+    RETURN_IF_ERROR(b.HcPre(X, L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, c.hc_sinkhorn_iters,
+                            hc_eps, eps, x_in, post, comb));
+    RETURN_IF_ERROR(b.RmsNorm(x_in, L.ffn_norm, eps, h));
+    RETURN_IF_ERROR(MoeBlock(l, token_ids));
+    RETURN_IF_ERROR(b.HcPost(X, y, post, comb, X2));
+    std::swap(X, X2);
+    RETURN_IF_ERROR(capture(X));
+  }
+
+  if (rows > 0) {
+    RETURN_IF_ERROR(EnsureLogitsRows(rows));
+    Tensor sel = at(5 * T + 1, rows);
+    Tensor hx = A.head_x.rows(0, rows);
+    RETURN_IF_ERROR(b.GatherRows(X.view({T, n * D}), sel, hx));
+    Tensor hy = A.head_y.rows(0, rows);
+    RETURN_IF_ERROR(b.HcHead(hx.view({rows, n, D}), hc_head_fn_, hc_head_base_, hc_head_scale_,
+                             hc_eps, eps, hy));
+    RETURN_IF_ERROR(b.RmsNorm(hy, norm_, eps, hy));
+    Tensor lg = A.logits.rows(0, rows);
+    RETURN_IF_ERROR(b.Linear(hy, head_, lg));
+    const size_t old = logits->size();
+    logits->resize(old + static_cast<size_t>(rows) * c.vocab_size);
+    RETURN_IF_ERROR(b.Download(logits->data() + old, lg.data, lg.bytes()));
+  }
+  for (const SeqChunk& ch : plan.seqs) state->Advance(ch.slot, ch.len);
+  return absl::OkStatus();
+}
+
+}  // namespace moegraph

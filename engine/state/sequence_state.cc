@@ -1,0 +1,154 @@
+#include "engine/state/sequence_state.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "engine/common/status_macros.h"
+
+namespace moegraph {
+
+absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(
+    Backend* backend, const ModelConfig& config, const SequenceStateOptions& options) {
+  if (options.num_slots <= 0 || options.context_limit <= 0 || options.page_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence state: num_slots, context_limit and page_size must be positive (got ",
+        options.num_slots, ", ", options.context_limit, ", ", options.page_size, ")"));
+  }
+  std::unique_ptr<SequenceState> s(new SequenceState());
+  s->backend_ = backend;
+  s->options_ = options;
+  s->slots_.resize(options.num_slots);
+  const DType act = backend->activation_dtype();
+  const int64_t slots = options.num_slots;
+  auto alloc = [&](DType t, std::initializer_list<int64_t> dims) -> absl::StatusOr<Tensor> {
+    Tensor view(nullptr, t, dims);
+    ASSIGN_OR_RETURN(Buffer buf, backend->Allocate(view.bytes()));
+    view.data = buf.data();
+    s->buffers_.push_back(std::move(buf));
+    RETURN_IF_ERROR(backend->Fill(view, 0.0f));
+    return view;
+  };
+
+  const int d = config.head_dim, c = config.index_head_dim;
+  s->kinds_[static_cast<int>(EntryKind::kCsa)].rate = config.csa_rate;
+  s->kinds_[static_cast<int>(EntryKind::kCsa)].width = d;
+  s->kinds_[static_cast<int>(EntryKind::kCsa)].layers = config.num_layers_of(AttnKind::kCsa);
+  s->kinds_[static_cast<int>(EntryKind::kHca)].rate = config.hca_rate;
+  s->kinds_[static_cast<int>(EntryKind::kHca)].width = d;
+  s->kinds_[static_cast<int>(EntryKind::kHca)].layers = config.num_layers_of(AttnKind::kHca);
+  s->kinds_[static_cast<int>(EntryKind::kCsaIndex)].rate = config.csa_rate;
+  s->kinds_[static_cast<int>(EntryKind::kCsaIndex)].width = c;
+  s->kinds_[static_cast<int>(EntryKind::kCsaIndex)].layers = config.num_layers_of(AttnKind::kCsa);
+  const int64_t pool_tokens =
+      options.pool_tokens > 0
+          ? options.pool_tokens
+          : std::min<int64_t>(slots * options.context_limit, kDefaultPoolTokens);
+  for (KindState& k : s->kinds_) {
+    if (k.layers == 0) continue;
+    if (k.rate <= 0 || k.width <= 0) {
+      return absl::InvalidArgumentError("sequence state: compressed layers need a positive rate");
+    }
+    const int64_t per_slot_entries = options.context_limit / k.rate;
+    const int max_pages = static_cast<int>(
+        std::max<int64_t>(1, (per_slot_entries + options.page_size - 1) / options.page_size));
+    // Every slot may round its last page up, hence the extra page per slot.
+    const int num_pages = static_cast<int>(
+        (pool_tokens / k.rate + options.page_size - 1) / options.page_size + slots);
+    k.pages = EntryPagePool(num_pages, options.page_size, options.num_slots, max_pages);
+    ASSIGN_OR_RETURN(k.pool, alloc(act, {num_pages, options.page_size, k.layers, k.width}));
+    ASSIGN_OR_RETURN(k.table, alloc(DType::kI32, {slots, max_pages}));
+  }
+
+  s->layers_.resize(config.num_layers);
+  for (int l = 0; l < config.num_layers; ++l) {
+    LayerState& ls = s->layers_[l];
+    ASSIGN_OR_RETURN(ls.window_ring, alloc(act, {slots, config.sliding_window, d}));
+    if (config.layer_types[l] == AttnKind::kHca) {
+      ASSIGN_OR_RETURN(ls.compressor_ring, alloc(act, {slots, config.hca_rate, 2 * d}));
+    } else if (config.layer_types[l] == AttnKind::kCsa) {
+      ASSIGN_OR_RETURN(ls.compressor_ring, alloc(act, {slots, 2 * config.csa_rate, 4 * d}));
+      ASSIGN_OR_RETURN(ls.index_ring, alloc(act, {slots, 2 * config.csa_rate, 4 * c}));
+    }
+  }
+  RETURN_IF_ERROR(s->SyncTables());
+  return s;
+}
+
+absl::Status SequenceState::Acquire(int slot, int max_tokens) {
+  if (slot < 0 || slot >= num_slots()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("slot ", slot, " outside [0, ", num_slots(), ")"));
+  }
+  if (slots_[slot].in_use) {
+    return absl::FailedPreconditionError(absl::StrCat("slot ", slot, " is in use"));
+  }
+  if (max_tokens <= 0 || max_tokens > options_.context_limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens ", max_tokens, " outside [1, ", options_.context_limit, "]"));
+  }
+  int taken = 0;
+  for (; taken < kNumEntryKinds; ++taken) {
+    KindState& k = kinds_[taken];
+    if (k.layers == 0) continue;
+    absl::Status st = k.pages.Reserve(slot, k.pages.PagesFor(max_tokens / k.rate));
+    if (!st.ok()) {
+      for (int i = 0; i < taken; ++i) {
+        if (kinds_[i].layers) kinds_[i].pages.Release(slot);
+      }
+      return st;
+    }
+  }
+  slots_[slot] = Slot{true, max_tokens, 0};
+  return absl::OkStatus();
+}
+
+void SequenceState::Release(int slot) {
+  if (slot < 0 || slot >= num_slots() || !slots_[slot].in_use) return;
+  for (KindState& k : kinds_) {
+    if (k.layers) k.pages.Release(slot);
+  }
+  slots_[slot] = Slot{};
+}
+
+absl::Status SequenceState::PrepareChunk(int slot, int start_pos, int len) {
+  if (slot < 0 || slot >= num_slots() || !slots_[slot].in_use) {
+    return absl::FailedPreconditionError(absl::StrCat("slot ", slot, " is not acquired"));
+  }
+  const Slot& s = slots_[slot];
+  if (start_pos != s.length) {
+    return absl::InvalidArgumentError(absl::StrCat("slot ", slot, ": chunk starts at position ",
+                                                   start_pos, " but the sequence holds ", s.length,
+                                                   " tokens"));
+  }
+  if (len <= 0 || start_pos + len > s.max_tokens) {
+    return absl::OutOfRangeError(absl::StrCat("slot ", slot, ": chunk of ", len,
+                                              " tokens at position ", start_pos,
+                                              " exceeds the reserved ", s.max_tokens, " tokens"));
+  }
+  for (KindState& k : kinds_) {
+    if (k.layers) RETURN_IF_ERROR(k.pages.Ensure(slot, (start_pos + len) / k.rate));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SequenceState::SyncTables() {
+  for (KindState& k : kinds_) {
+    if (!k.layers || !k.pages.dirty()) continue;
+    RETURN_IF_ERROR(backend_->Upload(k.table.data, k.pages.table().data(),
+                                     k.pages.table().size() * sizeof(int32_t)));
+    k.pages.ClearDirty();
+  }
+  return absl::OkStatus();
+}
+
+EntryPages SequenceState::entries(EntryKind kind, int layer_of_kind) const {
+  const KindState& k = kinds_[static_cast<int>(kind)];
+  EntryPages e;
+  e.pool = k.pool;
+  e.table = k.table;
+  e.page_size = k.pages.page_size();
+  e.layer = layer_of_kind;
+  return e;
+}
+
+}  // namespace moegraph

@@ -1,0 +1,98 @@
+// Per-sequence model state on a backend (design.md "State per sequence"): a
+// fixed pool of slots, each with a sliding-window ring and compressor rings
+// per layer, plus compressed entries in pages shared by the layers of each
+// kind and allocated on demand. Not thread-safe (the engine's step thread).
+#pragma once
+
+#include <array>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
+#include "engine/model/model_config.h"
+#include "engine/state/entry_page_pool.h"
+
+namespace moegraph {
+
+// The three kinds of compressed entries, each with its own page pool.
+enum class EntryKind { kCsa = 0, kHca = 1, kCsaIndex = 2 };
+constexpr int kNumEntryKinds = 3;
+
+constexpr int64_t kDefaultPoolTokens = 262144;
+
+struct SequenceStateOptions {
+  int num_slots = 1;
+  int context_limit = 0;  // most tokens one sequence may hold
+  int64_t pool_tokens =
+      0;               // tokens of compressed state over all slots; 0 = num_slots * context_limit
+  int page_size = 64;  // entries per page
+};
+
+class SequenceState {
+ public:
+  static absl::StatusOr<std::unique_ptr<SequenceState>> Create(Backend* backend,
+                                                               const ModelConfig& config,
+                                                               const SequenceStateOptions& options);
+
+  int num_slots() const { return static_cast<int>(slots_.size()); }
+  int context_limit() const { return options_.context_limit; }
+  bool in_use(int slot) const { return slots_[slot].in_use; }
+  // Tokens the slot has consumed so far (the next chunk's start position).
+  int length(int slot) const { return slots_[slot].length; }
+
+  // Reserves pages of every kind for up to `max_tokens` tokens in a free slot.
+  // RESOURCE_EXHAUSTED (slot stays free) when the pools cannot promise them.
+  absl::Status Acquire(int slot, int max_tokens);
+  // Returns the slot's pages to the pools and frees it. No-op on a free slot.
+  void Release(int slot);
+
+  // Checks that a chunk continues its sequence and fits the reservation, and
+  // maps the pages its emitted entries need. Mutates page tables (host side).
+  absl::Status PrepareChunk(int slot, int start_pos, int len);
+  // Uploads page tables changed since the last call; call before the step's ops.
+  absl::Status SyncTables();
+  // Records that the slot consumed `len` more tokens (after a successful step).
+  void Advance(int slot, int len) { slots_[slot].length += len; }
+
+  // act [num_slots, W, d]
+  Tensor window_ring(int layer) const { return layers_[layer].window_ring; }
+  // act [num_slots, ring_len, 2*cw] of the layer's main compressor or its indexer's.
+  Tensor compressor_ring(int layer, bool indexer) const {
+    return indexer ? layers_[layer].index_ring : layers_[layer].compressor_ring;
+  }
+  // The pages of `kind` addressed at layer-of-kind `layer_of_kind`.
+  EntryPages entries(EntryKind kind, int layer_of_kind) const;
+
+ private:
+  struct Slot {
+    bool in_use = false;
+    int max_tokens = 0;
+    int length = 0;
+  };
+  struct LayerState {
+    Tensor window_ring;
+    Tensor compressor_ring;  // empty on sliding layers
+    Tensor index_ring;       // CSA only
+  };
+  struct KindState {
+    int rate = 0;
+    int width = 0;
+    int layers = 0;
+    EntryPagePool pages;
+    Tensor pool;   // act [num_pages, page_size, layers, width]
+    Tensor table;  // i32 [num_slots, max_pages_per_slot]
+  };
+
+  SequenceState() = default;
+
+  Backend* backend_ = nullptr;
+  SequenceStateOptions options_;
+  std::vector<Slot> slots_;
+  std::vector<LayerState> layers_;
+  std::array<KindState, kNumEntryKinds> kinds_;
+  std::vector<Buffer> buffers_;  // owns every tensor above
+};
+
+}  // namespace moegraph
