@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "engine/common/cli_registry.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/dsv4_engine.h"
@@ -21,8 +22,19 @@
 namespace moegraph {
 namespace {
 
-constexpr double kMaxRelativeError = 1e-4;
-constexpr char kUsage[] = "check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda]";
+constexpr char kUsage[] =
+    "check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda[:N]] [--tolerance REL] "
+    "[--argmax FRACTION]";
+
+// Pass criteria. The CPU backend computes in fp32 like the reference: every
+// logit within 1e-4 (relative to the largest) and every argmax equal. The
+// CUDA backend keeps activations in bf16 (8 mantissa bits): logits within
+// 2e-2 and the argmax equal on at least 99% of the positions.
+struct Tolerance {
+  double max_relative = 1e-4;
+  double min_argmax = 1.0;
+};
+Tolerance g_tolerance;
 
 struct GoldenPrompt {
   std::string name;
@@ -49,7 +61,10 @@ struct PhaseResult {
     argmax_agree += am == ar;
   }
   double relative() const { return max_ref > 0 ? max_err / max_ref : max_err; }
-  bool ok() const { return relative() <= kMaxRelativeError && argmax_agree == positions; }
+  double argmax_fraction() const { return positions ? double(argmax_agree) / positions : 1.0; }
+  bool ok() const {
+    return relative() <= g_tolerance.max_relative && argmax_fraction() >= g_tolerance.min_argmax;
+  }
 };
 
 double Ms(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
@@ -230,11 +245,15 @@ int Usage(const char* why) {
 }
 
 int RunCheckGolden(int argc, char** argv) {
-  std::string model_dir, golden, device = "cpu";
+  std::string model_dir, golden, device = "cpu", tolerance, argmax;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if ((a == "--golden" || a == "--device") && i + 1 < argc) {
-      (a == "--golden" ? golden : device) = argv[++i];
+    if ((a == "--golden" || a == "--device" || a == "--tolerance" || a == "--argmax") &&
+        i + 1 < argc) {
+      (a == "--golden"      ? golden
+       : a == "--device"    ? device
+       : a == "--tolerance" ? tolerance
+                            : argmax) = argv[++i];
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: moegraph %s\n", kUsage);
       return 0;
@@ -251,6 +270,16 @@ int RunCheckGolden(int argc, char** argv) {
     return Usage(("check-golden: --device must be cpu or cuda, got " + device).c_str());
   }
   if (golden.empty()) golden = (std::filesystem::path(model_dir) / "golden.safetensors").string();
+  if (device != "cpu") g_tolerance = Tolerance{2e-2, 0.99};
+  if (!tolerance.empty() &&
+      (!absl::SimpleAtod(tolerance, &g_tolerance.max_relative) || g_tolerance.max_relative < 0)) {
+    return Usage(
+        ("check-golden: --tolerance must be a non-negative number, got " + tolerance).c_str());
+  }
+  if (!argmax.empty() && (!absl::SimpleAtod(argmax, &g_tolerance.min_argmax) ||
+                          g_tolerance.min_argmax < 0 || g_tolerance.min_argmax > 1)) {
+    return Usage(("check-golden: --argmax must be a fraction in [0, 1], got " + argmax).c_str());
+  }
 
   auto config = LoadModelConfig(model_dir);
   if (!config.ok()) {
@@ -298,8 +327,8 @@ int RunCheckGolden(int argc, char** argv) {
     }
     all_ok &= *ok;
   }
-  std::printf("%s (tolerance: relative error <= %.0e and every argmax equal)\n",
-              all_ok ? "PASS" : "FAIL", kMaxRelativeError);
+  std::printf("%s (tolerance: relative error <= %.0e and argmax equal on >= %.0f%% of positions)\n",
+              all_ok ? "PASS" : "FAIL", g_tolerance.max_relative, 100.0 * g_tolerance.min_argmax);
   return all_ok ? 0 : 1;
 }
 

@@ -114,14 +114,29 @@ __global__ void __launch_bounds__(kTopkThreads)
         if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255], 1);
       }
       __syncthreads();
-      if (threadIdx.x == 0) {
-        int above = 0, d = 255;
-        for (; d > 0; --d) {
-          if (above + hist[d] >= remaining) break;
-          above += hist[d];
+      if (threadIdx.x < 32) {
+        // Warp search from the top bin: lane l owns bins 255-8l .. 248-8l.
+        const int lane = threadIdx.x;
+        int mine = 0;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) mine += hist[255 - 8 * lane - i];
+        int incl = mine;  // bins above and including this lane's, from the top
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const int v = __shfl_up_sync(0xffffffffu, incl, o);
+          if (lane >= o) incl += v;
         }
-        s_prefix = prefix | (uint32_t(d) << shift);
-        s_remaining = remaining - above;
+        const unsigned crossing = __ballot_sync(0xffffffffu, incl >= remaining);
+        const int owner = __ffs(crossing) - 1;  // first lane whose bins reach the rank
+        if (lane == owner) {
+          int above = incl - mine, d = 255 - 8 * lane;
+          for (int i = 0; i < 7; ++i, --d) {
+            if (above + hist[d] >= remaining) break;
+            above += hist[d];
+          }
+          s_prefix = prefix | (uint32_t(d) << shift);
+          s_remaining = remaining - above;
+        }
       }
       __syncthreads();
       prefix = s_prefix;

@@ -242,6 +242,8 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   // OpTimer
   absl::Status Enable(bool on) override;
   absl::StatusOr<std::array<double, static_cast<int>(OpKind::kCount)>> Collect() override;
+  absl::Status Mark() override;
+  absl::StatusOr<double> SinceMark() override;
 
  private:
   CudaBackendImpl(int device, std::string name) : device_(device), name_(std::move(name)) {}
@@ -288,11 +290,16 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   bool timing_ = false;
   std::vector<CudaEvent> events_;                  // pairs: 2i start, 2i+1 end
   std::vector<std::pair<OpKind, int>> timed_ops_;  // (kind, pair index)
+  CudaEvent mark_start_, mark_end_;                // for Mark / SinceMark
 };
 
 absl::StatusOr<std::unique_ptr<CudaBackendImpl>> CudaBackendImpl::Create(int device) {
   int count = 0;
-  CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));
+  const cudaError_t probe = cudaGetDeviceCount(&count);
+  if (probe != cudaSuccess || count == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "no CUDA device: ", probe != cudaSuccess ? cudaGetErrorString(probe) : "none found"));
+  }
   if (device < 0 || device >= count)
     return absl::InvalidArgumentError(
         absl::StrFormat("cuda device %d does not exist (%d devices)", device, count));
@@ -389,6 +396,25 @@ absl::StatusOr<std::array<double, static_cast<int>(OpKind::kCount)>> CudaBackend
   }
   timed_ops_.clear();
   return ms;
+}
+
+absl::Status CudaBackendImpl::Mark() {
+  RETURN_IF_ERROR(Activate());
+  if (!mark_start_.get()) {
+    ASSIGN_OR_RETURN(mark_start_, CudaEvent::Create(/*timing=*/true));
+    ASSIGN_OR_RETURN(mark_end_, CudaEvent::Create(/*timing=*/true));
+  }
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(mark_start_.get(), stream()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> CudaBackendImpl::SinceMark() {
+  if (!mark_start_.get()) return absl::FailedPreconditionError("SinceMark without Mark");
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(mark_end_.get(), stream()));
+  CUDA_RETURN_IF_ERROR(cudaEventSynchronize(mark_end_.get()));
+  float ms = 0.0f;
+  CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, mark_start_.get(), mark_end_.get()));
+  return static_cast<double>(ms);
 }
 
 // ---- memory -------------------------------------------------------------------

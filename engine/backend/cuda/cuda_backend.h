@@ -13,7 +13,8 @@
 namespace moegraph {
 
 // Creates the backend on GPU `device` (its own stream, cuBLASLt handle and
-// workspaces). Fails when the device does not exist or CUDA cannot start.
+// workspaces). UNAVAILABLE when the machine has no usable GPU,
+// INVALID_ARGUMENT when `device` is past the last one.
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device);
 
 // Device time per kind of op, for benchmarks (see CudaOpTimer()).
@@ -28,6 +29,11 @@ class OpTimer {
   virtual ~OpTimer() = default;
   virtual absl::Status Enable(bool on) = 0;
   virtual absl::StatusOr<std::array<double, static_cast<int>(OpKind::kCount)>> Collect() = 0;
+  // Span timing on the backend's stream, independent of Enable: Mark()
+  // records an event; SinceMark() records another, waits for it and returns
+  // the milliseconds between the two (device idle gaps included).
+  virtual absl::Status Mark() = 0;
+  virtual absl::StatusOr<double> SinceMark() = 0;
 };
 
 // The timer of a CUDA backend, or null when `backend` is not one.
