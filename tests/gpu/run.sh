@@ -13,7 +13,10 @@ STAGE=${STAGE:-.gpu}
 OUT=${OUT:-/tmp/moegraph-gpu-out}
 FLASH=${FLASH:-/tmp/flash4}
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH="$STAGE/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+LIBS=/tmp/moegraph-libs
+mkdir -p "$LIBS"
+cp "$STAGE"/lib/* "$LIBS"/ && gunzip -f "$LIBS"/*.gz 2>/dev/null
+export LD_LIBRARY_PATH="$LIBS:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 steps=${*:-tests opbench golden bench}
 declare -a table
 note() { table+=("$1"); }

@@ -21,6 +21,8 @@ done
 ldd "${exes[@]}" | awk '/=> \//{print $3}' | sort -u |
   grep -vE '/(libc|libm|libstdc\+\+|libgcc_s|ld-linux[^/]*|libdl|libpthread|librt|libcuda|libcudart|libcublas|libcublasLt|libnccl)\.so' |
   while read -r lib; do cp -L "$lib" "$DEST/lib/"; done
+# Large libraries (ICU data) travel compressed; run.sh unpacks them.
+find "$DEST/lib" -type f -size +4M -exec gzip -9 {} \;
 cp tests/gpu/run.sh "$DEST/"
 cp "$SHARED/tools/make_dsv4_fixture.py" "$SHARED/fixtures/configs/flash-shaped-4layer.overrides.json" "$DEST/"
 cp -r tests/fixtures/dsv4-tiny "$DEST/fixtures/"
