@@ -6,6 +6,7 @@
 
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/launch_util.h"
 #include "kernels/cuda/mma.cuh"
 
 namespace moegraph::cuda {
@@ -419,8 +420,8 @@ cudaError_t LaunchAttention(const AttentionParams& p, void* workspace, cudaStrea
   if (splits > 1 && !workspace) return cudaErrorInvalidValue;
   MG_DISPATCH_ATTN_HEAD_DIM(p.head_dim, HD, {
     const size_t smem = TcLayout<HD>::kTotal;
-    cudaError_t e = cudaFuncSetAttribute(TcAttentionKernel<HD>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    cudaError_t e = EnsureDynamicSmem(reinterpret_cast<const void*>(TcAttentionKernel<HD>),
+                                      static_cast<int>(smem));
     if (e != cudaSuccess) return e;
     const dim3 grid(splits, p.heads / kTcHeads, p.tokens);
     TcAttentionKernel<HD><<<grid, kTcThreads, smem, stream>>>(p, splits, part_o, part_ml);

@@ -10,22 +10,27 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Where token position `p` of sequence `s` keeps its (c, z + ape) values.
+// Where token position `pos` of a sequence keeps its (c, z + ape) values: in
+// this step's inputs when pos >= start (token begin + pos - start), in the
+// ring of `slot` otherwise.
 struct SlotSource {
   const __nv_bfloat16* c;  // c row (cw wide) or ring row
   const __nv_bfloat16* z;  // z row, or the ring row's zape half
   bool add_ape;            // z from the step still needs ape[pos % rate]
 };
 
-__device__ SlotSource Source(const CompressorParams& p, int s, int pos) {
-  const int start = p.meta.seq_start_pos[s];
+struct SeqInfo {
+  int start, begin, slot;
+};
+
+__device__ __forceinline__ SlotSource Source(const CompressorParams& p, const SeqInfo& q, int pos) {
   const int cw = p.cw();
-  if (pos >= start) {
-    const int64_t t = p.meta.seq_begin[s] + (pos - start);
+  if (pos >= q.start) {
+    const int64_t t = q.begin + (pos - q.start);
     return {p.c + t * cw, p.z + t * cw, true};
   }
-  const int64_t slot = p.meta.seq_slot[s];
-  const __nv_bfloat16* row = p.ring + (slot * p.ring_len() + pos % p.ring_len()) * 2 * cw;
+  const __nv_bfloat16* row =
+      p.ring + (int64_t{q.slot} * p.ring_len() + pos % p.ring_len()) * 2 * cw;
   return {row, row + cw, false};
 }
 
@@ -36,6 +41,7 @@ __global__ void __launch_bounds__(kThreads) EmitKernel(CompressorParams p) {
   const int pos = p.meta.token_pos[t];
   if ((pos + 1) % p.rate != 0) return;
   const int s = p.meta.token_seq[t];
+  const SeqInfo seq{p.meta.seq_start_pos[s], p.meta.seq_begin[s], p.meta.seq_slot[s]};
   const int w = (pos + 1) / p.rate - 1;
   const int m = p.rate;
   const int width = p.width;
@@ -57,7 +63,7 @@ __global__ void __launch_bounds__(kThreads) EmitKernel(CompressorParams p) {
         slot_pos = w * m + j;
         col = p.overlap ? width + ch : ch;
       }
-      const SlotSource src = Source(p, s, slot_pos);
+      const SlotSource src = Source(p, seq, slot_pos);
       const float cv = __bfloat162float(src.c[col]);
       float zv = __bfloat162float(src.z[col]);
       if (src.add_ape) zv += p.ape[(slot_pos % m) * cw + col];
@@ -78,9 +84,8 @@ __global__ void __launch_bounds__(kThreads) EmitKernel(CompressorParams p) {
     entry[ch] = entry[ch] * inv * p.norm_weight[ch];
   __syncthreads();
 
-  const int slot = p.meta.seq_slot[s];
   const EntryPagesView& E = p.entries;
-  const int page = E.table[int64_t{slot} * E.max_pages + w / E.page_size];
+  const int page = E.table[int64_t{seq.slot} * E.max_pages + w / E.page_size];
   __nv_bfloat16* out =
       E.pool + ((int64_t{page} * E.page_size + w % E.page_size) * E.layers + E.layer) * width;
   const int pass = width - p.rope_dim;

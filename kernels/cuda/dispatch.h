@@ -61,3 +61,13 @@
     default:                                      \
       MG_DISPATCH_FAIL("moe block_m", value);     \
   }
+
+// Indexer heads for the tensor-core scorer (head_dim 128; static shared
+// memory holds the queries of at most 64 heads).
+#define MG_DISPATCH_INDEX_TC_HEADS(value, NAME, ...) \
+  switch (value) {                                   \
+    MG_DISPATCH_CASE(NAME, 32, __VA_ARGS__)          \
+    MG_DISPATCH_CASE(NAME, 64, __VA_ARGS__)          \
+    default:                                         \
+      MG_DISPATCH_FAIL("indexer heads", value);      \
+  }

@@ -106,58 +106,96 @@ __global__ void HcPreFinishKernel(HcPreParams p, const float* partial, int chunk
   const int t = blockIdx.x;
   const int width = kN * p.dim;
   ReduceMix(partial, chunks, p.tokens, t, kRows, width, p.norm_eps, mix);
-  if (threadIdx.x == 0) {
-    const float eps = p.hc_eps;
-    float C[kN][kN];
+  if constexpr (kN * kN <= 32) {
+    // One warp: lane i * kN + j holds C[i][j]; rows reduce over xor offsets
+    // below kN, columns over offsets kN .. kN*kN/2 (lanes past kN*kN only
+    // ever meet each other).
+    if (threadIdx.x < 32) {
+      const int lane = threadIdx.x;
+      const bool live = lane < kN * kN;
+      const float eps = p.hc_eps;
+      if (lane < kN) {
+        pre[lane] = Sigmoid(mix[lane] * p.scale[0] + p.base[lane]) + eps;
+        p.post[int64_t{t} * kN + lane] =
+            2.0f * Sigmoid(mix[kN + lane] * p.scale[1] + p.base[kN + lane]);
+      }
+      const int r = 2 * kN + (live ? lane : 0);
+      const float logit = mix[r] * p.scale[2] + p.base[r];
+      float mx = logit;
 #pragma unroll
-    for (int i = 0; i < kN; ++i) {
-      pre[i] = Sigmoid(mix[i] * p.scale[0] + p.base[i]) + eps;
-      p.post[int64_t{t} * kN + i] = 2.0f * Sigmoid(mix[kN + i] * p.scale[1] + p.base[kN + i]);
+      for (int o = 1; o < kN; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float e = expf(logit - mx);
+      float sum = e;
+#pragma unroll
+      for (int o = 1; o < kN; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      float c = live ? e / sum + eps : 0.0f;
+      auto normalize = [&](int lo, int hi) {
+        float s = c;
+#pragma unroll
+        for (int o = lo; o < hi; o <<= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        c = live ? c / (s + eps) : 0.0f;
+      };
+      normalize(kN, kN * kN);  // columns
+      for (int it = 1; it < p.sinkhorn_iters; ++it) {
+        normalize(1, kN);        // rows
+        normalize(kN, kN * kN);  // columns
+      }
+      if (live) p.comb[int64_t{t} * kN * kN + lane] = c;
     }
-#pragma unroll
-    for (int i = 0; i < kN; ++i) {
-      float mx = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < kN; ++j) {
-        const int r = 2 * kN + i * kN + j;
-        C[i][j] = mix[r] * p.scale[2] + p.base[r];
-        mx = fmaxf(mx, C[i][j]);
-      }
-      float sum = 0.0f;
-#pragma unroll
-      for (int j = 0; j < kN; ++j) {
-        C[i][j] = expf(C[i][j] - mx);
-        sum += C[i][j];
-      }
-#pragma unroll
-      for (int j = 0; j < kN; ++j) C[i][j] = C[i][j] / sum + eps;
-    }
-    auto normalize_cols = [&]() {
-#pragma unroll
-      for (int j = 0; j < kN; ++j) {
-        float s = 0.0f;
-#pragma unroll
-        for (int i = 0; i < kN; ++i) s += C[i][j];
-#pragma unroll
-        for (int i = 0; i < kN; ++i) C[i][j] /= s + eps;
-      }
-    };
-    normalize_cols();
-    for (int it = 1; it < p.sinkhorn_iters; ++it) {
+  } else {
+    if (threadIdx.x == 0) {
+      const float eps = p.hc_eps;
+      float C[kN][kN];
 #pragma unroll
       for (int i = 0; i < kN; ++i) {
-        float s = 0.0f;
-#pragma unroll
-        for (int j = 0; j < kN; ++j) s += C[i][j];
-#pragma unroll
-        for (int j = 0; j < kN; ++j) C[i][j] /= s + eps;
+        pre[i] = Sigmoid(mix[i] * p.scale[0] + p.base[i]) + eps;
+        p.post[int64_t{t} * kN + i] = 2.0f * Sigmoid(mix[kN + i] * p.scale[1] + p.base[kN + i]);
       }
+#pragma unroll
+      for (int i = 0; i < kN; ++i) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < kN; ++j) {
+          const int r = 2 * kN + i * kN + j;
+          C[i][j] = mix[r] * p.scale[2] + p.base[r];
+          mx = fmaxf(mx, C[i][j]);
+        }
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kN; ++j) {
+          C[i][j] = expf(C[i][j] - mx);
+          sum += C[i][j];
+        }
+#pragma unroll
+        for (int j = 0; j < kN; ++j) C[i][j] = C[i][j] / sum + eps;
+      }
+      auto normalize_cols = [&]() {
+#pragma unroll
+        for (int j = 0; j < kN; ++j) {
+          float s = 0.0f;
+#pragma unroll
+          for (int i = 0; i < kN; ++i) s += C[i][j];
+#pragma unroll
+          for (int i = 0; i < kN; ++i) C[i][j] /= s + eps;
+        }
+      };
       normalize_cols();
+      for (int it = 1; it < p.sinkhorn_iters; ++it) {
+#pragma unroll
+        for (int i = 0; i < kN; ++i) {
+          float s = 0.0f;
+#pragma unroll
+          for (int j = 0; j < kN; ++j) s += C[i][j];
+#pragma unroll
+          for (int j = 0; j < kN; ++j) C[i][j] /= s + eps;
+        }
+        normalize_cols();
+      }
+#pragma unroll
+      for (int i = 0; i < kN; ++i)
+#pragma unroll
+        for (int j = 0; j < kN; ++j) p.comb[(int64_t{t} * kN + i) * kN + j] = C[i][j];
     }
-#pragma unroll
-    for (int i = 0; i < kN; ++i)
-#pragma unroll
-      for (int j = 0; j < kN; ++j) p.comb[(int64_t{t} * kN + i) * kN + j] = C[i][j];
   }
   __syncthreads();
   const __nv_bfloat16* X = p.X + int64_t{t} * kN * p.dim;

@@ -10,6 +10,8 @@
 
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/launch_util.h"
+#include "kernels/cuda/mma.cuh"
 
 namespace moegraph::cuda {
 namespace {
@@ -75,6 +77,93 @@ __global__ void __launch_bounds__(kScoreThreads) ScoreKernel(IndexerTopKParams p
     score += ws[h] * fmaxf(dot, 0.0f);
   }
   out[e] = score * p.softmax_scale;
+}
+
+// Tensor-core scorer for head_dim 128 and NH heads (a multiple of 16): a
+// block scores 64 entries of one token; warp w takes entries 16w..16w+15
+// against all heads, S = Q K^T on mma.m16n8k16, then relu, the head weights
+// and the sum over heads in registers and shuffles.
+constexpr int kTcC = 128;
+constexpr int kTcEntries = 64;
+constexpr int kTcStride = kTcC + 8;  // bf16 per smem row (16 B pad)
+
+template <int NH>
+__global__ void __launch_bounds__(128) TcScoreKernel(IndexerTopKParams p, float* scores) {
+  constexpr int kMT = NH / 16;
+  __shared__ __align__(16) __nv_bfloat16 qs[NH * kTcStride];
+  __shared__ __align__(16) __nv_bfloat16 ks[kTcEntries * kTcStride];
+  __shared__ float ws[NH];
+  const int t = blockIdx.y;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int nvis = Visible(p.token_pos[t], p.rate, p.max_entries);
+  const int e0 = blockIdx.x * kTcEntries;
+  float* out = scores + int64_t{t} * p.max_entries;
+  if (e0 >= nvis) {
+    for (int e = e0 + tid; e < min(e0 + kTcEntries, p.max_entries); e += 128) out[e] = -INFINITY;
+    return;
+  }
+  const __nv_bfloat16* q = p.q + int64_t{t} * NH * kTcC;
+  for (int i = tid; i < NH * (kTcC / 8); i += 128) {
+    const int r = i / (kTcC / 8), ch = i % (kTcC / 8);
+    CpAsync16(qs + r * kTcStride + ch * 8, q + int64_t{r} * kTcC + ch * 8, true);
+  }
+  const EntryPagesView& K = p.keys;
+  const int slot = p.seq_slot[p.token_seq[t]];
+  for (int i = tid; i < kTcEntries * (kTcC / 8); i += 128) {
+    const int r = i / (kTcC / 8), ch = i % (kTcC / 8);
+    const int e = e0 + r;
+    const __nv_bfloat16* src = p.q;
+    if (e < nvis) {
+      const int page = K.table[int64_t{slot} * K.max_pages + e / K.page_size];
+      src = K.pool + ((int64_t{page} * K.page_size + e % K.page_size) * K.layers + K.layer) * kTcC +
+            ch * 8;
+    }
+    CpAsync16(ks + r * kTcStride + ch * 8, src, e < nvis);
+  }
+  CpAsyncCommit();
+  for (int i = tid; i < NH; i += 128) ws[i] = p.weights[int64_t{t} * NH + i];
+  CpAsyncWait<0>();
+  __syncthreads();
+
+  float acc[kMT][2][4];
+#pragma unroll
+  for (int m = 0; m < kMT; ++m)
+#pragma unroll
+    for (int n = 0; n < 2; ++n) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < kTcC / 16; ++kk) {
+    uint32_t b[4];
+    LdMatrixX4(b, ks + (warp * 16 + ((lane >> 4) << 3) + (lane & 7)) * kTcStride + kk * 16 +
+                      (((lane >> 3) & 1) << 3));
+#pragma unroll
+    for (int m = 0; m < kMT; ++m) {
+      uint32_t a[4];
+      LdMatrixX4(a, qs + (m * 16 + (lane & 15)) * kTcStride + kk * 16 + (lane >> 4) * 8);
+      Mma16816(acc[m][0], a, b[0], b[1]);
+      Mma16816(acc[m][1], a, b[2], b[3]);
+    }
+  }
+  const int g = lane >> 2, q4 = lane & 3;
+#pragma unroll
+  for (int n = 0; n < 2; ++n) {
+    float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+    for (int m = 0; m < kMT; ++m) {
+      const float w_lo = ws[m * 16 + g], w_hi = ws[m * 16 + g + 8];
+      s0 += w_lo * fmaxf(acc[m][n][0], 0.0f) + w_hi * fmaxf(acc[m][n][2], 0.0f);
+      s1 += w_lo * fmaxf(acc[m][n][1], 0.0f) + w_hi * fmaxf(acc[m][n][3], 0.0f);
+    }
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1) {
+      s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+    }
+    if (g == 0) {
+      const int e = e0 + warp * 16 + n * 8 + 2 * q4;
+      if (e < p.max_entries) out[e] = e < nvis ? s0 * p.softmax_scale : -INFINITY;
+      if (e + 1 < p.max_entries) out[e + 1] = e + 1 < nvis ? s1 * p.softmax_scale : -INFINITY;
+    }
+  }
 }
 
 __device__ __forceinline__ uint64_t Compose(uint32_t key, int id) {
@@ -192,6 +281,10 @@ const char* Validate(const IndexerTopKParams& p) {
   return nullptr;
 }
 
+bool IndexerUsesTensorCores(const IndexerTopKParams& p) {
+  return p.head_dim == kTcC && (p.heads == 32 || p.heads == 64);
+}
+
 size_t IndexerTopKWorkspaceBytes(const IndexerTopKParams& p) {
   return sizeof(float) * size_t(p.tokens) * size_t(p.max_entries);
 }
@@ -200,13 +293,19 @@ cudaError_t LaunchIndexerTopK(const IndexerTopKParams& p, void* workspace, cudaS
   if (Validate(p)) return cudaErrorInvalidValue;
   if (p.tokens == 0) return cudaSuccess;
   float* scores = static_cast<float*>(workspace);
-  if (p.max_entries > 0) {
+  if (p.max_entries > 0 && IndexerUsesTensorCores(p)) {
+    const dim3 grid((p.max_entries + kTcEntries - 1) / kTcEntries, p.tokens);
+    MG_DISPATCH_INDEX_TC_HEADS(p.heads, NH,
+                               { TcScoreKernel<NH><<<grid, 128, 0, stream>>>(p, scores); });
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+  } else if (p.max_entries > 0) {
     const dim3 grid((p.max_entries + kScoreThreads - 1) / kScoreThreads, p.tokens);
     const size_t smem = sizeof(float) * p.heads * (p.head_dim + 1);
     MG_DISPATCH_INDEX_HEAD_DIM(p.head_dim, C, {
       if (smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(
-            ScoreKernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+        cudaError_t e = EnsureDynamicSmem(reinterpret_cast<const void*>(ScoreKernel<C>),
+                                          static_cast<int>(smem));
         if (e != cudaSuccess) return e;
       }
       ScoreKernel<C><<<grid, kScoreThreads, smem, stream>>>(p, scores);

@@ -29,6 +29,9 @@ struct IndexerTopKParams {
 };
 constexpr int kIndexerMaxK = 1024;
 const char* Validate(const IndexerTopKParams& p);
+// Whether the tensor-core scorer serves this shape (head_dim 128, 32 or 64
+// heads); other shapes use the per-entry CUDA-core scorer.
+bool IndexerUsesTensorCores(const IndexerTopKParams& p);
 size_t IndexerTopKWorkspaceBytes(const IndexerTopKParams& p);
 cudaError_t LaunchIndexerTopK(const IndexerTopKParams& p, void* workspace, cudaStream_t stream);
 

@@ -7,8 +7,11 @@
 // routing and nothing waits for the host.
 #include "kernels/cuda/moe.h"
 
+#include <cstdlib>
+
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/launch_util.h"
 #include "kernels/cuda/mma.cuh"
 
 namespace moegraph::cuda {
@@ -17,7 +20,6 @@ namespace {
 constexpr int kAlignThreads = 1024;
 constexpr int kBN = 64;  // output columns per block
 constexpr int kBK = 64;  // depth per pipeline stage
-constexpr int kStages = 3;
 constexpr int kGemmThreads = 128;
 constexpr int kRowStride = kBK + 8;  // bf16 per smem row (16 B pad)
 
@@ -101,7 +103,7 @@ __global__ void __launch_bounds__(kAlignThreads) AlignKernel(MoeParams p, Worksp
 // C[rows, n0:n0+64] = A[rows, :K] B[e][n0:n0+64, :K]^T for one row tile of one
 // expert. GATED: two B matrices (w1, w3) and the SwiGLU epilogue into ws.h;
 // otherwise B = w2 and the routing weight scales the fp32 result into ws.y.
-template <int BM, bool GATED>
+template <int BM, bool GATED, int kStages>
 __global__ void __launch_bounds__(kGemmThreads)
     GroupedGemmKernel(MoeParams p, Workspace ws, int N, int K) {
   constexpr int kMT = BM / 16;
@@ -233,16 +235,16 @@ __global__ void CombineKernel(MoeParams p, Workspace ws) {
   }
 }
 
-template <int BM, bool GATED>
+template <int BM, bool GATED, int kStages>
 cudaError_t LaunchGemm(const MoeParams& p, const Workspace& ws, int N, int K, int max_tiles,
                        cudaStream_t stream) {
   constexpr int kNB = GATED ? 2 : 1;
   const size_t smem = sizeof(__nv_bfloat16) * kStages * (BM + kNB * kBN) * kRowStride;
-  cudaError_t e = cudaFuncSetAttribute(GroupedGemmKernel<BM, GATED>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  cudaError_t e = EnsureDynamicSmem(
+      reinterpret_cast<const void*>(GroupedGemmKernel<BM, GATED, kStages>), static_cast<int>(smem));
   if (e != cudaSuccess) return e;
   const dim3 grid((N + kBN - 1) / kBN, max_tiles);
-  GroupedGemmKernel<BM, GATED><<<grid, kGemmThreads, smem, stream>>>(p, ws, N, K);
+  GroupedGemmKernel<BM, GATED, kStages><<<grid, kGemmThreads, smem, stream>>>(p, ws, N, K);
   return cudaGetLastError();
 }
 
@@ -268,10 +270,20 @@ cudaError_t LaunchMoe(const MoeParams& p, void* workspace, cudaStream_t stream) 
   AlignKernel<<<1, kAlignThreads, 0, stream>>>(p, ws, bm);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
+  // Pipeline depth: 4 stages keep more weight bytes in flight per block (the
+  // decode case streams weights); MOEGRAPH_MOE_STAGES=3 selects 3 for A/B runs.
+  static const int stages = [] {
+    const char* env = std::getenv("MOEGRAPH_MOE_STAGES");
+    return env && std::atoi(env) == 3 ? 3 : 4;
+  }();
   MG_DISPATCH_MOE_BLOCK_M(bm, BM, {
-    e = LaunchGemm<BM, true>(p, ws, p.inter, p.dim, max_tiles, stream);
-    if (e != cudaSuccess) return e;
-    e = LaunchGemm<BM, false>(p, ws, p.dim, p.inter, max_tiles, stream);
+    if (stages == 3) {
+      e = LaunchGemm<BM, true, 3>(p, ws, p.inter, p.dim, max_tiles, stream);
+      if (e == cudaSuccess) e = LaunchGemm<BM, false, 3>(p, ws, p.dim, p.inter, max_tiles, stream);
+    } else {
+      e = LaunchGemm<BM, true, 4>(p, ws, p.inter, p.dim, max_tiles, stream);
+      if (e == cudaSuccess) e = LaunchGemm<BM, false, 4>(p, ws, p.dim, p.inter, max_tiles, stream);
+    }
     if (e != cudaSuccess) return e;
   });
   CombineKernel<<<p.tokens, 256, 0, stream>>>(p, ws);

@@ -47,6 +47,8 @@ for step in $steps; do
     opbench)
       "$STAGE/moegraph_cuda_tests" "[bench]" > "$OUT/opbench.log" 2>&1
       note "opbench: rc=$? in $((SECONDS - t0)) s"
+      # A/B: the grouped expert GEMM with a 3-stage pipeline.
+      MOEGRAPH_MOE_STAGES=3 "$STAGE/moegraph_cuda_tests" "[moe]" > "$OUT/opbench_moe3.log" 2>&1
       ;;
     golden)
       if [ ! -x "$STAGE/moegraph" ]; then note "golden: no moegraph binary staged"; continue; fi
@@ -76,10 +78,12 @@ for f in "$OUT"/golden_*.log; do
   [ -f "$f" ] && { echo "---- $(basename "$f")"; tail -n 12 "$f"; }
 done
 [ -f "$OUT/bench.log" ] && { echo "---- bench"; grep -E '^(BENCH|\|)' "$OUT/bench.log" | head -60; }
-[ -f "$OUT/opbench.log" ] && { echo "---- opbench"; grep '^OP-BENCH' "$OUT/opbench.log" | cut -d'|' -f2- | column -t -s'|'; }
+table_of() { cut -d'|' -f2- | awk -F'|' '{ printf "%-34s", $1; for (i = 2; i <= NF; ++i) printf " | %-16s", $i; printf "\n" }'; }
+[ -f "$OUT/opbench.log" ] && { echo "---- opbench"; grep '^OP-BENCH' "$OUT/opbench.log" | table_of; }
+[ -f "$OUT/opbench_moe3.log" ] && { echo "---- opbench, MoE with 3 stages"; grep '^OP-BENCH' "$OUT/opbench_moe3.log" | table_of; }
 if [ -f "$OUT/cuda_tests.log" ]; then
   echo "---- [cuda] op tests (failures first)"
-  grep '^CUDA-OP' "$OUT/cuda_tests.log" | grep FAIL | cut -d'|' -f2- | column -t -s'|'
+  grep '^CUDA-OP' "$OUT/cuda_tests.log" | grep FAIL | table_of
   grep '^CUDA-OP' "$OUT/cuda_tests.log" | grep -c PASS | sed 's/^/passed comparisons: /'
   grep -E 'FAILED|REQUIRE|CHECK\(|with expansion|error' "$OUT/cuda_tests.log" | head -20
 fi

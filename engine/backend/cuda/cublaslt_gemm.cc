@@ -6,10 +6,15 @@
 #include "engine/backend/cuda/cublaslt_gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "engine/backend/cuda/cuda_check.h"
+#include "engine/backend/cuda/cuda_resources.h"
 #include "engine/common/logging.h"
+#include "engine/common/status_macros.h"
 
 namespace moegraph {
 
@@ -18,6 +23,8 @@ struct CublasLtGemm::Plan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
   size_t workspace = 0;
+  // Heuristic candidates not yet timed; cleared once the fastest is chosen.
+  std::vector<cublasLtMatmulAlgo_t> candidates;
   ~Plan() {
     if (c) CUBLAS_CHECK_OR_ABORT(cublasLtMatrixLayoutDestroy(c));
     if (b) CUBLAS_CHECK_OR_ABORT(cublasLtMatrixLayoutDestroy(b));
@@ -26,13 +33,18 @@ struct CublasLtGemm::Plan {
   }
 };
 
-CublasLtGemm::CublasLtGemm(cublasLtHandle_t handle) : handle_(handle) {}
+CublasLtGemm::CublasLtGemm(cublasLtHandle_t handle) : handle_(handle) {
+  const char* env = std::getenv("MOEGRAPH_CUBLASLT_AUTOTUNE");
+  autotune_ = env == nullptr || std::string(env) != "0";
+}
 
 CublasLtGemm::~CublasLtGemm() {
   LOG_VERBOSE << "cublasLt gemm cache destroyed (" << plans_.size() << " plans)";
 }
 
 namespace {
+
+constexpr int kCandidates = 8;
 
 int PointerAlignment(const void* p) {
   const auto v = reinterpret_cast<uintptr_t>(p);
@@ -95,11 +107,11 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmProblem& p, 
     if (st == CUBLAS_STATUS_SUCCESS)
       st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align));
   }
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kCandidates]{};
   int found = 0;
   if (st == CUBLAS_STATUS_SUCCESS)
     st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c, pref,
-                                        1, &result, &found);
+                                        kCandidates, results, &found);
   CUBLAS_CHECK_OR_ABORT(cublasLtMatmulPreferenceDestroy(pref));
   CUBLAS_RETURN_IF_ERROR(st);
   if (found == 0) {
@@ -107,14 +119,56 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmProblem& p, 
         "cuBLASLt has no algorithm for rows=%d n=%d k=%d batch=%d out_f32=%d alignment=%d", p.rows,
         p.n, p.k, p.batch, p.out_f32, alignment));
   }
-  plan->algo = result.algo;
-  plan->workspace = result.workspaceSize;
+  plan->algo = results[0].algo;
+  plan->workspace = results[0].workspaceSize;
+  if (autotune_) {
+    for (int i = 0; i < found; ++i) {
+      if (results[i].state == CUBLAS_STATUS_SUCCESS) plan->candidates.push_back(results[i].algo);
+    }
+    if (plan->candidates.size() < 2) plan->candidates.clear();
+  }
   LOG_VERBOSE << "cublasLt plan rows=" << p.rows << " n=" << p.n << " k=" << p.k
               << " batch=" << p.batch << " out_f32=" << p.out_f32
               << " workspace=" << plan->workspace;
   Plan* raw = plan.get();
   plans_.emplace(key, std::move(plan));
   return raw;
+}
+
+// Times each heuristic candidate on the real operands (two warm-up and
+// five timed runs each) and keeps the fastest: the heuristic's first choice
+// for the skinny decode products is often not the quickest.
+absl::Status CublasLtGemm::Tune(Plan& plan, const void* x, const void* w, void* y, void* workspace,
+                                size_t workspace_bytes, cudaStream_t stream) {
+  ASSIGN_OR_RETURN(CudaEvent start, CudaEvent::Create(/*timing=*/true));
+  ASSIGN_OR_RETURN(CudaEvent stop, CudaEvent::Create(/*timing=*/true));
+  const float alpha = 1.0f, beta = 0.0f;
+  float best_ms = 0.0f;
+  size_t best = 0;
+  for (size_t i = 0; i < plan.candidates.size(); ++i) {
+    const cublasLtMatmulAlgo_t& algo = plan.candidates[i];
+    bool ok = true;
+    for (int rep = 0; rep < 7 && ok; ++rep) {
+      if (rep == 2) CUDA_RETURN_IF_ERROR(cudaEventRecord(start.get(), stream));
+      ok = cublasLtMatmul(handle_, plan.op, &alpha, w, plan.a, x, plan.b, &beta, y, plan.c, y,
+                          plan.c, &algo, workspace, workspace_bytes,
+                          stream) == CUBLAS_STATUS_SUCCESS;
+    }
+    if (!ok) continue;
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(stop.get(), stream));
+    CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop.get()));
+    float ms = 0.0f;
+    CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+    if (i == 0 || ms < best_ms) {
+      best_ms = ms;
+      best = i;
+    }
+  }
+  LOG_VERBOSE << "cublasLt autotune: candidate " << best << " of " << plan.candidates.size() << " ("
+              << best_ms / 5 * 1e3 << " us)";
+  plan.algo = plan.candidates[best];
+  plan.candidates.clear();
+  return absl::OkStatus();
 }
 
 absl::Status CublasLtGemm::Run(const GemmProblem& p, const void* x, const void* w, void* y,
@@ -130,6 +184,13 @@ absl::Status CublasLtGemm::Run(const GemmProblem& p, const void* x, const void* 
   }
   auto plan = GetPlan(p, alignment, workspace_bytes);
   if (!plan.ok()) return plan.status();
+  if (!(*plan)->candidates.empty()) {
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capturing));
+    if (capturing == cudaStreamCaptureStatusNone) {
+      RETURN_IF_ERROR(Tune(**plan, x, w, y, workspace, workspace_bytes, stream));
+    }
+  }
   const float alpha = 1.0f, beta = 0.0f;
   CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_, (*plan)->op, &alpha, w, (*plan)->a, x, (*plan)->b,
                                         &beta, y, (*plan)->c, y, (*plan)->c, &(*plan)->algo,

@@ -1,8 +1,10 @@
 // Matrix products through cuBLASLt: bf16 operands, fp32 compute, bf16 or fp32
 // output. The algorithm of each distinct problem (sizes, strides, batch,
-// output type, pointer alignment) is chosen by cuBLASLt's heuristic the first
-// time the problem is seen and cached with its descriptors. The workspace is
-// the caller's, passed to every Run.
+// output type, pointer alignment) is chosen once and cached with its
+// descriptors: the first Run outside stream capture times cuBLASLt's top
+// heuristic candidates on the real operands and keeps the fastest
+// (MOEGRAPH_CUBLASLT_AUTOTUNE=0 keeps the heuristic's first choice). The
+// workspace is the caller's, passed to every Run.
 #pragma once
 
 #include <cublasLt.h>
@@ -47,8 +49,11 @@ class CublasLtGemm {
   using Key = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int64_t, int64_t, int64_t,
                          bool, int, size_t>;
   absl::StatusOr<Plan*> GetPlan(const GemmProblem& p, int alignment, size_t workspace_bytes);
+  absl::Status Tune(Plan& plan, const void* x, const void* w, void* y, void* workspace,
+                    size_t workspace_bytes, cudaStream_t stream);
 
   cublasLtHandle_t handle_;
+  bool autotune_ = true;
   std::map<Key, std::unique_ptr<Plan>> plans_;
 };
 

@@ -244,6 +244,8 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   absl::StatusOr<std::array<double, static_cast<int>(OpKind::kCount)>> Collect() override;
   absl::Status Mark() override;
   absl::StatusOr<double> SinceMark() override;
+  absl::Status BeginCapture() override;
+  absl::StatusOr<double> EndCaptureAndTime(int replays) override;
 
  private:
   CudaBackendImpl(int device, std::string name) : device_(device), name_(std::move(name)) {}
@@ -415,6 +417,24 @@ absl::StatusOr<double> CudaBackendImpl::SinceMark() {
   float ms = 0.0f;
   CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, mark_start_.get(), mark_end_.get()));
   return static_cast<double>(ms);
+}
+
+absl::Status CudaBackendImpl::BeginCapture() {
+  RETURN_IF_ERROR(Synchronize());
+  CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> CudaBackendImpl::EndCaptureAndTime(int replays) {
+  cudaGraph_t raw = nullptr;
+  CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream(), &raw));
+  CudaGraph graph(raw);
+  ASSIGN_OR_RETURN(CudaGraphExec exec, CudaGraphExec::Instantiate(graph));
+  CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec.get(), stream()));  // warm-up
+  RETURN_IF_ERROR(Mark());
+  for (int i = 0; i < replays; ++i) CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec.get(), stream()));
+  ASSIGN_OR_RETURN(const double ms, SinceMark());
+  return ms / std::max(1, replays);
 }
 
 // ---- memory -------------------------------------------------------------------

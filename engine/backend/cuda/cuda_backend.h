@@ -34,6 +34,12 @@ class OpTimer {
   // the milliseconds between the two (device idle gaps included).
   virtual absl::Status Mark() = 0;
   virtual absl::StatusOr<double> SinceMark() = 0;
+  // Graph timing for benchmarks: the ops enqueued between BeginCapture() and
+  // EndCaptureAndTime() are captured into a CUDA graph (not run), which is
+  // then replayed `replays` times; returns milliseconds per replay. Ops must
+  // be warmed up first (a workspace that grows during capture fails it).
+  virtual absl::Status BeginCapture() = 0;
+  virtual absl::StatusOr<double> EndCaptureAndTime(int replays) = 0;
 };
 
 // The timer of a CUDA backend, or null when `backend` is not one.

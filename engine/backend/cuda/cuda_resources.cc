@@ -109,6 +109,45 @@ void PinnedBuffer::Reset() {
   bytes_ = 0;
 }
 
+CudaGraph::CudaGraph(cudaGraph_t graph) : graph_(graph) {
+  if (graph_) {
+    LOG_VERBOSE << "cuda graph captured " << static_cast<void*>(graph_);
+  }
+}
+CudaGraph& CudaGraph::operator=(CudaGraph&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    graph_ = std::exchange(o.graph_, nullptr);
+  }
+  return *this;
+}
+void CudaGraph::Reset() {
+  if (!graph_) return;
+  LOG_VERBOSE << "cuda graph destroyed " << static_cast<void*>(graph_);
+  CUDA_CHECK_OR_ABORT(cudaGraphDestroy(graph_));
+  graph_ = nullptr;
+}
+
+absl::StatusOr<CudaGraphExec> CudaGraphExec::Instantiate(const CudaGraph& graph) {
+  CudaGraphExec g;
+  CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&g.exec_, graph.get(), 0));
+  LOG_VERBOSE << "cuda graph exec created " << static_cast<void*>(g.exec_);
+  return g;
+}
+CudaGraphExec& CudaGraphExec::operator=(CudaGraphExec&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    exec_ = std::exchange(o.exec_, nullptr);
+  }
+  return *this;
+}
+void CudaGraphExec::Reset() {
+  if (!exec_) return;
+  LOG_VERBOSE << "cuda graph exec destroyed " << static_cast<void*>(exec_);
+  CUDA_CHECK_OR_ABORT(cudaGraphExecDestroy(exec_));
+  exec_ = nullptr;
+}
+
 absl::StatusOr<CublasLtHandle> CublasLtHandle::Create() {
   CublasLtHandle h;
   CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&h.handle_));

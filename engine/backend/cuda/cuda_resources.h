@@ -1,5 +1,5 @@
 // RAII owners of CUDA handles: device guard, stream, event, device buffer,
-// pinned host buffer, cuBLASLt handle. Each is move-only, created through a
+// pinned host buffer, graph and graph exec, cuBLASLt handle. Each is move-only, created through a
 // static Create() that returns a Status on failure (then nothing is owned),
 // and releases its handle in the destructor (a failing release is an
 // invariant violation: logged, then abort). Creation and destruction are
@@ -103,6 +103,40 @@ class PinnedBuffer {
  private:
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
+};
+
+// A captured CUDA graph and its executable instance.
+class CudaGraph {
+ public:
+  CudaGraph() = default;
+  // Takes ownership of a graph from cudaStreamEndCapture (may be null).
+  explicit CudaGraph(cudaGraph_t graph);
+  CudaGraph(CudaGraph&& o) noexcept : graph_(std::exchange(o.graph_, nullptr)) {}
+  CudaGraph& operator=(CudaGraph&& o) noexcept;
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  ~CudaGraph() { Reset(); }
+  cudaGraph_t get() const { return graph_; }
+
+ private:
+  void Reset();
+  cudaGraph_t graph_ = nullptr;
+};
+
+class CudaGraphExec {
+ public:
+  CudaGraphExec() = default;
+  static absl::StatusOr<CudaGraphExec> Instantiate(const CudaGraph& graph);
+  CudaGraphExec(CudaGraphExec&& o) noexcept : exec_(std::exchange(o.exec_, nullptr)) {}
+  CudaGraphExec& operator=(CudaGraphExec&& o) noexcept;
+  CudaGraphExec(const CudaGraphExec&) = delete;
+  CudaGraphExec& operator=(const CudaGraphExec&) = delete;
+  ~CudaGraphExec() { Reset(); }
+  cudaGraphExec_t get() const { return exec_; }
+
+ private:
+  void Reset();
+  cudaGraphExec_t exec_ = nullptr;
 };
 
 class CublasLtHandle {
