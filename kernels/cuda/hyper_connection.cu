@@ -8,7 +8,7 @@ namespace moegraph::cuda {
 namespace {
 
 constexpr int kMixThreads = 256;
-constexpr int kMixColsPerThread = 4;
+constexpr int kMixColsPerThread = 1;  // more, shorter blocks: decode is latency-bound
 constexpr int kMixChunk = kMixThreads * kMixColsPerThread;  // columns per block
 constexpr int kMaxRows = 80;                                // (2+n)n for n = 8
 
