@@ -33,6 +33,7 @@ class EntryPagePool {
   // Returns the slot's pages and reservation to the pool.
   void Release(int slot);
 
+  int num_slots() const { return num_slots_; }
   // The page table, i32 [num_slots, max_pages_per_slot], -1 = unmapped.
   const std::vector<int32_t>& table() const { return table_; }
   // True when table() changed since the last ClearDirty().

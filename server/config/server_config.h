@@ -17,23 +17,27 @@ struct SamplingDefaults {
   double top_p = 1.0;        // (0, 1]
   double min_p = 0.0;        // [0, 1)
   int max_tokens = 256;
+
+  bool operator==(const SamplingDefaults&) const = default;
 };
 
 struct ServerConfig {
   std::string listen_address = "127.0.0.1:50051";  // gRPC
   std::string metrics_address = "127.0.0.1:9464";  // HTTP /metrics ("" = off)
   std::string model_dir = "tests/fixtures/dsv4-tiny";
-  std::string device = "auto";      // auto | cpu | cuda | cuda:N  (auto: cuda if a GPU is present)
-  int slots = 8;                    // sequence slots, >= 1
-  int queue_size = 64;              // waiting requests beyond running ones, >= 0
-  int max_step_tokens = 256;        // token budget per step (prefill chunking), >= 1
-  int context_limit = 0;            // 0 = the model's max_position_embeddings
+  std::string device = "auto";  // auto | cpu | cuda | cuda:N  (auto: cuda if a GPU is present)
+  int slots = 8;                // sequence slots, >= 1
+  int queue_size = 64;          // waiting requests beyond running ones, >= 0
+  int max_step_tokens = 256;    // token budget per step (prefill chunking), >= 1
+  int context_limit = 0;        // 0 = the model's max_position_embeddings
   SamplingDefaults sampling;
   double drain_grace_seconds = 30;  // SIGTERM: time for running requests to finish, >= 0
   std::string log_level = "info";   // error | warn | info | verbose
   int max_stop_strings = 8;
   int max_stop_string_length = 256;
   int max_logprobs = 20;
+
+  bool operator==(const ServerConfig&) const = default;
 };
 
 // Parses YAML text (errors name the key path, e.g. "sampling.top_p: must be in (0, 1], got 1.5").
@@ -41,6 +45,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text);
 absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path);
 // Applies flags on top of `config`. `--config PATH` is handled by the caller
 // before this. Unknown flags and bad values are errors naming the flag.
+// Nested keys are flags with a dot: --sampling.top_p=0.9. There are no
+// shortcuts (no bare --temperature): one name per key, as in the YAML.
 absl::Status ApplyServerFlags(const std::vector<std::string>& args, ServerConfig* config);
 std::string ServerConfigHelp();  // the --help text listing every key, its default and range
 

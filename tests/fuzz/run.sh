@@ -80,6 +80,8 @@ run_one() {
   case $name in
     model_config_fuzz)
       add_seeds "$corpus" "$src"/tests/fixtures/*/config.json "$src"/tests/fixtures/configs/*.json ;;
+    tokenizer_json_fuzz)
+      add_seeds "$corpus" "$src"/tests/fixtures/dsv4-tiny/tokenizer.json ;;
   esac
   add_seeds "$corpus" "$src/tests/fuzz/seeds/${name%_fuzz}"/*
   local args=(-max_total_time="$seconds" -timeout=5 -max_len="$max_len" -rss_limit_mb=2048

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""`promtool check metrics` on a scrape of moegraphd (the tiny model) after a
+Generate call: no lint problems in any family the daemon exports, the 0.0.4
+content type, 404 off /metrics. Exits 77 (ctest: skipped) without promtool.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import Daemon, collect, stubs  # noqa: E402
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def get(address, path):
+    """(status, content type, body) of GET http://address/path."""
+    try:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=10) as r:
+            return r.status, r.headers.get("Content-Type"), r.read().decode("utf-8")
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), ""
+
+
+def promtool_check(promtool, text):
+    run = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                         text=True, timeout=60)
+    return run.returncode, (run.stdout + run.stderr).strip()
+
+
+def main():
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        print("SKIP: promtool not found (scripts/install-deps.sh installs prometheus)")
+        return 77
+    # promtool must flag a broken exposition, or a pass below proves nothing.
+    rc, out = promtool_check(promtool, "# TYPE moegraph_slots_total gauge\nmoegraph_slots_total 8\n")
+    assert rc != 0 and "_total" in out, f"promtool let a bad exposition pass: rc={rc} {out!r}"
+
+    pb = stubs().generation_pb2
+    with Daemon() as daemon:
+        _, _, final, _ = collect(daemon.generation().Generate(pb.GenerateRequest(
+            token_ids=pb.TokenIds(ids=[5, 6, 7]),
+            stopping=pb.StoppingParams(max_tokens=4, ignore_eos=True)), timeout=60))
+        assert final.finish_reason == pb.FINISH_REASON_LENGTH, final
+        status, content_type, body = get(daemon.metrics_address, "/metrics")
+        assert status == 200, status
+        assert content_type == CONTENT_TYPE, content_type
+        assert 'moegraph_requests_total{finish_reason="length"} 1\n' in body, body
+        for path in ("/", "/metric", "/metrics/extra"):
+            status, _, _ = get(daemon.metrics_address, path)
+            assert status == 404, (path, status)
+
+    rc, out = promtool_check(promtool, body)
+    families = sorted(line.split()[2] for line in body.splitlines() if line.startswith("# TYPE "))
+    print(f"promtool check metrics: exit {rc}, output: {out!r}")
+    print(f"{len(body.splitlines())} lines, {len(families)} families: {', '.join(families)}")
+    if rc != 0 or out:
+        print(body)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
