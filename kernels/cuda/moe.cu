@@ -7,6 +7,8 @@
 // routing and nothing waits for the host.
 #include "kernels/cuda/moe.h"
 
+#include <cstdlib>
+
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/dispatch.h"
 #include "kernels/cuda/launch_util.h"
@@ -16,10 +18,8 @@ namespace moegraph::cuda {
 namespace {
 
 constexpr int kAlignThreads = 1024;
-constexpr int kBN = 64;     // output columns per block
-constexpr int kBK = 64;     // depth per pipeline stage
-constexpr int kStages = 3;  // 3 measured faster than 4 at decode sizes (H100)
-constexpr int kGemmThreads = 128;
+constexpr int kBK = 64;              // depth per pipeline stage
+constexpr int kStages = 3;           // 3 measured faster than 4 at decode sizes (H100)
 constexpr int kRowStride = kBK + 8;  // bf16 per smem row (16 B pad)
 
 size_t AlignUp(size_t v) { return (v + 255) & ~size_t{255}; }
@@ -102,10 +102,12 @@ __global__ void __launch_bounds__(kAlignThreads) AlignKernel(MoeParams p, Worksp
 // C[rows, n0:n0+64] = A[rows, :K] B[e][n0:n0+64, :K]^T for one row tile of one
 // expert. GATED: two B matrices (w1, w3) and the SwiGLU epilogue into ws.h;
 // otherwise B = w2 and the routing weight scales the fp32 result into ws.y.
-template <int BM, bool GATED, int STAGES>
-__global__ void __launch_bounds__(kGemmThreads)
+template <int BM, bool GATED, int STAGES, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32)
     GroupedGemmKernel(MoeParams p, Workspace ws, int N, int K) {
   constexpr int kMT = BM / 16;
+  constexpr int kBN = 16 * WARPS;  // each warp owns 16 output columns
+  constexpr int kGemmThreads = 32 * WARPS;
   constexpr int kNB = GATED ? 2 : 1;
   constexpr int kAElems = BM * kRowStride;
   constexpr int kBElems = kBN * kRowStride;
@@ -234,16 +236,18 @@ __global__ void CombineKernel(MoeParams p, Workspace ws) {
   }
 }
 
-template <int BM, bool GATED, int STAGES>
+template <int BM, bool GATED, int STAGES, int WARPS>
 cudaError_t LaunchGemm(const MoeParams& p, const Workspace& ws, int N, int K, int max_tiles,
                        cudaStream_t stream) {
   constexpr int kNB = GATED ? 2 : 1;
+  constexpr int kBN = 16 * WARPS;
   const size_t smem = sizeof(__nv_bfloat16) * STAGES * (BM + kNB * kBN) * kRowStride;
-  cudaError_t e = EnsureDynamicSmem(
-      reinterpret_cast<const void*>(GroupedGemmKernel<BM, GATED, STAGES>), static_cast<int>(smem));
+  cudaError_t e =
+      EnsureDynamicSmem(reinterpret_cast<const void*>(GroupedGemmKernel<BM, GATED, STAGES, WARPS>),
+                        static_cast<int>(smem));
   if (e != cudaSuccess) return e;
   const dim3 grid((N + kBN - 1) / kBN, max_tiles);
-  GroupedGemmKernel<BM, GATED, STAGES><<<grid, kGemmThreads, smem, stream>>>(p, ws, N, K);
+  GroupedGemmKernel<BM, GATED, STAGES, WARPS><<<grid, WARPS * 32, smem, stream>>>(p, ws, N, K);
   return cudaGetLastError();
 }
 
@@ -269,10 +273,24 @@ cudaError_t LaunchMoe(const MoeParams& p, void* workspace, cudaStream_t stream) 
   AlignKernel<<<1, kAlignThreads, 0, stream>>>(p, ws, bm);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
+  // Small decode batches launch few row tiles: 2-warp blocks (32 columns)
+  // double the blocks so that the weight stream covers every SM.
+  // MOEGRAPH_MOE_WARPS=2|4 forces one width (A/B runs).
+  static const int forced_warps = [] {
+    const char* env = std::getenv("MOEGRAPH_MOE_WARPS");
+    return env ? std::atoi(env) : 0;
+  }();
+  const bool narrow = forced_warps ? forced_warps == 2 : p.tokens * p.k <= 64;
   MG_DISPATCH_MOE_BLOCK_M(bm, BM, {
-    e = LaunchGemm<BM, true, kStages>(p, ws, p.inter, p.dim, max_tiles, stream);
-    if (e == cudaSuccess)
-      e = LaunchGemm<BM, false, kStages>(p, ws, p.dim, p.inter, max_tiles, stream);
+    if (narrow) {
+      e = LaunchGemm<BM, true, kStages, 2>(p, ws, p.inter, p.dim, max_tiles, stream);
+      if (e == cudaSuccess)
+        e = LaunchGemm<BM, false, kStages, 2>(p, ws, p.dim, p.inter, max_tiles, stream);
+    } else {
+      e = LaunchGemm<BM, true, kStages, 4>(p, ws, p.inter, p.dim, max_tiles, stream);
+      if (e == cudaSuccess)
+        e = LaunchGemm<BM, false, kStages, 4>(p, ws, p.dim, p.inter, max_tiles, stream);
+    }
     if (e != cudaSuccess) return e;
   });
   CombineKernel<<<p.tokens, 256, 0, stream>>>(p, ws);
