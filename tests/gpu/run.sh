@@ -47,8 +47,6 @@ for step in $steps; do
     opbench)
       "$STAGE/moegraph_cuda_tests" "[bench]" > "$OUT/opbench.log" 2>&1
       note "opbench: rc=$? in $((SECONDS - t0)) s"
-      # A/B: the grouped expert GEMM with 4-warp (64-column) blocks only.
-      MOEGRAPH_MOE_WARPS=4 "$STAGE/moegraph_cuda_tests" "[moe]" > "$OUT/opbench_moe4.log" 2>&1
       ;;
     golden)
       if [ ! -x "$STAGE/moegraph" ]; then note "golden: no moegraph binary staged"; continue; fi
@@ -80,7 +78,6 @@ done
 [ -f "$OUT/bench.log" ] && { echo "---- bench"; grep -E '^(BENCH|\|)' "$OUT/bench.log" | head -60; }
 table_of() { cut -d'|' -f2- | awk -F'|' '{ printf "%-34s", $1; for (i = 2; i <= NF; ++i) printf " | %-16s", $i; printf "\n" }'; }
 [ -f "$OUT/opbench.log" ] && { echo "---- opbench"; grep '^OP-BENCH' "$OUT/opbench.log" | table_of; }
-[ -f "$OUT/opbench_moe4.log" ] && { echo "---- opbench, MoE with 4-warp blocks only"; grep '^OP-BENCH' "$OUT/opbench_moe4.log" | table_of; }
 if [ -f "$OUT/cuda_tests.log" ]; then
   echo "---- [cuda] op tests (failures first)"
   grep '^CUDA-OP' "$OUT/cuda_tests.log" | grep FAIL | table_of
