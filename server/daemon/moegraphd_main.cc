@@ -1,0 +1,289 @@
+// moegraphd: the gRPC inference daemon. Starts the gRPC server at once
+// (health answers NOT_SERVING for moegraph.v1.Generation while the model
+// loads), serves until SIGTERM or SIGINT, then drains: readiness goes
+// NOT_SERVING, new calls get UNAVAILABLE, running requests get the grace
+// period, the rest end with finish reason abort, and the process exits 0.
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "engine/common/logging.h"
+#include "engine/engine.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/config/server_config.h"
+#include "server/daemon/scheduler_metrics.h"
+#include "server/metrics/metrics.h"
+#include "server/scheduler/scheduler.h"
+#include "server/service/generation_service.h"
+#include "server/testing/fake_engine.h"
+#include "server/text/text_codec.h"
+
+namespace moegraph {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: moegraphd [--config FILE] [--KEY=VALUE ...]\n"
+    "\n"
+    "Serves moegraph.v1.Generation, grpc.health.v1.Health and server reflection on\n"
+    "listen_address, and Prometheus metrics on metrics_address. Flags override the\n"
+    "YAML file given with --config; SIGTERM or SIGINT drains and exits 0.\n"
+    "\n"
+    "daemon flags:\n"
+    "  --config FILE        YAML configuration (config/moegraphd.yaml)\n"
+    "  --fake-engine        serve a deterministic stand-in model (testing; no weights)\n"
+    "  --fake-step-ms N     with --fake-engine: pretend each step takes N ms\n"
+    "  --help               this text\n"
+    "\n";
+
+struct DaemonFlags {
+  std::string config_path;
+  bool fake_engine = false;
+  double fake_step_ms = 0;
+  std::vector<std::string> config_flags;  // for ApplyServerFlags
+  bool help = false;
+};
+
+absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, char** argv) {
+  DaemonFlags flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value_of = [&](const std::string& name, std::string* out) -> absl::StatusOr<bool> {
+      if (arg == name) {
+        if (i + 1 >= argc) return absl::InvalidArgumentError(name + ": needs a value");
+        *out = argv[++i];
+        return true;
+      }
+      if (arg.rfind(name + "=", 0) == 0) {
+        *out = arg.substr(name.size() + 1);
+        return true;
+      }
+      return false;
+    };
+    std::string value;
+    if (arg == "--help" || arg == "-h") {
+      flags.help = true;
+      continue;
+    }
+    if (arg == "--fake-engine" || arg == "--fake_engine") {
+      flags.fake_engine = true;
+      continue;
+    }
+    absl::StatusOr<bool> got = value_of("--config", &flags.config_path);
+    if (!got.ok()) return got.status();
+    if (*got) continue;
+    got = value_of("--fake-step-ms", &value);
+    if (!got.ok()) return got.status();
+    if (*got) {
+      char* end = nullptr;
+      flags.fake_step_ms = std::strtod(value.c_str(), &end);
+      if (end == value.c_str() || *end != '\0' || flags.fake_step_ms < 0) {
+        return absl::InvalidArgumentError("--fake-step-ms: must be a number >= 0, got '" + value +
+                                          "'");
+      }
+      continue;
+    }
+    flags.config_flags.push_back(arg);
+  }
+  return flags;
+}
+
+std::string ResolveDevice(const std::string& device) {
+  if (device != "auto") return device;
+#if MOEGRAPH_HAVE_CUDA
+  if (std::filesystem::exists("/dev/nvidia0")) return "cuda";
+#endif
+  return "cpu";
+}
+
+int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& signals) {
+  metrics::Registry registry;
+  absl::StatusOr<std::unique_ptr<SchedulerMetrics>> server_metrics =
+      SchedulerMetrics::Create(&registry, config.slots);
+  if (!server_metrics.ok()) {
+    LOG_ERROR << "metrics: " << server_metrics.status();
+    return 1;
+  }
+  std::unique_ptr<metrics::MetricsHttpServer> metrics_http;
+  if (!config.metrics_address.empty()) {
+    absl::StatusOr<std::unique_ptr<metrics::MetricsHttpServer>> started =
+        metrics::MetricsHttpServer::Start(config.metrics_address, &registry);
+    if (started.ok()) {
+      metrics_http = std::move(*started);
+      LOG_INFO << "metrics on http://" << config.metrics_address << "/metrics (port "
+               << metrics_http->port() << ")";
+    } else {
+      LOG_ERROR << "metrics_address " << config.metrics_address << ": " << started.status();
+      return 1;
+    }
+  }
+
+  GenerationService service;
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    LOG_ERROR << "cannot listen on " << config.listen_address;
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus("", true);
+  health->SetServingStatus(GenerationService::kServiceName, false);
+  LOG_INFO << "listening on " << config.listen_address << " (port " << port << "), loading "
+           << (flags.fake_engine ? std::string("the fake engine") : config.model_dir);
+
+  std::unique_ptr<Engine> engine;
+  if (flags.fake_engine) {
+    FakeEngineOptions fake;
+    fake.num_slots = config.slots;
+    fake.max_step_tokens = config.max_step_tokens;
+    fake.context_limit = config.context_limit > 0 ? config.context_limit : 4096;
+    fake.step_seconds = flags.fake_step_ms / 1e3;
+    fake.record_steps = false;
+    engine = std::make_unique<FakeEngine>(fake);
+  } else {
+    EngineOptions options;
+    options.model_dir = config.model_dir;
+    options.device = ResolveDevice(config.device);
+    options.num_slots = config.slots;
+    options.context_limit = config.context_limit;
+    options.max_step_tokens = config.max_step_tokens;
+    absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(options);
+    if (!created.ok()) {
+      LOG_ERROR << "loading " << config.model_dir << ": " << created.status();
+      server->Shutdown();
+      return 1;
+    }
+    engine = std::move(*created);
+  }
+  std::unique_ptr<TextCodec> codec;
+  absl::StatusOr<std::unique_ptr<TextCodec>> loaded = LoadTokenizerCodec(config.model_dir);
+  if (loaded.ok()) {
+    codec = std::move(*loaded);
+  } else {
+    LOG_WARN << "no tokenizer (" << loaded.status() << "); only token-id prompts, no text";
+  }
+
+  SchedulerOptions scheduler_options;
+  scheduler_options.max_queue = config.queue_size;
+  scheduler_options.max_step_tokens = config.max_step_tokens;
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      Scheduler::Create(engine.get(), codec.get(), scheduler_options, server_metrics->get());
+  if (!scheduler.ok()) {
+    LOG_ERROR << scheduler.status();
+    server->Shutdown();
+    return 1;
+  }
+
+  const ModelInfo& info = engine->info();
+  RequestLimits limits;
+  limits.vocab_size = info.vocab_size;
+  limits.context_limit = info.context_limit;
+  limits.bos_token_id = info.bos_token_id;
+  limits.eos_token_ids = info.eos_token_ids;
+  limits.max_stop_strings = config.max_stop_strings;
+  limits.max_stop_string_length = config.max_stop_string_length;
+  limits.max_logprobs = config.max_logprobs;
+  limits.defaults = config.sampling;
+  service.SetReady(scheduler->get(), codec.get(), info, limits, engine->num_slots(),
+                   engine->max_step_tokens());
+  health->SetServingStatus(GenerationService::kServiceName, true);
+  LOG_INFO << absl::StrFormat(
+      "ready: %s (%s) on %s, %d slots, context %d, vocab %d, queue %d, step budget %d", info.name,
+      info.model_type, info.device, engine->num_slots(), info.context_limit, info.vocab_size,
+      config.queue_size, config.max_step_tokens);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  LOG_INFO << absl::StrFormat("%s: draining (grace %.1f s)", strsignal(sig),
+                              config.drain_grace_seconds);
+  service.SetDraining();
+  health->SetServingStatus(GenerationService::kServiceName, false);
+
+  // A second signal cuts the grace period short.
+  const auto deadline =
+      SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                               std::chrono::duration<double>(config.drain_grace_seconds));
+  std::atomic<bool> drained{false};
+  bool clean = true;
+  std::thread drainer([&] {
+    clean = (*scheduler)->Drain(deadline);
+    drained = true;
+  });
+  while (!drained) {
+    timespec tick{0, 50 * 1000 * 1000};
+    if (sigtimedwait(&signals, nullptr, &tick) > 0) {
+      LOG_WARN << "second signal: aborting the remaining requests now";
+      (*scheduler)->Drain(SteadyClock::now());
+    }
+  }
+  drainer.join();
+  LOG_INFO << (clean ? "drained: every request finished"
+                     : "drained: requests left at the deadline ended with finish reason abort");
+  // Every request has its final message; let the streams deliver them (a
+  // client that stopped reading gets 5 s), then close the listeners and
+  // connections.
+  if (!service.WaitForStreams(SteadyClock::now() + std::chrono::seconds(5))) {
+    LOG_WARN << "some streams did not deliver their final message within 5 s; cancelling them";
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  server->Wait();
+  scheduler->reset();
+  LOG_INFO << "moegraphd: bye";
+  return 0;
+}
+
+}  // namespace
+}  // namespace moegraph
+
+int main(int argc, char** argv) {
+  // Every thread inherits this mask, so the signals reach only sigwait below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  absl::StatusOr<moegraph::DaemonFlags> flags = moegraph::ParseDaemonFlags(argc, argv);
+  if (!flags.ok()) {
+    std::fprintf(stderr, "moegraphd: %s\n\n%s", std::string(flags.status().message()).c_str(),
+                 moegraph::kUsage);
+    return 2;
+  }
+  if (flags->help) {
+    std::fputs(moegraph::kUsage, stdout);
+    std::fputs(moegraph::ServerConfigHelp().c_str(), stdout);
+    return 0;
+  }
+  moegraph::ServerConfig config;
+  if (!flags->config_path.empty()) {
+    absl::StatusOr<moegraph::ServerConfig> loaded = moegraph::LoadServerConfig(flags->config_path);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "moegraphd: %s: %s\n", flags->config_path.c_str(),
+                   std::string(loaded.status().message()).c_str());
+      return 2;
+    }
+    config = *loaded;
+  }
+  absl::Status applied = moegraph::ApplyServerFlags(flags->config_flags, &config);
+  if (!applied.ok()) {
+    std::fprintf(stderr, "moegraphd: %s\n\n%s", std::string(applied.message()).c_str(),
+                 moegraph::kUsage);
+    return 2;
+  }
+  moegraph::LogLevel level;
+  if (moegraph::ParseLogLevel(config.log_level, &level)) moegraph::SetLogLevel(level);
+  return moegraph::Serve(config, *flags, signals);
+}

@@ -1,0 +1,421 @@
+#include "server/scheduler/scheduler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "engine/common/logging.h"
+
+namespace moegraph {
+namespace {
+
+double SecondsBetween(SteadyClock::time_point a, SteadyClock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+struct Scheduler::Sequence {
+  Sequence(std::unique_ptr<GenerationRequest> r, int s, std::unique_ptr<DetokenizerStream> detok)
+      : request(std::move(r)), slot(s), output(request->stop, std::move(detok)) {}
+
+  std::unique_ptr<GenerationRequest> request;
+  int slot;
+  SequenceOutput output;
+  std::vector<int32_t> tokens;  // the prompt, then each generated token
+  int prompt_len = 0;
+  int num_computed = 0;  // tokens the engine has seen (its state covers them)
+  sampling::PenaltyHistory history;
+  SteadyClock::time_point scheduled{};
+  SteadyClock::time_point first_token{};
+  SteadyClock::time_point last_token{};
+  bool finished = false;
+
+  bool prefilled() const { return num_computed >= prompt_len; }
+};
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(Engine* engine, const TextCodec* codec,
+                                                             const SchedulerOptions& options,
+                                                             SchedulerObserver* observer) {
+  if (engine == nullptr) return absl::InvalidArgumentError("scheduler: no engine");
+  if (options.max_queue < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("scheduler: max_queue must be >= 0, got %d", options.max_queue));
+  }
+  if (options.max_step_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "scheduler: max_step_tokens must be >= 1, got %d", options.max_step_tokens));
+  }
+  const int budget = std::min(options.max_step_tokens, engine->max_step_tokens());
+  if (budget < engine->num_slots()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "scheduler: the step token budget (%d) must cover one decode token per slot (%d slots)",
+        budget, engine->num_slots()));
+  }
+  absl::StatusOr<std::unique_ptr<HostStepBuffers>> buffers =
+      HostStepBuffers::Create(engine, budget, engine->num_slots());
+  if (!buffers.ok()) return buffers.status();
+  return std::unique_ptr<Scheduler>(
+      new Scheduler(engine, codec, options, observer, std::move(*buffers)));
+}
+
+Scheduler::Scheduler(Engine* engine, const TextCodec* codec, const SchedulerOptions& options,
+                     SchedulerObserver* observer, std::unique_ptr<HostStepBuffers> buffers)
+    : engine_(engine),
+      codec_(codec),
+      options_(options),
+      observer_(observer),
+      num_slots_(engine->num_slots()),
+      step_budget_(std::min(options.max_step_tokens, engine->max_step_tokens())),
+      buffers_(std::move(buffers)) {
+  // Lowest slot first: pop_back hands out 0, 1, 2, ...
+  for (int s = num_slots_ - 1; s >= 0; --s) free_slots_.push_back(s);
+  running_.reserve(num_slots_);
+  thread_ = std::thread([this] { Run(); });
+}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    shutdown_ = true;
+  }
+  work_cv_.notify_all();
+  thread_.join();
+  const Totals t = totals();
+  if (t.sampled_tokens > 0) {
+    LOG_INFO << absl::StrFormat(
+        "scheduler: %d steps, %d tokens sampled, %d prompt tokens; step %.3f s, engine %.3f s, "
+        "server overhead %.1f us/token",
+        t.steps, t.sampled_tokens, t.prompt_tokens, t.step_seconds, t.engine_seconds,
+        1e6 * (t.step_seconds - t.engine_seconds) / static_cast<double>(t.sampled_tokens));
+  }
+}
+
+absl::Status Scheduler::Submit(std::unique_ptr<GenerationRequest> request) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (draining_ || shutdown_) {
+      if (observer_ != nullptr) observer_->OnRejected("draining");
+      return absl::UnavailableError("the server is shutting down and accepts no new requests");
+    }
+    if (active_ids_.contains(request->id)) {
+      if (observer_ != nullptr) observer_->OnRejected("duplicate_id");
+      return absl::AlreadyExistsError(
+          absl::StrFormat("request_id: '%s' is already queued or running", request->id));
+    }
+    const size_t capacity = static_cast<size_t>(options_.max_queue) + free_slots_.size();
+    if (waiting_.size() >= capacity) {
+      if (observer_ != nullptr) observer_->OnRejected("queue_full");
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "the request queue is full (%d waiting, queue_size %d, all %d slots busy); retry later",
+          waiting_.size(), options_.max_queue, num_slots_));
+    }
+    active_ids_.insert(request->id);
+    waiting_.push_back(std::move(request));
+  }
+  work_cv_.notify_one();
+  ReportQueue();
+  return absl::OkStatus();
+}
+
+bool Scheduler::Abort(const std::string& request_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!active_ids_.contains(request_id)) return false;
+    aborts_.insert(request_id);
+  }
+  work_cv_.notify_one();
+  return true;
+}
+
+bool Scheduler::Drain(SteadyClock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  draining_ = true;
+  if (idle_cv_.wait_until(lock, deadline, [&] { return active_ids_.empty(); })) return true;
+  abort_all_ = true;
+  work_cv_.notify_one();
+  idle_cv_.wait(lock, [&] { return active_ids_.empty(); });
+  return false;
+}
+
+QueueStats Scheduler::queue_stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  QueueStats q;
+  q.waiting = static_cast<int>(waiting_.size());
+  q.running = num_running_;
+  q.slots = num_slots_;
+  q.slots_in_use = num_slots_ - static_cast<int>(free_slots_.size());
+  return q;
+}
+
+Scheduler::Totals Scheduler::totals() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return totals_;
+}
+
+void Scheduler::ReportQueue() {
+  if (observer_ != nullptr) observer_->OnQueue(queue_stats());
+}
+
+void Scheduler::Run() {
+  std::vector<std::pair<std::unique_ptr<GenerationRequest>, int>> admitted;
+  std::vector<std::unique_ptr<GenerationRequest>> dropped;
+  absl::flat_hash_set<std::string> aborts;
+  for (;;) {
+    bool abort_all = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [&] {
+        return shutdown_ || abort_all_ || !aborts_.empty() || !running_.empty() ||
+               (!waiting_.empty() && !free_slots_.empty());
+      });
+      if (shutdown_ && running_.empty() && waiting_.empty()) break;
+      abort_all = abort_all_ || shutdown_;
+      aborts.clear();
+      aborts.swap(aborts_);
+      for (auto it = waiting_.begin(); (abort_all || !aborts.empty()) && it != waiting_.end();) {
+        if (abort_all || aborts.contains((*it)->id)) {
+          dropped.push_back(std::move(*it));
+          it = waiting_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      while (!waiting_.empty() && !free_slots_.empty()) {
+        admitted.emplace_back(std::move(waiting_.front()), free_slots_.back());
+        waiting_.pop_front();
+        free_slots_.pop_back();
+        ++num_running_;
+      }
+    }
+    for (auto& request : dropped) FinishUnscheduled(std::move(request), FinishReason::kAbort, "");
+    dropped.clear();
+    Admit(&admitted);
+    if (abort_all || !aborts.empty()) {
+      for (auto& seq : running_) {
+        if (abort_all || aborts.contains(seq->request->id)) {
+          Finish(seq.get(), FinishReason::kAbort, FinishEvent{});
+        }
+      }
+      std::erase_if(running_, [](const auto& s) { return s->finished; });
+    }
+    if (!running_.empty()) RunStep();
+    ReportQueue();
+  }
+}
+
+void Scheduler::Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, int>>* admitted) {
+  for (size_t i = 0; i < admitted->size(); ++i) {
+    auto& [request, slot] = (*admitted)[i];
+    const int total = static_cast<int>(request->prompt.size()) + request->stop.max_tokens;
+    absl::Status status = engine_->AcquireSlot(slot, total);
+    if (!status.ok()) {
+      if (running_.empty()) {
+        // Nothing else holds engine state: this request can never fit.
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          free_slots_.push_back(slot);
+          --num_running_;
+        }
+        FinishUnscheduled(std::move(request), FinishReason::kError, std::string(status.message()));
+        continue;
+      }
+      // Retry once a running sequence has freed its state: this and the
+      // later admissions go back to the head of the queue, in order.
+      std::lock_guard<std::mutex> lock(mu_);
+      for (size_t j = admitted->size(); j-- > i;) {
+        free_slots_.push_back((*admitted)[j].second);
+        --num_running_;
+        waiting_.push_front(std::move((*admitted)[j].first));
+      }
+      break;
+    }
+    std::unique_ptr<DetokenizerStream> detok =
+        codec_ != nullptr ? codec_->NewDetokenizer(request->skip_special_tokens) : nullptr;
+    auto seq = std::make_unique<Sequence>(std::move(request), slot, std::move(detok));
+    seq->tokens = seq->request->prompt;
+    seq->prompt_len = static_cast<int>(seq->tokens.size());
+    if (seq->request->sampling.has_penalties()) seq->history.AddPrompt(seq->tokens);
+    running_.push_back(std::move(seq));
+  }
+  admitted->clear();
+}
+
+void Scheduler::RunStep() {
+  const auto step_start = SteadyClock::now();
+  HostStepBuffers::Set& buf = buffers_->Next();
+  plan_.seqs.clear();
+  step_seqs_.clear();
+  int n = 0;
+  int budget = step_budget_;
+  auto add_chunk = [&](Sequence* seq, int len, bool want_logits) {
+    const int start = seq->num_computed;
+    for (int i = 0; i < len; ++i) {
+      buf.token_ids[n + i] = seq->tokens[start + i];
+      buf.positions[n + i] = start + i;
+      buf.slots[n + i] = seq->slot;
+    }
+    plan_.seqs.push_back(SeqChunk{seq->slot, start, n, len, want_logits});
+    step_seqs_.push_back(seq);
+    n += len;
+    budget -= len;
+  };
+  int decode_tokens = 0;
+  for (auto& seq : running_) {
+    if (seq->prefilled()) {
+      add_chunk(seq.get(), 1, true);
+      ++decode_tokens;
+    }
+  }
+  for (auto& seq : running_) {
+    if (budget == 0) break;
+    if (seq->prefilled()) continue;
+    if (seq->num_computed == 0) {
+      seq->scheduled = step_start;
+      const double queue_s = SecondsBetween(seq->request->arrival, step_start);
+      if (observer_ != nullptr) observer_->OnScheduled(queue_s, seq->prompt_len);
+    }
+    const int len = std::min(seq->prompt_len - seq->num_computed, budget);
+    add_chunk(seq.get(), len, seq->num_computed + len == seq->prompt_len);
+  }
+  plan_.token_ids = buf.token_ids;
+  plan_.num_tokens = n;
+
+  logits_.clear();
+  const auto engine_start = SteadyClock::now();
+  absl::Status status = engine_->Step(plan_, &logits_);
+  const auto engine_end = SteadyClock::now();
+  const int vocab = engine_->info().vocab_size;
+  int num_sampled = 0;
+  for (const SeqChunk& c : plan_.seqs) num_sampled += c.want_logits ? 1 : 0;
+  if (status.ok() && logits_.size() != static_cast<size_t>(num_sampled) * vocab) {
+    status = absl::InternalError(absl::StrFormat("engine returned %d logits, expected %d x %d",
+                                                 logits_.size(), num_sampled, vocab));
+  }
+  if (!status.ok()) {
+    LOG_ERROR << "engine step failed, ending its " << step_seqs_.size() << " sequences: " << status;
+    for (Sequence* seq : step_seqs_) {
+      FinishEvent event;
+      event.error_message = std::string(status.message());
+      Finish(seq, FinishReason::kError, std::move(event));
+    }
+    std::erase_if(running_, [](const auto& s) { return s->finished; });
+    return;
+  }
+
+  // Sample every sequence first (ids land in the step's sampled buffer, as
+  // they will from the GPU), then stream and retire.
+  int row = 0;
+  for (size_t i = 0; i < plan_.seqs.size(); ++i) {
+    Sequence* seq = step_seqs_[i];
+    seq->num_computed += plan_.seqs[i].len;
+    if (!plan_.seqs[i].want_logits) continue;
+    sampling::SampleResult result;
+    sampler_.Sample(std::span<const float>(logits_.data() + static_cast<size_t>(row) * vocab,
+                                           static_cast<size_t>(vocab)),
+                    seq->request->sampling, &seq->history, seq->output.banned_ids(),
+                    static_cast<uint64_t>(seq->output.num_tokens()), &result);
+    buf.sampled_ids[row] = result.token_id;
+    const auto now = SteadyClock::now();
+    const int32_t token = buf.sampled_ids[row];
+    ++row;
+    seq->tokens.push_back(token);
+    if (seq->request->sampling.has_penalties()) seq->history.AddOutput(token);
+    SequenceOutput::Step out = seq->output.Add(token);
+    if (seq->output.num_tokens() == 1) {
+      seq->first_token = now;
+      if (observer_ != nullptr) {
+        observer_->OnFirstToken(SecondsBetween(seq->request->arrival, now));
+      }
+    } else if (observer_ != nullptr) {
+      observer_->OnNextToken(SecondsBetween(seq->last_token, now));
+    }
+    seq->last_token = now;
+    TokenEvent event;
+    event.token_id = token;
+    event.text = std::move(out.text);
+    if (seq->request->sampling.logprobs || seq->request->sampling.top_logprobs > 0) {
+      event.logprobs = std::move(result);
+    }
+    seq->request->sink->OnToken(std::move(event));
+    if (out.finished) {
+      FinishEvent fin;
+      fin.stop_string = std::move(out.stop_string);
+      fin.stop_token_id = out.stop_token_id;
+      Finish(seq, out.reason, std::move(fin));
+    }
+  }
+  std::erase_if(running_, [](const auto& s) { return s->finished; });
+
+  const auto step_end = SteadyClock::now();
+  StepStats stats;
+  stats.step_seconds = SecondsBetween(step_start, step_end);
+  stats.engine_seconds = SecondsBetween(engine_start, engine_end);
+  stats.decode_tokens = decode_tokens;
+  stats.prefill_tokens = n - decode_tokens;
+  stats.sequences = static_cast<int>(plan_.seqs.size());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++totals_.steps;
+    totals_.step_seconds += stats.step_seconds;
+    totals_.engine_seconds += stats.engine_seconds;
+    totals_.sampled_tokens += static_cast<uint64_t>(num_sampled);
+    totals_.prompt_tokens += static_cast<uint64_t>(stats.prefill_tokens);
+  }
+  if (observer_ != nullptr) observer_->OnStep(stats);
+}
+
+void Scheduler::Finish(Sequence* seq, FinishReason reason, FinishEvent event) {
+  const auto now = SteadyClock::now();
+  const GenerationRequest& r = *seq->request;
+  seq->finished = true;
+  event.reason = reason;
+  event.prompt_tokens = seq->prompt_len;
+  event.completion_tokens = seq->output.num_tokens();
+  if (seq->scheduled != SteadyClock::time_point{}) {
+    event.queue_seconds = SecondsBetween(r.arrival, seq->scheduled);
+  } else {
+    event.queue_seconds = SecondsBetween(r.arrival, now);
+  }
+  if (event.completion_tokens > 0) event.ttft_seconds = SecondsBetween(r.arrival, seq->first_token);
+  event.total_seconds = SecondsBetween(r.arrival, now);
+  engine_->ReleaseSlot(seq->slot);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_slots_.push_back(seq->slot);
+    --num_running_;
+    active_ids_.erase(r.id);
+  }
+  idle_cv_.notify_all();
+  LOG_INFO << absl::StrFormat(
+      "request %s: %s, tokens in %d out %d, ttft %.1f ms, total %.1f ms%s%s", r.id,
+      FinishReasonName(reason), event.prompt_tokens, event.completion_tokens,
+      1e3 * event.ttft_seconds, 1e3 * event.total_seconds,
+      event.error_message.empty() ? "" : ", error: ", event.error_message);
+  if (observer_ != nullptr) observer_->OnFinished(event);
+  r.sink->OnFinish(std::move(event));
+}
+
+void Scheduler::FinishUnscheduled(std::unique_ptr<GenerationRequest> request, FinishReason reason,
+                                  const std::string& error) {
+  const auto now = SteadyClock::now();
+  FinishEvent event;
+  event.reason = reason;
+  event.prompt_tokens = static_cast<int>(request->prompt.size());
+  event.queue_seconds = SecondsBetween(request->arrival, now);
+  event.total_seconds = event.queue_seconds;
+  event.error_message = error;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active_ids_.erase(request->id);
+  }
+  idle_cv_.notify_all();
+  LOG_INFO << absl::StrFormat(
+      "request %s: %s before it was scheduled, tokens in %d, total %.1f ms%s%s", request->id,
+      FinishReasonName(reason), event.prompt_tokens, 1e3 * event.total_seconds,
+      error.empty() ? "" : ", error: ", error);
+  if (observer_ != nullptr) observer_->OnFinished(event);
+  request->sink->OnFinish(std::move(event));
+}
+
+}  // namespace moegraph

@@ -1,0 +1,119 @@
+// Continuous batching over a fixed pool of sequence slots. One thread runs
+// the steps: each step carries one decode token per running sequence, then
+// prompt chunks of the sequences still prefilling, up to a per-step token
+// budget (so long prompts never starve running decodes). New requests join
+// at the next step; finished, aborted and cancelled ones leave the batch and
+// free their slot in the step they end.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/engine.h"
+#include "engine/sampling/sampler.h"
+#include "server/scheduler/generation_request.h"
+#include "server/scheduler/host_step_buffers.h"
+#include "server/scheduler/scheduler_observer.h"
+#include "server/scheduler/sequence_output.h"
+#include "server/text/text_codec.h"
+
+namespace moegraph {
+
+struct SchedulerOptions {
+  int max_queue = 64;         // requests waiting for a slot beyond the free slots, >= 0
+  int max_step_tokens = 256;  // token budget of one step (clamped to the engine's)
+};
+
+class Scheduler {
+ public:
+  // `engine`, `codec` (may be null: no text is streamed) and `observer` (may
+  // be null) must outlive the scheduler. Starts the scheduler thread.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(Engine* engine, const TextCodec* codec,
+                                                           const SchedulerOptions& options,
+                                                           SchedulerObserver* observer);
+  // Aborts whatever is left (each sink gets its OnFinish) and joins.
+  ~Scheduler();
+
+  // Queues a validated request (prompt + max_tokens within the context
+  // limit). Errors: UNAVAILABLE while draining, ALREADY_EXISTS for an id in
+  // use, RESOURCE_EXHAUSTED when the queue is full. On error the request is
+  // dropped and its sink is never called.
+  absl::Status Submit(std::unique_ptr<GenerationRequest> request);
+
+  // Ends a queued or running request with finish reason abort within one
+  // step. False when no such request is queued or running.
+  bool Abort(const std::string& request_id);
+
+  // Refuses new requests from now on (Submit returns UNAVAILABLE), lets the
+  // queued and running ones go on until `deadline`, then aborts the rest and
+  // returns once every sink has had its OnFinish. True when none was aborted.
+  bool Drain(SteadyClock::time_point deadline);
+
+  QueueStats queue_stats() const;
+
+  // Running sums since start, for the server's own overhead per token.
+  struct Totals {
+    uint64_t steps = 0;
+    double step_seconds = 0;
+    double engine_seconds = 0;
+    uint64_t sampled_tokens = 0;
+    uint64_t prompt_tokens = 0;
+  };
+  Totals totals() const;
+
+ private:
+  struct Sequence;
+
+  Scheduler(Engine* engine, const TextCodec* codec, const SchedulerOptions& options,
+            SchedulerObserver* observer, std::unique_ptr<HostStepBuffers> buffers);
+  void Run();
+  // Gives admitted requests their slot's engine state; one the engine cannot
+  // hold yet goes back to the head of the queue with those after it.
+  void Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, int>>* admitted);
+  void RunStep();
+  void Finish(Sequence* seq, FinishReason reason, FinishEvent event);
+  void FinishUnscheduled(std::unique_ptr<GenerationRequest> request, FinishReason reason,
+                         const std::string& error);
+  void ReportQueue();
+
+  Engine* const engine_;
+  const TextCodec* const codec_;
+  const SchedulerOptions options_;
+  SchedulerObserver* const observer_;
+  const int num_slots_;
+  const int step_budget_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;                         // new work, aborts, shutdown
+  std::condition_variable idle_cv_;                         // a request left (Drain waits on it)
+  std::deque<std::unique_ptr<GenerationRequest>> waiting_;  // guarded by mu_
+  std::vector<int> free_slots_;                             // guarded by mu_
+  absl::flat_hash_set<std::string> active_ids_;             // queued + running; guarded by mu_
+  absl::flat_hash_set<std::string> aborts_;                 // guarded by mu_
+  int num_running_ = 0;                                     // guarded by mu_
+  bool draining_ = false;                                   // guarded by mu_
+  bool abort_all_ = false;                                  // guarded by mu_
+  bool shutdown_ = false;                                   // guarded by mu_
+  Totals totals_;                                           // guarded by mu_
+
+  // Scheduler thread only.
+  std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
+  std::unique_ptr<HostStepBuffers> buffers_;
+  sampling::Sampler sampler_;
+  std::vector<float> logits_;
+  std::vector<Sequence*> step_seqs_;  // the sequence of each chunk of the current plan
+  StepPlan plan_;
+
+  std::thread thread_;
+};
+
+}  // namespace moegraph

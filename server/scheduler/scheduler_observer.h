@@ -1,0 +1,39 @@
+// What the scheduler reports as it runs, for metrics. Called on the
+// scheduler thread (OnRejected: on the submitting thread); implementations
+// must be cheap and thread-safe.
+#pragma once
+
+#include "server/scheduler/generation_request.h"
+
+namespace moegraph {
+
+struct StepStats {
+  double step_seconds = 0;    // the whole step: planning, Engine::Step, sampling, streaming
+  double engine_seconds = 0;  // Engine::Step alone
+  int prefill_tokens = 0;
+  int decode_tokens = 0;
+  int sequences = 0;
+};
+
+struct QueueStats {
+  int waiting = 0;
+  int running = 0;
+  int slots_in_use = 0;
+  int slots = 0;
+};
+
+class SchedulerObserver {
+ public:
+  virtual ~SchedulerObserver() = default;
+  virtual void OnStep(const StepStats& /*stats*/) {}
+  virtual void OnQueue(const QueueStats& /*stats*/) {}
+  // A request got its first step: seconds since arrival, and its prompt size.
+  virtual void OnScheduled(double /*queue_seconds*/, int /*prompt_tokens*/) {}
+  virtual void OnFirstToken(double /*ttft_seconds*/) {}
+  // A token after the first: seconds since the request's previous token.
+  virtual void OnNextToken(double /*inter_token_seconds*/) {}
+  virtual void OnFinished(const FinishEvent& /*event*/) {}
+  virtual void OnRejected(const char* /*reason*/) {}
+};
+
+}  // namespace moegraph

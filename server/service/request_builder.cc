@@ -1,0 +1,154 @@
+#include "server/service/request_builder.h"
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/str_format.h"
+
+namespace moegraph {
+namespace {
+
+constexpr size_t kMaxRequestIdLength = 256;
+
+uint64_t RandomU64() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng();
+}
+
+absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
+
+absl::Status CheckTokenIds(const char* field, const google::protobuf::RepeatedField<int32_t>& ids,
+                           int vocab_size) {
+  for (int i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab_size) {
+      return Invalid(absl::StrFormat("%s[%d]: token id %d is out of range [0, %d)", field, i,
+                                     ids[i], vocab_size));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string NewRequestId() { return absl::StrFormat("req-%016x", RandomU64()); }
+
+absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
+    const v1::GenerateRequest& proto, const RequestLimits& limits, const TextCodec* codec) {
+  auto request = std::make_unique<GenerationRequest>();
+
+  if (proto.request_id().size() > kMaxRequestIdLength) {
+    return Invalid(absl::StrFormat("request_id: at most %d bytes, got %d", kMaxRequestIdLength,
+                                   proto.request_id().size()));
+  }
+  request->id = proto.request_id().empty() ? NewRequestId() : proto.request_id();
+
+  // Prompt.
+  const bool add_bos =
+      proto.has_add_bos() ? proto.add_bos() : (codec != nullptr && codec->default_add_bos());
+  switch (proto.prompt_case()) {
+    case v1::GenerateRequest::kText: {
+      if (proto.text().empty()) return Invalid("prompt: text is empty");
+      if (codec == nullptr) {
+        return absl::FailedPreconditionError(
+            "prompt: text prompts need a tokenizer and this server has none; send token_ids");
+      }
+      absl::StatusOr<std::vector<int32_t>> ids = codec->Encode(proto.text(), add_bos);
+      if (!ids.ok()) return Invalid(absl::StrFormat("prompt: text: %s", ids.status().message()));
+      request->prompt = std::move(*ids);
+      break;
+    }
+    case v1::GenerateRequest::kTokenIds: {
+      if (proto.token_ids().ids().empty()) return Invalid("prompt: token_ids is empty");
+      absl::Status s =
+          CheckTokenIds("prompt.token_ids.ids", proto.token_ids().ids(), limits.vocab_size);
+      if (!s.ok()) return s;
+      if (add_bos && limits.bos_token_id >= 0 && proto.token_ids().ids(0) != limits.bos_token_id) {
+        request->prompt.push_back(limits.bos_token_id);
+      }
+      request->prompt.insert(request->prompt.end(), proto.token_ids().ids().begin(),
+                             proto.token_ids().ids().end());
+      break;
+    }
+    default:
+      return Invalid("prompt: empty; set text or token_ids");
+  }
+  if (request->prompt.empty()) return Invalid("prompt: the text encodes to no tokens");
+  const int prompt_len = static_cast<int>(request->prompt.size());
+  if (prompt_len >= limits.context_limit) {
+    return Invalid(absl::StrFormat(
+        "prompt: %d tokens leave no room for output in the context limit of %d tokens", prompt_len,
+        limits.context_limit));
+  }
+
+  // Sampling.
+  const v1::SamplingParams& sp = proto.sampling();
+  sampling::SamplingParams& s = request->sampling;
+  s.temperature =
+      sp.has_temperature() ? sp.temperature() : static_cast<float>(limits.defaults.temperature);
+  s.top_k = sp.has_top_k() ? sp.top_k() : limits.defaults.top_k;
+  s.top_p = sp.has_top_p() ? sp.top_p() : static_cast<float>(limits.defaults.top_p);
+  s.min_p = sp.has_min_p() ? sp.min_p() : static_cast<float>(limits.defaults.min_p);
+  s.repetition_penalty = sp.has_repetition_penalty() ? sp.repetition_penalty() : 1.0f;
+  s.presence_penalty = sp.presence_penalty();
+  s.frequency_penalty = sp.frequency_penalty();
+  s.seed = sp.has_seed() ? sp.seed() : RandomU64();
+  s.logprobs = proto.output().logprobs();
+  s.top_logprobs = proto.output().top_logprobs();
+  absl::Status valid = sampling::ValidateSamplingParams(s, limits.max_logprobs);
+  if (!valid.ok()) return valid;
+
+  // Stopping.
+  const v1::StoppingParams& st = proto.stopping();
+  StopCriteria& stop = request->stop;
+  const int room = limits.context_limit - prompt_len;
+  if (st.has_max_tokens()) {
+    if (st.max_tokens() < 1) {
+      return Invalid(absl::StrFormat("stopping.max_tokens: must be >= 1, got %d", st.max_tokens()));
+    }
+    if (st.max_tokens() > room) {
+      return Invalid(absl::StrFormat(
+          "stopping.max_tokens: prompt (%d tokens) + max_tokens (%d) exceeds the context limit "
+          "of %d tokens; at most %d",
+          prompt_len, st.max_tokens(), limits.context_limit, room));
+    }
+    stop.max_tokens = st.max_tokens();
+  } else {
+    stop.max_tokens = std::min(limits.defaults.max_tokens, room);
+  }
+  if (st.min_tokens() < 0 || st.min_tokens() > stop.max_tokens) {
+    return Invalid(absl::StrFormat("stopping.min_tokens: must be in [0, max_tokens=%d], got %d",
+                                   stop.max_tokens, st.min_tokens()));
+  }
+  stop.min_tokens = st.min_tokens();
+  if (st.stop_size() > limits.max_stop_strings) {
+    return Invalid(absl::StrFormat("stopping.stop: at most %d stop strings, got %d",
+                                   limits.max_stop_strings, st.stop_size()));
+  }
+  for (int i = 0; i < st.stop_size(); ++i) {
+    const std::string& str = st.stop(i);
+    if (str.empty()) return Invalid(absl::StrFormat("stopping.stop[%d]: must not be empty", i));
+    if (static_cast<int>(str.size()) > limits.max_stop_string_length) {
+      return Invalid(absl::StrFormat("stopping.stop[%d]: at most %d bytes, got %d", i,
+                                     limits.max_stop_string_length, str.size()));
+    }
+    stop.stop_strings.push_back(str);
+  }
+  absl::Status ids_ok =
+      CheckTokenIds("stopping.stop_token_ids", st.stop_token_ids(), limits.vocab_size);
+  if (!ids_ok.ok()) return ids_ok;
+  stop.stop_token_ids.assign(st.stop_token_ids().begin(), st.stop_token_ids().end());
+  if (!st.ignore_eos())
+    stop.eos_token_ids.assign(limits.eos_token_ids.begin(), limits.eos_token_ids.end());
+  stop.include_stop_str_in_output = st.include_stop_str_in_output();
+
+  // Output.
+  const v1::OutputOptions& out = proto.output();
+  if (out.top_logprobs() < 0 || out.top_logprobs() > limits.max_logprobs) {
+    return Invalid(absl::StrFormat("output.top_logprobs: must be in [0, %d], got %d",
+                                   limits.max_logprobs, out.top_logprobs()));
+  }
+  request->skip_special_tokens = out.has_skip_special_tokens() ? out.skip_special_tokens() : true;
+  return request;
+}
+
+}  // namespace moegraph

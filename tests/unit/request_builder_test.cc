@@ -1,0 +1,143 @@
+// server/service/request_builder: wire requests to scheduler requests, with
+// the server's defaults and a field-naming INVALID_ARGUMENT for each refusal.
+#include <catch2/catch.hpp>
+
+#include "server/service/request_builder.h"
+
+namespace moegraph {
+namespace {
+
+RequestLimits Limits() {
+  RequestLimits l;
+  l.vocab_size = 320;
+  l.context_limit = 100;
+  l.bos_token_id = 0;
+  l.eos_token_ids = {1};
+  l.max_stop_strings = 2;
+  l.max_stop_string_length = 4;
+  l.max_logprobs = 5;
+  l.defaults.temperature = 0.7;
+  l.defaults.top_k = 40;
+  l.defaults.max_tokens = 64;
+  return l;
+}
+
+v1::GenerateRequest Ids(std::vector<int32_t> ids) {
+  v1::GenerateRequest r;
+  for (int32_t id : ids) r.mutable_token_ids()->add_ids(id);
+  return r;
+}
+
+std::string Refusal(const v1::GenerateRequest& r) {
+  absl::StatusOr<std::unique_ptr<GenerationRequest>> built =
+      BuildGenerationRequest(r, Limits(), nullptr);
+  REQUIRE_FALSE(built.ok());
+  CHECK(absl::IsInvalidArgument(built.status()));
+  return std::string(built.status().message());
+}
+
+TEST_CASE("request builder: defaults from the server config", "[service]") {
+  auto built = BuildGenerationRequest(Ids({5, 6}), Limits(), nullptr);
+  REQUIRE(built.ok());
+  const GenerationRequest& r = **built;
+  CHECK(r.id.rfind("req-", 0) == 0);
+  CHECK(r.prompt == std::vector<int32_t>{5, 6});
+  CHECK(r.sampling.temperature == Approx(0.7));
+  CHECK(r.sampling.top_k == 40);
+  CHECK(r.sampling.top_p == 1.0f);
+  CHECK(r.stop.max_tokens == 64);
+  CHECK(r.stop.eos_token_ids == std::vector<int32_t>{1});
+  CHECK(r.skip_special_tokens);
+
+  // Explicit zeros are honoured (presence, not value, selects the default).
+  v1::GenerateRequest explicit_zero = Ids({5});
+  explicit_zero.mutable_sampling()->set_temperature(0);
+  explicit_zero.mutable_sampling()->set_top_k(0);
+  explicit_zero.mutable_stopping()->set_ignore_eos(true);
+  explicit_zero.mutable_output()->set_skip_special_tokens(false);
+  auto b2 = BuildGenerationRequest(explicit_zero, Limits(), nullptr);
+  REQUIRE(b2.ok());
+  CHECK((*b2)->sampling.temperature == 0.0f);
+  CHECK((*b2)->sampling.top_k == 0);
+  CHECK((*b2)->stop.eos_token_ids.empty());
+  CHECK_FALSE((*b2)->skip_special_tokens);
+
+  // The default max_tokens shrinks to what the context leaves.
+  auto b3 = BuildGenerationRequest(Ids(std::vector<int32_t>(90, 7)), Limits(), nullptr);
+  REQUIRE(b3.ok());
+  CHECK((*b3)->stop.max_tokens == 10);
+}
+
+TEST_CASE("request builder: add_bos on token-id prompts", "[service]") {
+  v1::GenerateRequest r = Ids({5, 6});
+  r.set_add_bos(true);
+  auto built = BuildGenerationRequest(r, Limits(), nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->prompt == std::vector<int32_t>{0, 5, 6});
+  r = Ids({0, 5});  // already there: not doubled
+  r.set_add_bos(true);
+  built = BuildGenerationRequest(r, Limits(), nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->prompt == std::vector<int32_t>{0, 5});
+  r = Ids({5, 6});
+  r.set_add_bos(false);
+  built = BuildGenerationRequest(r, Limits(), nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->prompt == std::vector<int32_t>{5, 6});
+  // Unset without a tokenizer: no BOS.
+  built = BuildGenerationRequest(Ids({5, 6}), Limits(), nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->prompt == std::vector<int32_t>{5, 6});
+}
+
+TEST_CASE("request builder: each refusal names its field", "[service]") {
+  CHECK(Refusal(v1::GenerateRequest()).find("prompt") != std::string::npos);
+  CHECK(Refusal(Ids({})).find("prompt") != std::string::npos);
+  CHECK(Refusal(Ids({5, 320})).find("prompt.token_ids.ids[1]") != std::string::npos);
+  CHECK(Refusal(Ids(std::vector<int32_t>(100, 3))).find("prompt") != std::string::npos);
+
+  v1::GenerateRequest r = Ids({5});
+  r.mutable_stopping()->set_max_tokens(0);
+  CHECK(Refusal(r).find("stopping.max_tokens") != std::string::npos);
+  r.mutable_stopping()->set_max_tokens(100);
+  CHECK(Refusal(r).find("context limit") != std::string::npos);
+
+  r = Ids({5});
+  r.mutable_sampling()->set_temperature(-1);
+  CHECK(Refusal(r).find("sampling.temperature") != std::string::npos);
+  r = Ids({5});
+  r.mutable_sampling()->set_top_p(1.5f);
+  CHECK(Refusal(r).find("sampling.top_p: must be in (0, 1]") != std::string::npos);
+  r = Ids({5});
+  r.mutable_sampling()->set_top_k(-3);
+  CHECK(Refusal(r).find("sampling.top_k") != std::string::npos);
+
+  r = Ids({5});
+  for (const char* s : {"a", "b", "c"}) r.mutable_stopping()->add_stop(s);
+  CHECK(Refusal(r).find("stopping.stop: at most 2") != std::string::npos);
+  r = Ids({5});
+  r.mutable_stopping()->add_stop("toolong");
+  CHECK(Refusal(r).find("stopping.stop[0]: at most 4 bytes") != std::string::npos);
+  r = Ids({5});
+  r.mutable_stopping()->add_stop_token_ids(400);
+  CHECK(Refusal(r).find("stopping.stop_token_ids[0]") != std::string::npos);
+
+  r = Ids({5});
+  r.mutable_output()->set_top_logprobs(6);
+  CHECK(Refusal(r).find("output.top_logprobs") != std::string::npos);
+
+  r = Ids({5});
+  r.set_request_id(std::string(300, 'x'));
+  CHECK(Refusal(r).find("request_id") != std::string::npos);
+}
+
+TEST_CASE("request builder: text prompts need a tokenizer", "[service]") {
+  v1::GenerateRequest r;
+  r.set_text("hello");
+  auto built = BuildGenerationRequest(r, Limits(), nullptr);
+  REQUIRE_FALSE(built.ok());
+  CHECK(absl::IsFailedPrecondition(built.status()));
+}
+
+}  // namespace
+}  // namespace moegraph

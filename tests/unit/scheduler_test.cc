@@ -1,0 +1,353 @@
+// server/scheduler with the FakeEngine: batching, chunked prefill within the
+// step budget, cancellation, admission, stop ids, seeded determinism
+// independent of the batch, and drain.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "server/scheduler/scheduler.h"
+#include "server/testing/fake_engine.h"
+
+namespace moegraph {
+namespace {
+
+using namespace std::chrono_literals;
+
+class RecordingSink final : public GenerationSink {
+ public:
+  void OnToken(TokenEvent event) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ids_.push_back(event.token_id);
+    cv_.notify_all();
+  }
+  void OnFinish(FinishEvent event) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    finish_ = event;
+    cv_.notify_all();
+  }
+  // Waits for OnFinish (fails the test after 10 s).
+  FinishEvent WaitFinish() {
+    std::unique_lock<std::mutex> lock(mu_);
+    REQUIRE(cv_.wait_for(lock, 10s, [&] { return finish_.has_value(); }));
+    return *finish_;
+  }
+  void WaitTokens(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    REQUIRE(cv_.wait_for(lock, 10s, [&] { return ids_.size() >= n || finish_.has_value(); }));
+  }
+  std::vector<int32_t> ids() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ids_;
+  }
+  bool finished() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return finish_.has_value();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<int32_t> ids_;
+  std::optional<FinishEvent> finish_;
+};
+
+struct Req {
+  std::unique_ptr<GenerationRequest> request;
+  std::shared_ptr<RecordingSink> sink;
+};
+
+Req MakeRequest(const std::string& id, std::vector<int32_t> prompt, int max_tokens) {
+  Req r;
+  r.request = std::make_unique<GenerationRequest>();
+  r.request->id = id;
+  r.request->prompt = std::move(prompt);
+  r.request->stop.max_tokens = max_tokens;
+  r.sink = std::make_shared<RecordingSink>();
+  r.request->sink = r.sink;
+  return r;
+}
+
+std::vector<int32_t> Prompt(int n, int start = 10) {
+  std::vector<int32_t> p;
+  for (int i = 0; i < n; ++i) p.push_back(start + i);
+  return p;
+}
+
+// What greedy decoding on the fake engine yields, computed directly.
+std::vector<int32_t> ExpectedGreedy(std::vector<int32_t> history, int n, int vocab = 320) {
+  std::vector<float> logits(vocab);
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) {
+    FakeEngine::LogitsFor(history, vocab, {1}, logits.data());
+    int32_t t =
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    out.push_back(t);
+    history.push_back(t);
+  }
+  return out;
+}
+
+std::unique_ptr<Scheduler> MakeScheduler(FakeEngine* engine, int max_queue = 16,
+                                         int max_step_tokens = 64) {
+  SchedulerOptions options;
+  options.max_queue = max_queue;
+  options.max_step_tokens = max_step_tokens;
+  auto s = Scheduler::Create(engine, nullptr, options, nullptr);
+  REQUIRE(s.ok());
+  return std::move(*s);
+}
+
+TEST_CASE("scheduler: one greedy request matches the engine's argmax chain", "[scheduler]") {
+  FakeEngineOptions eo;
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine);
+  Req r = MakeRequest("a", Prompt(5), 12);
+  REQUIRE(scheduler->Submit(std::move(r.request)).ok());
+  FinishEvent fin = r.sink->WaitFinish();
+  CHECK(fin.reason == FinishReason::kLength);
+  CHECK(fin.prompt_tokens == 5);
+  CHECK(fin.completion_tokens == 12);
+  CHECK(r.sink->ids() == ExpectedGreedy(Prompt(5), 12));
+}
+
+TEST_CASE("scheduler: concurrent requests share steps and keep their own outputs", "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 4;
+  eo.step_seconds = 0.002;  // so that all four are in flight together
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine);
+  std::vector<Req> reqs;
+  for (int i = 0; i < 4; ++i)
+    reqs.push_back(MakeRequest("r" + std::to_string(i), Prompt(3 + i, 20 * i), 10));
+  std::vector<std::shared_ptr<RecordingSink>> sinks;
+  for (auto& r : reqs) {
+    sinks.push_back(r.sink);
+    REQUIRE(scheduler->Submit(std::move(r.request)).ok());
+  }
+  for (int i = 0; i < 4; ++i) {
+    sinks[i]->WaitFinish();
+    CHECK(sinks[i]->ids() == ExpectedGreedy(Prompt(3 + i, 20 * i), 10));
+  }
+  size_t widest = 0;
+  for (const auto& step : engine.steps()) widest = std::max(widest, step.seqs.size());
+  CHECK(widest >= 2);
+  CHECK(engine.acquired_slots() == 0);
+}
+
+TEST_CASE("scheduler: prefill is chunked within the step budget and decodes keep going",
+          "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 2;
+  eo.max_step_tokens = 8;
+  eo.step_seconds = 0.001;
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine, 16, 8);
+  Req decoding = MakeRequest("decoding", Prompt(2), 40);
+  auto decoding_sink = decoding.sink;
+  REQUIRE(scheduler->Submit(std::move(decoding.request)).ok());
+  decoding_sink->WaitTokens(2);
+  Req long_prompt = MakeRequest("long", Prompt(30, 100), 3);
+  auto long_sink = long_prompt.sink;
+  REQUIRE(scheduler->Submit(std::move(long_prompt.request)).ok());
+  long_sink->WaitFinish();
+  decoding_sink->WaitFinish();
+  CHECK(long_sink->ids() == ExpectedGreedy(Prompt(30, 100), 3));
+  CHECK(decoding_sink->ids() == ExpectedGreedy(Prompt(2), 40));
+
+  // Every step fits the budget; while the long prompt was prefilling, each
+  // step also carried the running decode.
+  int prefill_steps = 0;
+  for (const auto& step : engine.steps()) {
+    CHECK(step.num_tokens <= 8);
+    bool has_prefill = false, has_decode = false;
+    for (const SeqChunk& c : step.seqs) {
+      if (c.len > 1 || (c.len == 1 && !c.want_logits)) has_prefill = true;
+      if (c.len == 1 && c.want_logits && c.start_pos >= 2 && c.slot == 0) has_decode = true;
+    }
+    if (has_prefill && step.seqs.size() == 2) {
+      ++prefill_steps;
+      CHECK(has_decode);
+    }
+  }
+  CHECK(prefill_steps >= 4);  // 30 tokens in chunks of at most 7
+}
+
+TEST_CASE("scheduler: abort frees the slot for the next request", "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 1;
+  eo.step_seconds = 0.002;
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine);
+  Req first = MakeRequest("first", Prompt(4), 1000);
+  Req second = MakeRequest("second", Prompt(4, 50), 5);
+  auto first_sink = first.sink, second_sink = second.sink;
+  REQUIRE(scheduler->Submit(std::move(first.request)).ok());
+  REQUIRE(scheduler->Submit(std::move(second.request)).ok());
+  first_sink->WaitTokens(3);
+  CHECK_FALSE(second_sink->finished());
+  CHECK(scheduler->Abort("first"));
+  FinishEvent fin = first_sink->WaitFinish();
+  CHECK(fin.reason == FinishReason::kAbort);
+  CHECK(fin.completion_tokens < 1000);
+  CHECK(second_sink->WaitFinish().reason == FinishReason::kLength);
+  CHECK(second_sink->ids() == ExpectedGreedy(Prompt(4, 50), 5));
+  CHECK_FALSE(scheduler->Abort("first"));
+  CHECK(engine.acquired_slots() == 0);
+}
+
+TEST_CASE("scheduler: a queued request can be aborted before it runs", "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 1;
+  eo.step_seconds = 0.002;
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine);
+  Req first = MakeRequest("first", Prompt(4), 50);
+  Req queued = MakeRequest("queued", Prompt(4), 5);
+  auto first_sink = first.sink, queued_sink = queued.sink;
+  REQUIRE(scheduler->Submit(std::move(first.request)).ok());
+  REQUIRE(scheduler->Submit(std::move(queued.request)).ok());
+  CHECK(scheduler->Abort("queued"));
+  FinishEvent fin = queued_sink->WaitFinish();
+  CHECK(fin.reason == FinishReason::kAbort);
+  CHECK(fin.completion_tokens == 0);
+  CHECK(first_sink->WaitFinish().reason == FinishReason::kLength);
+}
+
+TEST_CASE("scheduler: admission refuses a full queue and duplicate ids", "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 1;
+  eo.step_seconds = 0.005;
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine, /*max_queue=*/1);
+  Req running = MakeRequest("running", Prompt(4), 200);
+  auto running_sink = running.sink;
+  REQUIRE(scheduler->Submit(std::move(running.request)).ok());
+  running_sink->WaitTokens(1);
+  Req waiting = MakeRequest("waiting", Prompt(4), 2);
+  REQUIRE(scheduler->Submit(std::move(waiting.request)).ok());
+  Req duplicate = MakeRequest("waiting", Prompt(4), 2);
+  CHECK(absl::IsAlreadyExists(scheduler->Submit(std::move(duplicate.request))));
+  Req refused = MakeRequest("refused", Prompt(4), 2);
+  absl::Status status = scheduler->Submit(std::move(refused.request));
+  CHECK(absl::IsResourceExhausted(status));
+  CHECK(status.message().find("queue") != std::string_view::npos);
+  QueueStats q = scheduler->queue_stats();
+  CHECK(q.running == 1);
+  CHECK(q.waiting == 1);
+  CHECK(q.slots_in_use == 1);
+  scheduler->Abort("running");
+}
+
+TEST_CASE("scheduler: stop token ids end the request with their id", "[scheduler]") {
+  FakeEngine engine(FakeEngineOptions{});
+  auto scheduler = MakeScheduler(&engine);
+  std::vector<int32_t> expected = ExpectedGreedy(Prompt(6), 10);
+  Req r = MakeRequest("s", Prompt(6), 10);
+  r.request->stop.stop_token_ids = {expected[3]};
+  REQUIRE(scheduler->Submit(std::move(r.request)).ok());
+  FinishEvent fin = r.sink->WaitFinish();
+  CHECK(fin.reason == FinishReason::kStop);
+  REQUIRE(fin.stop_token_id.has_value());
+  CHECK(*fin.stop_token_id == expected[3]);
+  const size_t first_stop =
+      std::find(expected.begin(), expected.end(), expected[3]) - expected.begin();
+  CHECK(r.sink->ids() == std::vector<int32_t>(expected.begin(), expected.begin() + first_stop + 1));
+}
+
+TEST_CASE("scheduler: seeded sampling does not depend on the batch", "[scheduler]") {
+  auto run = [](int companions) {
+    FakeEngineOptions eo;
+    eo.num_slots = 4;
+    FakeEngine engine(eo);
+    auto scheduler = MakeScheduler(&engine);
+    std::vector<std::shared_ptr<RecordingSink>> others;
+    for (int i = 0; i < companions; ++i) {
+      Req o = MakeRequest("o" + std::to_string(i), Prompt(5 + i, 7 * i), 20);
+      o.request->sampling.temperature = 0.8f;
+      o.request->sampling.seed = 1000 + i;
+      others.push_back(o.sink);
+      REQUIRE(scheduler->Submit(std::move(o.request)).ok());
+    }
+    Req r = MakeRequest("seeded", Prompt(9), 20);
+    r.request->sampling.temperature = 1.0f;
+    r.request->sampling.top_p = 0.9f;
+    r.request->sampling.seed = 7;
+    auto sink = r.sink;
+    REQUIRE(scheduler->Submit(std::move(r.request)).ok());
+    sink->WaitFinish();
+    for (auto& o : others) o->WaitFinish();
+    return sink->ids();
+  };
+  std::vector<int32_t> alone = run(0);
+  CHECK(alone.size() == 20);
+  CHECK(run(3) == alone);
+  CHECK(alone != ExpectedGreedy(Prompt(9), 20));
+}
+
+TEST_CASE("scheduler: a request waits for state the pool cannot hold yet", "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 2;
+  eo.state_pool_tokens = 40;
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine);
+  Req a = MakeRequest("a", Prompt(10), 20);  // 30 tokens
+  Req b = MakeRequest("b", Prompt(10), 20);  // does not fit beside a
+  auto a_sink = a.sink, b_sink = b.sink;
+  REQUIRE(scheduler->Submit(std::move(a.request)).ok());
+  REQUIRE(scheduler->Submit(std::move(b.request)).ok());
+  CHECK(a_sink->WaitFinish().reason == FinishReason::kLength);
+  CHECK(b_sink->WaitFinish().reason == FinishReason::kLength);
+  CHECK(b_sink->ids() == ExpectedGreedy(Prompt(10), 20));
+  Req huge = MakeRequest("huge", Prompt(10), 100);  // never fits
+  auto huge_sink = huge.sink;
+  REQUIRE(scheduler->Submit(std::move(huge.request)).ok());
+  FinishEvent fin = huge_sink->WaitFinish();
+  CHECK(fin.reason == FinishReason::kError);
+  CHECK(fin.error_message.find("state pool") != std::string::npos);
+}
+
+TEST_CASE("scheduler: drain finishes running requests, then aborts at the deadline",
+          "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 2;
+  eo.step_seconds = 0.002;
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine);
+  Req quick = MakeRequest("quick", Prompt(3), 5);
+  Req slow = MakeRequest("slow", Prompt(3), 4000);
+  auto quick_sink = quick.sink, slow_sink = slow.sink;
+  REQUIRE(scheduler->Submit(std::move(quick.request)).ok());
+  REQUIRE(scheduler->Submit(std::move(slow.request)).ok());
+  slow_sink->WaitTokens(1);
+  const auto start = SteadyClock::now();
+  CHECK_FALSE(scheduler->Drain(start + 200ms));
+  CHECK(SteadyClock::now() - start < 2s);
+  CHECK(quick_sink->WaitFinish().reason == FinishReason::kLength);
+  CHECK(slow_sink->WaitFinish().reason == FinishReason::kAbort);
+  Req late = MakeRequest("late", Prompt(3), 5);
+  CHECK(absl::IsUnavailable(scheduler->Submit(std::move(late.request))));
+}
+
+TEST_CASE("scheduler: destruction aborts what is left", "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 1;
+  eo.step_seconds = 0.001;
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine);
+  Req a = MakeRequest("a", Prompt(3), 3000);
+  Req b = MakeRequest("b", Prompt(3), 5);
+  auto a_sink = a.sink, b_sink = b.sink;
+  REQUIRE(scheduler->Submit(std::move(a.request)).ok());
+  REQUIRE(scheduler->Submit(std::move(b.request)).ok());
+  a_sink->WaitTokens(1);
+  scheduler.reset();
+  CHECK(a_sink->WaitFinish().reason == FinishReason::kAbort);
+  CHECK(b_sink->WaitFinish().reason == FinishReason::kAbort);
+}
+
+}  // namespace
+}  // namespace moegraph
