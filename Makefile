@@ -22,7 +22,7 @@ test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 1200
 
 serve: build
-	@$(BUILD_DIR)/moegraph check-golden tests/fixtures/dsv4-tiny
+	@$(BUILD_DIR)/moegraphd --config config/moegraphd.yaml $(ARGS)
 
 check-golden: build
 	@$(BUILD_DIR)/moegraph check-golden tests/fixtures/dsv4-tiny

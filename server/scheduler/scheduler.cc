@@ -190,7 +190,11 @@ void Scheduler::Run() {
     }
     for (auto& request : dropped) FinishUnscheduled(std::move(request), FinishReason::kAbort, "");
     dropped.clear();
+    // Gauges must show an admitted request before its first token reaches the
+    // client (a scrape right after the first chunk sees it running).
+    const bool admitted_any = !admitted.empty();
     Admit(&admitted);
+    if (admitted_any) ReportQueue();
     if (abort_all || !aborts.empty()) {
       for (auto& seq : running_) {
         if (abort_all || aborts.contains(seq->request->id)) {
