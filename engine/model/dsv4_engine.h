@@ -32,6 +32,8 @@ class Dsv4Engine final : public Engine {
   absl::Status StepWithOptions(const StepPlan& plan, const ForwardOptions& options,
                                std::vector<float>* logits);
   const ModelConfig& config() const { return model_->config(); }
+  // The backend the model runs on (benchmarks read its op timer).
+  Backend* backend() const { return backend_.get(); }
 
  private:
   Dsv4Engine() = default;

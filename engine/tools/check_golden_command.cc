@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "engine/common/cli_registry.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/dsv4_engine.h"
@@ -21,8 +23,23 @@
 namespace moegraph {
 namespace {
 
-constexpr double kMaxRelativeError = 1e-4;
-constexpr char kUsage[] = "check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda]";
+constexpr char kUsage[] =
+    "check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda[:N]] [--tolerance REL] "
+    "[--argmax FRACTION] [--quantile Q]";
+
+// Pass criteria. The CPU backend computes in fp32 like the reference: every
+// logit within 1e-4 (relative to the largest) and every argmax equal. The
+// CUDA backend keeps activations in bf16 (8 mantissa bits): logits within
+// 2e-2 and the argmax equal on at least 99% of the positions.
+// `quantile` < 1 applies max_relative to that quantile of the positions'
+// errors instead of the largest (a bf16 run can flip a near-tie of the
+// router's or the indexer's top-k at a few positions, see --quantile).
+struct Tolerance {
+  double max_relative = 1e-4;
+  double min_argmax = 1.0;
+  double quantile = 1.0;
+};
+Tolerance g_tolerance;
 
 struct GoldenPrompt {
   std::string name;
@@ -37,19 +54,41 @@ struct GoldenPrompt {
 struct PhaseResult {
   double max_err = 0, max_ref = 0;
   int positions = 0, argmax_agree = 0;
+  std::vector<double> position_err;  // max |err| of each position
   void Add(const float* mine, const float* ref, int vocab) {
     int am = 0, ar = 0;
+    double pos_err = 0;
     for (int v = 0; v < vocab; ++v) {
-      max_err = std::max(max_err, std::fabs(static_cast<double>(mine[v]) - ref[v]));
+      pos_err = std::max(pos_err, std::fabs(static_cast<double>(mine[v]) - ref[v]));
       max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[v])));
       if (mine[v] > mine[am]) am = v;
       if (ref[v] > ref[ar]) ar = v;
     }
+    max_err = std::max(max_err, pos_err);
+    position_err.push_back(pos_err);
     ++positions;
     argmax_agree += am == ar;
   }
-  double relative() const { return max_ref > 0 ? max_err / max_ref : max_err; }
-  bool ok() const { return relative() <= kMaxRelativeError && argmax_agree == positions; }
+  double Scale(double err) const { return max_ref > 0 ? err / max_ref : err; }
+  double relative() const { return Scale(max_err); }
+  // The q-quantile of the positions' errors, relative to max|logit|.
+  double relative_quantile(double q) const {
+    if (position_err.empty()) return 0;
+    std::vector<double> e = position_err;
+    const size_t i = std::min(e.size() - 1, static_cast<size_t>(std::ceil(q * e.size())) - (q > 0));
+    std::nth_element(e.begin(), e.begin() + i, e.end());
+    return Scale(e[i]);
+  }
+  int over_tolerance() const {
+    int n = 0;
+    for (double e : position_err) n += Scale(e) > g_tolerance.max_relative;
+    return n;
+  }
+  double argmax_fraction() const { return positions ? double(argmax_agree) / positions : 1.0; }
+  bool ok() const {
+    return relative_quantile(g_tolerance.quantile) <= g_tolerance.max_relative &&
+           argmax_fraction() >= g_tolerance.min_argmax;
+  }
 };
 
 double Ms(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
@@ -108,9 +147,12 @@ absl::StatusOr<std::vector<GoldenPrompt>> LoadGolden(const WeightStore* g, const
 
 void Print(const std::string& prompt, const char* phase, const PhaseResult& r,
            const std::string& timing) {
-  std::printf("%-4s %-8s rel %.3e  (max|err| %.3e / max|logit| %.3e)  argmax %d/%d  %s  %s\n",
-              prompt.c_str(), phase, r.relative(), r.max_err, r.max_ref, r.argmax_agree,
-              r.positions, timing.c_str(), r.ok() ? "ok" : "FAIL");
+  std::printf(
+      "%-4s %-8s rel %.3e  (max|err| %.3e / max|logit| %.3e)  argmax %d/%d  p99 rel %.3e, %d "
+      "positions over %.0e  %s  %s\n",
+      prompt.c_str(), phase, r.relative(), r.max_err, r.max_ref, r.argmax_agree, r.positions,
+      r.relative_quantile(0.99), r.over_tolerance(), g_tolerance.max_relative, timing.c_str(),
+      r.ok() ? "ok" : "FAIL");
 }
 
 // After a failed prefill: reruns it capturing the residual streams and
@@ -230,11 +272,17 @@ int Usage(const char* why) {
 }
 
 int RunCheckGolden(int argc, char** argv) {
-  std::string model_dir, golden, device = "cpu";
+  std::string model_dir, golden, device = "cpu", tolerance, argmax, quantile;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if ((a == "--golden" || a == "--device") && i + 1 < argc) {
-      (a == "--golden" ? golden : device) = argv[++i];
+    if ((a == "--golden" || a == "--device" || a == "--tolerance" || a == "--argmax" ||
+         a == "--quantile") &&
+        i + 1 < argc) {
+      (a == "--golden"      ? golden
+       : a == "--device"    ? device
+       : a == "--tolerance" ? tolerance
+       : a == "--argmax"    ? argmax
+                            : quantile) = argv[++i];
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: moegraph %s\n", kUsage);
       return 0;
@@ -251,6 +299,20 @@ int RunCheckGolden(int argc, char** argv) {
     return Usage(("check-golden: --device must be cpu or cuda, got " + device).c_str());
   }
   if (golden.empty()) golden = (std::filesystem::path(model_dir) / "golden.safetensors").string();
+  if (device != "cpu") g_tolerance = Tolerance{2e-2, 0.99};
+  if (!tolerance.empty() &&
+      (!absl::SimpleAtod(tolerance, &g_tolerance.max_relative) || g_tolerance.max_relative < 0)) {
+    return Usage(
+        ("check-golden: --tolerance must be a non-negative number, got " + tolerance).c_str());
+  }
+  if (!quantile.empty() && (!absl::SimpleAtod(quantile, &g_tolerance.quantile) ||
+                            g_tolerance.quantile <= 0 || g_tolerance.quantile > 1)) {
+    return Usage(("check-golden: --quantile must be in (0, 1], got " + quantile).c_str());
+  }
+  if (!argmax.empty() && (!absl::SimpleAtod(argmax, &g_tolerance.min_argmax) ||
+                          g_tolerance.min_argmax < 0 || g_tolerance.min_argmax > 1)) {
+    return Usage(("check-golden: --argmax must be a fraction in [0, 1], got " + argmax).c_str());
+  }
 
   auto config = LoadModelConfig(model_dir);
   if (!config.ok()) {
@@ -298,8 +360,13 @@ int RunCheckGolden(int argc, char** argv) {
     }
     all_ok &= *ok;
   }
-  std::printf("%s (tolerance: relative error <= %.0e and every argmax equal)\n",
-              all_ok ? "PASS" : "FAIL", kMaxRelativeError);
+  std::printf(
+      "%s (tolerance: relative error <= %.0e on %s and argmax equal on >= %.0f%% of positions)\n",
+      all_ok ? "PASS" : "FAIL", g_tolerance.max_relative,
+      g_tolerance.quantile >= 1
+          ? "every position"
+          : absl::StrFormat("%g%% of positions", 100 * g_tolerance.quantile).c_str(),
+      100.0 * g_tolerance.min_argmax);
   return all_ok ? 0 : 1;
 }
 

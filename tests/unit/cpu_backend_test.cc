@@ -75,9 +75,19 @@ TEST_CASE("cpu backend uploads weights by the documented dtype rules", "[backend
           .ok());
 }
 
-TEST_CASE("backend factory picks cpu and reports cuda as not built", "[backend]") {
+TEST_CASE("backend factory picks cpu, and cuda when built and present", "[backend]") {
   CHECK(CreateBackend("cpu").ok());
+#if MOEGRAPH_HAVE_CUDA
+  // Built with CUDA: a machine without a GPU reports UNAVAILABLE; a device
+  // index past the last GPU is INVALID_ARGUMENT.
+  auto cuda = CreateBackend("cuda");
+  if (!cuda.ok()) CHECK(cuda.status().code() == absl::StatusCode::kUnavailable);
+  const absl::StatusCode far = CreateBackend("cuda:999").status().code();
+  CHECK((far == absl::StatusCode::kUnavailable || far == absl::StatusCode::kInvalidArgument));
+#else
   CHECK(CreateBackend("cuda").status().code() == absl::StatusCode::kUnimplemented);
   CHECK(CreateBackend("cuda:1").status().code() == absl::StatusCode::kUnimplemented);
+#endif
+  CHECK(CreateBackend("cuda:x").status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(CreateBackend("tpu").status().code() == absl::StatusCode::kInvalidArgument);
 }

@@ -1,0 +1,278 @@
+// `moegraph bench-decode MODEL_DIR [--device cuda[:N]] [--batches 1,8,64]
+//  [--context N] [--steps N] [--warmup N]`: eager decode-step timing (no
+// graphs): every batch size prefills its sequences to `context` tokens, then
+// times decode steps (one token per sequence) on the backend's stream with
+// CUDA events, and splits the device time by kind of op next to its floors
+// (bytes of weights + state that must be read / 4.3 TB/s, flops / 890
+// TFLOP/s). This is the baseline the CUDA-graph work must beat.
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "engine/common/cli_registry.h"
+#include "engine/common/status_macros.h"
+#include "engine/model/dsv4_engine.h"
+#include "engine/weights/safetensors.h"
+#if MOEGRAPH_HAVE_CUDA
+#include "engine/backend/cuda/cuda_backend.h"
+#endif
+
+namespace moegraph {
+namespace {
+
+constexpr char kUsage[] =
+    "bench-decode MODEL_DIR [--device cuda[:N]] [--batches 1,8,64] [--context N] [--steps N] "
+    "[--warmup N]";
+constexpr double kBandwidth = 4.3e12;  // bytes/s, device-to-device copy (gpu.md)
+constexpr double kFlopRate = 890e12;   // bf16 dense, cuBLASLt 8192^3 (gpu.md)
+
+// Kinds of op, in the order of the CUDA backend's OpKind.
+constexpr int kKinds = 6;
+constexpr const char* kKindNames[kKinds] = {"matmul",  "attention", "compressor",
+                                            "indexer", "moe",       "norms/mhc/other"};
+
+struct Floor {
+  std::array<double, kKinds> bytes{}, flops{};
+};
+
+// What one decode step of `batch` sequences at position `pos` must read and
+// compute, by kind of op (dsv4.md shapes; bf16 matrices and state).
+Floor DecodeFloor(const ModelConfig& c, int batch, int pos) {
+  Floor f;
+  const double B = batch, D = c.hidden_size, H = c.num_heads, d = c.head_dim;
+  const double ql = c.q_lora_rank, g = c.o_groups, ol = c.o_lora_rank, n = c.hc_mult;
+  const double E = c.n_routed_experts, k = c.num_experts_per_tok, F = c.moe_intermediate_size;
+  const double nI = c.index_n_heads, ci = c.index_head_dim, V = c.vocab_size;
+  const double W = std::min(c.sliding_window, pos + 1);
+  auto matmul = [&](double params) {
+    f.bytes[0] += 2 * params;
+    f.flops[0] += 2 * B * params;
+  };
+  for (int l = 0; l < c.num_layers; ++l) {
+    const AttnKind kind = c.layer_types[l];
+    matmul(ql * D + H * d * ql + d * D + g * ol * (H * d / g) + D * g * ol);  // q, kv, o
+    matmul(E * D + 3 * F * D * c.n_shared_experts);                           // gate, shared
+    double keys = W;
+    if (kind == AttnKind::kCsa) {
+      const double vis = (pos + 1) / c.csa_rate;
+      matmul(2 * 2 * d * D + 2 * 2 * ci * D + nI * ci * ql + nI * D);
+      keys += std::min<double>(c.index_topk, vis);
+      f.bytes[3] += B * (vis * ci * 2 + nI * ci * 2);
+      f.flops[3] += B * 2 * nI * ci * vis;
+      f.bytes[2] += B * (2 * c.csa_rate * 4 * d + 2 * c.csa_rate * 4 * ci) * 2 / c.csa_rate;
+    } else if (kind == AttnKind::kHca) {
+      const double vis = (pos + 1) / c.hca_rate;
+      matmul(2 * d * D);
+      keys += vis;
+      f.bytes[2] += B * (c.hca_rate * 2 * d) * 2 / c.hca_rate;
+    }
+    f.bytes[1] += B * (keys * d * 2 + 2 * H * d * 2);
+    f.flops[1] += B * 4 * H * d * keys;
+    // Routed experts: the expected number of distinct experts B tokens touch.
+    const double distinct = E * (1 - std::pow(1 - k / E, B));
+    f.bytes[4] += distinct * 3 * F * D * 2;
+    f.flops[4] += B * k * 3 * 2 * F * D;
+    // Two hyper-connection sites (fp32 fn) and the streams they read/write.
+    f.bytes[5] += 2 * ((2 + n) * n * n * D * 4 + B * 3 * n * D * 2);
+  }
+  matmul(V * D);                                // lm head
+  f.bytes[5] += n * n * D * 4 + B * n * D * 2;  // head collapse
+  return f;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))];
+}
+
+int Usage(const char* why) {
+  std::fprintf(stderr, "moegraph %s\nusage: moegraph %s\n", why, kUsage);
+  return 2;
+}
+
+absl::Status Bench(const std::string& model_dir, const std::string& device,
+                   const std::vector<int>& batches, int context, int steps, int warmup) {
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  const int chunk = std::min(context, 1024);
+  EngineOptions options;
+  options.model_dir = model_dir;
+  options.device = device;
+  options.num_slots = max_batch;
+  options.context_limit = context + warmup + 2 * steps + 2;
+  options.max_step_tokens = std::max(chunk, max_batch);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(std::unique_ptr<Dsv4Engine> engine, Dsv4Engine::Create(options));
+  const ModelConfig& cfg = engine->config();
+  std::printf(
+      "bench-decode: %s on %s, %d layers, loaded in %.1f s; context %d, %d warm-up + %d "
+      "timed steps per batch, eager (no graphs)\n",
+      model_dir.c_str(), engine->info().device.c_str(), cfg.num_layers,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), context, warmup,
+      steps);
+  OpTimer* timer = nullptr;
+#if MOEGRAPH_HAVE_CUDA
+  timer = CudaOpTimer(engine->backend());
+#endif
+
+  // The prompt: the golden file's first prompt when it is long enough, else
+  // random ids; decode feeds random ids (spreads the hash-routed experts).
+  std::mt19937 rng(1234);
+  std::vector<int32_t> prompt(context);
+  for (int32_t& id : prompt) id = static_cast<int32_t>(2 + rng() % (cfg.vocab_size - 2));
+  if (auto golden = WeightStore::OpenFile(model_dir + "/golden.safetensors"); golden.ok()) {
+    if (auto ids = (*golden)->Get("a.prompt_ids", {}, {DType::kI64}); ids.ok()) {
+      for (int i = 0; i < std::min<int64_t>(context, ids->numel()); ++i)
+        prompt[i] = static_cast<int32_t>(ids->as<const int64_t>()[i]);
+    }
+  }
+
+  for (int B : batches) {
+    for (int s = 0; s < B; ++s) {
+      RETURN_IF_ERROR(engine->AcquireSlot(s, options.context_limit));
+      for (int begin = 0; begin < context; begin += chunk) {
+        const int len = std::min(chunk, context - begin);
+        StepPlan plan;
+        plan.token_ids = prompt.data() + begin;
+        plan.num_tokens = len;
+        plan.seqs.push_back(SeqChunk{s, begin, 0, len, begin + len == context});
+        std::vector<float> unused;
+        RETURN_IF_ERROR(engine->Step(plan, &unused));
+      }
+    }
+    std::vector<int32_t> ids(B);
+    std::vector<double> step_ms, wall_ms;
+    std::array<std::vector<double>, kKinds> kind_ms;
+    int pos = context;
+    auto decode_step = [&](bool timed, bool by_kind) -> absl::Status {
+      for (int32_t& id : ids) id = static_cast<int32_t>(2 + rng() % (cfg.vocab_size - 2));
+      StepPlan plan;
+      plan.token_ids = ids.data();
+      plan.num_tokens = B;
+      for (int s = 0; s < B; ++s) plan.seqs.push_back(SeqChunk{s, pos, s, 1, true});
+      std::vector<float> logits;
+      if (timer && by_kind) RETURN_IF_ERROR(timer->Enable(true));
+      if (timer) RETURN_IF_ERROR(timer->Mark());
+      const auto w0 = std::chrono::steady_clock::now();
+      RETURN_IF_ERROR(engine->Step(plan, &logits));
+      const double wall =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - w0).count();
+      double span = wall;
+      if (timer) {
+        ASSIGN_OR_RETURN(span, timer->SinceMark());
+      }
+      if (timer && by_kind) {
+#if MOEGRAPH_HAVE_CUDA
+        ASSIGN_OR_RETURN(auto ms, timer->Collect());
+        RETURN_IF_ERROR(timer->Enable(false));
+        for (int k = 0; k < kKinds; ++k) kind_ms[k].push_back(ms[k]);
+#endif
+      }
+      if (timed && !by_kind) {
+        step_ms.push_back(span);
+        wall_ms.push_back(wall);
+      }
+      ++pos;
+      return absl::OkStatus();
+    };
+    for (int i = 0; i < warmup; ++i) RETURN_IF_ERROR(decode_step(false, false));
+    for (int i = 0; i < steps; ++i) RETURN_IF_ERROR(decode_step(true, false));
+    if (timer) {
+      for (int i = 0; i < steps; ++i) RETURN_IF_ERROR(decode_step(true, true));
+    }
+    for (int s = 0; s < B; ++s) engine->ReleaseSlot(s);
+
+    const Floor f = DecodeFloor(cfg, B, context + warmup + steps);
+    const double med = Median(step_ms);
+    double floor_bytes = 0, floor_flops = 0;
+    for (int k = 0; k < kKinds; ++k) {
+      floor_bytes += f.bytes[k];
+      floor_flops += f.flops[k];
+    }
+    std::printf(
+        "\nBENCH batch=%d: decode step %.3f ms median (p10 %.3f, p90 %.3f; host wall %.3f "
+        "ms), %.0f tokens/s; floor %.3f ms (bytes) / %.3f ms (flops)\n",
+        B, med, Percentile(step_ms, 0.1), Percentile(step_ms, 0.9), Median(wall_ms), B * 1e3 / med,
+        floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3);
+    std::printf(
+        "| batch | op kind | device ms/step | floor ms (bytes/4.3TB/s) | floor ms "
+        "(flops/890TF) | x floor |\n");
+    std::printf("|---|---|---|---|---|---|\n");
+    double sum = 0;
+    for (int k = 0; k < kKinds; ++k) {
+      const double ms = Median(kind_ms[k]);
+      sum += ms;
+      const double fb = f.bytes[k] / kBandwidth * 1e3, ff = f.flops[k] / kFlopRate * 1e3;
+      std::printf("| %d | %s | %.3f | %.4f | %.4f | %.1f |\n", B, kKindNames[k], ms, fb, ff,
+                  ms / std::max(fb, ff));
+    }
+    std::printf("| %d | sum of ops | %.3f | %.4f | %.4f | %.1f |\n", B, sum,
+                floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3,
+                sum / std::max(floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3));
+    std::printf("| %d | step (span, incl. gaps) | %.3f | | | %.1f |\n", B, med,
+                med / std::max(floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3));
+    std::fflush(stdout);
+  }
+  return absl::OkStatus();
+}
+
+int RunBenchDecode(int argc, char** argv) {
+  std::string model_dir, device = "cuda";
+  std::vector<int> batches = {1, 8, 64};
+  int context = 2100, steps = 50, warmup = 5;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (a == "--device" && has_value) {
+      device = argv[++i];
+    } else if (a == "--batches" && has_value) {
+      batches.clear();
+      for (absl::string_view part : absl::StrSplit(argv[++i], ',')) {
+        int b = 0;
+        if (!absl::SimpleAtoi(part, &b) || b < 1) return Usage("bench-decode: bad --batches");
+        batches.push_back(b);
+      }
+    } else if ((a == "--context" || a == "--steps" || a == "--warmup") && has_value) {
+      int v = 0;
+      if (!absl::SimpleAtoi(argv[++i], &v) || v < (a == "--warmup" ? 0 : 1))
+        return Usage(("bench-decode: bad " + a).c_str());
+      (a == "--context" ? context : a == "--steps" ? steps : warmup) = v;
+    } else if (a == "-h" || a == "--help") {
+      std::printf("usage: moegraph %s\n", kUsage);
+      return 0;
+    } else if (!a.empty() && a[0] == '-') {
+      return Usage(("bench-decode: unknown or incomplete option " + a).c_str());
+    } else if (model_dir.empty()) {
+      model_dir = a;
+    } else {
+      return Usage(("bench-decode: unexpected argument " + a).c_str());
+    }
+  }
+  if (model_dir.empty()) return Usage("bench-decode: MODEL_DIR is required");
+  const absl::Status s = Bench(model_dir, device, batches, context, steps, warmup);
+  if (!s.ok()) {
+    std::fprintf(stderr, "bench-decode: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+MOEGRAPH_CLI_COMMAND(bench_decode, "bench-decode", kUsage,
+                     "time eager decode steps by kind of op next to their floors", RunBenchDecode);
+
+}  // namespace moegraph

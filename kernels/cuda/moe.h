@@ -1,0 +1,33 @@
+// Routed experts (dsv4.md "MoE"): tokens grouped by expert on the device (no
+// host sync), a grouped tensor-core GEMM for w1/w3 with the clamped SwiGLU in
+// its epilogue, a grouped GEMM for w2 scaled by the routing weight, and a
+// per-token sum over its k experts (deterministic: no atomics on outputs).
+//   out[t] = sum_k w[t,k] * w2[e] (silu(min(w1[e] x, L)) * clamp(w3[e] x, -L, L)),
+//   e = idx[t,k]; an id outside [0, experts) contributes nothing.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace moegraph::cuda {
+
+struct MoeParams {
+  const __nv_bfloat16* x = nullptr;   // [tokens, dim]
+  const int32_t* idx = nullptr;       // [tokens, k]
+  const float* w = nullptr;           // [tokens, k]
+  const __nv_bfloat16* w1 = nullptr;  // [experts, inter, dim]
+  const __nv_bfloat16* w3 = nullptr;  // [experts, inter, dim]
+  const __nv_bfloat16* w2 = nullptr;  // [experts, dim, inter]
+  __nv_bfloat16* out = nullptr;       // [tokens, dim]
+  int tokens = 0, k = 0, experts = 0, dim = 0, inter = 0;
+  float swiglu_limit = 0.0f;  // <= 0: no clamp
+};
+constexpr int kMoeMaxExperts = 1024;
+const char* Validate(const MoeParams& p);
+size_t MoeWorkspaceBytes(const MoeParams& p);
+cudaError_t LaunchMoe(const MoeParams& p, void* workspace, cudaStream_t stream);
+
+}  // namespace moegraph::cuda

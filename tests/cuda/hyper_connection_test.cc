@@ -1,0 +1,73 @@
+// [cuda] hyper-connection ops (mHC pre, post, head collapse) vs the CPU backend.
+#include <catch2/catch.hpp>
+#include <cmath>
+
+#include "tests/cuda/backend_pair.h"
+
+namespace moegraph::cuda_test {
+namespace {
+
+TEST_CASE("HcPre", "[cuda]") {
+  ReseedRng("HcPre");
+  const int n = 4;
+  for (auto [T, D] :
+       {std::tuple{5, 64}, std::tuple{1, 4096}, std::tuple{64, 4096}, std::tuple{300, 4096}}) {
+    const int rows = (2 + n) * n;
+    const std::string shape = std::to_string(T) + "x" + std::to_string(n) + "x" + std::to_string(D);
+    auto X = Make(Kind::kAct, RandomBf16(int64_t{T} * n * D, 1.0f), {T, n, D});
+    auto fn = Make(Kind::kF32, RandomBf16(int64_t{rows} * n * D, 0.08f * std::sqrt(64.0f / D)),
+                   {rows, n * D});
+    auto base = Make(Kind::kF32, RandomBf16(rows, 0.5f), {rows});
+    auto scale = Make(Kind::kF32, RandomBf16(3, 0.3f, 1.0f), {3});
+    auto x_in = MakeOut(Kind::kAct, {T, D});
+    auto post = MakeOut(Kind::kF32, {T, n});
+    auto comb = MakeOut(Kind::kF32, {T, n, n});
+    REQUIRE(Cpu()
+                .HcPre(X->cpu, fn->cpu, base->cpu, scale->cpu, 20, 1e-6f, 1e-6f, x_in->cpu,
+                       post->cpu, comb->cpu)
+                .ok());
+    REQUIRE(Gpu()
+                .HcPre(X->gpu, fn->gpu, base->gpu, scale->gpu, 20, 1e-6f, 1e-6f, x_in->gpu,
+                       post->gpu, comb->gpu)
+                .ok());
+    CompareOut("HcPre", shape + " x_in", *x_in);
+    CompareOut("HcPre", shape + " post", *post, 1e-4);
+    CompareOut("HcPre", shape + " comb", *comb, 1e-4);
+  }
+}
+
+TEST_CASE("HcPost", "[cuda]") {
+  ReseedRng("HcPost");
+  const int n = 4;
+  for (auto [T, D] : {std::tuple{5, 64}, std::tuple{64, 4096}, std::tuple{300, 4096}}) {
+    const std::string shape = std::to_string(T) + "x" + std::to_string(n) + "x" + std::to_string(D);
+    auto X = Make(Kind::kAct, RandomBf16(int64_t{T} * n * D, 1.0f), {T, n, D});
+    auto y = Make(Kind::kAct, RandomBf16(int64_t{T} * D, 1.0f), {T, D});
+    auto post = Make(Kind::kF32, RandomUniformBf16(int64_t{T} * n, 0.0f, 2.0f), {T, n});
+    auto comb = Make(Kind::kF32, RandomUniformBf16(int64_t{T} * n * n, 0.0f, 0.5f), {T, n, n});
+    auto out = MakeOut(Kind::kAct, {T, n, D});
+    REQUIRE(Cpu().HcPost(X->cpu, y->cpu, post->cpu, comb->cpu, out->cpu).ok());
+    REQUIRE(Gpu().HcPost(X->gpu, y->gpu, post->gpu, comb->gpu, out->gpu).ok());
+    CompareOut("HcPost", shape, *out);
+  }
+}
+
+TEST_CASE("HcHead", "[cuda]") {
+  ReseedRng("HcHead");
+  const int n = 4;
+  for (auto [T, D] : {std::tuple{5, 64}, std::tuple{1, 4096}, std::tuple{64, 4096}}) {
+    const std::string shape = std::to_string(T) + "x" + std::to_string(n) + "x" + std::to_string(D);
+    auto X = Make(Kind::kAct, RandomBf16(int64_t{T} * n * D, 1.0f), {T, n, D});
+    auto fn =
+        Make(Kind::kF32, RandomBf16(int64_t{n} * n * D, 0.08f * std::sqrt(64.0f / D)), {n, n * D});
+    auto base = Make(Kind::kF32, RandomBf16(n, 0.5f), {n});
+    auto scale = Make(Kind::kF32, RandomBf16(1, 0.3f, 1.0f), {1});
+    auto y = MakeOut(Kind::kAct, {T, D});
+    REQUIRE(Cpu().HcHead(X->cpu, fn->cpu, base->cpu, scale->cpu, 1e-6f, 1e-6f, y->cpu).ok());
+    REQUIRE(Gpu().HcHead(X->gpu, fn->gpu, base->gpu, scale->gpu, 1e-6f, 1e-6f, y->gpu).ok());
+    CompareOut("HcHead", shape, *y);
+  }
+}
+
+}  // namespace
+}  // namespace moegraph::cuda_test

@@ -1,0 +1,88 @@
+// [cuda] MoE ops vs the CPU backend: routing (sqrt-softplus top-k with bias,
+// hash routing through tid2eid) and the routed experts (grouping, clamped
+// SwiGLU, weighted sum), at tiny and V4-Flash widths.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <numeric>
+
+#include "tests/cuda/backend_pair.h"
+
+namespace moegraph::cuda_test {
+namespace {
+
+TEST_CASE("Route", "[cuda]") {
+  ReseedRng("Route");
+  for (auto [T, E, k] : {std::tuple{7, 8, 2}, std::tuple{64, 32, 6}, std::tuple{300, 256, 6}}) {
+    const std::string shape =
+        std::to_string(T) + "x" + std::to_string(E) + " top" + std::to_string(k);
+    auto logits = Make(Kind::kF32, RandomBf16(int64_t{T} * E, 3.0f), {T, E});
+    auto bias = Make(Kind::kF32, RandomBf16(E, 0.1f), {E});
+    const int V = 100;
+    std::vector<int32_t> tid2eid(int64_t{V} * k), ids(T);
+    for (int v = 0; v < V; ++v) {
+      std::vector<int32_t> perm(E);
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), Rng());
+      std::copy(perm.begin(), perm.begin() + k, tid2eid.begin() + int64_t{v} * k);
+    }
+    for (int& id : ids) id = static_cast<int>(Rng()() % V);
+    auto tid = MakeI32(tid2eid, {V, k});
+    auto tok = MakeI32(ids, {T});
+    for (bool hash : {false, true}) {
+      auto idx = MakeOut(Kind::kI32, {T, k});
+      auto w = MakeOut(Kind::kF32, {T, k});
+      REQUIRE(Cpu()
+                  .Route(logits->cpu, hash ? Tensor() : bias->cpu, hash ? tid->cpu : Tensor(),
+                         tok->cpu, 1.5f, idx->cpu, w->cpu)
+                  .ok());
+      REQUIRE(Gpu()
+                  .Route(logits->gpu, hash ? Tensor() : bias->gpu, hash ? tid->gpu : Tensor(),
+                         tok->gpu, 1.5f, idx->gpu, w->gpu)
+                  .ok());
+      CompareOut("Route", shape + (hash ? " hash idx" : " topk idx"), *idx, 0.0);
+      CompareOut("Route", shape + (hash ? " hash w" : " topk w"), *w, 1e-5);
+    }
+  }
+}
+
+TEST_CASE("MoeExperts", "[cuda]") {
+  ReseedRng("MoeExperts");
+  struct Case {
+    int T, E, k, D, F;
+    float limit;
+  };
+  for (Case c : {Case{7, 8, 2, 64, 32, 1.0f}, Case{1, 16, 6, 4096, 2048, 10.0f},
+                 Case{8, 16, 6, 4096, 2048, 10.0f}, Case{64, 16, 6, 4096, 2048, 10.0f},
+                 Case{200, 16, 6, 4096, 2048, 10.0f}}) {
+    const std::string shape = "T" + std::to_string(c.T) + " E" + std::to_string(c.E) + " k" +
+                              std::to_string(c.k) + " D" + std::to_string(c.D) + " F" +
+                              std::to_string(c.F);
+    const float wstd = 1.0f / std::sqrt(float(c.D));
+    auto w1 =
+        Make(Kind::kMatrix, RandomBf16(int64_t{c.E} * c.F * c.D, 2.0f * wstd), {c.E, c.F, c.D});
+    auto w3 =
+        Make(Kind::kMatrix, RandomBf16(int64_t{c.E} * c.F * c.D, 2.0f * wstd), {c.E, c.F, c.D});
+    auto w2 =
+        Make(Kind::kMatrix, RandomBf16(int64_t{c.E} * c.D * c.F, 1.0f / std::sqrt(float(c.F))),
+             {c.E, c.D, c.F});
+    auto x = Make(Kind::kAct, RandomBf16(int64_t{c.T} * c.D, 1.0f), {c.T, c.D});
+    std::vector<int32_t> idx(int64_t{c.T} * c.k);
+    for (int t = 0; t < c.T; ++t) {
+      std::vector<int32_t> perm(c.E);
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), Rng());
+      std::copy(perm.begin(), perm.begin() + c.k, idx.begin() + int64_t{t} * c.k);
+    }
+    auto im = MakeI32(idx, {c.T, c.k});
+    auto wm = Make(Kind::kF32, RandomUniformBf16(int64_t{c.T} * c.k, 0.1f, 1.0f), {c.T, c.k});
+    auto out = MakeOut(Kind::kAct, {c.T, c.D});
+    const ExpertWeights ec{w1->cpu, w2->cpu, w3->cpu}, eg{w1->gpu, w2->gpu, w3->gpu};
+    REQUIRE(Cpu().MoeExperts(x->cpu, im->cpu, wm->cpu, ec, c.limit, out->cpu).ok());
+    REQUIRE(Gpu().MoeExperts(x->gpu, im->gpu, wm->gpu, eg, c.limit, out->gpu).ok());
+    CompareOut("MoeExperts", shape, *out);
+  }
+}
+
+}  // namespace
+}  // namespace moegraph::cuda_test

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The GPU machine's entry point, run from the repository root of the carried
+# tree with the staged folder (tests/gpu/stage.sh) at $STAGE (default .gpu):
+#   tests    every [cuda] op test (CudaBackend vs CpuBackend)
+#   opbench  per-op decode timings at V4-Flash widths ([bench] tests)
+#   golden   moegraph check-golden --device cuda on dsv4-tiny, then on the
+#            realistic flash-shaped fixture made here (torch + transformers)
+#   bench    moegraph bench-decode on that fixture at batch 1, 8, 64
+# Usage: run.sh [step...] (default: all). Full logs go to $OUT; a short
+# table is printed last.
+set -u
+STAGE=${STAGE:-.gpu}
+OUT=${OUT:-/tmp/moegraph-gpu-out}
+FLASH=${FLASH:-/tmp/flash4}
+mkdir -p "$OUT"
+LIBS=/tmp/moegraph-libs
+mkdir -p "$LIBS"
+cp "$STAGE"/lib/* "$LIBS"/ && gunzip -f "$LIBS"/*.gz 2>/dev/null
+export LD_LIBRARY_PATH="$LIBS:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+steps=${*:-tests opbench golden bench}
+declare -a table
+note() { table+=("$1"); }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
+  --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+note "gpu: $(cat "$OUT/gpu.txt")"
+
+make_flash() {
+  [ -f "$FLASH/golden.safetensors" ] && return 0
+  local t0=$SECONDS
+  PYTHONUNBUFFERED=1 python3 "$STAGE/make_dsv4_fixture.py" --out "$FLASH" \
+    --config "$STAGE/flash-shaped-4layer.overrides.json" --prompt-a 2100 --prompt-b 300 \
+    --decode 8 --chunk 1000 --device cuda --no-hidden > "$OUT/fixture.log" 2>&1
+  local rc=$?
+  note "fixture flash4: rc=$rc in $((SECONDS - t0)) s"
+  return $rc
+}
+
+for step in $steps; do
+  t0=$SECONDS
+  case $step in
+    tests)
+      "$STAGE/moegraph_cuda_tests" --durations yes > "$OUT/cuda_tests.log" 2>&1
+      rc=$?
+      note "[cuda] tests: rc=$rc in $((SECONDS - t0)) s; $(grep -E '^(All tests passed|test cases:)' "$OUT/cuda_tests.log" | tail -1)"
+      ;;
+    opbench)
+      "$STAGE/moegraph_cuda_tests" "[bench]" > "$OUT/opbench.log" 2>&1
+      note "opbench: rc=$? in $((SECONDS - t0)) s"
+      ;;
+    golden)
+      if [ ! -x "$STAGE/moegraph" ]; then note "golden: no moegraph binary staged"; continue; fi
+      "$STAGE/moegraph" check-golden "$STAGE/fixtures/dsv4-tiny" --device cuda \
+        > "$OUT/golden_tiny.log" 2>&1
+      note "golden dsv4-tiny: rc=$? in $((SECONDS - t0)) s"
+      if make_flash; then
+        t0=$SECONDS
+        "$STAGE/moegraph" check-golden "$FLASH" --device cuda > "$OUT/golden_flash4.log" 2>&1
+        note "golden flash4: rc=$? in $((SECONDS - t0)) s"
+      fi
+      ;;
+    bench)
+      if [ ! -x "$STAGE/moegraph" ]; then note "bench: no moegraph binary staged"; continue; fi
+      make_flash || continue
+      t0=$SECONDS
+      "$STAGE/moegraph" bench-decode "$FLASH" --device cuda --batches 1,8,64 \
+        > "$OUT/bench.log" 2>&1
+      note "bench: rc=$? in $((SECONDS - t0)) s"
+      ;;
+    *) note "unknown step $step" ;;
+  esac
+done
+
+echo "==== logs in $OUT"
+for f in "$OUT"/golden_*.log; do
+  [ -f "$f" ] && { echo "---- $(basename "$f")"; tail -n 12 "$f"; }
+done
+[ -f "$OUT/bench.log" ] && { echo "---- bench"; grep -E '^(BENCH|\|)' "$OUT/bench.log" | head -60; }
+table_of() { cut -d'|' -f2- | awk -F'|' '{ printf "%-34s", $1; for (i = 2; i <= NF; ++i) printf " | %-16s", $i; printf "\n" }'; }
+[ -f "$OUT/opbench.log" ] && { echo "---- opbench"; grep '^OP-BENCH' "$OUT/opbench.log" | table_of; }
+if [ -f "$OUT/cuda_tests.log" ]; then
+  echo "---- [cuda] op tests (failures first)"
+  grep '^CUDA-OP' "$OUT/cuda_tests.log" | grep FAIL | table_of
+  grep '^CUDA-OP' "$OUT/cuda_tests.log" | grep -c PASS | sed 's/^/passed comparisons: /'
+  grep -E 'FAILED|REQUIRE|CHECK\(|with expansion|error' "$OUT/cuda_tests.log" | head -20
+fi
+echo "==== summary"
+printf '%s\n' "${table[@]}"

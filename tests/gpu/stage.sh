@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Stages what tests/gpu/run.sh needs on the GPU machine into DEST (default
+# ../main/.gpu, the git-ignored folder the device tool carries): stripped
+# executables, their non-system shared libraries (the machine has libc,
+# libstdc++, CUDA and NCCL but no abseil/gRPC/protobuf/yaml-cpp), this
+# folder's scripts, the fixture tool and its flash-shaped config, and the
+# dsv4-tiny fixture. Run from the repository root after `make build`.
+set -euo pipefail
+BUILD=${BUILD:-build}
+DEST=${1:-../main/.gpu}
+SHARED=${SHARED:-/work/shared}
+rm -rf "$DEST"
+mkdir -p "$DEST/lib" "$DEST/fixtures"
+exes=()
+for exe in "$BUILD/tests/moegraph_cuda_tests" "$BUILD/moegraph"; do
+  if [ -x "$exe" ]; then
+    strip -o "$DEST/$(basename "$exe")" "$exe"
+    exes+=("$exe")
+  fi
+done
+ldd "${exes[@]}" | awk '/=> \//{print $3}' | sort -u |
+  grep -vE '/(libc|libm|libstdc\+\+|libgcc_s|ld-linux[^/]*|libdl|libpthread|librt|libcuda|libcudart|libcublas|libcublasLt|libnccl)\.so' |
+  while read -r lib; do cp -L "$lib" "$DEST/lib/"; done
+# Large libraries (ICU data) travel compressed; run.sh unpacks them.
+find "$DEST/lib" -type f -size +4M -exec gzip -9 {} \;
+cp tests/gpu/run.sh "$DEST/"
+cp "$SHARED/tools/make_dsv4_fixture.py" "$SHARED/fixtures/configs/flash-shaped-4layer.overrides.json" "$DEST/"
+cp -r tests/fixtures/dsv4-tiny "$DEST/fixtures/"
+du -sh "$DEST"
