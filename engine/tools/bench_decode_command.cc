@@ -16,6 +16,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "engine/backend/op_timer.h"
 #include "engine/common/cli_registry.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/dsv4_engine.h"
@@ -175,11 +176,9 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
         ASSIGN_OR_RETURN(span, timer->SinceMark());
       }
       if (timer && by_kind) {
-#if MOEGRAPH_HAVE_CUDA
         ASSIGN_OR_RETURN(auto ms, timer->Collect());
         RETURN_IF_ERROR(timer->Enable(false));
         for (int k = 0; k < kKinds; ++k) kind_ms[k].push_back(ms[k]);
-#endif
       }
       if (timed && !by_kind) {
         step_ms.push_back(span);
