@@ -6,6 +6,7 @@
 #   golden   moegraph check-golden --device cuda on dsv4-tiny, then on the
 #            realistic flash-shaped fixture made here (torch + transformers)
 #   bench    moegraph bench-decode on that fixture at batch 1, 8, 64
+#   tokbench tokenizer encode MB/s vs the `tokenizers` library, same file
 # Usage: run.sh [step...] (default: all). Full logs go to $OUT; a short
 # table is printed last.
 set -u
@@ -17,7 +18,7 @@ LIBS=/tmp/moegraph-libs
 mkdir -p "$LIBS"
 cp "$STAGE"/lib/* "$LIBS"/ && gunzip -f "$LIBS"/*.gz 2>/dev/null
 export LD_LIBRARY_PATH="$LIBS:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-steps=${*:-tests opbench golden bench}
+steps=${*:-tests opbench golden bench tokbench}
 declare -a table
 note() { table+=("$1"); }
 
@@ -66,6 +67,20 @@ for step in $steps; do
       "$STAGE/moegraph" bench-decode "$FLASH" --device cuda --batches 1,8,64 \
         > "$OUT/bench.log" 2>&1
       note "bench: rc=$? in $((SECONDS - t0)) s"
+      ;;
+    tokbench)
+      # Same machine, same file: our tokenizer (cold cache per run) vs the
+      # `tokenizers` library in one encode call, ~7.5 MB of Python source.
+      text=/tmp/moegraph-tokbench.txt
+      python3 -c "import glob,sysconfig,os;fs=sorted(glob.glob(os.path.join(sysconfig.get_paths()['stdlib'],'**','*.py'),recursive=True));out=open('$text','w');n=0
+for f in fs:
+  t=open(f,encoding='utf-8',errors='replace').read();out.write(t);n+=len(t)
+  if n>7.5e6: break"
+      "$STAGE/moegraph" tokenize --tokenizer "$STAGE/fixtures/bpe32k" --bench "$text" --cold \
+        --runs 5 > "$OUT/tokbench.log" 2>&1
+      python3 "$STAGE/tokenizers_bench.py" "$STAGE/fixtures/bpe32k/tokenizer.json" "$text" 3 \
+        >> "$OUT/tokbench.log" 2>&1
+      note "tokbench: $(tr '\n' ' ' < "$OUT/tokbench.log")"
       ;;
     *) note "unknown step $step" ;;
   esac

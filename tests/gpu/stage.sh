@@ -25,5 +25,6 @@ ldd "${exes[@]}" | awk '/=> \//{print $3}' | sort -u |
 find "$DEST/lib" -type f -size +4M -exec gzip -9 {} \;
 cp tests/gpu/run.sh "$DEST/"
 cp "$SHARED/tools/make_dsv4_fixture.py" "$SHARED/fixtures/configs/flash-shaped-4layer.overrides.json" "$DEST/"
-cp -r tests/fixtures/dsv4-tiny "$DEST/fixtures/"
+cp -r tests/fixtures/dsv4-tiny tests/fixtures/bpe32k "$DEST/fixtures/"
+cp tests/gpu/tokenizers_bench.py "$DEST/"
 du -sh "$DEST"
