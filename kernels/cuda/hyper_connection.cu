@@ -111,6 +111,19 @@ __device__ void ReduceMix(const float* partial, int chunks, int tokens, int t, i
   __syncthreads();
 }
 
+// out[c] = sum_i pre[i] * X[i][c]: the weighted collapse of one token's kN
+// streams (X [kN, dim]), shared by the mHC sites and the head.
+template <int kN>
+__device__ void CollapseStreams(const float* pre, const __nv_bfloat16* X, int dim,
+                                __nv_bfloat16* out) {
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kN; ++i) s += pre[i] * __bfloat162float(X[int64_t{i} * dim + c]);
+    out[c] = __float2bfloat16(s);
+  }
+}
+
 template <int kN>
 __global__ void HcPreFinishKernel(HcPreParams p, const float* partial, int chunks) {
   constexpr int kRows = (2 + kN) * kN;
@@ -211,13 +224,7 @@ __global__ void HcPreFinishKernel(HcPreParams p, const float* partial, int chunk
     }
   }
   __syncthreads();
-  const __nv_bfloat16* X = p.X + int64_t{t} * kN * p.dim;
-  for (int c = threadIdx.x; c < p.dim; c += blockDim.x) {
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kN; ++i) s += pre[i] * __bfloat162float(X[int64_t{i} * p.dim + c]);
-    p.x_in[int64_t{t} * p.dim + c] = __float2bfloat16(s);
-  }
+  CollapseStreams<kN>(pre, p.X + int64_t{t} * kN * p.dim, p.dim, p.x_in + int64_t{t} * p.dim);
 }
 
 template <int kN>
@@ -231,13 +238,7 @@ __global__ void HcHeadFinishKernel(HcHeadParams p, const float* partial, int chu
     pre[i] = Sigmoid(mix[i] * p.scale[0] + p.base[i]) + p.hc_eps;
   }
   __syncthreads();
-  const __nv_bfloat16* X = p.X + int64_t{t} * kN * p.dim;
-  for (int c = threadIdx.x; c < p.dim; c += blockDim.x) {
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kN; ++i) s += pre[i] * __bfloat162float(X[int64_t{i} * p.dim + c]);
-    p.y[int64_t{t} * p.dim + c] = __float2bfloat16(s);
-  }
+  CollapseStreams<kN>(pre, p.X + int64_t{t} * kN * p.dim, p.dim, p.y + int64_t{t} * p.dim);
 }
 
 template <int kN>
