@@ -3,6 +3,7 @@
 // loads), serves until SIGTERM or SIGINT, then drains: readiness goes
 // NOT_SERVING, new calls get UNAVAILABLE, running requests get the grace
 // period, the rest end with finish reason abort, and the process exits 0.
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -40,6 +41,7 @@ constexpr const char* kUsage =
     "  --config FILE        YAML configuration (config/moegraphd.yaml)\n"
     "  --fake-engine        serve a deterministic stand-in model (testing; no weights)\n"
     "  --fake-step-ms N     with --fake-engine: pretend each step takes N ms\n"
+    "  --fake-load-ms N     with --fake-engine: pretend loading takes N ms\n"
     "  --help               this text\n"
     "\n";
 
@@ -47,6 +49,7 @@ struct DaemonFlags {
   std::string config_path;
   bool fake_engine = false;
   double fake_step_ms = 0;
+  double fake_load_ms = 0;
   std::vector<std::string> config_flags;  // for ApplyServerFlags
   bool help = false;
 };
@@ -79,17 +82,23 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, char** argv) {
     absl::StatusOr<bool> got = value_of("--config", &flags.config_path);
     if (!got.ok()) return got.status();
     if (*got) continue;
-    got = value_of("--fake-step-ms", &value);
-    if (!got.ok()) return got.status();
-    if (*got) {
+    // "--NAME N" or "--NAME=N" with N a number >= 0.
+    auto millis_of = [&](const std::string& name, double* out) -> absl::StatusOr<bool> {
+      absl::StatusOr<bool> found = value_of(name, &value);
+      if (!found.ok() || !*found) return found;
       char* end = nullptr;
-      flags.fake_step_ms = std::strtod(value.c_str(), &end);
-      if (end == value.c_str() || *end != '\0' || flags.fake_step_ms < 0) {
-        return absl::InvalidArgumentError("--fake-step-ms: must be a number >= 0, got '" + value +
-                                          "'");
+      *out = std::strtod(value.c_str(), &end);
+      if (end == value.c_str() || *end != '\0' || *out < 0) {
+        return absl::InvalidArgumentError(name + ": must be a number >= 0, got '" + value + "'");
       }
-      continue;
-    }
+      return true;
+    };
+    got = millis_of("--fake-step-ms", &flags.fake_step_ms);
+    if (!got.ok()) return got.status();
+    if (*got) continue;
+    got = millis_of("--fake-load-ms", &flags.fake_load_ms);
+    if (!got.ok()) return got.status();
+    if (*got) continue;
     flags.config_flags.push_back(arg);
   }
   return flags;
@@ -145,6 +154,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
 
   std::unique_ptr<Engine> engine;
   if (flags.fake_engine) {
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(flags.fake_load_ms));
     FakeEngineOptions fake;
     fake.num_slots = config.slots;
     fake.max_step_tokens = config.max_step_tokens;
