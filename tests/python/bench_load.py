@@ -193,7 +193,7 @@ def main():
         sys.stdout.flush()
     if any("server_itl_p50_ms" in r for r in results):
         print("\nfrom /metrics over the measured phase (ITL quantiles interpolated within the "
-              "histogram's buckets, the first of which ends at 0.5 ms):")
+              "histogram's buckets, the first of which ends at 0.1 ms):")
         print("%7s %16s %16s %15s %15s" % ("streams", "server ITL p50 ms", "server ITL p99 ms",
                                            "engine us/tok", "server us/tok"))
         for r in results:
