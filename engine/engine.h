@@ -49,8 +49,8 @@ struct SeqChunk {
 };
 
 struct StepPlan {
-  // Host memory owned by the caller (from Engine::AllocateHostTokens, which
-  // is pinned on CUDA); read during Step only.
+  // Host memory owned by the caller (from Engine::AllocateHostTokens); read
+  // during Step only.
   const int32_t* token_ids = nullptr;
   int num_tokens = 0;
   std::vector<SeqChunk> seqs;
@@ -77,8 +77,10 @@ class Engine {
   // order. Not thread-safe: one caller (the scheduler thread).
   virtual absl::Status Step(const StepPlan& plan, std::vector<float>* logits) = 0;
 
-  // Host memory for step inputs (pinned on CUDA, plain on CPU), owned by the
-  // caller through the returned pointer's deleter.
+  // Host memory for step inputs, owned by the caller through the returned
+  // pointer's deleter. Plain host memory today on every backend; the graph
+  // replay work makes it pinned on CUDA (the scheduler already routes its
+  // step buffers through here so that needs no server change).
   virtual std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) = 0;
 };
 
