@@ -397,6 +397,9 @@ void Scheduler::Finish(Sequence* seq, FinishReason reason, FinishEvent event) {
       1e3 * event.ttft_seconds, 1e3 * event.total_seconds,
       event.error_message.empty() ? "" : ", error: ", event.error_message);
   if (observer_ != nullptr) observer_->OnFinished(event);
+  // Gauges first: a client that scrapes right after its final message must
+  // not see its slot still in use.
+  ReportQueue();
   r.sink->OnFinish(std::move(event));
 }
 
@@ -419,6 +422,7 @@ void Scheduler::FinishUnscheduled(std::unique_ptr<GenerationRequest> request, Fi
       FinishReasonName(reason), event.prompt_tokens, 1e3 * event.total_seconds,
       error.empty() ? "" : ", error: ", error);
   if (observer_ != nullptr) observer_->OnFinished(event);
+  ReportQueue();
   request->sink->OnFinish(std::move(event));
 }
 
