@@ -123,15 +123,7 @@ int RunGenerate(int argc, char** argv) {
        "--stop-token-id", "--seed", "--ids", "--request-id", "--timeout", "--server"},
       {"--help", "--bos", "--no-bos", "--ignore-eos", "--include-stop", "--show-special",
        "--show-ids"});
-  if (!args.ok()) {
-    std::fprintf(stderr, "moegraph generate: %s\n\n%s",
-                 std::string(args.status().message()).c_str(), kUsage);
-    return 2;
-  }
-  if (args->has("--help")) {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
+  if (std::optional<int> exit = HandleUsage(args, "generate", kUsage, true)) return *exit;
   if (args->positionals.empty() && !args->has("--ids")) {
     std::fputs(kUsage, stderr);
     return 2;

@@ -2,6 +2,7 @@
 // ("") and readiness (moegraph.v1.Generation).
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,16 +25,7 @@ constexpr const char* kUsage =
 int RunHealth(int argc, char** argv) {
   absl::StatusOr<CliArgs> args =
       ParseCliArgs(argc, argv, {"--service", "--timeout", "--server"}, {"--help"});
-  if (!args.ok() || !args->positionals.empty()) {
-    std::fprintf(stderr, "moegraph health: %s\n\n%s",
-                 args.ok() ? "unexpected argument" : std::string(args.status().message()).c_str(),
-                 kUsage);
-    return 2;
-  }
-  if (args->has("--help")) {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
+  if (std::optional<int> exit = HandleUsage(args, "health", kUsage, false)) return *exit;
   double timeout = 5;
   if (args->has("--timeout")) {
     absl::StatusOr<double> t = ParseDoubleFlag("--timeout", args->get("--timeout"));

@@ -1,6 +1,7 @@
 // `moegraph info`: prints the model moegraphd serves (GetModelInfo).
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_join.h"
@@ -21,16 +22,7 @@ constexpr const char* kUsage =
 
 int RunInfo(int argc, char** argv) {
   absl::StatusOr<CliArgs> args = ParseCliArgs(argc, argv, {"--timeout", "--server"}, {"--help"});
-  if (!args.ok() || !args->positionals.empty()) {
-    std::fprintf(stderr, "moegraph info: %s\n\n%s",
-                 args.ok() ? "unexpected argument" : std::string(args.status().message()).c_str(),
-                 kUsage);
-    return 2;
-  }
-  if (args->has("--help")) {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
+  if (std::optional<int> exit = HandleUsage(args, "info", kUsage, false)) return *exit;
   absl::StatusOr<double> timeout = ParseDoubleFlag("--timeout", args->get("--timeout", "5"));
   if (!timeout.ok()) {
     std::fprintf(stderr, "moegraph info: %s\n", std::string(timeout.status().message()).c_str());

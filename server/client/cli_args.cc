@@ -1,5 +1,6 @@
 #include "server/client/cli_args.h"
 
+#include <cstdio>
 #include <cstdlib>
 
 namespace moegraph {
@@ -77,6 +78,21 @@ absl::StatusOr<long long> ParseIntFlag(const std::string& name, const std::strin
     return absl::InvalidArgumentError(name + ": not an integer: '" + value + "'");
   }
   return v;
+}
+
+std::optional<int> HandleUsage(const absl::StatusOr<CliArgs>& args, const char* command,
+                               const char* usage, bool allow_positionals) {
+  if (!args.ok() || (!allow_positionals && !args->positionals.empty())) {
+    std::fprintf(stderr, "moegraph %s: %s\n\n%s", command,
+                 args.ok() ? "unexpected argument" : std::string(args.status().message()).c_str(),
+                 usage);
+    return 2;
+  }
+  if (args->has("--help")) {
+    std::fputs(usage, stdout);
+    return 0;
+  }
+  return std::nullopt;
 }
 
 }  // namespace moegraph

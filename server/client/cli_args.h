@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -33,6 +34,13 @@ absl::StatusOr<CliArgs> ParseCliArgs(int argc, char** argv,
                                      const std::set<std::string>& switch_flags);
 
 std::string ServerAddress(const CliArgs& args);
+
+// The common start of every client subcommand: on a parse error (or a
+// positional argument where `allow_positionals` is false) prints the error and
+// `usage` to stderr and returns 2; on --help prints `usage` to stdout and
+// returns 0; otherwise returns nullopt and the command goes on.
+std::optional<int> HandleUsage(const absl::StatusOr<CliArgs>& args, const char* command,
+                               const char* usage, bool allow_positionals);
 
 // Numbers with the flag's name in the error.
 absl::StatusOr<double> ParseDoubleFlag(const std::string& name, const std::string& value);
