@@ -5,11 +5,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/sampling/sampler.h"
 
 namespace moegraph {
 
@@ -23,7 +25,16 @@ struct EngineOptions {
   // 0 = num_slots * context_limit capped at 262144 (a 1M-token model limit
   // would otherwise reserve gigabytes per slot up front).
   int64_t state_pool_tokens = 0;
+  // Decode steps: "off" runs every step's ops eagerly; "full" replays one
+  // CUDA graph per batch bucket (all layers, head and sampling), captured at
+  // load; "auto" is "full" where the backend has graphs, else "off".
+  std::string graphs = "auto";
+  // Sample on the device where the request's parameters allow (CUDA).
+  bool device_sampling = true;
 };
+
+// The accepted values of EngineOptions::graphs, for config validation.
+inline constexpr const char* kGraphModes[] = {"auto", "off", "full"};
 
 struct ModelInfo {
   std::string name;        // the model directory's base name
@@ -41,11 +52,34 @@ struct ModelInfo {
 // One sequence's share of a step: `len` consecutive tokens starting at
 // `token_offset` in StepPlan::token_ids, at positions start_pos, start_pos+1, ...
 struct SeqChunk {
+  SeqChunk() = default;
+  SeqChunk(int slot_, int start_pos_, int token_offset_, int len_, bool want_logits_)
+      : slot(slot_),
+        start_pos(start_pos_),
+        token_offset(token_offset_),
+        len(len_),
+        want_logits(want_logits_) {}
+
   int slot = 0;
   int start_pos = 0;
   int token_offset = 0;
   int len = 0;
   bool want_logits = false;  // return the logits of this chunk's last token
+  // For StepAndSample (want_logits chunks): the request's parameters, the
+  // index of the sampled token within its request (the RNG counter), and ids
+  // it may not pick. Null sampling: the host samples this step.
+  const sampling::SamplingParams* sampling = nullptr;
+  uint64_t sample_index = 0;
+  std::span<const int32_t> banned;
+};
+
+// What StepAndSample returns: either the sampled ids (the engine sampled on
+// the device) or the logits rows for the host sampler, one per chunk with
+// want_logits, in plan order.
+struct StepResult {
+  bool sampled = false;
+  std::vector<int32_t> ids;   // when sampled
+  std::vector<float> logits;  // otherwise: rows of vocab_size floats
 };
 
 struct StepPlan {
@@ -77,10 +111,24 @@ class Engine {
   // order. Not thread-safe: one caller (the scheduler thread).
   virtual absl::Status Step(const StepPlan& plan, std::vector<float>* logits) = 0;
 
-  // Host memory for step inputs, owned by the caller through the returned
-  // pointer's deleter. Plain host memory today on every backend; the graph
-  // replay work makes it pinned on CUDA (the scheduler already routes its
-  // step buffers through here so that needs no server change).
+  // Step, then sample on the device where the engine can (every sampled
+  // chunk carries parameters the device sampler serves); otherwise the
+  // logits come back as from Step. Default: Step.
+  virtual absl::Status StepAndSample(const StepPlan& plan, StepResult* result) {
+    result->sampled = false;
+    result->ids.clear();
+    result->logits.clear();
+    return Step(plan, &result->logits);
+  }
+
+  // What the last step ran as, for metrics: "eager" or "full" (a decode graph
+  // replay), and its bucket (the padded batch or token count; 0 unpadded).
+  virtual const char* last_step_mode() const { return "eager"; }
+  virtual int last_step_bucket() const { return 0; }
+
+  // Host memory for the caller's step inputs, owned through the returned
+  // pointer's deleter. The engine copies the plan into its own pinned staging
+  // block (docs/decode-step.md), so this is plain host memory.
   virtual std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) = 0;
 };
 

@@ -12,6 +12,7 @@
 // operand; launch failures come back as Internal naming the op.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -39,6 +40,30 @@ struct StepMeta {
   const int* host_seq_begin = nullptr;
   const int* host_seq_slot = nullptr;
   const int* host_seq_start_pos = nullptr;
+  // Host-known upper bound of token_pos: the step's own largest position when
+  // eager, the state's capacity (context_limit - 1) when the launch is
+  // captured into a graph replayed at any position. Ops whose grids or
+  // workspaces depend on lengths size them from it and read the real lengths
+  // on the device.
+  int max_position = 0;
+};
+
+// Host memory the device reads or writes asynchronously (pinned on CUDA),
+// freed by its deleter.
+using HostMemory = std::unique_ptr<void, void (*)(void*)>;
+
+// What a backend has done, for tests that prove a step allocates, copies and
+// synchronizes only what it should. Monotonic counts since creation.
+struct BackendCounters {
+  uint64_t allocations = 0;     // device allocations (weights, state, workspaces)
+  uint64_t frees = 0;           // device frees
+  uint64_t synchronizations = 0;  // host waits on the whole stream
+  uint64_t uploads = 0;         // host -> device copies
+  uint64_t downloads = 0;       // device -> host copies (blocking or not)
+  uint64_t graph_launches = 0;
+  uint64_t fence_records = 0;
+  uint64_t fence_waits = 0;     // host waits on one fence
+  uint64_t ops = 0;             // ops enqueued eagerly (not by a graph replay)
 };
 
 // Compressed entries of one kind (CSA main, HCA main, or CSA indexer) live in
@@ -110,6 +135,32 @@ class Backend {
   virtual absl::Status Fill(Tensor t, float value) = 0;  // any float dtype or i32
   virtual absl::Status Synchronize() = 0;
 
+  // ---- step plumbing: staging, fences, graphs ---------------------------------
+  // Host memory for asynchronous copies (pinned on CUDA, plain on the CPU).
+  virtual absl::StatusOr<HostMemory> AllocateHost(size_t bytes);
+  // Device -> host, ordered with the ops, without waiting (dst pinned; read it
+  // after WaitFence on a fence recorded later).
+  virtual absl::Status DownloadAsync(void* dst, const void* src, size_t bytes) {
+    return Download(dst, src, bytes);
+  }
+  // Fences 0..kNumFences-1: RecordFence marks the point in the op order;
+  // WaitFence blocks the host until the device has passed it (no-op when it
+  // has, or on the CPU). A fence never recorded counts as passed.
+  static constexpr int kNumFences = 8;
+  virtual absl::Status RecordFence(int /*fence*/) { return absl::OkStatus(); }
+  virtual absl::Status WaitFence(int /*fence*/) { return absl::OkStatus(); }
+  // Graphs: the ops enqueued between BeginGraphCapture and EndGraphCapture
+  // are recorded (not run) into a graph that LaunchGraph replays with the same
+  // pointers and launch shapes. Backends without graphs return UNIMPLEMENTED.
+  virtual bool supports_graphs() const { return false; }
+  virtual absl::Status BeginGraphCapture();
+  virtual absl::StatusOr<int> EndGraphCapture();
+  virtual absl::Status LaunchGraph(int graph);
+  // From now on workspaces may not move (graphs hold their pointers): an op
+  // needing more than was reserved fails with FAILED_PRECONDITION.
+  virtual void FreezeWorkspaces() {}
+  virtual BackendCounters counters() const { return {}; }
+
   // Uploads a checkpoint tensor (host memory, any of F32/BF16/F16/I32/I64) as
   // the backend stores it: matrices for Linear keep bf16 (CUDA converts f32
   // and f16 to bf16; CPU keeps bf16 and f32, f16 -> f32), other float tensors
@@ -156,6 +207,16 @@ class Backend {
 
   // out = x converted to out.dtype (act <-> f32), same shape.
   virtual absl::Status Convert(const Tensor& x, Tensor out) = 0;
+
+  // dst[pairs[2i]] = pairs[2i+1] for i < min(count[0], pairs.numel() / 2).
+  // dst, pairs, count i32 (device); the count is read on the device, so a
+  // captured launch applies however many pairs the step staged.
+  virtual absl::Status ScatterPairs(Tensor dst, const Tensor& pairs, const Tensor& count) = 0;
+
+  // Samples one id per row: logits f32 [R, V]; params the rows'
+  // cuda::SampleRowParams (48 bytes each) as i32 [R, 12]; ids i32 [R].
+  // UNIMPLEMENTED where the backend has no sampler (the host samples).
+  virtual absl::Status Sample(const Tensor& logits, const Tensor& params, Tensor ids);
 
   // ---- hyper-connections (dsv4.md "mHC") --------------------------------------
   // X act [T, n, D]; fn f32 [(2+n)n, nD]; base f32 [(2+n)n]; scale f32 [3].

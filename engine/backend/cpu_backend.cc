@@ -390,6 +390,19 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status ScatterPairs(Tensor dst, const Tensor& pairs, const Tensor& count) override {
+    RETURN_IF_ERROR(Expect("ScatterPairs", "dst", dst, {DType::kI32}, {kAny}));
+    RETURN_IF_ERROR(Expect("ScatterPairs", "pairs", pairs, {DType::kI32}, {kAny}));
+    RETURN_IF_ERROR(Expect("ScatterPairs", "count", count, {DType::kI32}, {1}));
+    const int64_t n = std::min<int64_t>(count.as<int32_t>()[0], pairs.numel() / 2);
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t at = pairs.as<int32_t>()[2 * i];
+      if (at < 0 || at >= dst.numel()) return Fail("ScatterPairs", "pairs: index outside dst");
+      dst.as<int32_t>()[at] = pairs.as<int32_t>()[2 * i + 1];
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status HcPre(const Tensor& X, const Tensor& fn, const Tensor& base, const Tensor& scale,
                      int sinkhorn_iters, float hc_eps, float norm_eps, Tensor x_in, Tensor post,
                      Tensor comb) override {

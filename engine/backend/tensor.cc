@@ -1,8 +1,29 @@
 #include "engine/backend/tensor.h"
 
+#include <cstdlib>
+
 #include "engine/backend/backend.h"
 
 namespace moegraph {
+
+// ---- Backend defaults (backends without pinned memory, graphs or a sampler) --
+
+absl::StatusOr<HostMemory> Backend::AllocateHost(size_t bytes) {
+  void* p = std::malloc(bytes > 0 ? bytes : 1);
+  if (p == nullptr) return absl::ResourceExhaustedError("host allocation failed");
+  return HostMemory(p, [](void* q) { std::free(q); });
+}
+
+absl::Status Backend::BeginGraphCapture() {
+  return absl::UnimplementedError(name() + " has no graphs");
+}
+absl::StatusOr<int> Backend::EndGraphCapture() {
+  return absl::UnimplementedError(name() + " has no graphs");
+}
+absl::Status Backend::LaunchGraph(int) { return absl::UnimplementedError(name() + " has no graphs"); }
+absl::Status Backend::Sample(const Tensor&, const Tensor&, Tensor) {
+  return absl::UnimplementedError(name() + " has no device sampler");
+}
 
 const char* DTypeName(DType t) {
   switch (t) {

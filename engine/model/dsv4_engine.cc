@@ -1,9 +1,15 @@
 #include "engine/model/dsv4_engine.h"
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "engine/backend/backend_factory.h"
+#include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
 #include "engine/weights/safetensors.h"
 
@@ -30,15 +36,33 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
   ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> weights, WeightStore::Open(options.model_dir));
   std::unique_ptr<Dsv4Engine> e(new Dsv4Engine());
+  const auto* mode = std::find(std::begin(kGraphModes), std::end(kGraphModes), options.graphs);
+  if (mode == std::end(kGraphModes)) {
+    return absl::InvalidArgumentError(absl::StrCat("graphs: '", options.graphs,
+                                                   "' is not one of auto, off, full"));
+  }
   ASSIGN_OR_RETURN(e->backend_, CreateBackend(options.device));
-  ASSIGN_OR_RETURN(e->model_,
-                   Dsv4Model::Create(e->backend_.get(), *weights, config, options.max_step_tokens));
+  Backend& backend = *e->backend_;
+  // Backends with graphs tune or capture per shape: their steps are padded to
+  // buckets so that every shape is known at load.
+  e->bucketed_ = backend.supports_graphs();
+  if (options.graphs == "full" && !backend.supports_graphs()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "graphs: 'full' needs a backend with CUDA graphs; ", backend.name(), " has none (use off)"));
+  }
+  e->graph_mode_ = options.graphs == "auto" ? (e->bucketed_ ? "full" : "off") : options.graphs;
+  e->device_sampler_ = options.device_sampling && e->bucketed_;
+  const int max_rows = std::min(options.num_slots, options.max_step_tokens);
+  ASSIGN_OR_RETURN(e->model_, Dsv4Model::Create(&backend, *weights, config,
+                                                options.max_step_tokens, max_rows));
   SequenceStateOptions so;
   so.num_slots = options.num_slots;
   so.context_limit =
       options.context_limit > 0 ? options.context_limit : config.max_position_embeddings;
   so.pool_tokens = options.state_pool_tokens;
-  ASSIGN_OR_RETURN(e->state_, SequenceState::Create(e->backend_.get(), config, so));
+  so.scratch_tokens = e->bucketed_ ? options.max_step_tokens : 0;
+  ASSIGN_OR_RETURN(e->state_, SequenceState::Create(&backend, config, so));
+  if (e->bucketed_) RETURN_IF_ERROR(e->Prepare());
 
   ModelInfo& info = e->info_;
   info.name = std::filesystem::path(options.model_dir).lexically_normal().filename().string();
@@ -57,7 +81,7 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   info.num_layers = config.num_layers;
   info.hidden_size = config.hidden_size;
   info.device = e->backend_->name();
-  info.layout = "1 device, all layers, all experts";
+  info.layout = absl::StrCat("1 device, all layers, all experts; decode graphs ", e->graph_mode_);
   return e;
 }
 
@@ -67,8 +91,171 @@ absl::Status Dsv4Engine::AcquireSlot(int slot, int max_tokens) {
 
 void Dsv4Engine::ReleaseSlot(int slot) { state_->Release(slot); }
 
+namespace {
+
+// Batch and token buckets: 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, ... below
+// `max`, then `max` itself (a step runs in the smallest that holds it).
+std::vector<int> Buckets(int max) {
+  std::vector<int> b;
+  for (int v : {1, 2, 4}) {
+    if (v < max) b.push_back(v);
+  }
+  for (int base = 8; base < max; base *= 2) {
+    b.push_back(base);
+    if (base + base / 2 < max) b.push_back(base + base / 2);
+  }
+  b.push_back(max);
+  return b;
+}
+
+int BucketFor(const std::vector<int>& buckets, int n) {
+  auto it = std::lower_bound(buckets.begin(), buckets.end(), n);
+  return it == buckets.end() ? 0 : *it;
+}
+
+double MsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+absl::Status Dsv4Engine::Prepare() {
+  const int max_rows = model_->max_logit_rows();
+  token_buckets_ = Buckets(model_->max_step_tokens());
+  row_buckets_ = Buckets(max_rows);
+  decode_buckets_ = Buckets(std::min(state_->num_slots(), max_rows));
+  const int cap = state_->context_limit() - 1;
+  const auto t0 = std::chrono::steady_clock::now();
+  // Warm-up over scratch rows only: every GEMM shape a bucket uses is tuned
+  // here, and every workspace reaches the size its worst step needs (prefill
+  // chunks as if at the context limit), so serving never tunes or allocates.
+  StepPlan empty;
+  auto warm = [&](const StageOptions& so) -> absl::Status {
+    ASSIGN_OR_RETURN(const StepShape shape, model_->Stage(empty, so, state_.get()));
+    RETURN_IF_ERROR(model_->Upload());
+    return model_->Run(shape, state_.get());
+  };
+  const size_t prefill_warmups = std::max(token_buckets_.size(), row_buckets_.size());
+  for (size_t i = 0; i < prefill_warmups; ++i) {
+    StageOptions so;
+    so.pad_tokens = token_buckets_[std::min(i, token_buckets_.size() - 1)];
+    so.pad_rows = std::min(so.pad_tokens, row_buckets_[std::min(i, row_buckets_.size() - 1)]);
+    so.max_position = cap;
+    so.sample = device_sampler_;
+    RETURN_IF_ERROR(warm(so));
+  }
+  auto decode_options = [&](int bucket) {
+    StageOptions so;
+    so.pad_tokens = bucket;
+    so.decode_rows = true;
+    so.pad_rows = bucket;
+    so.max_position = cap;
+    so.sample = device_sampler_;
+    return so;
+  };
+  for (int b : decode_buckets_) RETURN_IF_ERROR(warm(decode_options(b)));
+  RETURN_IF_ERROR(backend_->Synchronize());
+  LOG_INFO << absl::StrFormat(
+      "%s: tuned %d prefill and %d decode buckets (up to %d tokens, %d sequences) in %.0f ms",
+      backend_->name(), prefill_warmups, decode_buckets_.size(), token_buckets_.back(),
+      decode_buckets_.back(), MsSince(t0));
+  // Graphs hold the workspaces' pointers from here on.
+  backend_->FreezeWorkspaces();
+  if (graph_mode_ != "full") return absl::OkStatus();
+  const auto t1 = std::chrono::steady_clock::now();
+  for (int b : decode_buckets_) {
+    ASSIGN_OR_RETURN(const StepShape shape, model_->Stage(empty, decode_options(b), state_.get()));
+    RETURN_IF_ERROR(backend_->BeginGraphCapture());
+    absl::Status run = model_->Run(shape, state_.get());
+    absl::StatusOr<int> graph = backend_->EndGraphCapture();
+    RETURN_IF_ERROR(run);
+    if (!graph.ok()) return graph.status();
+    decode_graphs_.push_back(*graph);
+    // One replay now: instantiation's first launch costs extra.
+    RETURN_IF_ERROR(model_->Upload());
+    RETURN_IF_ERROR(backend_->LaunchGraph(*graph));
+  }
+  RETURN_IF_ERROR(backend_->Synchronize());
+  LOG_INFO << absl::StrFormat("%s: captured %d decode graphs (batch %s) in %.0f ms",
+                              backend_->name(), decode_graphs_.size(),
+                              absl::StrJoin(decode_buckets_, ","), MsSince(t1));
+  return absl::OkStatus();
+}
+
+bool Dsv4Engine::CanSampleOnDevice(const StepPlan& plan) const {
+  if (!device_sampler_) return false;
+  for (const SeqChunk& ch : plan.seqs) {
+    if (!ch.want_logits) continue;
+    const sampling::SamplingParams* p = ch.sampling;
+    if (p == nullptr || p->has_penalties() || p->logprobs || p->top_logprobs > 0 ||
+        ch.banned.size() > 4) {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepResult* result) {
+  result->sampled = false;
+  result->ids.clear();
+  result->logits.clear();
+  StageOptions so;
+  int graph = -1;
+  last_mode_ = "eager";
+  last_bucket_ = 0;
+  if (bucketed_) {
+    bool decode = !plan.seqs.empty();
+    int rows = 0;
+    for (const SeqChunk& ch : plan.seqs) {
+      decode = decode && ch.len == 1 && ch.want_logits;
+      rows += ch.want_logits ? 1 : 0;
+    }
+    const int S = static_cast<int>(plan.seqs.size());
+    so.sample = device_sampler_;
+    if (decode && S <= decode_buckets_.back()) {
+      const size_t i = std::lower_bound(decode_buckets_.begin(), decode_buckets_.end(), S) -
+                       decode_buckets_.begin();
+      so.pad_tokens = so.pad_rows = decode_buckets_[i];
+      so.decode_rows = true;
+      so.max_position = state_->context_limit() - 1;
+      if (i < decode_graphs_.size()) graph = decode_graphs_[i];
+    } else {
+      so.pad_tokens = BucketFor(token_buckets_, plan.num_tokens);
+      so.pad_rows = rows > 0 ? BucketFor(row_buckets_, rows) : 0;
+    }
+    last_bucket_ = so.pad_tokens;
+  }
+  ASSIGN_OR_RETURN(const StepShape shape, model_->Stage(plan, so, state_.get()));
+  RETURN_IF_ERROR(model_->Upload());
+  if (graph >= 0) {
+    RETURN_IF_ERROR(backend_->LaunchGraph(graph));
+    last_mode_ = "full";
+  } else {
+    RETURN_IF_ERROR(model_->Run(shape, state_.get()));
+  }
+  if (want_sample && shape.sample) {
+    RETURN_IF_ERROR(model_->DownloadIds(shape));
+    ASSIGN_OR_RETURN(const int32_t* ids, model_->WaitIds());
+    result->ids.assign(ids, ids + shape.real_rows);
+    result->sampled = true;
+    return absl::OkStatus();
+  }
+  return model_->DownloadLogits(shape, &result->logits);
+}
+
 absl::Status Dsv4Engine::Step(const StepPlan& plan, std::vector<float>* logits) {
-  return model_->Forward(plan, ForwardOptions{}, state_.get(), logits);
+  StepResult result;
+  RETURN_IF_ERROR(RunStep(plan, false, &result));
+  if (logits->empty()) {
+    logits->swap(result.logits);
+  } else {
+    logits->insert(logits->end(), result.logits.begin(), result.logits.end());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Dsv4Engine::StepAndSample(const StepPlan& plan, StepResult* result) {
+  return RunStep(plan, CanSampleOnDevice(plan), result);
 }
 
 absl::Status Dsv4Engine::StepWithOptions(const StepPlan& plan, const ForwardOptions& options,

@@ -26,6 +26,7 @@ class Dsv4Engine final : public Engine {
   absl::Status AcquireSlot(int slot, int max_tokens) override;
   void ReleaseSlot(int slot) override;
   absl::Status Step(const StepPlan& plan, std::vector<float>* logits) override;
+  absl::Status StepAndSample(const StepPlan& plan, StepResult* result) override;
   std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) override;
 
   // Step with ForwardOptions (all logits, residual-stream capture).
@@ -34,15 +35,40 @@ class Dsv4Engine final : public Engine {
   const ModelConfig& config() const { return model_->config(); }
   // The backend the model runs on (benchmarks read its op timer).
   Backend* backend() const { return backend_.get(); }
+  SequenceState* state() const { return state_.get(); }
+  // "off" or "full": what decode steps do (EngineOptions::graphs resolved).
+  const std::string& graph_mode() const { return graph_mode_; }
+  // Decode batch buckets with a captured graph (empty when graphs are off).
+  const std::vector<int>& decode_buckets() const { return decode_buckets_; }
+  // What the last Step did: "full" (a graph replay) or "eager", and its bucket
+  // (padded batch or token count; 0 when the step was not padded).
+  const char* last_step_mode() const override { return last_mode_; }
+  int last_step_bucket() const override { return last_bucket_; }
 
  private:
   Dsv4Engine() = default;
+  // The device half of one step, padded to buckets on backends that tune or
+  // capture per shape; fills `result` (sampled ids or logits rows).
+  absl::Status RunStep(const StepPlan& plan, bool want_sample, StepResult* result);
+  // Warms every bucket up (tuning its GEMMs), freezes the workspaces and
+  // captures the decode graphs. Logs progress.
+  absl::Status Prepare();
+  bool CanSampleOnDevice(const StepPlan& plan) const;
 
   ModelInfo info_;
   // Destroyed in reverse order: state and model free through the backend.
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Dsv4Model> model_;
   std::unique_ptr<SequenceState> state_;
+  bool bucketed_ = false;
+  bool device_sampler_ = false;  // the backend samples (staged params in every step)  // pad steps to buckets (CUDA: shapes tuned at load)
+  std::string graph_mode_ = "off";
+  std::vector<int> decode_buckets_;  // batch sizes with a captured graph
+  std::vector<int> decode_graphs_;   // their graph ids
+  std::vector<int> token_buckets_;   // padded token counts of eager steps
+  std::vector<int> row_buckets_;     // padded logits rows of eager steps
+  const char* last_mode_ = "eager";
+  int last_bucket_ = 0;
 };
 
 }  // namespace moegraph

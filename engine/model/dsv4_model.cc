@@ -1,6 +1,9 @@
 #include "engine/model/dsv4_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <iterator>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -34,8 +37,6 @@ struct Dsv4Model::Layer {
 
 // Per-step activations sized for max_step_tokens (T) rows.
 struct Dsv4Model::Activations {
-  Tensor ids;                  // i32 [T]
-  Tensor meta;                 // i32 [6T + 1] packed StepMeta + logit rows
   Tensor X, X2;                // [T, n, D]
   Tensor x_in, h, y;           // [T, D]
   Tensor post, comb;           // f32 [T, n], [T, n, n]
@@ -54,9 +55,61 @@ struct Dsv4Model::Activations {
   Tensor shared_a, shared_b;   // [T, F_shared]
   Tensor head_x;               // [T, n * D]
   Tensor head_y;               // [T, D]
-  Tensor logits;               // f32 [rows, V], grown on demand
-  int logits_rows = 0;
+  Tensor logits;               // f32 [max_rows, V]
+  Tensor sampled;              // i32 [max_rows]
 };
+
+// The step's inputs as one block of i32 words, at fixed offsets: two pinned
+// host sets (double-buffered: the host fills one while the other's copy may
+// be in flight) and one device copy that every op, and every captured graph,
+// reads. Written by Stage, copied by Upload.
+struct Dsv4Model::Staging {
+  int64_t ids = 0;     // [T] token ids
+  int64_t pos = 0;     // [T] token positions
+  int64_t seq = 0;     // [T] token -> sequence
+  int64_t begin = 0;   // [T + 1] sequence token offsets
+  int64_t slot = 0;    // [T] sequence slots
+  int64_t start = 0;   // [T] sequence start positions
+  int64_t rows = 0;    // [T] token index of each logits row
+  int64_t count = 0;   // [1] page-table pairs staged
+  int64_t pairs = 0;   // [2 * pair_capacity] (index, page id)
+  int64_t sample = 0;  // [max_rows * 12] StagedSampleRow
+  int64_t words = 0;
+  int pair_capacity = 0;
+  HostMemory host[2] = {HostMemory(nullptr, [](void*) {}), HostMemory(nullptr, [](void*) {})};
+  HostMemory ids_host[2] = {HostMemory(nullptr, [](void*) {}), HostMemory(nullptr, [](void*) {})};
+  Buffer device;
+  int current = 1;      // the set Stage wrote last
+  int ids_current = 1;  // the ids set DownloadIds wrote last
+  std::vector<int32_t> pair_scratch;
+
+  int32_t* set(int i) const { return static_cast<int32_t*>(host[i].get()); }
+  Tensor dev(int64_t offset, int64_t n) const {
+    return Tensor(static_cast<int32_t*>(device.data()) + offset, DType::kI32, {n});
+  }
+};
+
+namespace {
+// Fences of the staging protocol (Backend::kNumFences): the copy out of host
+// set i, and the ids copy into pinned set i.
+constexpr int kFenceStaged = 0;   // + set
+constexpr int kFenceIds = 2;      // + set
+constexpr int kSampleWords = 12;  // sizeof(StagedSampleRow) / 4
+}  // namespace
+
+// The device sampler's per-row parameters (kernels/cuda/sampling.h
+// SampleRowParams, 48 bytes): mirrored here because the engine builds
+// without CUDA; the CUDA backend checks the size.
+struct StagedSampleRow {
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  uint32_t seed_lo = 0, seed_hi = 0;
+  uint32_t index_lo = 0, index_hi = 0;
+  int32_t banned[4] = {-1, -1, -1, -1};
+};
+static_assert(sizeof(StagedSampleRow) == 48);
 
 Dsv4Model::~Dsv4Model() = default;
 
@@ -69,10 +122,15 @@ std::string ShapeStr(const std::vector<int64_t>& s) { return "[" + absl::StrJoin
 absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
                                                              const WeightStore& weights,
                                                              const ModelConfig& config,
-                                                             int max_step_tokens) {
+                                                             int max_step_tokens,
+                                                             int max_logit_rows) {
   if (max_step_tokens <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_step_tokens must be positive, got ", max_step_tokens));
+  }
+  if (max_logit_rows < 0 || max_logit_rows > max_step_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("max_logit_rows must be in [0, ",
+                                                   max_step_tokens, "], got ", max_logit_rows));
   }
   if (config.hc_mult <= 0 || config.num_layers <= 0 ||
       static_cast<int>(config.layer_types.size()) != config.num_layers ||
@@ -95,8 +153,10 @@ absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
   m->backend_ = backend;
   m->config_ = config;
   m->max_tokens_ = max_step_tokens;
+  m->max_rows_ = max_logit_rows > 0 ? max_logit_rows : max_step_tokens;
   RETURN_IF_ERROR(m->LoadWeights(weights));
   RETURN_IF_ERROR(m->AllocateActivations());
+  RETURN_IF_ERROR(m->AllocateStaging());
   return m;
 }
 
@@ -226,8 +286,6 @@ absl::Status Dsv4Model::AllocateActivations() {
     *t = Tensor(nullptr, type, dims);
     tensors.push_back(t);
   };
-  plan(&A.ids, DType::kI32, {T});
-  plan(&A.meta, DType::kI32, {6 * T + 1});
   plan(&A.X, act, {T, n, D});
   plan(&A.X2, act, {T, n, D});
   plan(&A.x_in, act, {T, D});
@@ -256,6 +314,8 @@ absl::Status Dsv4Model::AllocateActivations() {
   plan(&A.shared_b, act, {T, Fs});
   plan(&A.head_x, act, {T, n * D});
   plan(&A.head_y, act, {T, D});
+  plan(&A.logits, DType::kF32, {max_rows_, c.vocab_size});
+  plan(&A.sampled, DType::kI32, {max_rows_});
   for (Tensor* t : tensors) {
     ASSIGN_OR_RETURN(Buffer buf, backend_->Allocate(t->bytes()));
     t->data = buf.data();
@@ -264,16 +324,48 @@ absl::Status Dsv4Model::AllocateActivations() {
   return absl::OkStatus();
 }
 
-absl::Status Dsv4Model::EnsureLogitsRows(int rows) {
-  Activations& A = *act_;
-  if (rows <= A.logits_rows) return absl::OkStatus();
-  Tensor t(nullptr, DType::kF32, {rows, config_.vocab_size});
-  ASSIGN_OR_RETURN(Buffer buf, backend_->Allocate(t.bytes()));
-  t.data = buf.data();
-  activation_buffers_.push_back(std::move(buf));
-  A.logits = t;
-  A.logits_rows = rows;
+absl::Status Dsv4Model::AllocateStaging() {
+  staging_ = std::make_unique<Staging>();
+  Staging& S = *staging_;
+  const int64_t T = max_tokens_;
+  // Pages a step can newly map, per kind: each chunk's span plus the page it
+  // starts in, so at most 2T per kind.
+  S.pair_capacity = static_cast<int>(kNumEntryKinds * 2 * T + 8);
+  int64_t at = 0;
+  auto take = [&](int64_t n) {
+    const int64_t o = at;
+    at += (n + 3) & ~int64_t{3};  // 16-byte aligned sections
+    return o;
+  };
+  S.ids = take(T);
+  S.pos = take(T);
+  S.seq = take(T);
+  S.begin = take(T + 1);
+  S.slot = take(T);
+  S.start = take(T);
+  S.rows = take(T);
+  S.count = take(1);
+  S.pairs = take(2 * int64_t{S.pair_capacity});
+  S.sample = take(int64_t{max_rows_} * kSampleWords);
+  S.words = at;
+  for (int i = 0; i < 2; ++i) {
+    ASSIGN_OR_RETURN(S.host[i], backend_->AllocateHost(S.words * sizeof(int32_t)));
+    std::memset(S.host[i].get(), 0, S.words * sizeof(int32_t));
+    ASSIGN_OR_RETURN(S.ids_host[i], backend_->AllocateHost(max_rows_ * sizeof(int32_t)));
+  }
+  ASSIGN_OR_RETURN(S.device, backend_->Allocate(S.words * sizeof(int32_t)));
+  S.pair_scratch.reserve(2 * S.pair_capacity);
   return absl::OkStatus();
+}
+
+absl::StatusOr<Tensor> Dsv4Model::AllLogits(int rows) {
+  Tensor t(nullptr, DType::kF32, {rows, config_.vocab_size});
+  if (all_logits_buffer_.bytes() < t.bytes()) {
+    all_logits_buffer_.Reset();  // the backend's free waits for queued work
+    ASSIGN_OR_RETURN(all_logits_buffer_, backend_->Allocate(t.bytes()));
+  }
+  t.data = all_logits_buffer_.data();
+  return t;
 }
 
 absl::Status Dsv4Model::AttentionBlock(int l, const StepMeta& meta, SequenceState* state) {
@@ -387,27 +479,52 @@ absl::Status Dsv4Model::MoeBlock(int l, const Tensor& token_ids) {
 
 absl::Status Dsv4Model::Forward(const StepPlan& plan, const ForwardOptions& options,
                                 SequenceState* state, std::vector<float>* logits) {
+  StageOptions so;
+  so.all_logits = options.all_logits;
+  ASSIGN_OR_RETURN(const StepShape shape, Stage(plan, so, state));
+  RETURN_IF_ERROR(Upload());
+  RETURN_IF_ERROR(Run(shape, state, options.hidden));
+  return DownloadLogits(shape, logits);
+}
+
+absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOptions& options,
+                                           SequenceState* state) {
   const ModelConfig& c = config_;
   const int T = plan.num_tokens;
   const int S = static_cast<int>(plan.seqs.size());
-  if (T <= 0 || T > max_tokens_) {
+  if (T < 0 || T > max_tokens_) {
     return absl::InvalidArgumentError(
         absl::StrCat("step carries ", T, " tokens; allowed 1..", max_tokens_));
   }
-  if (S == 0 || plan.token_ids == nullptr) {
+  // An empty plan is allowed only padded (warm-up and capture at load).
+  if (T == 0 ? options.pad_tokens <= 0 || S != 0 : S == 0 || plan.token_ids == nullptr) {
     return absl::InvalidArgumentError("step has no sequences or no token ids");
   }
-  // Host copies of the step description: token axis follows plan order.
-  std::vector<int32_t> meta(6 * static_cast<size_t>(T) + 1, 0);
-  int32_t* token_pos = meta.data();
-  int32_t* token_seq = token_pos + T;
-  int32_t* seq_begin = token_seq + T;  // S + 1 <= T + 1 entries
-  int32_t* seq_slot = seq_begin + T + 1;
-  int32_t* seq_start = seq_slot + T;
-  int32_t* logit_rows = seq_start + T;
-  std::vector<int32_t> ids(T);
+  const int pad_to = std::max(options.pad_tokens, T);
+  if (pad_to > max_tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step padded to ", pad_to, " tokens; allowed 1..", max_tokens_));
+  }
+  const int scratch = state->scratch_slot();
+  if (pad_to > T && scratch < 0) {
+    return absl::FailedPreconditionError("padded step without a scratch slot");
+  }
+  Staging& st = *staging_;
+  const int set = 1 - st.current;
+  // The copy that last read this set (two steps ago) must be done.
+  RETURN_IF_ERROR(backend_->WaitFence(kFenceStaged + set));
+  int32_t* w = st.set(set);
+  int32_t* ids = w + st.ids;
+  int32_t* token_pos = w + st.pos;
+  int32_t* token_seq = w + st.seq;
+  int32_t* seq_begin = w + st.begin;
+  int32_t* seq_slot = w + st.slot;
+  int32_t* seq_start = w + st.start;
+  int32_t* logit_rows = w + st.rows;
+  auto* sample = reinterpret_cast<StagedSampleRow*>(w + st.sample);
+
   std::vector<bool> seen(state->num_slots(), false);
-  int cursor = 0, rows = 0;
+  int cursor = 0, rows = 0, max_pos = 0;
   for (int s = 0; s < S; ++s) {
     const SeqChunk& ch = plan.seqs[s];
     if (ch.len <= 0 || ch.token_offset < 0 || ch.token_offset + ch.len > T) {
@@ -423,6 +540,7 @@ absl::Status Dsv4Model::Forward(const StepPlan& plan, const ForwardOptions& opti
     seq_begin[s] = cursor;
     seq_slot[s] = ch.slot;
     seq_start[s] = ch.start_pos;
+    max_pos = std::max(max_pos, ch.start_pos + ch.len - 1);
     for (int i = 0; i < ch.len; ++i) {
       const int32_t id = plan.token_ids[ch.token_offset + i];
       if (id < 0 || id >= c.vocab_size) {
@@ -435,42 +553,125 @@ absl::Status Dsv4Model::Forward(const StepPlan& plan, const ForwardOptions& opti
       if (options.all_logits) logit_rows[rows++] = cursor;
       ++cursor;
     }
-    if (!options.all_logits && ch.want_logits) logit_rows[rows++] = cursor - 1;
+    if (!options.all_logits && ch.want_logits) {
+      if (rows >= max_rows_) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("step asks for more than ", max_rows_, " logits rows"));
+      }
+      if (options.sample) {
+        // No parameters (the host samples this row): greedy, ignored.
+        static const sampling::SamplingParams kGreedy;
+        StagedSampleRow& r = sample[rows];
+        const sampling::SamplingParams& sp = ch.sampling ? *ch.sampling : kGreedy;
+        r = StagedSampleRow{};
+        r.temperature = sp.temperature;
+        r.top_k = sp.top_k;
+        r.top_p = sp.top_p;
+        r.min_p = sp.min_p;
+        r.seed_lo = static_cast<uint32_t>(sp.seed);
+        r.seed_hi = static_cast<uint32_t>(sp.seed >> 32);
+        r.index_lo = static_cast<uint32_t>(ch.sample_index);
+        r.index_hi = static_cast<uint32_t>(ch.sample_index >> 32);
+        if (ch.banned.size() > std::size(r.banned)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "seqs[", s, "]: ", ch.banned.size(), " banned ids; the device sampler takes ",
+              std::size(r.banned)));
+        }
+        for (size_t b = 0; b < std::size(r.banned); ++b)
+          r.banned[b] = b < ch.banned.size() ? ch.banned[b] : -1;
+      }
+      logit_rows[rows++] = cursor - 1;
+    }
   }
   if (cursor != T) {
     return absl::InvalidArgumentError(
         absl::StrCat("chunks cover ", cursor, " tokens but the step carries ", T));
   }
-  seq_begin[S] = T;
-  RETURN_IF_ERROR(state->SyncTables());
+  const int real_rows = rows;
+  // Padding: scratch-slot rows at position 0 (they read and write only the
+  // scratch slot's state, whose pages are mapped at load).
+  int seqs = S;
+  if (pad_to > T) {
+    auto pad_seq = [&](int len) {
+      seq_begin[seqs] = cursor;
+      seq_slot[seqs] = scratch;
+      seq_start[seqs] = 0;
+      for (int i = 0; i < len; ++i) {
+        ids[cursor] = 0;
+        token_pos[cursor] = i;
+        token_seq[cursor] = seqs;
+        ++cursor;
+      }
+      ++seqs;
+    };
+    if (options.decode_rows) {
+      while (cursor < pad_to) pad_seq(1);
+    } else {
+      pad_seq(pad_to - T);
+    }
+  }
+  seq_begin[seqs] = cursor;
+  const int pad_rows = options.all_logits ? rows : std::min(max_rows_, options.pad_rows);
+  for (; rows < pad_rows; ++rows) {
+    logit_rows[rows] = options.decode_rows ? rows : 0;
+    if (options.sample) sample[rows] = StagedSampleRow{};
+  }
+  st.pair_scratch.clear();
+  state->TakeTableChanges(&st.pair_scratch);
+  if (st.pair_scratch.size() > 2 * static_cast<size_t>(st.pair_capacity)) {
+    return absl::InternalError(absl::StrCat("step maps ", st.pair_scratch.size() / 2,
+                                            " pages; staging holds ", st.pair_capacity));
+  }
+  w[st.count] = static_cast<int32_t>(st.pair_scratch.size() / 2);
+  std::copy(st.pair_scratch.begin(), st.pair_scratch.end(), w + st.pairs);
+  for (const SeqChunk& ch : plan.seqs) state->Advance(ch.slot, ch.len);
+  st.current = set;
 
+  StepShape shape;
+  shape.tokens = cursor;
+  shape.seqs = seqs;
+  shape.rows = rows;
+  shape.real_rows = real_rows;
+  shape.max_position = options.max_position >= 0 ? std::max(options.max_position, max_pos) : max_pos;
+  shape.sample = options.sample && !options.all_logits;
+  shape.all_logits = options.all_logits;
+  return shape;
+}
+
+absl::Status Dsv4Model::Upload() {
+  Staging& st = *staging_;
+  RETURN_IF_ERROR(backend_->Upload(st.device.data(), st.set(st.current),
+                                   st.words * sizeof(int32_t)));
+  return backend_->RecordFence(kFenceStaged + st.current);
+}
+
+absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
+                            std::vector<std::vector<float>>* hidden) {
+  const ModelConfig& c = config_;
+  const int T = shape.tokens, S = shape.seqs, rows = shape.rows;
   Backend& b = *backend_;
   Activations& A = *act_;
-  RETURN_IF_ERROR(b.Upload(A.meta.data, meta.data(), meta.size() * sizeof(int32_t)));
-  RETURN_IF_ERROR(b.Upload(A.ids.data, ids.data(), ids.size() * sizeof(int32_t)));
-  Tensor m = A.meta;
-  auto at = [&](int64_t offset, int64_t count) {
-    return Tensor(static_cast<int32_t*>(m.data) + offset, DType::kI32, {count});
-  };
+  const Staging& st = *staging_;
+  // Page-table changes first: this step's chunks may emit into new pages.
+  RETURN_IF_ERROR(b.ScatterPairs(state->table_buffer(), st.dev(st.pairs, 2 * st.pair_capacity),
+                                 st.dev(st.count, 1)));
   StepMeta sm;
   sm.num_tokens = T;
   sm.num_seqs = S;
-  sm.token_pos = at(0, T);
-  sm.token_seq = at(T, T);
-  sm.seq_begin = at(2 * T, S + 1);
-  sm.seq_slot = at(3 * T + 1, S);
-  sm.seq_start_pos = at(4 * T + 1, S);
-  sm.host_seq_begin = seq_begin;
-  sm.host_seq_slot = seq_slot;
-  sm.host_seq_start_pos = seq_start;
-  Tensor token_ids = A.ids.rows(0, T);
+  sm.token_pos = st.dev(st.pos, T);
+  sm.token_seq = st.dev(st.seq, T);
+  sm.seq_begin = st.dev(st.begin, S + 1);
+  sm.seq_slot = st.dev(st.slot, S);
+  sm.seq_start_pos = st.dev(st.start, S);
+  sm.max_position = shape.max_position;
+  Tensor token_ids = st.dev(st.ids, T);
 
   const int64_t n = c.hc_mult, D = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float hc_eps = static_cast<float>(c.hc_eps);
   Tensor X = A.X.rows(0, T), X2 = A.X2.rows(0, T);
   auto capture = [&](const Tensor& streams) -> absl::Status {
-    if (options.hidden == nullptr) return absl::OkStatus();
+    if (hidden == nullptr) return absl::OkStatus();
     std::vector<float> host(static_cast<size_t>(T) * n * D);
     if (streams.dtype == DType::kF32) {
       RETURN_IF_ERROR(b.Download(host.data(), streams.data, host.size() * sizeof(float)));
@@ -481,10 +682,10 @@ absl::Status Dsv4Model::Forward(const StepPlan& plan, const ForwardOptions& opti
       RETURN_IF_ERROR(b.Convert(streams.view({T, n * D}), f32));
       RETURN_IF_ERROR(b.Download(host.data(), f32.data, host.size() * sizeof(float)));
     }
-    options.hidden->push_back(std::move(host));
+    hidden->push_back(std::move(host));
     return absl::OkStatus();
   };
-  if (options.hidden) options.hidden->clear();
+  if (hidden) hidden->clear();
 
   RETURN_IF_ERROR(b.Embed(token_ids, embed_, X));
   RETURN_IF_ERROR(capture(X));
@@ -508,22 +709,58 @@ absl::Status Dsv4Model::Forward(const StepPlan& plan, const ForwardOptions& opti
   }
 
   if (rows > 0) {
-    RETURN_IF_ERROR(EnsureLogitsRows(rows));
-    Tensor sel = at(5 * T + 1, rows);
+    Tensor sel = st.dev(st.rows, rows);
     Tensor hx = A.head_x.rows(0, rows);
     RETURN_IF_ERROR(b.GatherRows(X.view({T, n * D}), sel, hx));
     Tensor hy = A.head_y.rows(0, rows);
     RETURN_IF_ERROR(b.HcHead(hx.view({rows, n, D}), hc_head_fn_, hc_head_base_, hc_head_scale_,
                              hc_eps, eps, hy));
     RETURN_IF_ERROR(b.RmsNorm(hy, norm_, eps, hy));
-    Tensor lg = A.logits.rows(0, rows);
+    Tensor lg;
+    if (shape.all_logits) {
+      ASSIGN_OR_RETURN(lg, AllLogits(rows));
+    } else {
+      lg = A.logits.rows(0, rows);
+    }
     RETURN_IF_ERROR(b.Linear(hy, head_, lg));
-    const size_t old = logits->size();
-    logits->resize(old + static_cast<size_t>(rows) * c.vocab_size);
-    RETURN_IF_ERROR(b.Download(logits->data() + old, lg.data, lg.bytes()));
+    if (shape.sample) {
+      Tensor params(static_cast<int32_t*>(st.device.data()) + st.sample, DType::kI32,
+                    {rows, kSampleWords});
+      RETURN_IF_ERROR(b.Sample(lg, params, A.sampled.rows(0, rows)));
+    }
   }
-  for (const SeqChunk& ch : plan.seqs) state->Advance(ch.slot, ch.len);
   return absl::OkStatus();
+}
+
+absl::Status Dsv4Model::DownloadLogits(const StepShape& shape, std::vector<float>* logits) {
+  const int rows = shape.all_logits ? shape.rows : shape.real_rows;
+  if (rows == 0) return absl::OkStatus();
+  Tensor lg;
+  if (shape.all_logits) {
+    ASSIGN_OR_RETURN(lg, AllLogits(rows));
+  } else {
+    lg = act_->logits.rows(0, rows);
+  }
+  const size_t old = logits->size();
+  logits->resize(old + static_cast<size_t>(rows) * config_.vocab_size);
+  return backend_->Download(logits->data() + old, lg.data, lg.bytes());
+}
+
+absl::Status Dsv4Model::DownloadIds(const StepShape& shape) {
+  Staging& st = *staging_;
+  if (!shape.sample) return absl::FailedPreconditionError("DownloadIds: the step did not sample");
+  const int set = 1 - st.ids_current;
+  RETURN_IF_ERROR(backend_->DownloadAsync(st.ids_host[set].get(), act_->sampled.data,
+                                          shape.real_rows * sizeof(int32_t)));
+  RETURN_IF_ERROR(backend_->RecordFence(kFenceIds + set));
+  st.ids_current = set;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const int32_t*> Dsv4Model::WaitIds() {
+  Staging& st = *staging_;
+  RETURN_IF_ERROR(backend_->WaitFence(kFenceIds + st.ids_current));
+  return static_cast<const int32_t*>(st.ids_host[st.ids_current].get());
 }
 
 }  // namespace moegraph

@@ -1,7 +1,8 @@
 // The DeepSeek-V4 forward (dsv4.md), written once against the Backend op
 // interface: weights uploaded from a WeightStore with every shape checked
-// against the config, per-step activations in one arena, and the batched
-// forward over sequence chunks that reads and advances SequenceState.
+// against the config, per-step activations and staging sized once at load,
+// and the batched forward over sequence chunks that reads and advances
+// SequenceState.
 #pragma once
 
 #include <memory>
@@ -26,45 +27,105 @@ struct ForwardOptions {
   std::vector<std::vector<float>>* hidden = nullptr;
 };
 
+// How the host half stages a step (the engine's choice; defaults: exactly the
+// plan, eager bounds, host logits).
+struct StageOptions {
+  bool all_logits = false;
+  // Pad the step to this many tokens with a scratch-slot chunk (0: no
+  // padding); with `decode_rows`, to this many one-token sequences instead.
+  int pad_tokens = 0;
+  bool decode_rows = false;
+  // Pad the logits rows to this many (0: no padding; padded rows repeat row 0).
+  int pad_rows = 0;
+  // Upper bound of the positions for length-shaped launches; -1: the step's own.
+  int max_position = -1;
+  // Sample every logits row on the device from the chunks' sampling params.
+  bool sample = false;
+};
+
+// What a staged step looks like to its device half (graphs are keyed by it).
+struct StepShape {
+  int tokens = 0;
+  int seqs = 0;
+  int rows = 0;       // logits rows computed (padded)
+  int real_rows = 0;  // of which the plan asked for
+  int max_position = 0;
+  bool sample = false;
+  bool all_logits = false;
+};
+
+// The DeepSeek-V4 forward. A step has a host half (Stage: validate the plan,
+// map pages, write one pinned staging block) and a device half (Run: every op,
+// reading only device buffers, so it can be captured once and replayed).
+// docs/decode-step.md describes the buffers and who owns them.
 class Dsv4Model {
  public:
   // Uploads and checks every weight. `backend` must outlive the model.
+  // `max_logit_rows` sizes the logits and sampling buffers (0 = max_step_tokens).
   static absl::StatusOr<std::unique_ptr<Dsv4Model>> Create(Backend* backend,
                                                            const WeightStore& weights,
                                                            const ModelConfig& config,
-                                                           int max_step_tokens);
+                                                           int max_step_tokens,
+                                                           int max_logit_rows = 0);
   ~Dsv4Model();
 
   const ModelConfig& config() const { return config_; }
   int max_step_tokens() const { return max_tokens_; }
+  int max_logit_rows() const { return max_rows_; }
 
   // Runs one step over `plan` against `state` (slots acquired there) and
   // appends vocab_size floats per logits row to `logits`. On success every
   // chunk's slot advances by its length; on failure the slots of the plan are
-  // in an unspecified state and should be released.
+  // in an unspecified state and should be released. Stage + Upload + Run +
+  // DownloadLogits.
   absl::Status Forward(const StepPlan& plan, const ForwardOptions& options, SequenceState* state,
                        std::vector<float>* logits);
+
+  // Host half: checks the plan, maps its pages, advances its slots and fills
+  // the next pinned staging set (waiting first, on a fence, for the copy that
+  // last read that set). Padding rows point at state's scratch slot.
+  absl::StatusOr<StepShape> Stage(const StepPlan& plan, const StageOptions& options,
+                                  SequenceState* state);
+  // Enqueues the one host-to-device copy of the staged set.
+  absl::Status Upload();
+  // Device half: every op of the step, reading only device buffers sized at
+  // load (capturable; `hidden` capture is eager-only).
+  absl::Status Run(const StepShape& shape, SequenceState* state,
+                   std::vector<std::vector<float>>* hidden = nullptr);
+  // After Run: the real logits rows to the host (blocking).
+  absl::Status DownloadLogits(const StepShape& shape, std::vector<float>* logits);
+  // After Run with sampling: enqueues the ids' copy into pinned memory and
+  // records a fence; WaitIds blocks on it and returns the ids (one per real
+  // row, valid until the next step's SampledIds).
+  absl::Status DownloadIds(const StepShape& shape);
+  absl::StatusOr<const int32_t*> WaitIds();
 
  private:
   struct Layer;
   struct Activations;
+  struct Staging;
   Dsv4Model() = default;
 
   absl::Status LoadWeights(const WeightStore& weights);
   absl::Status AllocateActivations();
+  absl::Status AllocateStaging();
   absl::Status AttentionBlock(int layer, const StepMeta& meta, SequenceState* state);
   absl::Status MoeBlock(int layer, const Tensor& token_ids);
-  absl::Status EnsureLogitsRows(int rows);
+  // The all_logits buffer (tools only), grown on demand outside graphs.
+  absl::StatusOr<Tensor> AllLogits(int rows);
 
   Backend* backend_ = nullptr;
   ModelConfig config_;
   int max_tokens_ = 0;
+  int max_rows_ = 0;
   std::vector<Buffer> weight_buffers_;
   std::vector<Buffer> activation_buffers_;
+  Buffer all_logits_buffer_;
   std::vector<Layer> layers_;
   Tensor embed_, head_, norm_, hc_head_fn_, hc_head_base_, hc_head_scale_;
   Tensor rope_main_, rope_compress_;  // f32 [r/2]
   std::unique_ptr<Activations> act_;
+  std::unique_ptr<Staging> staging_;
 };
 
 }  // namespace moegraph

@@ -43,7 +43,9 @@ absl::Status EntryPagePool::Ensure(int slot, int64_t entries) {
   }
   while (mapped_[slot] < need) {
     // Reservations guarantee a free page here.
-    table_[static_cast<size_t>(slot) * max_pages_per_slot_ + mapped_[slot]] = free_.back();
+    const size_t at = static_cast<size_t>(slot) * max_pages_per_slot_ + mapped_[slot];
+    table_[at] = free_.back();
+    changes_.emplace_back(static_cast<int32_t>(at), free_.back());
     free_.pop_back();
     ++mapped_[slot];
     dirty_ = true;

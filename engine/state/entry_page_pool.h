@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -38,7 +39,19 @@ class EntryPagePool {
   const std::vector<int32_t>& table() const { return table_; }
   // True when table() changed since the last ClearDirty().
   bool dirty() const { return dirty_; }
-  void ClearDirty() { dirty_ = false; }
+  // Forgets the pending changes too (the whole table was uploaded).
+  void ClearDirty() {
+    dirty_ = false;
+    changes_.clear();
+  }
+  // Entries Ensure() mapped since the last call, as (index into table(), page
+  // id) pairs, then forgotten. Release() records none: an unmapped entry of
+  // the device table may keep a stale id, which nothing reads (a slot reads
+  // only entries below its length, all mapped).
+  void TakeChanges(std::vector<std::pair<int32_t, int32_t>>* out) {
+    out->insert(out->end(), changes_.begin(), changes_.end());
+    changes_.clear();
+  }
 
  private:
   int num_pages_ = 0;
@@ -50,6 +63,7 @@ class EntryPagePool {
   std::vector<int> reserved_;  // per slot
   std::vector<int> mapped_;    // per slot: pages mapped so far
   std::vector<int32_t> table_;
+  std::vector<std::pair<int32_t, int32_t>> changes_;
   bool dirty_ = true;
 };
 

@@ -1,6 +1,7 @@
 #include "engine/state/sequence_state.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "engine/common/status_macros.h"
@@ -14,12 +15,17 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(
         "sequence state: num_slots, context_limit and page_size must be positive (got ",
         options.num_slots, ", ", options.context_limit, ", ", options.page_size, ")"));
   }
+  if (options.scratch_tokens < 0) {
+    return absl::InvalidArgumentError("sequence state: scratch_tokens must be >= 0");
+  }
   std::unique_ptr<SequenceState> s(new SequenceState());
   s->backend_ = backend;
   s->options_ = options;
-  s->slots_.resize(options.num_slots);
+  const bool scratch = options.scratch_tokens > 0;
+  // Internal slots: the public ones, then the scratch slot.
+  const int64_t slots = options.num_slots + (scratch ? 1 : 0);
+  s->slots_.resize(slots);
   const DType act = backend->activation_dtype();
-  const int64_t slots = options.num_slots;
   auto alloc = [&](DType t, std::initializer_list<int64_t> dims) -> absl::StatusOr<Tensor> {
     Tensor view(nullptr, t, dims);
     ASSIGN_OR_RETURN(Buffer buf, backend->Allocate(view.bytes()));
@@ -42,21 +48,34 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(
   const int64_t pool_tokens =
       options.pool_tokens > 0
           ? options.pool_tokens
-          : std::min<int64_t>(slots * options.context_limit, kDefaultPoolTokens);
-  for (KindState& k : s->kinds_) {
+          : std::min<int64_t>(options.num_slots * int64_t{options.context_limit},
+                              kDefaultPoolTokens);
+  std::array<int, kNumEntryKinds> max_pages{};
+  int64_t table_words = 0;
+  for (int i = 0; i < kNumEntryKinds; ++i) {
+    KindState& k = s->kinds_[i];
     if (k.layers == 0) continue;
     if (k.rate <= 0 || k.width <= 0) {
       return absl::InvalidArgumentError("sequence state: compressed layers need a positive rate");
     }
-    const int64_t per_slot_entries = options.context_limit / k.rate;
-    const int max_pages = static_cast<int>(
-        std::max<int64_t>(1, (per_slot_entries + options.page_size - 1) / options.page_size));
+    auto pages_for = [&](int64_t tokens) {
+      return static_cast<int>((tokens / k.rate + options.page_size - 1) / options.page_size);
+    };
+    max_pages[i] = std::max({1, pages_for(options.context_limit), pages_for(options.scratch_tokens)});
     // Every slot may round its last page up, hence the extra page per slot.
-    const int num_pages = static_cast<int>(
-        (pool_tokens / k.rate + options.page_size - 1) / options.page_size + slots);
-    k.pages = EntryPagePool(num_pages, options.page_size, options.num_slots, max_pages);
+    const int num_pages = pages_for(pool_tokens) + static_cast<int>(slots) +
+                          (scratch ? pages_for(options.scratch_tokens) : 0);
+    k.pages = EntryPagePool(num_pages, options.page_size, static_cast<int>(slots), max_pages[i]);
     ASSIGN_OR_RETURN(k.pool, alloc(act, {num_pages, options.page_size, k.layers, k.width}));
-    ASSIGN_OR_RETURN(k.table, alloc(DType::kI32, {slots, max_pages}));
+    s->table_offset_[i] = table_words;
+    table_words += slots * max_pages[i];
+  }
+  ASSIGN_OR_RETURN(s->tables_, alloc(DType::kI32, {std::max<int64_t>(1, table_words)}));
+  for (int i = 0; i < kNumEntryKinds; ++i) {
+    KindState& k = s->kinds_[i];
+    if (k.layers == 0) continue;
+    k.table = Tensor(s->tables_.as<int32_t>() + s->table_offset_[i], DType::kI32,
+                     {slots, max_pages[i]});
   }
 
   s->layers_.resize(config.num_layers);
@@ -69,6 +88,16 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(
       ASSIGN_OR_RETURN(ls.compressor_ring, alloc(act, {slots, 2 * config.csa_rate, 4 * d}));
       ASSIGN_OR_RETURN(ls.index_ring, alloc(act, {slots, 2 * config.csa_rate, 4 * c}));
     }
+  }
+  if (scratch) {
+    const int slot = s->scratch_slot();
+    for (KindState& k : s->kinds_) {
+      if (k.layers == 0) continue;
+      const int64_t entries = options.scratch_tokens / k.rate;
+      RETURN_IF_ERROR(k.pages.Reserve(slot, k.pages.PagesFor(entries)));
+      RETURN_IF_ERROR(k.pages.Ensure(slot, entries));
+    }
+    s->slots_[slot] = Slot{true, options.scratch_tokens, 0};
   }
   RETURN_IF_ERROR(s->SyncTables());
   return s;
@@ -139,6 +168,19 @@ absl::Status SequenceState::SyncTables() {
     k.pages.ClearDirty();
   }
   return absl::OkStatus();
+}
+
+void SequenceState::TakeTableChanges(std::vector<int32_t>* pairs) {
+  for (int i = 0; i < kNumEntryKinds; ++i) {
+    KindState& k = kinds_[i];
+    if (!k.layers) continue;
+    changes_.clear();
+    k.pages.TakeChanges(&changes_);
+    for (const auto& [at, page] : changes_) {
+      pairs->push_back(static_cast<int32_t>(table_offset_[i] + at));
+      pairs->push_back(page);
+    }
+  }
 }
 
 EntryPages SequenceState::entries(EntryKind kind, int layer_of_kind) const {

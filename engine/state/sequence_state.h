@@ -6,6 +6,7 @@
 
 #include <array>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -28,6 +29,10 @@ struct SequenceStateOptions {
   int64_t pool_tokens =
       0;               // tokens of compressed state over all slots; 0 = num_slots * context_limit
   int page_size = 64;  // entries per page
+  // > 0: one more slot (index num_slots, outside the public range) with pages
+  // mapped for this many tokens up front. Padded rows of bucketed steps point
+  // at it, so they never touch a real sequence's state.
+  int scratch_tokens = 0;
 };
 
 class SequenceState {
@@ -36,7 +41,9 @@ class SequenceState {
                                                                const ModelConfig& config,
                                                                const SequenceStateOptions& options);
 
-  int num_slots() const { return static_cast<int>(slots_.size()); }
+  int num_slots() const { return options_.num_slots; }
+  // The padding slot (see scratch_tokens), or -1 when there is none.
+  int scratch_slot() const { return options_.scratch_tokens > 0 ? options_.num_slots : -1; }
   int context_limit() const { return options_.context_limit; }
   bool in_use(int slot) const { return slots_[slot].in_use; }
   // Tokens the slot has consumed so far (the next chunk's start position).
@@ -51,8 +58,15 @@ class SequenceState {
   // Checks that a chunk continues its sequence and fits the reservation, and
   // maps the pages its emitted entries need. Mutates page tables (host side).
   absl::Status PrepareChunk(int slot, int start_pos, int len);
-  // Uploads page tables changed since the last call; call before the step's ops.
+  // Uploads every page table changed since the last call in full (load time;
+  // steps apply TakeTableChanges on the device instead).
   absl::Status SyncTables();
+  // Appends the page-table entries mapped since the last call as
+  // (index into table_buffer(), page id) pairs, for the step to apply on the
+  // device (Backend::ScatterPairs).
+  void TakeTableChanges(std::vector<int32_t>* pairs);
+  // Every kind's page table in one i32 buffer (the kinds' tables are views).
+  Tensor table_buffer() const { return tables_; }
   // Records that the slot consumed `len` more tokens (after a successful step).
   void Advance(int slot, int len) { slots_[slot].length += len; }
 
@@ -92,6 +106,9 @@ class SequenceState {
   std::vector<Slot> slots_;
   std::vector<LayerState> layers_;
   std::array<KindState, kNumEntryKinds> kinds_;
+  std::array<int64_t, kNumEntryKinds> table_offset_{};  // of each kind in tables_
+  Tensor tables_;                                       // i32, all kinds' tables
+  std::vector<std::pair<int32_t, int32_t>> changes_;    // reused by TakeTableChanges
   std::vector<Buffer> buffers_;  // owns every tensor above
 };
 

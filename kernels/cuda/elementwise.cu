@@ -189,4 +189,21 @@ cudaError_t LaunchFill(void* out, ElemType type, int64_t n, float value, cudaStr
   return cudaGetLastError();
 }
 
+namespace {
+__global__ void ScatterPairsKernel(int32_t* dst, const int32_t* pairs, const int32_t* count,
+                                   int capacity) {
+  const int n = min(*count, capacity);
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    dst[pairs[2 * i]] = pairs[2 * i + 1];
+}
+}  // namespace
+
+cudaError_t LaunchScatterPairs(int32_t* dst, const int32_t* pairs, const int32_t* count,
+                               int capacity, cudaStream_t stream) {
+  if (!dst || !pairs || !count || capacity < 0) return cudaErrorInvalidValue;
+  if (capacity == 0) return cudaSuccess;
+  ScatterPairsKernel<<<1, 256, 0, stream>>>(dst, pairs, count, capacity);
+  return cudaGetLastError();
+}
+
 }  // namespace moegraph::cuda

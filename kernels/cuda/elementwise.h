@@ -50,4 +50,10 @@ cudaError_t LaunchConvert(const void* x, ElemType from, void* out, ElemType to, 
 // Every element of out = value (rounded to bf16, or truncated to i32).
 cudaError_t LaunchFill(void* out, ElemType type, int64_t n, float value, cudaStream_t stream);
 
+// dst[pairs[2i]] = pairs[2i + 1] for i < min(*count, capacity). The count is
+// read on the device, so the launch has one shape whatever the step carries
+// (page-table changes applied inside a captured graph).
+cudaError_t LaunchScatterPairs(int32_t* dst, const int32_t* pairs, const int32_t* count,
+                               int capacity, cudaStream_t stream);
+
 }  // namespace moegraph::cuda

@@ -5,6 +5,7 @@
 // and the k winners are sorted by (score desc, id asc).
 #include "kernels/cuda/indexer.h"
 
+#include <algorithm>
 #include <cub/block/block_radix_sort.cuh>
 #include <cub/block/block_scan.cuh>
 
@@ -31,52 +32,49 @@ __global__ void __launch_bounds__(kScoreThreads) ScoreKernel(IndexerTopKParams p
   float* ws = smem + p.heads * C;
   const int t = blockIdx.y;
   const int nvis = Visible(p.token_pos[t], p.rate, p.max_entries);
-  const int e = blockIdx.x * kScoreThreads + threadIdx.x;
+  // The grid is sized for max_entries (a capacity in captured graphs); blocks
+  // stride over the visible entries and leave the rest unwritten (top-k
+  // reads only entries < nvis).
+  if (int(blockIdx.x) * kScoreThreads >= nvis) return;
   float* out = scores + int64_t{t} * p.max_entries;
-  if (int(blockIdx.x) * kScoreThreads >= nvis) {
-    if (e < p.max_entries) out[e] = -INFINITY;
-    return;
-  }
   const __nv_bfloat16* q = p.q + int64_t{t} * p.heads * C;
   for (int i = threadIdx.x; i < p.heads * C; i += kScoreThreads) qs[i] = __bfloat162float(q[i]);
   for (int i = threadIdx.x; i < p.heads; i += kScoreThreads)
     ws[i] = p.weights[int64_t{t} * p.heads + i];
   __syncthreads();
-  if (e >= p.max_entries) return;
-  if (e >= nvis) {
-    out[e] = -INFINITY;
-    return;
-  }
   const EntryPagesView& K = p.keys;
   const int slot = p.seq_slot[p.token_seq[t]];
-  const int page = K.table[int64_t{slot} * K.max_pages + e / K.page_size];
-  const uint4* krow = reinterpret_cast<const uint4*>(
-      K.pool + ((int64_t{page} * K.page_size + e % K.page_size) * K.layers + K.layer) * C);
-  float key[C];
+  for (int e = blockIdx.x * kScoreThreads + threadIdx.x; e < nvis;
+       e += gridDim.x * kScoreThreads) {
+    const int page = K.table[int64_t{slot} * K.max_pages + e / K.page_size];
+    const uint4* krow = reinterpret_cast<const uint4*>(
+        K.pool + ((int64_t{page} * K.page_size + e % K.page_size) * K.layers + K.layer) * C);
+    float key[C];
 #pragma unroll
-  for (int i = 0; i < C / 8; ++i) {
-    const uint4 raw = krow[i];
-    const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
+    for (int i = 0; i < C / 8; ++i) {
+      const uint4 raw = krow[i];
+      const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 f = __bfloat1622float2(h2[j]);
-      key[8 * i + 2 * j] = f.x;
-      key[8 * i + 2 * j + 1] = f.y;
+      for (int j = 0; j < 4; ++j) {
+        const float2 f = __bfloat1622float2(h2[j]);
+        key[8 * i + 2 * j] = f.x;
+        key[8 * i + 2 * j + 1] = f.y;
+      }
     }
-  }
-  float score = 0.0f;
-  for (int h = 0; h < p.heads; ++h) {
-    const float4* qh = reinterpret_cast<const float4*>(qs + h * C);
-    float dot = 0.0f;
+    float score = 0.0f;
+    for (int h = 0; h < p.heads; ++h) {
+      const float4* qh = reinterpret_cast<const float4*>(qs + h * C);
+      float dot = 0.0f;
 #pragma unroll
-    for (int i = 0; i < C / 4; ++i) {
-      const float4 qv = qh[i];
-      dot +=
-          qv.x * key[4 * i] + qv.y * key[4 * i + 1] + qv.z * key[4 * i + 2] + qv.w * key[4 * i + 3];
+      for (int i = 0; i < C / 4; ++i) {
+        const float4 qv = qh[i];
+        dot += qv.x * key[4 * i] + qv.y * key[4 * i + 1] + qv.z * key[4 * i + 2] +
+               qv.w * key[4 * i + 3];
+      }
+      score += ws[h] * fmaxf(dot, 0.0f);
     }
-    score += ws[h] * fmaxf(dot, 0.0f);
+    out[e] = score * p.softmax_scale;
   }
-  out[e] = score * p.softmax_scale;
 }
 
 // Tensor-core scorer for head_dim 128 and NH heads (a multiple of 16): a
@@ -96,19 +94,21 @@ __global__ void __launch_bounds__(128) TcScoreKernel(IndexerTopKParams p, float*
   const int t = blockIdx.y;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int nvis = Visible(p.token_pos[t], p.rate, p.max_entries);
-  const int e0 = blockIdx.x * kTcEntries;
+  // Grid sized for max_entries (a capacity in captured graphs): blocks stride
+  // over the visible entries in chunks of kTcEntries; entries >= nvis stay
+  // unwritten (top-k reads only entries < nvis).
+  if (int(blockIdx.x) * kTcEntries >= nvis) return;
   float* out = scores + int64_t{t} * p.max_entries;
-  if (e0 >= nvis) {
-    for (int e = e0 + tid; e < min(e0 + kTcEntries, p.max_entries); e += 128) out[e] = -INFINITY;
-    return;
-  }
   const __nv_bfloat16* q = p.q + int64_t{t} * NH * kTcC;
   for (int i = tid; i < NH * (kTcC / 8); i += 128) {
     const int r = i / (kTcC / 8), ch = i % (kTcC / 8);
     CpAsync16(qs + r * kTcStride + ch * 8, q + int64_t{r} * kTcC + ch * 8, true);
   }
+  for (int i = tid; i < NH; i += 128) ws[i] = p.weights[int64_t{t} * NH + i];
   const EntryPagesView& K = p.keys;
   const int slot = p.seq_slot[p.token_seq[t]];
+  for (int e0 = blockIdx.x * kTcEntries; e0 < nvis; e0 += gridDim.x * kTcEntries) {
+  __syncthreads();  // the previous chunk's keys are consumed
   for (int i = tid; i < kTcEntries * (kTcC / 8); i += 128) {
     const int r = i / (kTcC / 8), ch = i % (kTcC / 8);
     const int e = e0 + r;
@@ -121,7 +121,6 @@ __global__ void __launch_bounds__(128) TcScoreKernel(IndexerTopKParams p, float*
     CpAsync16(ks + r * kTcStride + ch * 8, src, e < nvis);
   }
   CpAsyncCommit();
-  for (int i = tid; i < NH; i += 128) ws[i] = p.weights[int64_t{t} * NH + i];
   CpAsyncWait<0>();
   __syncthreads();
 
@@ -160,9 +159,10 @@ __global__ void __launch_bounds__(128) TcScoreKernel(IndexerTopKParams p, float*
     }
     if (g == 0) {
       const int e = e0 + warp * 16 + n * 8 + 2 * q4;
-      if (e < p.max_entries) out[e] = e < nvis ? s0 * p.softmax_scale : -INFINITY;
-      if (e + 1 < p.max_entries) out[e + 1] = e + 1 < nvis ? s1 * p.softmax_scale : -INFINITY;
+      if (e < nvis) out[e] = s0 * p.softmax_scale;
+      if (e + 1 < nvis) out[e + 1] = s1 * p.softmax_scale;
     }
+  }
   }
 }
 
@@ -269,6 +269,14 @@ __global__ void __launch_bounds__(kTopkThreads)
     out[i] = i < count ? static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(sel[i])) : -1;
 }
 
+// Blocks per token for the scorers: enough chunks for max_entries, capped at
+// what fills the GPU a few times over (the blocks stride over the rest).
+int ScoreBlocks(int max_entries, int per_block, int tokens) {
+  const int chunks = (max_entries + per_block - 1) / per_block;
+  const int cap = std::max(1, (8 * 132 + tokens - 1) / std::max(1, tokens));
+  return std::max(1, std::min(chunks, cap));
+}
+
 }  // namespace
 
 const char* Validate(const IndexerTopKParams& p) {
@@ -294,13 +302,13 @@ cudaError_t LaunchIndexerTopK(const IndexerTopKParams& p, void* workspace, cudaS
   if (p.tokens == 0) return cudaSuccess;
   float* scores = static_cast<float*>(workspace);
   if (p.max_entries > 0 && IndexerUsesTensorCores(p)) {
-    const dim3 grid((p.max_entries + kTcEntries - 1) / kTcEntries, p.tokens);
+    const dim3 grid(ScoreBlocks(p.max_entries, kTcEntries, p.tokens), p.tokens);
     MG_DISPATCH_INDEX_TC_HEADS(p.heads, NH,
                                { TcScoreKernel<NH><<<grid, 128, 0, stream>>>(p, scores); });
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   } else if (p.max_entries > 0) {
-    const dim3 grid((p.max_entries + kScoreThreads - 1) / kScoreThreads, p.tokens);
+    const dim3 grid(ScoreBlocks(p.max_entries, kScoreThreads, p.tokens), p.tokens);
     const size_t smem = sizeof(float) * p.heads * (p.head_dim + 1);
     MG_DISPATCH_INDEX_HEAD_DIM(p.head_dim, C, {
       if (smem > 48 * 1024) {

@@ -25,7 +25,11 @@ struct IndexerTopKParams {
   int tokens = 0, heads = 0, head_dim = 0;
   int rate = 0, k = 0;
   float softmax_scale = 1.0f;
-  int max_entries = 0;  // an upper bound of the visible entries of any token (host-known)
+  // An upper bound of the visible entries of any token (host-known: the
+  // step's own bound when eager, the state capacity in captured graphs). It
+  // sizes the score workspace; the grid is capped and strides, so a large
+  // bound costs memory, not time.
+  int max_entries = 0;
 };
 constexpr int kIndexerMaxK = 1024;
 const char* Validate(const IndexerTopKParams& p);

@@ -259,7 +259,13 @@ void Scheduler::RunStep() {
       buf.positions[n + i] = start + i;
       buf.slots[n + i] = seq->slot;
     }
-    plan_.seqs.push_back(SeqChunk{seq->slot, start, n, len, want_logits});
+    SeqChunk chunk{seq->slot, start, n, len, want_logits};
+    if (want_logits) {
+      chunk.sampling = &seq->request->sampling;
+      chunk.sample_index = static_cast<uint64_t>(seq->output.num_tokens());
+      chunk.banned = seq->output.banned_ids();
+    }
+    plan_.seqs.push_back(chunk);
     step_seqs_.push_back(seq);
     n += len;
     budget -= len;
@@ -285,16 +291,21 @@ void Scheduler::RunStep() {
   plan_.token_ids = buf.token_ids;
   plan_.num_tokens = n;
 
-  logits_.clear();
   const auto engine_start = SteadyClock::now();
-  absl::Status status = engine_->Step(plan_, &logits_);
+  absl::Status status = engine_->StepAndSample(plan_, &result_);
   const auto engine_end = SteadyClock::now();
+  const std::vector<float>& logits = result_.logits;
   const int vocab = engine_->info().vocab_size;
   int num_sampled = 0;
   for (const SeqChunk& c : plan_.seqs) num_sampled += c.want_logits ? 1 : 0;
-  if (status.ok() && logits_.size() != static_cast<size_t>(num_sampled) * vocab) {
+  if (status.ok() && result_.sampled && result_.ids.size() != static_cast<size_t>(num_sampled)) {
+    status = absl::InternalError(absl::StrFormat("engine sampled %d ids, expected %d",
+                                                 result_.ids.size(), num_sampled));
+  }
+  if (status.ok() && !result_.sampled &&
+      logits.size() != static_cast<size_t>(num_sampled) * vocab) {
     status = absl::InternalError(absl::StrFormat("engine returned %d logits, expected %d x %d",
-                                                 logits_.size(), num_sampled, vocab));
+                                                 logits.size(), num_sampled, vocab));
   }
   if (!status.ok()) {
     LOG_ERROR << "engine step failed, ending its " << step_seqs_.size() << " sequences: " << status;
@@ -315,10 +326,14 @@ void Scheduler::RunStep() {
     seq->num_computed += plan_.seqs[i].len;
     if (!plan_.seqs[i].want_logits) continue;
     sampling::SampleResult result;
-    sampler_.Sample(std::span<const float>(logits_.data() + static_cast<size_t>(row) * vocab,
-                                           static_cast<size_t>(vocab)),
-                    seq->request->sampling, &seq->history, seq->output.banned_ids(),
-                    static_cast<uint64_t>(seq->output.num_tokens()), &result);
+    if (result_.sampled) {
+      result.token_id = result_.ids[row];
+    } else {
+      sampler_.Sample(std::span<const float>(logits.data() + static_cast<size_t>(row) * vocab,
+                                             static_cast<size_t>(vocab)),
+                      seq->request->sampling, &seq->history, seq->output.banned_ids(),
+                      static_cast<uint64_t>(seq->output.num_tokens()), &result);
+    }
     buf.sampled_ids[row] = result.token_id;
     const auto now = SteadyClock::now();
     const int32_t token = buf.sampled_ids[row];

@@ -1,0 +1,204 @@
+// GPU sampler (see sampling.h). One block of 1024 threads per row: an argmax
+// pass, then (non-greedy) radix selects on order-preserving logit keys for
+// the top-k cut (by count) and the top-p cut (by probability mass, 8 bits a
+// pass), and an inverse-CDF draw over the kept tokens in id order (per-thread
+// contiguous chunks, a block scan, one thread finishes in its chunk).
+#include "kernels/cuda/sampling.h"
+
+#include <cub/block/block_scan.cuh>
+
+#include "kernels/cuda/device_common.cuh"
+
+namespace moegraph::cuda {
+namespace {
+
+constexpr int kThreads = 1024;
+
+__device__ __forceinline__ uint64_t SplitMix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// The host sampler's SeededUniform, bit for bit.
+__device__ __forceinline__ double SeededUniform(uint64_t seed, uint64_t index) {
+  const uint64_t bits = SplitMix64(SplitMix64(seed) ^ (index * 0xD1B54A32D192ED03ull));
+  return static_cast<double>(bits >> 11) * 0x1.0p-53;
+}
+
+struct Row {
+  const float* l;
+  SampleRowParams prm;
+  __device__ bool banned(int i) const {
+#pragma unroll
+    for (int b = 0; b < kSampleMaxBanned; ++b)
+      if (prm.banned[b] == i) return true;
+    return false;
+  }
+};
+
+// Finds, 8 bits a pass from the top, the largest key thr such that the
+// weight of candidates with key >= thr reaches `target`. weight(i) < 0 marks
+// a non-candidate. Every thread returns thr.
+template <typename Weight>
+__device__ uint32_t SelectKey(int vocab, const Row& r, float target, Weight weight, float* hist,
+                              uint32_t* s_prefix, float* s_remaining) {
+  uint32_t prefix = 0, mask = 0;
+  float remaining = target;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += kThreads) hist[i] = 0.0f;
+    __syncthreads();
+    for (int i = threadIdx.x; i < vocab; i += kThreads) {
+      const float w = weight(i);
+      if (w < 0.0f) continue;
+      const uint32_t key = OrderedKey(r.l[i]);
+      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255], w);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float above = 0.0f;
+      int d = 255;
+      for (; d > 0; --d) {
+        if (above + hist[d] >= remaining) break;
+        above += hist[d];
+      }
+      *s_prefix = prefix | (uint32_t(d) << shift);
+      *s_remaining = remaining - above;
+    }
+    __syncthreads();
+    prefix = *s_prefix;
+    remaining = *s_remaining;
+    mask |= 255u << shift;
+  }
+  return prefix;
+}
+
+__global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
+  using Scan = cub::BlockScan<float, kThreads>;
+  __shared__ typename Scan::TempStorage scan;
+  __shared__ float red_v[32];
+  __shared__ int red_i[32];
+  __shared__ float hist[256];
+  __shared__ uint32_t s_prefix;
+  __shared__ float s_remaining;
+  __shared__ int s_choice;
+
+  Row r;
+  r.l = p.logits + int64_t{blockIdx.x} * p.vocab;
+  r.prm = p.params[blockIdx.x];
+  const int V = p.vocab;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+
+  // Argmax over the allowed ids (lowest id on ties); all banned: the raw argmax.
+  auto argmax = [&](bool skip_banned, float* out_max) {
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < V; i += kThreads) {
+      if (skip_banned && r.banned(i)) continue;
+      const float v = r.l[i];
+      if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+    }
+    __syncthreads();
+    if (lane == 0) red_v[warp] = bv, red_i[warp] = bi;
+    __syncthreads();
+    bv = red_v[0];
+    bi = red_i[0];
+    for (int w = 1; w < kThreads / 32; ++w)
+      if (red_v[w] > bv || (red_v[w] == bv && red_i[w] < bi)) bv = red_v[w], bi = red_i[w];
+    *out_max = bv;
+    return bi;
+  };
+  float max_logit;
+  int best = argmax(true, &max_logit);
+  if (max_logit == -INFINITY) best = argmax(false, &max_logit), max_logit = -INFINITY;
+  if (r.prm.temperature == 0.0f || r.prm.top_k == 1 || max_logit == -INFINITY) {
+    if (threadIdx.x == 0) p.ids[blockIdx.x] = best;
+    return;
+  }
+  const float inv_t = 1.0f / r.prm.temperature;
+  const float min_p = r.prm.min_p;
+  // Unnormalised probability relative to the most likely token; -1 = dropped.
+  auto prob = [&](int i) -> float {
+    if (r.banned(i)) return -1.0f;
+    const float q = __expf((r.l[i] - max_logit) * inv_t);
+    return q < min_p ? -1.0f : q;
+  };
+  uint32_t thr = 0;
+  if (r.prm.top_k > 0 && r.prm.top_k < V) {
+    thr = SelectKey(V, r, static_cast<float>(r.prm.top_k),
+                    [&](int i) { return r.banned(i) ? -1.0f : 1.0f; }, hist, &s_prefix,
+                    &s_remaining);
+  }
+  auto kept = [&](int i) -> float {
+    if (OrderedKey(r.l[i]) < thr) return -1.0f;
+    return prob(i);
+  };
+  float mass = 0.0f;
+  for (int i = threadIdx.x; i < V; i += kThreads) mass += fmaxf(kept(i), 0.0f);
+  mass = BlockSum(mass, red_v);
+  if (r.prm.top_p < 1.0f) {
+    thr = max(thr, SelectKey(V, r, r.prm.top_p * mass, kept, hist, &s_prefix, &s_remaining));
+    float m2 = 0.0f;
+    for (int i = threadIdx.x; i < V; i += kThreads) m2 += fmaxf(kept(i), 0.0f);
+    mass = BlockSum(m2, red_v);
+  }
+
+  // Inverse CDF in id order: thread t owns ids [t*chunk, (t+1)*chunk).
+  const int chunk = (V + kThreads - 1) / kThreads;
+  const int lo = threadIdx.x * chunk, hi = min(V, lo + chunk);
+  float mine = 0.0f;
+  int last_kept = -1;
+  for (int i = lo; i < hi; ++i) {
+    const float w = kept(i);
+    if (w >= 0.0f) mine += w, last_kept = i;
+  }
+  float before = 0.0f, total = 0.0f;
+  Scan(scan).ExclusiveSum(mine, before, total);
+  const uint64_t seed = (uint64_t{r.prm.seed_hi} << 32) | r.prm.seed_lo;
+  const uint64_t index = (uint64_t{r.prm.index_hi} << 32) | r.prm.index_lo;
+  const float target = static_cast<float>(SeededUniform(seed, index)) * total;
+  if (threadIdx.x == 0) s_choice = -1;
+  __syncthreads();
+  if (mine > 0.0f && target >= before && target < before + mine) {
+    float cum = before;
+    int pick = last_kept;
+    for (int i = lo; i < hi; ++i) {
+      const float w = kept(i);
+      if (w < 0.0f) continue;
+      cum += w;
+      if (target < cum) {
+        pick = i;
+        break;
+      }
+    }
+    s_choice = pick;
+  }
+  __syncthreads();
+  // Rounding can put the target past the last boundary: the last kept id.
+  if (s_choice < 0 && last_kept >= 0) atomicMax(&s_choice, last_kept);
+  __syncthreads();
+  if (threadIdx.x == 0) p.ids[blockIdx.x] = s_choice >= 0 ? s_choice : best;
+}
+
+}  // namespace
+
+const char* Validate(const SampleParams& p) {
+  if (!p.logits || !p.params || !p.ids) return "sample: null pointer";
+  if (p.rows < 0 || p.vocab < 1) return "sample: bad sizes";
+  return nullptr;
+}
+
+cudaError_t LaunchSample(const SampleParams& p, cudaStream_t stream) {
+  if (Validate(p)) return cudaErrorInvalidValue;
+  if (p.rows == 0) return cudaSuccess;
+  SampleKernel<<<p.rows, kThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace moegraph::cuda

@@ -1,0 +1,46 @@
+// Token sampling on the GPU, one block per row of f32 logits, with per-row
+// parameters read from device memory (so one captured launch serves any mix
+// of requests): greedy (argmax, lowest id on ties), or temperature with
+// top-k, min-p and top-p truncation and a draw keyed by (seed, index).
+//
+// Truncation, as the host sampler (engine/sampling/sampler.cc) defines it:
+// top-k keeps the k largest logits (ties at the k-th value are all kept
+// here), min-p drops tokens with p < min_p * p_max, top-p keeps the most
+// likely tokens whose mass first reaches top_p (ties at the cut all kept).
+// The draw u = SeededUniform(seed, index) is the host sampler's; the kept
+// tokens are walked in id order (the host walks them by likelihood), so a
+// seeded request draws from the same distribution, not the same token.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace moegraph::cuda {
+
+constexpr int kSampleMaxBanned = 4;
+
+// One row's parameters (48 bytes, as the engine stages them).
+struct SampleRowParams {
+  float temperature = 0.0f;  // 0 = greedy
+  int32_t top_k = 0;         // 0 = off
+  float top_p = 1.0f;        // 1 = off
+  float min_p = 0.0f;        // 0 = off
+  uint32_t seed_lo = 0, seed_hi = 0;
+  uint32_t index_lo = 0, index_hi = 0;    // the token's index in its request
+  int32_t banned[kSampleMaxBanned] = {-1, -1, -1, -1};  // ids never chosen (-1 = none)
+};
+static_assert(sizeof(SampleRowParams) == 48);
+
+struct SampleParams {
+  const float* logits = nullptr;           // [rows, vocab]
+  const SampleRowParams* params = nullptr;  // [rows]
+  int32_t* ids = nullptr;                   // [rows] out
+  int rows = 0;
+  int vocab = 0;
+};
+const char* Validate(const SampleParams& p);
+cudaError_t LaunchSample(const SampleParams& p, cudaStream_t stream);
+
+}  // namespace moegraph::cuda
