@@ -1,10 +1,12 @@
 // `moegraph bench-decode MODEL_DIR [--device cuda[:N]] [--batches 1,8,64]
-//  [--context N] [--steps N] [--warmup N]`: eager decode-step timing (no
-// graphs): every batch size prefills its sequences to `context` tokens, then
-// times decode steps (one token per sequence) on the backend's stream with
-// CUDA events, and splits the device time by kind of op next to its floors
-// (bytes of weights + state that must be read / 4.3 TB/s, flops / 890
-// TFLOP/s). This is the baseline the CUDA-graph work must beat.
+//  [--context N] [--steps N] [--warmup N] [--graphs off,full]`: decode-step
+// timing per graph mode: every batch size prefills its sequences to
+// `context` tokens, then times decode steps (one token per sequence, greedy,
+// sampled where the engine samples) from the host's call to the sampled ids
+// on the host, with CUDA events around it (device span) and the host's wall
+// clock; eager mode also splits the device time by kind of op. Each figure
+// stands next to its floors (bytes of weights + state that must be read /
+// 4.3 TB/s, flops / 890 TFLOP/s).
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -30,7 +32,7 @@ namespace {
 
 constexpr char kUsage[] =
     "bench-decode MODEL_DIR [--device cuda[:N]] [--batches 1,8,64] [--context N] [--steps N] "
-    "[--warmup N]";
+    "[--warmup N] [--graphs off,full]";
 constexpr double kBandwidth = 4.3e12;  // bytes/s, device-to-device copy (gpu.md)
 constexpr double kFlopRate = 890e12;   // bf16 dense, cuBLASLt 8192^3 (gpu.md)
 
@@ -106,7 +108,8 @@ int Usage(const char* why) {
 }
 
 absl::Status Bench(const std::string& model_dir, const std::string& device,
-                   const std::vector<int>& batches, int context, int steps, int warmup) {
+                   const std::vector<int>& batches, int context, int steps, int warmup,
+                   const std::string& graphs) {
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   const int chunk = std::min(context, 1024);
   EngineOptions options;
@@ -115,15 +118,18 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
   options.num_slots = max_batch;
   options.context_limit = context + warmup + 2 * steps + 2;
   options.max_step_tokens = std::max(chunk, max_batch);
+  options.graphs = graphs;
   auto t0 = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<Dsv4Engine> engine, Dsv4Engine::Create(options));
   const ModelConfig& cfg = engine->config();
+  const std::string mode = engine->graph_mode();
   std::printf(
-      "bench-decode: %s on %s, %d layers, loaded in %.1f s; context %d, %d warm-up + %d "
-      "timed steps per batch, eager (no graphs)\n",
+      "bench-decode: %s on %s, %d layers, loaded (tuned%s) in %.1f s; context %d, %d warm-up + "
+      "%d timed steps per batch, graphs %s\n",
       model_dir.c_str(), engine->info().device.c_str(), cfg.num_layers,
+      mode == "full" ? ", graphs captured" : "",
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), context, warmup,
-      steps);
+      steps, mode.c_str());
   OpTimer* timer = nullptr;
 #if MOEGRAPH_HAVE_CUDA
   timer = CudaOpTimer(engine->backend());
@@ -155,7 +161,9 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
       }
     }
     std::vector<int32_t> ids(B);
+    sampling::SamplingParams greedy;
     std::vector<double> step_ms, wall_ms;
+    std::string step_mode;
     std::array<std::vector<double>, kKinds> kind_ms;
     int pos = context;
     auto decode_step = [&](bool timed, bool by_kind) -> absl::Status {
@@ -163,12 +171,17 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
       StepPlan plan;
       plan.token_ids = ids.data();
       plan.num_tokens = B;
-      for (int s = 0; s < B; ++s) plan.seqs.push_back(SeqChunk{s, pos, s, 1, true});
-      std::vector<float> logits;
+      for (int s = 0; s < B; ++s) {
+        SeqChunk ch(s, pos, s, 1, true);
+        ch.sampling = &greedy;
+        plan.seqs.push_back(ch);
+      }
+      StepResult result;
       if (timer && by_kind) RETURN_IF_ERROR(timer->Enable(true));
       if (timer) RETURN_IF_ERROR(timer->Mark());
       const auto w0 = std::chrono::steady_clock::now();
-      RETURN_IF_ERROR(engine->Step(plan, &logits));
+      RETURN_IF_ERROR(engine->StepAndSample(plan, &result));
+      step_mode = engine->last_step_mode();
       const double wall =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - w0).count();
       double span = wall;
@@ -189,7 +202,7 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
     };
     for (int i = 0; i < warmup; ++i) RETURN_IF_ERROR(decode_step(false, false));
     for (int i = 0; i < steps; ++i) RETURN_IF_ERROR(decode_step(true, false));
-    if (timer) {
+    if (timer && mode == "off") {
       for (int i = 0; i < steps; ++i) RETURN_IF_ERROR(decode_step(true, true));
     }
     for (int s = 0; s < B; ++s) engine->ReleaseSlot(s);
@@ -201,11 +214,20 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
       floor_bytes += f.bytes[k];
       floor_flops += f.flops[k];
     }
+    const double floor_ms =
+        std::max(floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3);
     std::printf(
-        "\nBENCH batch=%d: decode step %.3f ms median (p10 %.3f, p90 %.3f; host wall %.3f "
-        "ms), %.0f tokens/s; floor %.3f ms (bytes) / %.3f ms (flops)\n",
-        B, med, Percentile(step_ms, 0.1), Percentile(step_ms, 0.9), Median(wall_ms), B * 1e3 / med,
-        floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3);
+        "\nBENCH mode=%s batch=%d: decode step %.3f ms median (p10 %.3f, p90 %.3f; host wall %.3f "
+        "ms), %.0f tokens/s; floor %.3f ms (bytes) / %.3f ms (flops); x floor %.2f; ran as %s\n",
+        mode.c_str(), B, med, Percentile(step_ms, 0.1), Percentile(step_ms, 0.9), Median(wall_ms),
+        B * 1e3 / med, floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3,
+        med / floor_ms, step_mode.c_str());
+    std::printf("| %s | %d | %.3f | %.0f | %.3f | %.3f | %.2f |\n", mode.c_str(), B, med,
+                B * 1e3 / med, Median(wall_ms), floor_ms, med / floor_ms);
+    if (mode != "off" || !timer) {
+      std::fflush(stdout);
+      continue;
+    }
     std::printf(
         "| batch | op kind | device ms/step | floor ms (bytes/4.3TB/s) | floor ms "
         "(flops/890TF) | x floor |\n");
@@ -232,6 +254,7 @@ int RunBenchDecode(int argc, char** argv) {
   std::string model_dir, device = "cuda";
   std::vector<int> batches = {1, 8, 64};
   int context = 2100, steps = 50, warmup = 5;
+  std::vector<std::string> modes = {"off", "full"};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -249,6 +272,12 @@ int RunBenchDecode(int argc, char** argv) {
       if (!absl::SimpleAtoi(argv[++i], &v) || v < (a == "--warmup" ? 0 : 1))
         return Usage(("bench-decode: bad " + a).c_str());
       (a == "--context" ? context : a == "--steps" ? steps : warmup) = v;
+    } else if (a == "--graphs" && has_value) {
+      modes = absl::StrSplit(argv[++i], ',');
+      for (const std::string& m : modes) {
+        if (m != "off" && m != "full" && m != "auto")
+          return Usage("bench-decode: --graphs takes a list of off, full, auto");
+      }
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: moegraph %s\n", kUsage);
       return 0;
@@ -261,10 +290,12 @@ int RunBenchDecode(int argc, char** argv) {
     }
   }
   if (model_dir.empty()) return Usage("bench-decode: MODEL_DIR is required");
-  const absl::Status s = Bench(model_dir, device, batches, context, steps, warmup);
-  if (!s.ok()) {
-    std::fprintf(stderr, "bench-decode: %s\n", s.ToString().c_str());
-    return 1;
+  for (const std::string& m : modes) {
+    const absl::Status s = Bench(model_dir, device, batches, context, steps, warmup, m);
+    if (!s.ok()) {
+      std::fprintf(stderr, "bench-decode: %s\n", s.ToString().c_str());
+      return 1;
+    }
   }
   return 0;
 }
@@ -272,6 +303,6 @@ int RunBenchDecode(int argc, char** argv) {
 }  // namespace
 
 MOEGRAPH_CLI_COMMAND(bench_decode, "bench-decode", kUsage,
-                     "time eager decode steps by kind of op next to their floors", RunBenchDecode);
+                     "time decode steps per graph mode next to their floors", RunBenchDecode);
 
 }  // namespace moegraph

@@ -25,19 +25,24 @@ namespace {
 
 constexpr char kUsage[] =
     "check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda[:N]] [--tolerance REL] "
-    "[--argmax FRACTION] [--quantile Q]";
+    "[--argmax FRACTION] [--quantile Q] [--graphs auto|off|full]";
 
 // Pass criteria. The CPU backend computes in fp32 like the reference: every
-// logit within 1e-4 (relative to the largest) and every argmax equal. The
-// CUDA backend keeps activations in bf16 (8 mantissa bits): logits within
-// 2e-2 and the argmax equal on at least 99% of the positions.
+// logit within 1e-4 (relative to the largest) and every argmax equal.
 // `quantile` < 1 applies max_relative to that quantile of the positions'
-// errors instead of the largest (a bf16 run can flip a near-tie of the
-// router's or the indexer's top-k at a few positions, see --quantile).
+// errors instead of the largest.
+// The CUDA backend keeps activations in bf16 (8 mantissa bits), and a bf16
+// rounding can flip a near-tie of the router's or the indexer's top-k at a
+// few positions, which moves those positions' logits by up to ~5e-2 while
+// the rest stay near 1e-3 (kernels/cuda/NOTES.md). Its criterion is per
+// phase: the median position within 1e-2, the 95th percentile within 5e-2,
+// the argmax equal on >= 97% of positions, and the reference's argmax among
+// our top 5 at every position. A broken kernel moves every position, not 5%.
 struct Tolerance {
   double max_relative = 1e-4;
   double min_argmax = 1.0;
   double quantile = 1.0;
+  bool bf16 = false;
 };
 Tolerance g_tolerance;
 
@@ -54,6 +59,7 @@ struct GoldenPrompt {
 struct PhaseResult {
   double max_err = 0, max_ref = 0;
   int positions = 0, argmax_agree = 0;
+  int ref_in_top5 = 0;               // positions whose reference argmax is in our top 5
   std::vector<double> position_err;  // max |err| of each position
   void Add(const float* mine, const float* ref, int vocab) {
     int am = 0, ar = 0;
@@ -68,6 +74,9 @@ struct PhaseResult {
     position_err.push_back(pos_err);
     ++positions;
     argmax_agree += am == ar;
+    int above = 0;  // our logits strictly above ours at the reference's argmax
+    for (int v = 0; v < vocab && above < 5; ++v) above += mine[v] > mine[ar];
+    ref_in_top5 += above < 5;
   }
   double Scale(double err) const { return max_ref > 0 ? err / max_ref : err; }
   double relative() const { return Scale(max_err); }
@@ -86,6 +95,10 @@ struct PhaseResult {
   }
   double argmax_fraction() const { return positions ? double(argmax_agree) / positions : 1.0; }
   bool ok() const {
+    if (g_tolerance.bf16) {
+      return relative_quantile(0.5) <= 1e-2 && relative_quantile(0.95) <= 5e-2 &&
+             argmax_fraction() >= 0.97 && ref_in_top5 == positions;
+    }
     return relative_quantile(g_tolerance.quantile) <= g_tolerance.max_relative &&
            argmax_fraction() >= g_tolerance.min_argmax;
   }
@@ -148,10 +161,11 @@ absl::StatusOr<std::vector<GoldenPrompt>> LoadGolden(const WeightStore* g, const
 void Print(const std::string& prompt, const char* phase, const PhaseResult& r,
            const std::string& timing) {
   std::printf(
-      "%-4s %-8s rel %.3e  (max|err| %.3e / max|logit| %.3e)  argmax %d/%d  p99 rel %.3e, %d "
-      "positions over %.0e  %s  %s\n",
+      "%-4s %-8s rel %.3e  (max|err| %.3e / max|logit| %.3e)  argmax %d/%d  median %.3e p95 "
+      "%.3e p99 %.3e, %d positions over %.0e, ref argmax in top-5 %d/%d  %s  %s\n",
       prompt.c_str(), phase, r.relative(), r.max_err, r.max_ref, r.argmax_agree, r.positions,
-      r.relative_quantile(0.99), r.over_tolerance(), g_tolerance.max_relative, timing.c_str(),
+      r.relative_quantile(0.5), r.relative_quantile(0.95), r.relative_quantile(0.99),
+      r.over_tolerance(), g_tolerance.max_relative, r.ref_in_top5, r.positions, timing.c_str(),
       r.ok() ? "ok" : "FAIL");
 }
 
@@ -193,6 +207,8 @@ absl::Status Feed(Dsv4Engine& engine, int slot, const std::vector<int32_t>& ids,
   plan.token_ids = ids.data() + begin;
   plan.num_tokens = end - begin;
   plan.seqs.push_back(SeqChunk{slot, begin, 0, end - begin, true});
+  // Last-token logits go through the serving path (buckets, decode graphs).
+  if (!all_logits) return engine.Step(plan, logits);
   ForwardOptions opt;
   opt.all_logits = all_logits;
   return engine.StepWithOptions(plan, opt, logits);
@@ -239,8 +255,8 @@ absl::StatusOr<bool> CheckPrompt(Dsv4Engine& engine, const WeightStore& golden,
       total_ms += Ms(s0, Clock::now());
       decode.Add(step.data(), &p.decode_logits[size_t(i) * V], V);
     }
-    std::snprintf(buf, sizeof(buf), "%d steps %.3f ms/step", N - 1,
-                  N > 1 ? total_ms / (N - 1) : 0.0);
+    std::snprintf(buf, sizeof(buf), "%d steps %.3f ms/step (%s)", N - 1,
+                  N > 1 ? total_ms / (N - 1) : 0.0, engine.last_step_mode());
     Print(p.name, "decode", decode, buf);
     ok &= decode.ok();
   }
@@ -272,16 +288,17 @@ int Usage(const char* why) {
 }
 
 int RunCheckGolden(int argc, char** argv) {
-  std::string model_dir, golden, device = "cpu", tolerance, argmax, quantile;
+  std::string model_dir, golden, device = "cpu", tolerance, argmax, quantile, graphs = "auto";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "--golden" || a == "--device" || a == "--tolerance" || a == "--argmax" ||
-         a == "--quantile") &&
+         a == "--quantile" || a == "--graphs") &&
         i + 1 < argc) {
       (a == "--golden"      ? golden
        : a == "--device"    ? device
        : a == "--tolerance" ? tolerance
        : a == "--argmax"    ? argmax
+       : a == "--graphs"    ? graphs
                             : quantile) = argv[++i];
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: moegraph %s\n", kUsage);
@@ -299,7 +316,9 @@ int RunCheckGolden(int argc, char** argv) {
     return Usage(("check-golden: --device must be cpu or cuda, got " + device).c_str());
   }
   if (golden.empty()) golden = (std::filesystem::path(model_dir) / "golden.safetensors").string();
-  if (device != "cpu") g_tolerance = Tolerance{2e-2, 0.99};
+  if (device != "cpu") g_tolerance.bf16 = true;
+  // Explicit thresholds replace the bf16 criterion.
+  if (!tolerance.empty() || !argmax.empty() || !quantile.empty()) g_tolerance.bf16 = false;
   if (!tolerance.empty() &&
       (!absl::SimpleAtod(tolerance, &g_tolerance.max_relative) || g_tolerance.max_relative < 0)) {
     return Usage(
@@ -340,6 +359,7 @@ int RunCheckGolden(int argc, char** argv) {
   options.num_slots = 1;
   options.context_limit = context;
   options.max_step_tokens = longest;
+  options.graphs = graphs;
   auto t0 = std::chrono::steady_clock::now();
   auto engine = Dsv4Engine::Create(options);
   if (!engine.ok()) {
@@ -359,6 +379,13 @@ int RunCheckGolden(int argc, char** argv) {
       return 1;
     }
     all_ok &= *ok;
+  }
+  if (g_tolerance.bf16) {
+    std::printf(
+        "%s (bf16 criterion per phase: median position error <= 1e-2, p95 <= 5e-2, argmax equal "
+        "on >= 97%% of positions, reference argmax in our top 5 everywhere; decode graphs %s)\n",
+        all_ok ? "PASS" : "FAIL", (*engine)->graph_mode().c_str());
+    return all_ok ? 0 : 1;
   }
   std::printf(
       "%s (tolerance: relative error <= %.0e on %s and argmax equal on >= %.0f%% of positions)\n",

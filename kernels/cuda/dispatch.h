@@ -27,6 +27,7 @@
   switch (value) {                            \
     MG_DISPATCH_CASE(NAME, 1, __VA_ARGS__)    \
     MG_DISPATCH_CASE(NAME, 2, __VA_ARGS__)    \
+    MG_DISPATCH_CASE(NAME, 3, __VA_ARGS__)    \
     MG_DISPATCH_CASE(NAME, 4, __VA_ARGS__)    \
     MG_DISPATCH_CASE(NAME, 8, __VA_ARGS__)    \
     default:                                  \
@@ -36,6 +37,7 @@
 // Indexer head dim c (keys held in registers, 8 channels per 16-byte load).
 #define MG_DISPATCH_INDEX_HEAD_DIM(value, NAME, ...) \
   switch (value) {                                   \
+    MG_DISPATCH_CASE(NAME, 8, __VA_ARGS__)           \
     MG_DISPATCH_CASE(NAME, 16, __VA_ARGS__)          \
     MG_DISPATCH_CASE(NAME, 32, __VA_ARGS__)          \
     MG_DISPATCH_CASE(NAME, 64, __VA_ARGS__)          \

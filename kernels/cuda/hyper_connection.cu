@@ -132,7 +132,8 @@ __global__ void HcPreFinishKernel(HcPreParams p, const float* partial, int chunk
   const int t = blockIdx.x;
   const int width = kN * p.dim;
   ReduceMix(partial, chunks, p.tokens, t, kRows, width, p.norm_eps, mix);
-  if constexpr (kN * kN <= 32) {
+  // The warp form reduces over xor offsets: power-of-two stream counts only.
+  if constexpr (kN * kN <= 32 && (kN & (kN - 1)) == 0) {
     // One warp: lane i * kN + j holds C[i][j]; rows reduce over xor offsets
     // below kN, columns over offsets kN .. kN*kN/2 (lanes past kN*kN only
     // ever meet each other).

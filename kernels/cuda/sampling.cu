@@ -1,8 +1,10 @@
 // GPU sampler (see sampling.h). One block of 1024 threads per row: an argmax
 // pass, then (non-greedy) radix selects on order-preserving logit keys for
 // the top-k cut (by count) and the top-p cut (by probability mass, 8 bits a
-// pass), and an inverse-CDF draw over the kept tokens in id order (per-thread
-// contiguous chunks, a block scan, one thread finishes in its chunk).
+// pass), ties at each cut kept in id order as far as the cut needs (the
+// host's order: logit, then id), and an inverse-CDF draw over the kept tokens
+// in id order (per-thread contiguous chunks, a block scan, one thread
+// finishes in its chunk).
 #include "kernels/cuda/sampling.h"
 
 #include <cub/block/block_scan.cuh>
@@ -25,6 +27,17 @@ __device__ __forceinline__ uint64_t SplitMix64(uint64_t x) {
 __device__ __forceinline__ double SeededUniform(uint64_t seed, uint64_t index) {
   const uint64_t bits = SplitMix64(SplitMix64(seed) ^ (index * 0xD1B54A32D192ED03ull));
   return static_cast<double>(bits >> 11) * 0x1.0p-53;
+}
+
+__device__ float BlockMax(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = WarpMax(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float m = scratch[0];
+  for (int w = 1; w < kThreads / 32; ++w) m = fmaxf(m, scratch[w]);
+  return m;
 }
 
 struct Row {
@@ -129,29 +142,75 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
     const float q = __expf((r.l[i] - max_logit) * inv_t);
     return q < min_p ? -1.0f : q;
   };
-  uint32_t thr = 0;
-  if (r.prm.top_k > 0 && r.prm.top_k < V) {
-    thr = SelectKey(V, r, static_cast<float>(r.prm.top_k),
-                    [&](int i) { return r.banned(i) ? -1.0f : 1.0f; }, hist, &s_prefix,
-                    &s_remaining);
-  }
-  auto kept = [&](int i) -> float {
-    if (OrderedKey(r.l[i]) < thr) return -1.0f;
-    return prob(i);
-  };
-  float mass = 0.0f;
-  for (int i = threadIdx.x; i < V; i += kThreads) mass += fmaxf(kept(i), 0.0f);
-  mass = BlockSum(mass, red_v);
-  if (r.prm.top_p < 1.0f) {
-    thr = max(thr, SelectKey(V, r, r.prm.top_p * mass, kept, hist, &s_prefix, &s_remaining));
-    float m2 = 0.0f;
-    for (int i = threadIdx.x; i < V; i += kThreads) m2 += fmaxf(kept(i), 0.0f);
-    mass = BlockSum(m2, red_v);
-  }
-
-  // Inverse CDF in id order: thread t owns ids [t*chunk, (t+1)*chunk).
+  // Thread t owns ids [t*chunk, (t+1)*chunk): the tie cuts and the draw walk
+  // ids in this order.
   const int chunk = (V + kThreads - 1) / kThreads;
   const int lo = threadIdx.x * chunk, hi = min(V, lo + chunk);
+  // The id of the n-th (1-based) candidate, in id order, whose key is `key`.
+  auto nth_tie = [&](uint32_t key, int n, auto candidate) {
+    float mine = 0.0f;
+    for (int i = lo; i < hi; ++i) mine += (OrderedKey(r.l[i]) == key && candidate(i)) ? 1.0f : 0.0f;
+    float before = 0.0f, total = 0.0f;
+    __syncthreads();  // the scan storage may still be in use
+    Scan(scan).ExclusiveSum(mine, before, total);
+    if (threadIdx.x == 0) s_choice = V - 1;
+    __syncthreads();
+    if (before < n && before + mine >= n) {
+      float seen = before;
+      for (int i = lo; i < hi; ++i) {
+        if (OrderedKey(r.l[i]) == key && candidate(i) && ++seen >= n) {
+          s_choice = i;
+          break;
+        }
+      }
+    }
+    __syncthreads();
+    const int id = s_choice;
+    __syncthreads();
+    return id;
+  };
+  // Kept: key above the cut, or at it with an id up to the cut's id (the
+  // host sorts by logit, then id, and keeps a prefix).
+  uint32_t thr_k = 0, thr_p = 0;
+  int cut_k = V - 1, cut_p = V - 1;
+  auto kept_k = [&](int i) -> bool {
+    const uint32_t key = OrderedKey(r.l[i]);
+    return !r.banned(i) && (key > thr_k || (key == thr_k && i <= cut_k));
+  };
+  if (r.prm.top_k > 0 && r.prm.top_k < V) {
+    thr_k = SelectKey(V, r, static_cast<float>(r.prm.top_k),
+                      [&](int i) { return r.banned(i) ? -1.0f : 1.0f; }, hist, &s_prefix,
+                      &s_remaining);
+    const int need = static_cast<int>(s_remaining + 0.5f);  // ties of the k-th value to keep
+    __syncthreads();
+    cut_k = nth_tie(thr_k, max(1, need), [&](int i) { return !r.banned(i); });
+  }
+  auto candidate = [&](int i) -> float { return kept_k(i) ? prob(i) : -1.0f; };
+  auto kept = [&](int i) -> float {
+    const float w = candidate(i);
+    if (w < 0.0f) return -1.0f;
+    const uint32_t key = OrderedKey(r.l[i]);
+    return key > thr_p || (key == thr_p && i <= cut_p) ? w : -1.0f;
+  };
+  if (r.prm.top_p < 1.0f) {
+    float mass = 0.0f;
+    for (int i = threadIdx.x; i < V; i += kThreads) mass += fmaxf(candidate(i), 0.0f);
+    mass = BlockSum(mass, red_v);
+    thr_p = SelectKey(V, r, r.prm.top_p * mass, candidate, hist, &s_prefix, &s_remaining);
+    // Ties at the cut share one probability: keep as many as the mass needs.
+    float w_tie = 0.0f;
+    for (int i = threadIdx.x; i < V; i += kThreads) {
+      if (OrderedKey(r.l[i]) == thr_p && candidate(i) >= 0.0f) w_tie = candidate(i);
+    }
+    w_tie = BlockMax(w_tie, red_v);
+    const float remaining = s_remaining;
+    __syncthreads();
+    const int need = w_tie > 0.0f ? max(1, static_cast<int>(ceilf(remaining / w_tie * 0.99999f)))
+                                  : 1;
+    cut_p = nth_tie(thr_p, need, [&](int i) { return candidate(i) >= 0.0f; });
+  }
+
+  // Inverse CDF in id order over the kept tokens.
   float mine = 0.0f;
   int last_kept = -1;
   for (int i = lo; i < hi; ++i) {
@@ -159,6 +218,7 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
     if (w >= 0.0f) mine += w, last_kept = i;
   }
   float before = 0.0f, total = 0.0f;
+  __syncthreads();
   Scan(scan).ExclusiveSum(mine, before, total);
   const uint64_t seed = (uint64_t{r.prm.seed_hi} << 32) | r.prm.seed_lo;
   const uint64_t index = (uint64_t{r.prm.index_hi} << 32) | r.prm.index_lo;

@@ -4,9 +4,9 @@
 // top-k, min-p and top-p truncation and a draw keyed by (seed, index).
 //
 // Truncation, as the host sampler (engine/sampling/sampler.cc) defines it:
-// top-k keeps the k largest logits (ties at the k-th value are all kept
-// here), min-p drops tokens with p < min_p * p_max, top-p keeps the most
-// likely tokens whose mass first reaches top_p (ties at the cut all kept).
+// top-k keeps the k largest logits, min-p drops tokens with p < min_p *
+// p_max, top-p keeps the most likely tokens whose mass first reaches top_p;
+// ties at a cut are taken by ascending id, as the host's sort orders them.
 // The draw u = SeededUniform(seed, index) is the host sampler's; the kept
 // tokens are walked in id order (the host walks them by likelihood), so a
 // seeded request draws from the same distribution, not the same token.

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The GPU machine's entry point, run from the repository root of the carried
 # tree with the staged folder (tests/gpu/stage.sh) at $STAGE (default .gpu):
-#   tests    every [cuda] op test (CudaBackend vs CpuBackend)
+#   tests    every [cuda] test: ops vs CpuBackend, the device sampler, decode
+#            graphs (eager and full identical, padding, what a step does)
 #   opbench  per-op decode timings at V4-Flash widths ([bench] tests)
-#   golden   moegraph check-golden --device cuda on dsv4-tiny, then on the
-#            realistic flash-shaped fixture made here (torch + transformers)
-#   bench    moegraph bench-decode on that fixture at batch 1, 8, 64
+#   golden   moegraph check-golden --device cuda, graphs off and full, on
+#            dsv4-tiny, dsv4-topk2, dsv4-shape and the realistic flash-shaped
+#            fixture made here (torch + transformers)
+#   bench    moegraph bench-decode on that fixture at batch 1, 8, 64, per mode
 #   tokbench tokenizer encode MB/s vs the `tokenizers` library, same file
 # Usage: run.sh [step...] (default: all). Full logs go to $OUT; a short
-# table is printed last.
+# table is printed last. Exits 1 when any check failed.
 set -u
 STAGE=${STAGE:-.gpu}
 OUT=${OUT:-/tmp/moegraph-gpu-out}
@@ -18,9 +20,17 @@ LIBS=/tmp/moegraph-libs
 mkdir -p "$LIBS"
 cp "$STAGE"/lib/* "$LIBS"/ && gunzip -f "$LIBS"/*.gz 2>/dev/null
 export LD_LIBRARY_PATH="$LIBS:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+# The [cuda] tests read tests/fixtures from this checkout.
+export MOEGRAPH_SOURCE_DIR="${MOEGRAPH_SOURCE_DIR:-$PWD}"
+export NCCL_NVLS_ENABLE=0
 steps=${*:-tests opbench golden bench tokbench}
 declare -a table
+failed=0
 note() { table+=("$1"); }
+# check NAME RC: records a pass/fail line; any failure makes the script exit 1.
+check() {
+  if [ "$2" -eq 0 ]; then note "PASS $1"; else note "FAIL $1 (rc=$2)"; failed=1; fi
+}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
   --format=csv,noheader > "$OUT/gpu.txt" 2>&1
@@ -41,32 +51,47 @@ for step in $steps; do
   t0=$SECONDS
   case $step in
     tests)
-      "$STAGE/moegraph_cuda_tests" --durations yes > "$OUT/cuda_tests.log" 2>&1
+      "$STAGE/moegraph_cuda_tests" "~[bench]" --durations yes > "$OUT/cuda_tests.log" 2>&1
       rc=$?
-      note "[cuda] tests: rc=$rc in $((SECONDS - t0)) s; $(grep -E '^(All tests passed|test cases:)' "$OUT/cuda_tests.log" | tail -1)"
+      check "[cuda] tests in $((SECONDS - t0)) s; $(grep -E '^(All tests passed|test cases:)' "$OUT/cuda_tests.log" | tail -1)" $rc
       ;;
     opbench)
       "$STAGE/moegraph_cuda_tests" "[bench]" > "$OUT/opbench.log" 2>&1
-      note "opbench: rc=$? in $((SECONDS - t0)) s"
+      check "opbench in $((SECONDS - t0)) s" $?
       ;;
     golden)
       if [ ! -x "$STAGE/moegraph" ]; then note "golden: no moegraph binary staged"; continue; fi
-      "$STAGE/moegraph" check-golden "$STAGE/fixtures/dsv4-tiny" --device cuda \
-        > "$OUT/golden_tiny.log" 2>&1
-      note "golden dsv4-tiny: rc=$? in $((SECONDS - t0)) s"
+      # The tiny fixtures (widths 64-96, 7-600 positions a phase) flip whole
+      # positions on one bf16 near-tie, and one flip in 7 is 14% of a phase:
+      # they gate on the median position (a broken kernel moves it) and 85%
+      # argmax; the realistic fixture below takes the full bf16 criterion.
+      for fx in dsv4-tiny dsv4-topk2 dsv4-shape; do
+        for g in off full; do
+          t0=$SECONDS
+          "$STAGE/moegraph" check-golden "tests/fixtures/$fx" --device cuda --graphs $g \
+            --tolerance 1e-2 --quantile 0.5 --argmax 0.85 \
+            > "$OUT/golden_${fx}_$g.log" 2>&1
+          check "golden $fx graphs=$g in $((SECONDS - t0)) s" $?
+        done
+      done
       if make_flash; then
-        t0=$SECONDS
-        "$STAGE/moegraph" check-golden "$FLASH" --device cuda > "$OUT/golden_flash4.log" 2>&1
-        note "golden flash4: rc=$? in $((SECONDS - t0)) s"
+        for g in off full; do
+          t0=$SECONDS
+          "$STAGE/moegraph" check-golden "$FLASH" --device cuda --graphs $g \
+            > "$OUT/golden_flash4_$g.log" 2>&1
+          check "golden flash4 graphs=$g in $((SECONDS - t0)) s" $?
+        done
+      else
+        check "fixture flash4" 1
       fi
       ;;
     bench)
       if [ ! -x "$STAGE/moegraph" ]; then note "bench: no moegraph binary staged"; continue; fi
-      make_flash || continue
+      make_flash || { check "fixture flash4" 1; continue; }
       t0=$SECONDS
-      "$STAGE/moegraph" bench-decode "$FLASH" --device cuda --batches 1,8,64 \
-        > "$OUT/bench.log" 2>&1
-      note "bench: rc=$? in $((SECONDS - t0)) s"
+      "$STAGE/moegraph" bench-decode "$FLASH" --device cuda --batches ${BENCH_BATCHES:-1,8,64} \
+        --graphs off,full > "$OUT/bench.log" 2>&1
+      check "bench in $((SECONDS - t0)) s" $?
       ;;
     tokbench)
       # Same machine, same file: our tokenizer (cold cache per run) vs the
@@ -88,9 +113,9 @@ done
 
 echo "==== logs in $OUT"
 for f in "$OUT"/golden_*.log; do
-  [ -f "$f" ] && { echo "---- $(basename "$f")"; tail -n 12 "$f"; }
+  [ -f "$f" ] && { echo "---- $(basename "$f")"; grep -E '^(a |b |PASS|FAIL|check-golden)' "$f" | cut -c1-230; }
 done
-[ -f "$OUT/bench.log" ] && { echo "---- bench"; grep -E '^(BENCH|\|)' "$OUT/bench.log" | head -60; }
+[ -f "$OUT/bench.log" ] && { echo "---- bench (| mode | batch | step ms | tokens/s | host wall ms | floor ms | x floor |)"; grep -E '^(bench-decode|BENCH|\|)' "$OUT/bench.log" | head -80; }
 table_of() { cut -d'|' -f2- | awk -F'|' '{ printf "%-34s", $1; for (i = 2; i <= NF; ++i) printf " | %-16s", $i; printf "\n" }'; }
 [ -f "$OUT/opbench.log" ] && { echo "---- opbench"; grep '^OP-BENCH' "$OUT/opbench.log" | table_of; }
 if [ -f "$OUT/cuda_tests.log" ]; then
@@ -101,3 +126,4 @@ if [ -f "$OUT/cuda_tests.log" ]; then
 fi
 echo "==== summary"
 printf '%s\n' "${table[@]}"
+exit $failed
