@@ -131,8 +131,8 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
       LOG_INFO << "metrics on http://" << config.metrics_address << "/metrics (port "
                << metrics_http->port() << ")";
     } else {
-      LOG_ERROR << "metrics_address " << config.metrics_address << ": "
-                << started.status().message();
+      // Names the address and the reason ("Address already in use", ...).
+      LOG_ERROR << started.status().message();
       return 1;
     }
   }

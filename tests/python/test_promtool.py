@@ -16,7 +16,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import Daemon, collect, stubs  # noqa: E402
+from harness import Daemon, collect, daemon_binary, free_port, stubs  # noqa: E402
 
 # prometheus-cpp 1.0.1's handler sends no version parameter; Prometheus reads
 # text/plain as the 0.0.4 text format.
@@ -38,6 +38,25 @@ def promtool_check(promtool, text):
     run = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                          text=True, timeout=60)
     return run.returncode, (run.stdout + run.stderr).strip()
+
+
+def start_fails(metrics_address):
+    """moegraphd's exit code and output when its metrics address is unusable."""
+    run = subprocess.run([daemon_binary(), "--fake-engine", "--listen_address=127.0.0.1:%d"
+                          % free_port(), "--metrics_address=" + metrics_address],
+                         capture_output=True, text=True, timeout=60)
+    return run.returncode, run.stdout + run.stderr
+
+
+def check_bind_failures(taken):
+    """A taken or IPv6 metrics address is a clear start-up error (exit 1, one
+    line naming the address and the reason), not an escaping exception."""
+    rc, out = start_fails(taken)
+    want = f"metrics: cannot listen on {taken}: Address already in use"
+    assert rc == 1 and want in out and "terminate" not in out, (rc, out)
+    rc, out = start_fails("[::1]:%d" % free_port())
+    assert rc == 1 and "IPv6 is not supported" in out and "terminate" not in out, (rc, out)
+    print("bind failures: exit 1 with", repr(want))
 
 
 def main():
@@ -64,6 +83,7 @@ def main():
         for path in ("/", "/metric", "/index.html"):
             status, _, _ = get(daemon.metrics_address, path)
             assert status == 404, (path, status)
+        check_bind_failures(daemon.metrics_address)
 
     rc, out = promtool_check(promtool, body)
     families = sorted(line.split()[2] for line in body.splitlines() if line.startswith("# TYPE "))
