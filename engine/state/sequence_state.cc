@@ -118,8 +118,7 @@ StatePoolStats SequenceState::pool_stats() const {
     // (and a slot's table's) pages: the largest max_tokens that passes.
     const int64_t pages = std::min(p.num_pages(), p.max_pages_per_slot());
     const int64_t longest = pages * p.page_size() * k.rate + k.rate - 1;
-    st.max_sequence_tokens =
-        static_cast<int>(std::min<int64_t>(st.max_sequence_tokens, longest));
+    st.max_sequence_tokens = static_cast<int>(std::min<int64_t>(st.max_sequence_tokens, longest));
   }
   // Without compressed layers only the per-slot rings hold state: one
   // context per slot.

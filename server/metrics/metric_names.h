@@ -53,7 +53,8 @@ inline constexpr char kPromptTokensHelp[] = "Prompt tokens of admitted requests.
 inline constexpr char kGeneratedTokensTotal[] = "moegraph_generated_tokens_total";
 inline constexpr char kGeneratedTokensHelp[] = "Tokens generated.";
 inline constexpr char kPrefillTokensTotal[] = "moegraph_prefill_tokens_total";
-inline constexpr char kPrefillTokensHelp[] = "Prompt tokens run through the model (prefill chunks).";
+inline constexpr char kPrefillTokensHelp[] =
+    "Prompt tokens run through the model (prefill chunks).";
 inline constexpr char kDecodeTokensTotal[] = "moegraph_decode_tokens_total";
 inline constexpr char kDecodeTokensHelp[] =
     "Tokens run through the model as decode steps (one per running sequence and step).";
@@ -73,11 +74,12 @@ inline constexpr char kSchedulerOverheadSecondsHelp[] =
 inline constexpr char kRequestsRejectedTotal[] = "moegraph_requests_rejected_total";
 inline constexpr char kRequestsRejectedHelp[] = "Requests refused at admission, by reason.";
 inline constexpr char kRejectReasonLabel[] = "reason";
-inline constexpr char kRejectQueueFull[] = "queue_full";          // RESOURCE_EXHAUSTED
-inline constexpr char kRejectTooLong[] = "too_long";              // beyond the context limit
-inline constexpr char kRejectPoolExhausted[] = "pool_exhausted";  // the state pool can never hold it
-inline constexpr char kRejectDraining[] = "draining";             // UNAVAILABLE while draining
-inline constexpr char kRejectDuplicateId[] = "duplicate_id";      // ALREADY_EXISTS
+inline constexpr char kRejectQueueFull[] = "queue_full";  // RESOURCE_EXHAUSTED
+inline constexpr char kRejectTooLong[] = "too_long";      // beyond the context limit
+inline constexpr char kRejectPoolExhausted[] =
+    "pool_exhausted";                                         // the state pool can never hold it
+inline constexpr char kRejectDraining[] = "draining";         // UNAVAILABLE while draining
+inline constexpr char kRejectDuplicateId[] = "duplicate_id";  // ALREADY_EXISTS
 
 // The state pool (compressed attention state, in pages allocated on demand).
 // "reserved" is what admission promised to running requests (prompt +

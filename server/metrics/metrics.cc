@@ -63,10 +63,9 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   self->registry_ = std::move(registry);
   try {
     // Scrapes are rare and cheap; two threads let one slow client not block another.
-    self->exposer_ = std::make_unique<prometheus::Exposer>(
-        std::vector<std::string>{"listening_ports", host_port->host + ":" +
-                                                        std::to_string(host_port->port),
-                                 "num_threads", "2"});
+    self->exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", host_port->host + ":" + std::to_string(host_port->port), "num_threads",
+        "2"});
   } catch (const std::exception& e) {
     LOG_VERBOSE << "metrics: civetweb: " << e.what();
     return absl::UnavailableError(
@@ -75,8 +74,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   const std::vector<int> ports = self->exposer_->GetListeningPorts();
   self->port_ = ports.empty() ? host_port->port : ports.front();
   self->exposer_->RegisterCollectable(self->registry_);
-  LOG_VERBOSE << "metrics: serving http://" << host_port->host << ":" << self->port_
-              << "/metrics";
+  LOG_VERBOSE << "metrics: serving http://" << host_port->host << ":" << self->port_ << "/metrics";
   return self;
 }
 

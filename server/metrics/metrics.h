@@ -38,7 +38,9 @@ class MetricsHttpServer {
   // reason, when it cannot be bound. Never throws.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
       const std::string& address, std::shared_ptr<prometheus::Registry> registry);
-  ~MetricsHttpServer();  // stops civetweb and joins its threads
+  // Stops civetweb and joins its threads (up to ~2 s: civetweb's listener
+  // polls with a 2 s timeout).
+  ~MetricsHttpServer();
   int port() const { return port_; }
 
  private:

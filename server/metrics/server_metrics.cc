@@ -33,7 +33,7 @@ prometheus::Histogram& ServerMetrics::StepDuration(const std::string& mode, int 
 
 prometheus::Counter* ServerMetrics::Rejected(const char* reason) const {
   const std::pair<const char*, prometheus::Counter*> table[] = {
-      {kRejectQueueFull, rejected.queue_full},   {kRejectTooLong, rejected.too_long},
+      {kRejectQueueFull, rejected.queue_full},         {kRejectTooLong, rejected.too_long},
       {kRejectPoolExhausted, rejected.pool_exhausted}, {kRejectDraining, rejected.draining},
       {kRejectDuplicateId, rejected.duplicate_id},
   };
@@ -46,7 +46,8 @@ prometheus::Counter* ServerMetrics::Rejected(const char* reason) const {
 absl::StatusOr<ServerMetrics> RegisterServerMetrics(prometheus::Registry* r) {
   ServerMetrics m;
   try {  // prometheus-cpp throws std::invalid_argument on a clash
-    auto& requests = prometheus::BuildCounter().Name(kRequestsTotal).Help(kRequestsHelp).Register(*r);
+    auto& requests =
+        prometheus::BuildCounter().Name(kRequestsTotal).Help(kRequestsHelp).Register(*r);
     m.requests.stop = &requests.Add({{kFinishReasonLabel, kFinishStop}});
     m.requests.length = &requests.Add({{kFinishReasonLabel, kFinishLength}});
     m.requests.abort = &requests.Add({{kFinishReasonLabel, kFinishAbort}});
@@ -95,7 +96,8 @@ absl::StatusOr<ServerMetrics> RegisterServerMetrics(prometheus::Registry* r) {
     m.scheduler_overhead_seconds =
         AddCounter(r, kSchedulerOverheadSecondsTotal, kSchedulerOverheadSecondsHelp);
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics: registering the families: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics: registering the families: ", e.what()));
   }
   return m;
 }

@@ -122,7 +122,8 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
     // Within what the state pool holds (at least 1: a prompt the pool
     // cannot hold at all is refused at admission, naming the limit).
     if (limits.max_sequence_tokens > 0) {
-      stop.max_tokens = std::max(1, std::min(stop.max_tokens, limits.max_sequence_tokens - prompt_len));
+      stop.max_tokens =
+          std::max(1, std::min(stop.max_tokens, limits.max_sequence_tokens - prompt_len));
     }
   }
   if (st.min_tokens() < 0 || st.min_tokens() > stop.max_tokens) {

@@ -137,8 +137,8 @@ StatePoolStats FakeEngine::state_pool() const {
   st.capacity_tokens = options_.state_pool_tokens > 0
                            ? options_.state_pool_tokens
                            : int64_t{options_.num_slots} * options_.context_limit;
-  st.max_sequence_tokens = static_cast<int>(
-      std::min<int64_t>(options_.context_limit, st.capacity_tokens));
+  st.max_sequence_tokens =
+      static_cast<int>(std::min<int64_t>(options_.context_limit, st.capacity_tokens));
   st.reserved_tokens = reserved_tokens_;
   for (const Slot& s : slots_) st.used_tokens += static_cast<int64_t>(s.history.size());
   return st;

@@ -340,8 +340,7 @@ class RecordingObserver final : public SchedulerObserver {
   std::vector<StepStats> steps_;
 };
 
-TEST_CASE("scheduler: admission refuses a request the state pool can never hold",
-          "[scheduler]") {
+TEST_CASE("scheduler: admission refuses a request the state pool can never hold", "[scheduler]") {
   FakeEngineOptions eo;
   eo.num_slots = 2;
   eo.state_pool_tokens = 40;
