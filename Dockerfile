@@ -53,7 +53,7 @@ RUN apt-get update \
  && apt-get update \
  && apt-get install -y --no-install-recommends \
       libgrpc++1.51 libprotobuf32 libabsl20220623 libyaml-cpp0.7 libonig5 libicu72 \
-      libcpp-httplib0.11 \
+      libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libcivetweb1 \
       cuda-cudart-13-0 libcublas-13-0 libnccl2 \
  && rm -rf /var/lib/apt/lists/* /tmp/cuda-keyring.deb \
  && echo /usr/local/cuda-13.0/lib64 > /etc/ld.so.conf.d/moegraph-cuda.conf \

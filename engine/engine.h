@@ -90,6 +90,21 @@ struct StepPlan {
   std::vector<SeqChunk> seqs;
 };
 
+// The state pool's capacity and use (Engine::state_pool()). Tokens count
+// prompt + output positions; pages are the pool's entry pages over every kind
+// of compressed entry (0 on an engine without pages).
+struct StatePoolStats {
+  int64_t capacity_tokens = 0;  // tokens the pool's pages hold over all slots
+  int64_t reserved_tokens = 0;  // promised to acquired slots (each slot's max_tokens)
+  int64_t used_tokens = 0;      // held by acquired slots now (tokens they have consumed)
+  int64_t capacity_pages = 0;
+  int64_t reserved_pages = 0;  // promised to acquired slots
+  int64_t used_pages = 0;      // mapped: holding entries now
+  // The most tokens one sequence can ever acquire (an empty pool): the context
+  // limit, or less when the pool is smaller. 0 = no limit beyond the context limit.
+  int max_sequence_tokens = 0;
+};
+
 class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
@@ -130,6 +145,11 @@ class Engine {
   // pointer's deleter. The engine copies the plan into its own pinned staging
   // block (docs/decode-step.md), so this is plain host memory.
   virtual std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) = 0;
+
+  // The state pool's capacity and use, for admission and metrics. Call it from
+  // the thread that calls AcquireSlot and Step (the state is not locked). An
+  // engine that does not report its pool returns zeros.
+  virtual StatePoolStats state_pool() const { return {}; }
 };
 
 }  // namespace moegraph

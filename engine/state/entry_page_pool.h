@@ -24,6 +24,8 @@ class EntryPagePool {
   int PagesFor(int64_t entries) const;
   // Pages neither allocated nor promised to a slot.
   int unreserved_pages() const { return num_pages_ - reserved_total_; }
+  // Pages not mapped to any slot (num_pages() minus those holding entries).
+  int free_pages() const { return static_cast<int>(free_.size()); }
 
   // Promises `pages` pages to `slot` (which holds no reservation).
   // RESOURCE_EXHAUSTED when fewer are unreserved or more than a slot's table holds.

@@ -131,6 +131,35 @@ absl::Status SequenceState::Acquire(int slot, int max_tokens) {
   return absl::OkStatus();
 }
 
+StatePoolStats SequenceState::pool_stats() const {
+  StatePoolStats st;
+  st.max_sequence_tokens = options_.context_limit;
+  int64_t capacity = -1;  // the least any kind's pages hold, in tokens
+  for (const KindState& k : kinds_) {
+    if (k.layers == 0) continue;
+    const EntryPagePool& p = k.pages;
+    st.capacity_pages += p.num_pages();
+    st.reserved_pages += p.num_pages() - p.unreserved_pages();
+    st.used_pages += p.num_pages() - p.free_pages();
+    const int64_t kind_tokens = int64_t{p.num_pages()} * p.page_size() * k.rate;
+    capacity = capacity < 0 ? kind_tokens : std::min(capacity, kind_tokens);
+    // Acquire reserves PagesFor(max_tokens / rate) pages, at most the pool's
+    // (and a slot's table's) pages: the largest max_tokens that passes.
+    const int64_t pages = std::min(p.num_pages(), p.max_pages_per_slot());
+    const int64_t longest = pages * p.page_size() * k.rate + k.rate - 1;
+    st.max_sequence_tokens = static_cast<int>(std::min<int64_t>(st.max_sequence_tokens, longest));
+  }
+  // Without compressed layers only the per-slot rings hold state: one
+  // context per slot.
+  st.capacity_tokens = capacity >= 0 ? capacity : int64_t{num_slots()} * options_.context_limit;
+  for (const Slot& s : slots_) {
+    if (!s.in_use) continue;
+    st.reserved_tokens += s.max_tokens;
+    st.used_tokens += s.length;
+  }
+  return st;
+}
+
 void SequenceState::Release(int slot) {
   if (slot < 0 || slot >= num_slots() || !slots_[slot].in_use) return;
   for (KindState& k : kinds_) {

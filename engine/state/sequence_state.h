@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/backend/backend.h"
+#include "engine/engine.h"
 #include "engine/model/model_config.h"
 #include "engine/state/entry_page_pool.h"
 
@@ -48,6 +49,9 @@ class SequenceState {
   bool in_use(int slot) const { return slots_[slot].in_use; }
   // Tokens the slot has consumed so far (the next chunk's start position).
   int length(int slot) const { return slots_[slot].length; }
+
+  // Capacity and use of the page pools (Engine::state_pool()).
+  StatePoolStats pool_stats() const;
 
   // Reserves pages of every kind for up to `max_tokens` tokens in a free slot.
   // RESOURCE_EXHAUSTED (slot stays free) when the pools cannot promise them.

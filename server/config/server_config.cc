@@ -206,6 +206,12 @@ const std::vector<Field>& Fields() {
       IntField(
           "context_limit", [](ServerConfig& c) -> int& { return c.context_limit; }, 0, kIntMax,
           "Longest prompt + output in tokens; 0 = the model's max_position_embeddings."),
+      IntField(
+          "state_pool_tokens", [](ServerConfig& c) -> int& { return c.state_pool_tokens; }, 0,
+          kIntMax,
+          "Tokens of compressed state the pool holds over all slots; 0 = slots x context "
+          "limit, capped at 262144. A request one sequence's share can never hold is "
+          "refused (RESOURCE_EXHAUSTED)."),
       NumberField(
           "sampling.temperature", [](ServerConfig& c) -> double& { return c.sampling.temperature; },
           {0, false, kInf, false}, "Default temperature of requests that set none; 0 = greedy."),

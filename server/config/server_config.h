@@ -30,6 +30,9 @@ struct ServerConfig {
   int queue_size = 64;          // waiting requests beyond running ones, >= 0
   int max_step_tokens = 256;    // token budget per step (prefill chunking), >= 1
   int context_limit = 0;        // 0 = the model's max_position_embeddings
+  // Tokens of compressed state the state pool holds over all slots, >= 0;
+  // 0 = slots * context limit, capped at 262144.
+  int state_pool_tokens = 0;
   SamplingDefaults sampling;
   double drain_grace_seconds = 30;  // SIGTERM: time for running requests to finish, >= 0
   std::string log_level = "info";   // error | warn | info | verbose

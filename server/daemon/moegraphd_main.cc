@@ -3,6 +3,7 @@
 // loads), serves until SIGTERM or SIGINT, then drains: readiness goes
 // NOT_SERVING, new calls get UNAVAILABLE, running requests get the grace
 // period, the rest end with finish reason abort, and the process exits 0.
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "prometheus/registry.h"
 #include "server/config/server_config.h"
 #include "server/daemon/scheduler_metrics.h"
 #include "server/metrics/metrics.h"
@@ -113,9 +115,9 @@ std::string ResolveDevice(const std::string& device) {
 }
 
 int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& signals) {
-  metrics::Registry registry;
+  auto registry = std::make_shared<prometheus::Registry>();
   absl::StatusOr<std::unique_ptr<SchedulerMetrics>> server_metrics =
-      SchedulerMetrics::Create(&registry, config.slots);
+      SchedulerMetrics::Create(registry.get(), config.slots);
   if (!server_metrics.ok()) {
     LOG_ERROR << "metrics: " << server_metrics.status();
     return 1;
@@ -123,13 +125,14 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   std::unique_ptr<metrics::MetricsHttpServer> metrics_http;
   if (!config.metrics_address.empty()) {
     absl::StatusOr<std::unique_ptr<metrics::MetricsHttpServer>> started =
-        metrics::MetricsHttpServer::Start(config.metrics_address, &registry);
+        metrics::MetricsHttpServer::Start(config.metrics_address, registry);
     if (started.ok()) {
       metrics_http = std::move(*started);
       LOG_INFO << "metrics on http://" << config.metrics_address << "/metrics (port "
                << metrics_http->port() << ")";
     } else {
-      LOG_ERROR << "metrics_address " << config.metrics_address << ": " << started.status();
+      // Names the address and the reason ("Address already in use", ...).
+      LOG_ERROR << started.status().message();
       return 1;
     }
   }
@@ -159,6 +162,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     fake.num_slots = config.slots;
     fake.max_step_tokens = config.max_step_tokens;
     fake.context_limit = config.context_limit > 0 ? config.context_limit : 4096;
+    fake.state_pool_tokens = config.state_pool_tokens;
     fake.step_seconds = flags.fake_step_ms / 1e3;
     fake.record_steps = false;
     engine = std::make_unique<FakeEngine>(fake);
@@ -169,6 +173,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     options.num_slots = config.slots;
     options.context_limit = config.context_limit;
     options.max_step_tokens = config.max_step_tokens;
+    options.state_pool_tokens = config.state_pool_tokens;
     absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(options);
     if (!created.ok()) {
       LOG_ERROR << "loading " << config.model_dir << ": " << created.status();
@@ -185,6 +190,8 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     LOG_WARN << "no tokenizer (" << loaded.status() << "); only token-id prompts, no text";
   }
 
+  // Before the scheduler thread exists (the pool is the scheduler's after that).
+  const StatePoolStats pool = engine->state_pool();
   SchedulerOptions scheduler_options;
   scheduler_options.max_queue = config.queue_size;
   scheduler_options.max_step_tokens = config.max_step_tokens;
@@ -200,6 +207,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   RequestLimits limits;
   limits.vocab_size = info.vocab_size;
   limits.context_limit = info.context_limit;
+  limits.max_sequence_tokens = pool.max_sequence_tokens;
   limits.bos_token_id = info.bos_token_id;
   limits.eos_token_ids = info.eos_token_ids;
   limits.max_stop_strings = config.max_stop_strings;
@@ -210,9 +218,12 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
                    engine->max_step_tokens());
   health->SetServingStatus(GenerationService::kServiceName, true);
   LOG_INFO << absl::StrFormat(
-      "ready: %s (%s) on %s, %d slots, context %d, vocab %d, queue %d, step budget %d", info.name,
-      info.model_type, info.device, engine->num_slots(), info.context_limit, info.vocab_size,
-      config.queue_size, config.max_step_tokens);
+      "ready: %s (%s) on %s, %d slots, context %d (%d per request with the state pool of %d "
+      "tokens), vocab %d, queue %d, step budget %d",
+      info.name, info.model_type, info.device, engine->num_slots(), info.context_limit,
+      pool.max_sequence_tokens > 0 ? std::min(info.context_limit, pool.max_sequence_tokens)
+                                   : info.context_limit,
+      pool.capacity_tokens, info.vocab_size, config.queue_size, config.max_step_tokens);
 
   int sig = 0;
   sigwait(&signals, &sig);

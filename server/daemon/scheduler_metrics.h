@@ -1,15 +1,18 @@
 // Feeds the daemon's Prometheus metrics (server/metrics/metric_names.h) from
 // the scheduler's observer calls: requests by finish reason, TTFT,
 // inter-token, end-to-end and queue time, running / waiting requests, slot
-// usage, prompt and generated tokens, step time; plus the split of step time
-// between Engine::Step and the server, and admission refusals.
+// usage, prompt, prefill, decode and generated tokens, step time by mode and
+// bucket, the split of step time between Engine::Step and the server,
+// admission refusals by reason, and the state pool's capacity and use.
 #pragma once
 
-#include <array>
+#include <map>
 #include <memory>
+#include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
-#include "server/metrics/metrics.h"
+#include "prometheus/registry.h"
 #include "server/metrics/server_metrics.h"
 #include "server/scheduler/scheduler_observer.h"
 
@@ -18,7 +21,7 @@ namespace moegraph {
 class SchedulerMetrics final : public SchedulerObserver {
  public:
   // Registers the families in `registry`, which must outlive this object.
-  static absl::StatusOr<std::unique_ptr<SchedulerMetrics>> Create(metrics::Registry* registry,
+  static absl::StatusOr<std::unique_ptr<SchedulerMetrics>> Create(prometheus::Registry* registry,
                                                                   int slots);
 
   void OnStep(const StepStats& stats) override;
@@ -28,16 +31,15 @@ class SchedulerMetrics final : public SchedulerObserver {
   void OnNextToken(double inter_token_seconds) override;
   void OnFinished(const FinishEvent& event) override;
   void OnRejected(const char* reason) override;
+  void OnStatePool(const StatePoolStats& stats) override;
 
  private:
   SchedulerMetrics() = default;
 
-  metrics::ServerMetrics m_;                     // the shared metric set
-  std::array<metrics::Counter*, 4> requests_{};  // m_.requests by FinishReason
-  metrics::Counter* engine_seconds_ = nullptr;
-  metrics::Counter* overhead_seconds_ = nullptr;
-  metrics::Counter* steps_ = nullptr;
-  std::array<metrics::Counter*, 3> rejected_{};  // queue_full, draining, duplicate_id
+  metrics::ServerMetrics m_;  // the shared metric set
+  // Step-time children by (mode, bucket); OnStep runs on the scheduler
+  // thread only, so this cache needs no lock.
+  std::map<std::pair<std::string, int>, prometheus::Histogram*> step_durations_;
 };
 
 }  // namespace moegraph

@@ -1,45 +1,104 @@
 // RegisterServerMetrics: the daemon's families with their names, help and buckets.
 #include "server/metrics/server_metrics.h"
 
-#include "engine/common/status_macros.h"
+#include <cstring>
+#include <exception>
+
+#include "absl/strings/str_cat.h"
 #include "server/metrics/metric_names.h"
+#include "server/metrics/metrics.h"
 
 namespace moegraph::metrics {
+namespace {
 
-absl::StatusOr<ServerMetrics> RegisterServerMetrics(Registry* registry) {
-  ServerMetrics m;
-  auto requests = [&](const char* reason) {
-    return registry->AddCounter(kRequestsTotal, kRequestsHelp, {{kFinishReasonLabel, reason}});
+prometheus::Gauge* AddGauge(prometheus::Registry* r, const char* name, const char* help) {
+  return &prometheus::BuildGauge().Name(name).Help(help).Register(*r).Add({});
+}
+
+prometheus::Counter* AddCounter(prometheus::Registry* r, const char* name, const char* help) {
+  return &prometheus::BuildCounter().Name(name).Help(help).Register(*r).Add({});
+}
+
+prometheus::Histogram* AddHistogram(prometheus::Registry* r, const char* name, const char* help,
+                                    const std::vector<double>& buckets) {
+  return &prometheus::BuildHistogram().Name(name).Help(help).Register(*r).Add({}, buckets);
+}
+
+}  // namespace
+
+prometheus::Histogram& ServerMetrics::StepDuration(const std::string& mode, int bucket) const {
+  return step_duration->Add({{kStepModeLabel, mode}, {kStepBucketLabel, std::to_string(bucket)}},
+                            FineLatencyBuckets());
+}
+
+prometheus::Counter* ServerMetrics::Rejected(const char* reason) const {
+  const std::pair<const char*, prometheus::Counter*> table[] = {
+      {kRejectQueueFull, rejected.queue_full},         {kRejectTooLong, rejected.too_long},
+      {kRejectPoolExhausted, rejected.pool_exhausted}, {kRejectDraining, rejected.draining},
+      {kRejectDuplicateId, rejected.duplicate_id},
   };
-  ASSIGN_OR_RETURN(m.requests.stop, requests(kFinishStop));
-  ASSIGN_OR_RETURN(m.requests.length, requests(kFinishLength));
-  ASSIGN_OR_RETURN(m.requests.abort, requests(kFinishAbort));
-  ASSIGN_OR_RETURN(m.requests.error, requests(kFinishError));
+  for (const auto& [name, counter] : table) {
+    if (std::strcmp(name, reason) == 0) return counter;
+  }
+  return nullptr;
+}
 
-  ASSIGN_OR_RETURN(
-      m.time_to_first_token,
-      registry->AddHistogram(kTimeToFirstTokenSeconds, kTimeToFirstTokenHelp, LatencyBuckets()));
-  ASSIGN_OR_RETURN(m.inter_token_latency,
-                   registry->AddHistogram(kInterTokenLatencySeconds, kInterTokenLatencyHelp,
-                                          FineLatencyBuckets()));
-  ASSIGN_OR_RETURN(
-      m.request_duration,
-      registry->AddHistogram(kRequestDurationSeconds, kRequestDurationHelp, LatencyBuckets()));
-  ASSIGN_OR_RETURN(m.queue_time,
-                   registry->AddHistogram(kQueueTimeSeconds, kQueueTimeHelp, LatencyBuckets()));
-  ASSIGN_OR_RETURN(
-      m.step_duration_eager,
-      registry->AddHistogram(kStepDurationSeconds, kStepDurationHelp, FineLatencyBuckets(),
-                             {{kStepModeLabel, kStepModeEager}}));
+absl::StatusOr<ServerMetrics> RegisterServerMetrics(prometheus::Registry* r) {
+  ServerMetrics m;
+  try {  // prometheus-cpp throws std::invalid_argument on a clash
+    auto& requests =
+        prometheus::BuildCounter().Name(kRequestsTotal).Help(kRequestsHelp).Register(*r);
+    m.requests.stop = &requests.Add({{kFinishReasonLabel, kFinishStop}});
+    m.requests.length = &requests.Add({{kFinishReasonLabel, kFinishLength}});
+    m.requests.abort = &requests.Add({{kFinishReasonLabel, kFinishAbort}});
+    m.requests.error = &requests.Add({{kFinishReasonLabel, kFinishError}});
 
-  ASSIGN_OR_RETURN(m.requests_running, registry->AddGauge(kRequestsRunning, kRequestsRunningHelp));
-  ASSIGN_OR_RETURN(m.requests_waiting, registry->AddGauge(kRequestsWaiting, kRequestsWaitingHelp));
-  ASSIGN_OR_RETURN(m.slots_used, registry->AddGauge(kSlotsUsed, kSlotsUsedHelp));
-  ASSIGN_OR_RETURN(m.slots_capacity, registry->AddGauge(kSlotsCapacity, kSlotsCapacityHelp));
+    auto& rejected = prometheus::BuildCounter()
+                         .Name(kRequestsRejectedTotal)
+                         .Help(kRequestsRejectedHelp)
+                         .Register(*r);
+    m.rejected.queue_full = &rejected.Add({{kRejectReasonLabel, kRejectQueueFull}});
+    m.rejected.too_long = &rejected.Add({{kRejectReasonLabel, kRejectTooLong}});
+    m.rejected.pool_exhausted = &rejected.Add({{kRejectReasonLabel, kRejectPoolExhausted}});
+    m.rejected.draining = &rejected.Add({{kRejectReasonLabel, kRejectDraining}});
+    m.rejected.duplicate_id = &rejected.Add({{kRejectReasonLabel, kRejectDuplicateId}});
 
-  ASSIGN_OR_RETURN(m.prompt_tokens, registry->AddCounter(kPromptTokensTotal, kPromptTokensHelp));
-  ASSIGN_OR_RETURN(m.generated_tokens,
-                   registry->AddCounter(kGeneratedTokensTotal, kGeneratedTokensHelp));
+    m.time_to_first_token =
+        AddHistogram(r, kTimeToFirstTokenSeconds, kTimeToFirstTokenHelp, LatencyBuckets());
+    m.inter_token_latency =
+        AddHistogram(r, kInterTokenLatencySeconds, kInterTokenLatencyHelp, FineLatencyBuckets());
+    m.request_duration =
+        AddHistogram(r, kRequestDurationSeconds, kRequestDurationHelp, LatencyBuckets());
+    m.queue_time = AddHistogram(r, kQueueTimeSeconds, kQueueTimeHelp, LatencyBuckets());
+    m.step_duration = &prometheus::BuildHistogram()
+                           .Name(kStepDurationSeconds)
+                           .Help(kStepDurationHelp)
+                           .Register(*r);
+
+    m.requests_running = AddGauge(r, kRequestsRunning, kRequestsRunningHelp);
+    m.requests_waiting = AddGauge(r, kRequestsWaiting, kRequestsWaitingHelp);
+    m.slots_used = AddGauge(r, kSlotsUsed, kSlotsUsedHelp);
+    m.slots_capacity = AddGauge(r, kSlotsCapacity, kSlotsCapacityHelp);
+    m.pool_tokens_capacity = AddGauge(r, kStatePoolTokensCapacity, kStatePoolTokensCapacityHelp);
+    m.pool_tokens_reserved = AddGauge(r, kStatePoolTokensReserved, kStatePoolTokensReservedHelp);
+    m.pool_tokens_used = AddGauge(r, kStatePoolTokensUsed, kStatePoolTokensUsedHelp);
+    m.pool_pages_capacity = AddGauge(r, kStatePoolPagesCapacity, kStatePoolPagesCapacityHelp);
+    m.pool_pages_reserved = AddGauge(r, kStatePoolPagesReserved, kStatePoolPagesReservedHelp);
+    m.pool_pages_used = AddGauge(r, kStatePoolPagesUsed, kStatePoolPagesUsedHelp);
+    m.request_max_tokens = AddGauge(r, kRequestMaxTokens, kRequestMaxTokensHelp);
+
+    m.prompt_tokens = AddCounter(r, kPromptTokensTotal, kPromptTokensHelp);
+    m.generated_tokens = AddCounter(r, kGeneratedTokensTotal, kGeneratedTokensHelp);
+    m.prefill_tokens = AddCounter(r, kPrefillTokensTotal, kPrefillTokensHelp);
+    m.decode_tokens = AddCounter(r, kDecodeTokensTotal, kDecodeTokensHelp);
+    m.steps = AddCounter(r, kStepsTotal, kStepsHelp);
+    m.engine_step_seconds = AddCounter(r, kEngineStepSecondsTotal, kEngineStepSecondsHelp);
+    m.scheduler_overhead_seconds =
+        AddCounter(r, kSchedulerOverheadSecondsTotal, kSchedulerOverheadSecondsHelp);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics: registering the families: ", e.what()));
+  }
   return m;
 }
 

@@ -2,8 +2,14 @@
 // the daemon and the exporter tests register exactly the same families.
 #pragma once
 
+#include <string>
+
 #include "absl/status/statusor.h"
-#include "server/metrics/metrics.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
 
 namespace moegraph::metrics {
 
@@ -11,30 +17,58 @@ namespace moegraph::metrics {
 // member is set after a successful RegisterServerMetrics.
 struct ServerMetrics {
   struct RequestCounters {  // moegraph_requests_total by finish_reason
-    Counter* stop = nullptr;
-    Counter* length = nullptr;
-    Counter* abort = nullptr;
-    Counter* error = nullptr;
+    prometheus::Counter* stop = nullptr;
+    prometheus::Counter* length = nullptr;
+    prometheus::Counter* abort = nullptr;
+    prometheus::Counter* error = nullptr;
   };
   RequestCounters requests;
-  Histogram* time_to_first_token = nullptr;
-  Histogram* inter_token_latency = nullptr;
-  Histogram* request_duration = nullptr;
-  Histogram* queue_time = nullptr;
-  Histogram* step_duration_eager = nullptr;  // mode="eager"; add other modes with
-                                             // kStepDurationSeconds/kStepDurationHelp
-                                             // and FineLatencyBuckets()
-  Gauge* requests_running = nullptr;
-  Gauge* requests_waiting = nullptr;
-  Gauge* slots_used = nullptr;
-  Gauge* slots_capacity = nullptr;
-  Counter* prompt_tokens = nullptr;
-  Counter* generated_tokens = nullptr;
+  struct RejectedCounters {  // moegraph_requests_rejected_total by reason
+    prometheus::Counter* queue_full = nullptr;
+    prometheus::Counter* too_long = nullptr;
+    prometheus::Counter* pool_exhausted = nullptr;
+    prometheus::Counter* draining = nullptr;
+    prometheus::Counter* duplicate_id = nullptr;
+  };
+  RejectedCounters rejected;
+  prometheus::Histogram* time_to_first_token = nullptr;
+  prometheus::Histogram* inter_token_latency = nullptr;
+  prometheus::Histogram* request_duration = nullptr;
+  prometheus::Histogram* queue_time = nullptr;
+  // moegraph_step_duration_seconds{mode, bucket}: children appear with the
+  // first step of their kind (StepDuration).
+  prometheus::Family<prometheus::Histogram>* step_duration = nullptr;
+  prometheus::Gauge* requests_running = nullptr;
+  prometheus::Gauge* requests_waiting = nullptr;
+  prometheus::Gauge* slots_used = nullptr;
+  prometheus::Gauge* slots_capacity = nullptr;
+  prometheus::Gauge* pool_tokens_capacity = nullptr;
+  prometheus::Gauge* pool_tokens_reserved = nullptr;
+  prometheus::Gauge* pool_tokens_used = nullptr;
+  prometheus::Gauge* pool_pages_capacity = nullptr;
+  prometheus::Gauge* pool_pages_reserved = nullptr;
+  prometheus::Gauge* pool_pages_used = nullptr;
+  prometheus::Gauge* request_max_tokens = nullptr;
+  prometheus::Counter* prompt_tokens = nullptr;
+  prometheus::Counter* generated_tokens = nullptr;
+  prometheus::Counter* prefill_tokens = nullptr;
+  prometheus::Counter* decode_tokens = nullptr;
+  prometheus::Counter* steps = nullptr;
+  prometheus::Counter* engine_step_seconds = nullptr;
+  prometheus::Counter* scheduler_overhead_seconds = nullptr;
+
+  // The step-time histogram of `mode` and `bucket` (created on first use,
+  // with FineLatencyBuckets; later calls return the same child).
+  prometheus::Histogram& StepDuration(const std::string& mode, int bucket) const;
+  // The refusal counter of a reason of metric_names.h, or nullptr.
+  prometheus::Counter* Rejected(const char* reason) const;
 };
 
-// Registers every family of metric_names.h in `registry` (all four finish
-// reasons up front, so that rates start at 0 rather than appear later). Fails
-// if any of them is registered already.
-absl::StatusOr<ServerMetrics> RegisterServerMetrics(Registry* registry);
+// Registers every family of metric_names.h in `registry` (all finish and
+// refusal reasons up front, so that rates start at 0 rather than appear
+// later). INVALID_ARGUMENT, with prometheus-cpp's reason, when a name clashes
+// with a family of another type already there. Registering twice returns the
+// same children (prometheus-cpp merges families of equal name and labels).
+absl::StatusOr<ServerMetrics> RegisterServerMetrics(prometheus::Registry* registry);
 
 }  // namespace moegraph::metrics

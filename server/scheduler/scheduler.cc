@@ -67,10 +67,12 @@ Scheduler::Scheduler(Engine* engine, const TextCodec* codec, const SchedulerOpti
       observer_(observer),
       num_slots_(engine->num_slots()),
       step_budget_(std::min(options.max_step_tokens, engine->max_step_tokens())),
+      max_sequence_tokens_(engine->state_pool().max_sequence_tokens),
       buffers_(std::move(buffers)) {
   // Lowest slot first: pop_back hands out 0, 1, 2, ...
   for (int s = num_slots_ - 1; s >= 0; --s) free_slots_.push_back(s);
   running_.reserve(num_slots_);
+  ReportPool();
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -97,6 +99,20 @@ absl::Status Scheduler::Submit(std::unique_ptr<GenerationRequest> request) {
     if (draining_ || shutdown_) {
       if (observer_ != nullptr) observer_->OnRejected("draining");
       return absl::UnavailableError("the server is shutting down and accepts no new requests");
+    }
+    const int prompt_len = static_cast<int>(request->prompt.size());
+    const int64_t needed = int64_t{prompt_len} + request->stop.max_tokens;
+    if (max_sequence_tokens_ > 0 && needed > max_sequence_tokens_) {
+      // Waiting would not help: even an empty pool cannot hold it.
+      if (observer_ != nullptr) observer_->OnRejected("pool_exhausted");
+      const std::string advice =
+          prompt_len < max_sequence_tokens_
+              ? absl::StrFormat("max_tokens at most %d", max_sequence_tokens_ - prompt_len)
+              : std::string("the prompt alone is too long for it");
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "prompt (%d tokens) + max_tokens (%d) needs state for %d tokens, but the state pool "
+          "holds at most %d tokens for one request (state_pool_tokens); %s",
+          prompt_len, request->stop.max_tokens, needed, max_sequence_tokens_, advice));
     }
     if (active_ids_.contains(request->id)) {
       if (observer_ != nullptr) observer_->OnRejected("duplicate_id");
@@ -157,6 +173,14 @@ void Scheduler::ReportQueue() {
   if (observer_ != nullptr) observer_->OnQueue(queue_stats());
 }
 
+void Scheduler::ReportPool() {
+  if (observer_ != nullptr) observer_->OnStatePool(engine_->state_pool());
+}
+
+void Scheduler::ReportRejected(const char* reason) {
+  if (observer_ != nullptr) observer_->OnRejected(reason);
+}
+
 void Scheduler::Run() {
   std::vector<std::pair<std::unique_ptr<GenerationRequest>, int>> admitted;
   std::vector<std::unique_ptr<GenerationRequest>> dropped;
@@ -194,7 +218,10 @@ void Scheduler::Run() {
     // client (a scrape right after the first chunk sees it running).
     const bool admitted_any = !admitted.empty();
     Admit(&admitted);
-    if (admitted_any) ReportQueue();
+    if (admitted_any) {
+      ReportQueue();
+      ReportPool();
+    }
     if (abort_all || !aborts.empty()) {
       for (auto& seq : running_) {
         if (abort_all || aborts.contains(seq->request->id)) {
@@ -205,6 +232,7 @@ void Scheduler::Run() {
     }
     if (!running_.empty()) RunStep();
     ReportQueue();
+    ReportPool();
   }
 }
 
@@ -399,6 +427,7 @@ void Scheduler::Finish(Sequence* seq, FinishReason reason, FinishEvent event) {
   if (event.completion_tokens > 0) event.ttft_seconds = SecondsBetween(r.arrival, seq->first_token);
   event.total_seconds = SecondsBetween(r.arrival, now);
   engine_->ReleaseSlot(seq->slot);
+  ReportPool();
   {
     std::lock_guard<std::mutex> lock(mu_);
     free_slots_.push_back(seq->slot);

@@ -45,8 +45,9 @@ class Scheduler {
 
   // Queues a validated request (prompt + max_tokens within the context
   // limit). Errors: UNAVAILABLE while draining, ALREADY_EXISTS for an id in
-  // use, RESOURCE_EXHAUSTED when the queue is full. On error the request is
-  // dropped and its sink is never called.
+  // use, RESOURCE_EXHAUSTED when the queue is full or when the engine's state
+  // pool can never hold the request's prompt + max_tokens (the message names
+  // the limit). On error the request is dropped and its sink is never called.
   absl::Status Submit(std::unique_ptr<GenerationRequest> request);
 
   // Ends a queued or running request with finish reason abort within one
@@ -59,6 +60,14 @@ class Scheduler {
   bool Drain(SteadyClock::time_point deadline);
 
   QueueStats queue_stats() const;
+
+  // The most prompt + max_tokens one request can get: the engine's state
+  // pool limit for one sequence (0: none beyond the context limit).
+  int max_sequence_tokens() const { return max_sequence_tokens_; }
+
+  // Counts a request refused before Submit (the service's validation, e.g.
+  // "too_long") with the observer's refusals. Any thread.
+  void ReportRejected(const char* reason);
 
   // Running sums since start, for the server's own overhead per token.
   struct Totals {
@@ -84,6 +93,7 @@ class Scheduler {
   void FinishUnscheduled(std::unique_ptr<GenerationRequest> request, FinishReason reason,
                          const std::string& error);
   void ReportQueue();
+  void ReportPool();  // scheduler thread (or before it runs)
 
   Engine* const engine_;
   const TextCodec* const codec_;
@@ -91,6 +101,7 @@ class Scheduler {
   SchedulerObserver* const observer_;
   const int num_slots_;
   const int step_budget_;
+  const int max_sequence_tokens_;
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_;                         // new work, aborts, shutdown

@@ -3,6 +3,9 @@
 // must be cheap and thread-safe.
 #pragma once
 
+#include <string>
+
+#include "engine/engine.h"
 #include "server/scheduler/generation_request.h"
 
 namespace moegraph {
@@ -13,6 +16,11 @@ struct StepStats {
   int prefill_tokens = 0;
   int decode_tokens = 0;
   int sequences = 0;
+  // How the step ran: "eager" (no graph), or the graph mode the step
+  // replayed, and the batch bucket of that graph (0: none; metrics then use
+  // the number of sequences).
+  std::string mode = "eager";
+  int bucket = 0;
 };
 
 struct QueueStats {
@@ -33,7 +41,12 @@ class SchedulerObserver {
   // A token after the first: seconds since the request's previous token.
   virtual void OnNextToken(double /*inter_token_seconds*/) {}
   virtual void OnFinished(const FinishEvent& /*event*/) {}
+  // Admission refused a request: "queue_full", "too_long", "pool_exhausted",
+  // "draining" or "duplicate_id".
   virtual void OnRejected(const char* /*reason*/) {}
+  // The engine's state pool after admissions, steps and releases (scheduler
+  // thread; once from Scheduler::Create's thread before any request).
+  virtual void OnStatePool(const StatePoolStats& /*stats*/) {}
 };
 
 }  // namespace moegraph

@@ -1,5 +1,6 @@
 #include "server/service/generation_service.h"
 
+#include <algorithm>
 #include <deque>
 #include <mutex>
 #include <optional>
@@ -224,7 +225,10 @@ void GenerationService::SetReady(Scheduler* scheduler, const TextCodec* codec,
   limits_ = limits;
   model_info_.set_name(info.name);
   model_info_.set_model_type(info.model_type);
-  model_info_.set_context_limit(limits.context_limit);
+  // The context a request can really get: the state pool may hold less.
+  model_info_.set_context_limit(limits.max_sequence_tokens > 0
+                                    ? std::min(limits.context_limit, limits.max_sequence_tokens)
+                                    : limits.context_limit);
   model_info_.set_vocab_size(info.vocab_size);
   model_info_.set_bos_token_id(info.bos_token_id);
   for (int id : info.eos_token_ids) model_info_.add_eos_token_ids(id);
@@ -306,9 +310,11 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     grpc::CallbackServerContext* /*context*/, const v1::GenerateRequest* request) {
   absl::Status serving = CheckServing();
   if (!serving.ok()) return new RefusedCall(ToGrpcStatus(serving));
+  const char* refusal = nullptr;
   absl::StatusOr<std::unique_ptr<GenerationRequest>> built =
-      BuildGenerationRequest(*request, limits_, codec_);
+      BuildGenerationRequest(*request, limits_, codec_, &refusal);
   if (!built.ok()) {
+    if (refusal != nullptr) scheduler_->ReportRejected(refusal);
     LOG_VERBOSE << "refused request: " << built.status();
     return new RefusedCall(ToGrpcStatus(built.status()));
   }

@@ -33,7 +33,12 @@ absl::Status CheckTokenIds(const char* field, const google::protobuf::RepeatedFi
 std::string NewRequestId() { return absl::StrFormat("req-%016x", RandomU64()); }
 
 absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
-    const v1::GenerateRequest& proto, const RequestLimits& limits, const TextCodec* codec) {
+    const v1::GenerateRequest& proto, const RequestLimits& limits, const TextCodec* codec,
+    const char** refusal) {
+  auto too_long = [refusal](const std::string& message) {
+    if (refusal != nullptr) *refusal = kRefusedTooLong;
+    return Invalid(message);
+  };
   auto request = std::make_unique<GenerationRequest>();
 
   if (proto.request_id().size() > kMaxRequestIdLength) {
@@ -75,7 +80,7 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
   if (request->prompt.empty()) return Invalid("prompt: the text encodes to no tokens");
   const int prompt_len = static_cast<int>(request->prompt.size());
   if (prompt_len >= limits.context_limit) {
-    return Invalid(absl::StrFormat(
+    return too_long(absl::StrFormat(
         "prompt: %d tokens leave no room for output in the context limit of %d tokens", prompt_len,
         limits.context_limit));
   }
@@ -106,7 +111,7 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
       return Invalid(absl::StrFormat("stopping.max_tokens: must be >= 1, got %d", st.max_tokens()));
     }
     if (st.max_tokens() > room) {
-      return Invalid(absl::StrFormat(
+      return too_long(absl::StrFormat(
           "stopping.max_tokens: prompt (%d tokens) + max_tokens (%d) exceeds the context limit "
           "of %d tokens; at most %d",
           prompt_len, st.max_tokens(), limits.context_limit, room));
@@ -114,6 +119,12 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
     stop.max_tokens = st.max_tokens();
   } else {
     stop.max_tokens = std::min(limits.defaults.max_tokens, room);
+    // Within what the state pool holds (at least 1: a prompt the pool
+    // cannot hold at all is refused at admission, naming the limit).
+    if (limits.max_sequence_tokens > 0) {
+      stop.max_tokens =
+          std::max(1, std::min(stop.max_tokens, limits.max_sequence_tokens - prompt_len));
+    }
   }
   if (st.min_tokens() < 0 || st.min_tokens() > stop.max_tokens) {
     return Invalid(absl::StrFormat("stopping.min_tokens: must be in [0, max_tokens=%d], got %d",

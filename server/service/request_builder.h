@@ -18,6 +18,10 @@ namespace moegraph {
 struct RequestLimits {
   int vocab_size = 0;
   int context_limit = 0;
+  // The most prompt + max_tokens the state pool holds for one request (0 =
+  // no limit beyond context_limit). A default max_tokens stays within it; a
+  // larger explicit one is the scheduler's to refuse (RESOURCE_EXHAUSTED).
+  int max_sequence_tokens = 0;
   int bos_token_id = -1;  // prepended when a request asks for BOS; -1 = none
   std::vector<int> eos_token_ids;
   int max_stop_strings = 8;
@@ -26,9 +30,16 @@ struct RequestLimits {
   SamplingDefaults defaults;
 };
 
-// The sink is left unset; `codec` may be null (token-id prompts only).
+// The refusal reason of a request whose prompt + max_tokens exceeds the
+// context limit, for the moegraph_requests_rejected_total metric.
+inline constexpr char kRefusedTooLong[] = "too_long";
+
+// The sink is left unset; `codec` may be null (token-id prompts only). On a
+// refusal that has a metric reason, `refusal` (if given) is set to it
+// (kRefusedTooLong); other refusals leave it untouched.
 absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
-    const v1::GenerateRequest& proto, const RequestLimits& limits, const TextCodec* codec);
+    const v1::GenerateRequest& proto, const RequestLimits& limits, const TextCodec* codec,
+    const char** refusal = nullptr);
 
 // A fresh request id ("req-" and 16 hex digits).
 std::string NewRequestId();

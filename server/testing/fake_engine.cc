@@ -1,5 +1,6 @@
 #include "server/testing/fake_engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -128,6 +129,19 @@ absl::Status FakeEngine::Step(const StepPlan& plan, std::vector<float>* logits) 
 
 std::unique_ptr<int32_t[], void (*)(int32_t*)> FakeEngine::AllocateHostTokens(size_t count) {
   return {new int32_t[count], [](int32_t* p) { delete[] p; }};
+}
+
+StatePoolStats FakeEngine::state_pool() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  StatePoolStats st;
+  st.capacity_tokens = options_.state_pool_tokens > 0
+                           ? options_.state_pool_tokens
+                           : int64_t{options_.num_slots} * options_.context_limit;
+  st.max_sequence_tokens =
+      static_cast<int>(std::min<int64_t>(options_.context_limit, st.capacity_tokens));
+  st.reserved_tokens = reserved_tokens_;
+  for (const Slot& s : slots_) st.used_tokens += static_cast<int64_t>(s.history.size());
+  return st;
 }
 
 std::vector<FakeEngine::StepRecord> FakeEngine::steps() const {

@@ -39,6 +39,9 @@ class FakeEngine final : public Engine {
   void ReleaseSlot(int slot) override;
   absl::Status Step(const StepPlan& plan, std::vector<float>* logits) override;
   std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) override;
+  // Tokens only (the fake has no pages): capacity state_pool_tokens, or one
+  // context per slot when that is 0.
+  StatePoolStats state_pool() const override;
 
   // The logits the engine returns after `history` (vocab_size values).
   static void LogitsFor(const std::vector<int32_t>& history, int vocab_size,

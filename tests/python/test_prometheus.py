@@ -11,6 +11,8 @@ import os
 import shutil
 import sys
 
+import grpc
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import Daemon, collect, stubs  # noqa: E402
@@ -52,10 +54,17 @@ def run_requests(daemon):
     _, _, final, _ = collect(call)
     assert final.finish_reason == pb.FINISH_REASON_ABORT, final
     finals.append(final)
+
+    # Refused for its length (INVALID_ARGUMENT, counted as too_long).
+    try:
+        collect(stub.Generate(request(5000), timeout=60))
+        raise AssertionError("a request beyond the context limit was accepted")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
     return finals
 
 
-def expectations(finals, instance):
+def expectations(finals, instance, steps):
     """{promql: {frozenset(labels): value}} Prometheus must show."""
     by_reason = {"stop": 0, "length": 0, "abort": 0, "error": 0}
     names = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length",
@@ -79,7 +88,28 @@ def expectations(finals, instance):
         # Every token after a request's first is one inter-token interval.
         "sum(moegraph_inter_token_latency_seconds_count)":
             {none: sum(max(f.usage.completion_tokens - 1, 0) for f in finals)},
-        'count(moegraph_step_duration_seconds_count{mode="eager"} > 0)': {none: 1},
+        # Eager steps only, in as many buckets (batch sizes) as they ran with.
+        'count(sum by (mode) (moegraph_step_duration_seconds_count) > 0)': {none: 1},
+        'sum by (mode) (moegraph_step_duration_seconds_count)':
+            {frozenset({("mode", "eager")}): steps},
+        # Every prompt token is prefilled; every generated token but each
+        # request's last is fed back as a decode token.
+        "sum(moegraph_prefill_tokens_total)": {none: sum(f.usage.prompt_tokens for f in finals)},
+        "sum(moegraph_decode_tokens_total)":
+            {none: sum(max(f.usage.completion_tokens - 1, 0) for f in finals)},
+        "moegraph_requests_rejected_total": {
+            frozenset(job | {("reason", r)}): float(r == "too_long")
+            for r in ("queue_full", "too_long", "pool_exhausted", "draining", "duplicate_id")},
+        # dsv4-tiny, 2 slots, context 4096: the default pool of 2 x 4096
+        # tokens is 34 CSA pages of 256 tokens (+ as many indexer pages) and
+        # 10 HCA pages of 1024; nothing is held once the requests are done.
+        "sum(moegraph_state_pool_tokens_capacity)": {none: 34 * 256},
+        "sum(moegraph_state_pool_pages_capacity)": {none: 34 + 10 + 34},
+        "sum(moegraph_state_pool_tokens_reserved)": {none: 0},
+        "sum(moegraph_state_pool_tokens_used)": {none: 0},
+        "sum(moegraph_state_pool_pages_reserved)": {none: 0},
+        "sum(moegraph_state_pool_pages_used)": {none: 0},
+        "sum(moegraph_request_max_tokens)": {none: 4096},
         "sum(moegraph_slots_capacity)": {none: 2},
         "sum(moegraph_slots_used)": {none: 0},
         "sum(moegraph_requests_running)": {none: 0},
@@ -108,7 +138,9 @@ def main():
             f"{pb.FinishReason.Name(f.finish_reason)} ({f.usage.prompt_tokens} in, "
             f"{f.usage.completion_tokens} out)" for f in finals))
         scraped = prom_text.parse(daemon.metrics_text())
-        expected = expectations(finals, daemon.metrics_address)
+        steps = scraped[("moegraph_steps_total", frozenset())]
+        assert steps > 0, steps
+        expected = expectations(finals, daemon.metrics_address, steps)
         expected.update(bucket_expectations(scraped, daemon.metrics_address))
         with PrometheusServer([daemon.metrics_address], binary=prometheus) as server:
             missing = server.wait_for(expected)

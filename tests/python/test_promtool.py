@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """`promtool check metrics` on a scrape of moegraphd (the tiny model) after a
-Generate call: no lint problems in any family the daemon exports, the 0.0.4
-content type, 404 off /metrics. Exits 77 (ctest: skipped) without promtool.
+Generate call: no lint problems in any family the daemon exports, the text
+content type prometheus-cpp's Exposer sends, 404 off /metrics, and exactly
+the Exposer's three exposer_* families beside moegraph_* ones (kept on
+purpose: server/metrics/metrics.h). Exits 77 (ctest: skipped) without
+promtool.
 """
 
 import os
@@ -13,9 +16,13 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import Daemon, collect, stubs  # noqa: E402
+from harness import Daemon, collect, daemon_binary, free_port, stubs  # noqa: E402
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# prometheus-cpp 1.0.1's handler sends no version parameter; Prometheus reads
+# text/plain as the 0.0.4 text format.
+CONTENT_TYPE = "text/plain; charset=utf-8"
+EXPOSER_FAMILIES = ["exposer_request_latencies", "exposer_scrapes_total",
+                    "exposer_transferred_bytes_total"]
 
 
 def get(address, path):
@@ -31,6 +38,25 @@ def promtool_check(promtool, text):
     run = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                          text=True, timeout=60)
     return run.returncode, (run.stdout + run.stderr).strip()
+
+
+def start_fails(metrics_address):
+    """moegraphd's exit code and output when its metrics address is unusable."""
+    run = subprocess.run([daemon_binary(), "--fake-engine", "--listen_address=127.0.0.1:%d"
+                          % free_port(), "--metrics_address=" + metrics_address],
+                         capture_output=True, text=True, timeout=60)
+    return run.returncode, run.stdout + run.stderr
+
+
+def check_bind_failures(taken):
+    """A taken or IPv6 metrics address is a clear start-up error (exit 1, one
+    line naming the address and the reason), not an escaping exception."""
+    rc, out = start_fails(taken)
+    want = f"metrics: cannot listen on {taken}: Address already in use"
+    assert rc == 1 and want in out and "terminate" not in out, (rc, out)
+    rc, out = start_fails("[::1]:%d" % free_port())
+    assert rc == 1 and "IPv6 is not supported" in out and "terminate" not in out, (rc, out)
+    print("bind failures: exit 1 with", repr(want))
 
 
 def main():
@@ -52,9 +78,12 @@ def main():
         assert status == 200, status
         assert content_type == CONTENT_TYPE, content_type
         assert 'moegraph_requests_total{finish_reason="length"} 1\n' in body, body
-        for path in ("/", "/metric", "/metrics/extra"):
+        # civetweb matches handlers by path prefix: /metrics/x serves the
+        # metrics too; anything else is 404.
+        for path in ("/", "/metric", "/index.html"):
             status, _, _ = get(daemon.metrics_address, path)
             assert status == 404, (path, status)
+        check_bind_failures(daemon.metrics_address)
 
     rc, out = promtool_check(promtool, body)
     families = sorted(line.split()[2] for line in body.splitlines() if line.startswith("# TYPE "))
@@ -63,6 +92,16 @@ def main():
     if rc != 0 or out:
         print(body)
         return 1
+    foreign = [f for f in families if not f.startswith("moegraph_")]
+    if foreign != EXPOSER_FAMILIES:
+        print(f"families other than moegraph_*: {foreign}, expected {EXPOSER_FAMILIES}")
+        return 1
+    for name in ("moegraph_requests_total", "moegraph_step_duration_seconds",
+                 "moegraph_state_pool_tokens_capacity", "moegraph_requests_rejected_total",
+                 "moegraph_prefill_tokens_total", "moegraph_decode_tokens_total"):
+        if name not in families:
+            print(f"{name} missing")
+            return 1
     return 0
 
 

@@ -131,6 +131,44 @@ TEST_CASE("request builder: each refusal names its field", "[service]") {
   CHECK(Refusal(r).find("request_id") != std::string::npos);
 }
 
+TEST_CASE("request builder: length refusals say too_long; others leave the reason unset",
+          "[service]") {
+  auto refusal_of = [](const v1::GenerateRequest& r) -> std::string {
+    const char* refusal = nullptr;
+    auto built = BuildGenerationRequest(r, Limits(), nullptr, &refusal);
+    REQUIRE_FALSE(built.ok());
+    return refusal == nullptr ? "(none)" : refusal;
+  };
+  CHECK(refusal_of(Ids(std::vector<int32_t>(100, 3))) == "too_long");  // prompt fills the context
+  v1::GenerateRequest r = Ids({5});
+  r.mutable_stopping()->set_max_tokens(100);  // 1 + 100 > 100
+  CHECK(refusal_of(r) == "too_long");
+  r.mutable_stopping()->set_max_tokens(0);
+  CHECK(refusal_of(r) == "(none)");
+  CHECK(refusal_of(Ids({5, 320})) == "(none)");
+  const char* untouched = nullptr;
+  CHECK(BuildGenerationRequest(Ids({5}), Limits(), nullptr, &untouched).ok());
+  CHECK(untouched == nullptr);
+}
+
+TEST_CASE("request builder: the default max_tokens stays within the state pool", "[service]") {
+  RequestLimits limits = Limits();
+  limits.max_sequence_tokens = 40;  // the pool holds less than the context (100)
+  auto built = BuildGenerationRequest(Ids(std::vector<int32_t>(30, 7)), limits, nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->stop.max_tokens == 10);
+  // A prompt the pool cannot hold keeps max_tokens 1 (admission refuses it, naming the limit).
+  built = BuildGenerationRequest(Ids(std::vector<int32_t>(50, 7)), limits, nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->stop.max_tokens == 1);
+  // An explicit max_tokens within the context is left for admission to judge.
+  v1::GenerateRequest r = Ids(std::vector<int32_t>(30, 7));
+  r.mutable_stopping()->set_max_tokens(60);
+  built = BuildGenerationRequest(r, limits, nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->stop.max_tokens == 60);
+}
+
 TEST_CASE("request builder: text prompts need a tokenizer", "[service]") {
   v1::GenerateRequest r;
   r.set_text("hello");

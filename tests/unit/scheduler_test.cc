@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "server/scheduler/scheduler.h"
@@ -302,12 +303,110 @@ TEST_CASE("scheduler: a request waits for state the pool cannot hold yet", "[sch
   CHECK(a_sink->WaitFinish().reason == FinishReason::kLength);
   CHECK(b_sink->WaitFinish().reason == FinishReason::kLength);
   CHECK(b_sink->ids() == ExpectedGreedy(Prompt(10), 20));
-  Req huge = MakeRequest("huge", Prompt(10), 100);  // never fits
-  auto huge_sink = huge.sink;
-  REQUIRE(scheduler->Submit(std::move(huge.request)).ok());
-  FinishEvent fin = huge_sink->WaitFinish();
-  CHECK(fin.reason == FinishReason::kError);
-  CHECK(fin.error_message.find("state pool") != std::string::npos);
+}
+
+// Records the observer calls the admission and pool tests look at.
+class RecordingObserver final : public SchedulerObserver {
+ public:
+  void OnRejected(const char* reason) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    rejected_.push_back(reason);
+  }
+  void OnStatePool(const StatePoolStats& stats) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    pools_.push_back(stats);
+  }
+  void OnStep(const StepStats& stats) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    steps_.push_back(stats);
+  }
+  std::vector<std::string> rejected() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return rejected_;
+  }
+  std::vector<StatePoolStats> pools() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return pools_;
+  }
+  std::vector<StepStats> steps() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return steps_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> rejected_;
+  std::vector<StatePoolStats> pools_;
+  std::vector<StepStats> steps_;
+};
+
+TEST_CASE("scheduler: admission refuses a request the state pool can never hold", "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 2;
+  eo.state_pool_tokens = 40;
+  FakeEngine engine(eo);
+  RecordingObserver observer;
+  SchedulerOptions options;
+  options.max_step_tokens = 64;
+  auto scheduler = Scheduler::Create(&engine, nullptr, options, &observer);
+  REQUIRE(scheduler.ok());
+  CHECK((*scheduler)->max_sequence_tokens() == 40);
+
+  Req huge = MakeRequest("huge", Prompt(10), 31);  // 41 tokens: one more than the pool
+  absl::Status refused = (*scheduler)->Submit(std::move(huge.request));
+  CHECK(refused.code() == absl::StatusCode::kResourceExhausted);
+  CHECK(std::string(refused.message()) ==
+        "prompt (10 tokens) + max_tokens (31) needs state for 41 tokens, but the state pool "
+        "holds at most 40 tokens for one request (state_pool_tokens); max_tokens at most 30");
+  Req long_prompt = MakeRequest("long-prompt", Prompt(40), 1);
+  absl::Status refused_prompt = (*scheduler)->Submit(std::move(long_prompt.request));
+  CHECK(refused_prompt.code() == absl::StatusCode::kResourceExhausted);
+  CHECK(std::string(refused_prompt.message()).find("the prompt alone is too long for it") !=
+        std::string::npos);
+  CHECK(observer.rejected() == std::vector<std::string>{"pool_exhausted", "pool_exhausted"});
+  CHECK_FALSE(huge.sink->finished());
+
+  // Exactly the limit is admitted and runs to its length.
+  Req fits = MakeRequest("fits", Prompt(10), 30);
+  auto fits_sink = fits.sink;
+  REQUIRE((*scheduler)->Submit(std::move(fits.request)).ok());
+  CHECK(fits_sink->WaitFinish().reason == FinishReason::kLength);
+  CHECK(fits_sink->ids().size() == 30);
+  (*scheduler)->ReportRejected("too_long");
+  CHECK(observer.rejected() ==
+        std::vector<std::string>{"pool_exhausted", "pool_exhausted", "too_long"});
+  scheduler->reset();  // joins: every report is in
+
+  // The pool as the observer saw it: empty at start, the 40 tokens reserved
+  // while the request ran, its tokens used, and empty again at the end.
+  const std::vector<StatePoolStats> pools = observer.pools();
+  REQUIRE(pools.size() >= 3);
+  CHECK(pools.front().capacity_tokens == 40);
+  CHECK(pools.front().reserved_tokens == 0);
+  CHECK(pools.front().max_sequence_tokens == 40);
+  int64_t most_reserved = 0, most_used = 0;
+  for (const StatePoolStats& p : pools) {
+    most_reserved = std::max(most_reserved, p.reserved_tokens);
+    most_used = std::max(most_used, p.used_tokens);
+  }
+  CHECK(most_reserved == 40);
+  // After step 29: the prompt and 28 generated tokens run (step 30 ends the
+  // request and releases its slot before the next report).
+  CHECK(most_used == 38);
+  CHECK(pools.back().reserved_tokens == 0);
+  CHECK(pools.back().used_tokens == 0);
+
+  // Steps say eager with no graph bucket; the scheduler leaves those for the
+  // graph work to fill.
+  const std::vector<StepStats> steps = observer.steps();
+  REQUIRE(steps.size() == 30);
+  CHECK(steps.front().prefill_tokens == 10);
+  CHECK(steps.back().decode_tokens == 1);
+  for (const StepStats& st : steps) {
+    CHECK(st.mode == "eager");
+    CHECK(st.bucket == 0);
+    CHECK(st.sequences == 1);
+  }
 }
 
 TEST_CASE("scheduler: drain finishes running requests, then aborts at the deadline",

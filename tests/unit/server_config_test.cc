@@ -39,6 +39,7 @@ const std::vector<std::string> kAllKeys = {
     "queue_size",
     "max_step_tokens",
     "context_limit",
+    "state_pool_tokens",
     "sampling.temperature",
     "sampling.top_k",
     "sampling.top_p",
@@ -91,6 +92,7 @@ slots: 32
 queue_size: 0
 max_step_tokens: 4096
 context_limit: 65536
+state_pool_tokens: 1000000
 sampling:
   temperature: 0.7
   top_k: 50
@@ -111,6 +113,7 @@ max_logprobs: 5
   CHECK(c.queue_size == 0);
   CHECK(c.max_step_tokens == 4096);
   CHECK(c.context_limit == 65536);
+  CHECK(c.state_pool_tokens == 1000000);
   CHECK(c.sampling.temperature == 0.7);
   CHECK(c.sampling.top_k == 50);
   CHECK(c.sampling.top_p == 0.95);
@@ -138,6 +141,8 @@ TEST_CASE("config: each invalid value names the key, the range and the value", "
       {"queue_size: -1", "queue_size: must be >= 0, got -1 (line 1)"},
       {"max_step_tokens: 0", "max_step_tokens: must be >= 1, got 0 (line 1)"},
       {"context_limit: -5", "context_limit: must be >= 0, got -5 (line 1)"},
+      {"state_pool_tokens: -1", "state_pool_tokens: must be >= 0, got -1 (line 1)"},
+      {"state_pool_tokens: 1.5", "state_pool_tokens: expected an integer, got \"1.5\" (line 1)"},
       {"context_limit: 3000000000",
        "context_limit: must be <= 2147483647, got 3000000000 (line 1)"},
       {"sampling:\n  temperature: -0.5", "sampling.temperature: must be >= 0, got -0.5 (line 2)"},
