@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "engine/common/logging.h"
+#include "engine/engine.h"
 #include "server/config/host_port.h"
 
 namespace moegraph {
@@ -173,6 +174,13 @@ absl::Status CheckLogLevel(absl::string_view text) {
   return Invalid("one of error, warn, info, verbose", absl::StrCat("\"", text, "\""));
 }
 
+absl::Status CheckGraphs(absl::string_view text) {
+  for (const char* mode : kGraphModes) {
+    if (text == mode) return absl::OkStatus();
+  }
+  return Invalid("one of auto, off, full", absl::StrCat("\"", text, "\""));
+}
+
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int kIntMax = std::numeric_limits<int>::max();
 
@@ -194,6 +202,12 @@ const std::vector<Field>& Fields() {
           "device", [](ServerConfig& c) -> std::string& { return c.device; }, "DEVICE",
           "auto, cpu, cuda or cuda:N", "Where the model runs; auto = cuda if a GPU is present.",
           CheckDevice),
+      StringField(
+          "graphs", [](ServerConfig& c) -> std::string& { return c.graphs; }, "MODE",
+          "auto, off or full",
+          "Decode steps: off = every op eager; full = one CUDA graph per batch bucket (all "
+          "layers, head and sampling), captured at start-up; auto = full on a GPU, off on the CPU.",
+          CheckGraphs),
       IntField(
           "slots", [](ServerConfig& c) -> int& { return c.slots; }, 1, 65536,
           "Sequence slots: requests running at once."),

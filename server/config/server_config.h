@@ -26,6 +26,7 @@ struct ServerConfig {
   std::string metrics_address = "127.0.0.1:9464";  // HTTP /metrics ("" = off)
   std::string model_dir = "tests/fixtures/dsv4-tiny";
   std::string device = "auto";  // auto | cpu | cuda | cuda:N  (auto: cuda if a GPU is present)
+  std::string graphs = "auto";  // auto | off | full (EngineOptions::graphs)
   int slots = 8;                // sequence slots, >= 1
   int queue_size = 64;          // waiting requests beyond running ones, >= 0
   int max_step_tokens = 256;    // token budget per step (prefill chunking), >= 1

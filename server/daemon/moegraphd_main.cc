@@ -173,6 +173,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     options.num_slots = config.slots;
     options.context_limit = config.context_limit;
     options.max_step_tokens = config.max_step_tokens;
+    options.graphs = config.graphs;
     options.state_pool_tokens = config.state_pool_tokens;
     absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(options);
     if (!created.ok()) {

@@ -401,6 +401,8 @@ void Scheduler::RunStep() {
   stats.decode_tokens = decode_tokens;
   stats.prefill_tokens = n - decode_tokens;
   stats.sequences = static_cast<int>(plan_.seqs.size());
+  stats.mode = engine_->last_step_mode();
+  stats.bucket = engine_->last_step_bucket();
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++totals_.steps;

@@ -35,6 +35,7 @@ const std::vector<std::string> kAllKeys = {
     "metrics_address",
     "model_dir",
     "device",
+    "graphs",
     "slots",
     "queue_size",
     "max_step_tokens",
@@ -88,6 +89,7 @@ listen_address: "[::1]:6000"
 metrics_address: ""
 model_dir: /models/dsv4
 device: cuda:3
+graphs: full
 slots: 32
 queue_size: 0
 max_step_tokens: 4096
@@ -109,6 +111,7 @@ max_logprobs: 5
   CHECK(c.metrics_address.empty());
   CHECK(c.model_dir == "/models/dsv4");
   CHECK(c.device == "cuda:3");
+  CHECK(c.graphs == "full");
   CHECK(c.slots == 32);
   CHECK(c.queue_size == 0);
   CHECK(c.max_step_tokens == 4096);
@@ -163,6 +166,8 @@ TEST_CASE("config: each invalid value names the key, the range and the value", "
        "device: must be auto, cpu, cuda or cuda:N (N = a GPU index), got \"cuda:-1\" (line 1)"},
       {"device: \"cuda:\"",
        "device: must be auto, cpu, cuda or cuda:N (N = a GPU index), got \"cuda:\" (line 1)"},
+      {"graphs: piecewise",
+       "graphs: must be one of auto, off, full, got \"piecewise\" (line 1)"},
       {"log_level: debug",
        "log_level: must be one of error, warn, info, verbose, got \"debug\" (line 1)"},
       {"model_dir: \"\"", "model_dir: must not be empty (line 1)"},
