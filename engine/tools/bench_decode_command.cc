@@ -32,7 +32,7 @@ namespace {
 
 constexpr char kUsage[] =
     "bench-decode MODEL_DIR [--device cuda[:N]] [--batches 1,8,64] [--context N] [--steps N] "
-    "[--warmup N] [--graphs off,full]";
+    "[--warmup N] [--graphs off,full] [--prefill 2048,8192]";
 constexpr double kBandwidth = 4.3e12;  // bytes/s, device-to-device copy (gpu.md)
 constexpr double kFlopRate = 890e12;   // bf16 dense, cuBLASLt 8192^3 (gpu.md)
 
@@ -109,7 +109,7 @@ int Usage(const char* why) {
 
 absl::Status Bench(const std::string& model_dir, const std::string& device,
                    const std::vector<int>& batches, int context, int steps, int warmup,
-                   const std::string& graphs) {
+                   const std::string& graphs, const std::vector<int>& prefills) {
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   const int chunk = std::min(context, 1024);
   EngineOptions options;
@@ -117,6 +117,7 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
   options.device = device;
   options.num_slots = max_batch;
   options.context_limit = context + warmup + 2 * steps + 2;
+  for (int L : prefills) options.context_limit = std::max(options.context_limit, L + 1);
   options.max_step_tokens = std::max(chunk, max_batch);
   options.graphs = graphs;
   auto t0 = std::chrono::steady_clock::now();
@@ -145,6 +146,41 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
       for (int i = 0; i < std::min<int64_t>(context, ids->numel()); ++i)
         prompt[i] = static_cast<int32_t>(ids->as<const int64_t>()[i]);
     }
+  }
+
+  // Prefill: time to the first token of one prompt, the first one after load
+  // (every shape was tuned at load) and warm, next to the flops floor (every
+  // token's attention counted at the prompt's mean position).
+  for (int L : prefills) {
+    std::vector<int32_t> ids(L);
+    for (int32_t& id : ids) id = static_cast<int32_t>(2 + rng() % (cfg.vocab_size - 2));
+    std::array<double, 2> ms{};
+    for (int run = 0; run < 2; ++run) {
+      RETURN_IF_ERROR(engine->AcquireSlot(0, L + 1));
+      const auto w0 = std::chrono::steady_clock::now();
+      for (int begin = 0; begin < L; begin += chunk) {
+        const int len = std::min(chunk, L - begin);
+        StepPlan plan;
+        plan.token_ids = ids.data() + begin;
+        plan.num_tokens = len;
+        plan.seqs.push_back(SeqChunk(0, begin, 0, len, begin + len == L));
+        std::vector<float> logits;
+        RETURN_IF_ERROR(engine->Step(plan, &logits));
+      }
+      ms[run] =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - w0).count();
+      engine->ReleaseSlot(0);
+    }
+    const Floor f = DecodeFloor(cfg, L, L / 2);
+    double flops = 0;
+    for (double x : f.flops) flops += x;
+    const double floor_ms = flops / kFlopRate * 1e3;
+    std::printf(
+        "PREFILL mode=%s tokens=%d (chunks of %d): first %.2f ms, warm %.2f ms (first/warm %.2f), "
+        "%.0f tokens/s; flops floor %.2f ms, x floor %.2f\n",
+        mode.c_str(), L, chunk, ms[0], ms[1], ms[0] / ms[1], L * 1e3 / ms[1], floor_ms,
+        ms[1] / floor_ms);
+    std::fflush(stdout);
   }
 
   for (int B : batches) {
@@ -255,6 +291,7 @@ int RunBenchDecode(int argc, char** argv) {
   std::vector<int> batches = {1, 8, 64};
   int context = 2100, steps = 50, warmup = 5;
   std::vector<std::string> modes = {"off", "full"};
+  std::vector<int> prefills;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -272,6 +309,12 @@ int RunBenchDecode(int argc, char** argv) {
       if (!absl::SimpleAtoi(argv[++i], &v) || v < (a == "--warmup" ? 0 : 1))
         return Usage(("bench-decode: bad " + a).c_str());
       (a == "--context" ? context : a == "--steps" ? steps : warmup) = v;
+    } else if (a == "--prefill" && has_value) {
+      for (absl::string_view part : absl::StrSplit(argv[++i], ',')) {
+        int L = 0;
+        if (!absl::SimpleAtoi(part, &L) || L < 1) return Usage("bench-decode: bad --prefill");
+        prefills.push_back(L);
+      }
     } else if (a == "--graphs" && has_value) {
       modes = absl::StrSplit(argv[++i], ',');
       for (const std::string& m : modes) {
@@ -291,7 +334,7 @@ int RunBenchDecode(int argc, char** argv) {
   }
   if (model_dir.empty()) return Usage("bench-decode: MODEL_DIR is required");
   for (const std::string& m : modes) {
-    const absl::Status s = Bench(model_dir, device, batches, context, steps, warmup, m);
+    const absl::Status s = Bench(model_dir, device, batches, context, steps, warmup, m, prefills);
     if (!s.ok()) {
       std::fprintf(stderr, "bench-decode: %s\n", s.ToString().c_str());
       return 1;

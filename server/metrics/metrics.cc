@@ -2,9 +2,13 @@
 // tests.
 #include "server/metrics/metrics.h"
 
+#include <dlfcn.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <cstring>
@@ -16,6 +20,19 @@
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
 #include "server/config/host_port.h"
+
+// civetweb (under prometheus-cpp's Exposer) starts its threads with 100 KiB
+// stacks, and glibc refuses (EINVAL) a stack smaller than the process's
+// static TLS: cuBLASLt alone holds 92 KiB of it, so in the CUDA build every
+// civetweb thread, and the metrics server, failed to start. Interposing
+// pthread_attr_setstacksize raises such requests to 1 MiB (virtual memory,
+// committed only as used) for every caller in the process.
+extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t size) {
+  using Fn = int (*)(pthread_attr_t*, size_t);
+  static const Fn real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
+  if (real == nullptr) return ENOSYS;
+  return real(attr, std::max<size_t>(size, size_t{1} << 20));
+}
 
 namespace moegraph::metrics {
 namespace {

@@ -8,6 +8,7 @@
 #            dsv4-tiny, dsv4-topk2, dsv4-shape and the realistic flash-shaped
 #            fixture made here (torch + transformers)
 #   bench    moegraph bench-decode on that fixture at batch 1, 8, 64, per mode
+#   peer     transformers' DeepseekV4ForCausalLM on that fixture, same GPU
 #   tokbench tokenizer encode MB/s vs the `tokenizers` library, same file
 # Usage: run.sh [step...] (default: all). Full logs go to $OUT; a short
 # table is printed last. Exits 1 when any check failed.
@@ -23,7 +24,7 @@ export LD_LIBRARY_PATH="$LIBS:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 # The [cuda] tests read tests/fixtures from this checkout.
 export MOEGRAPH_SOURCE_DIR="${MOEGRAPH_SOURCE_DIR:-$PWD}"
 export NCCL_NVLS_ENABLE=0
-steps=${*:-tests opbench golden bench tokbench}
+steps=${*:-tests opbench golden bench peer tokbench}
 declare -a table
 failed=0
 note() { table+=("$1"); }
@@ -90,8 +91,16 @@ for step in $steps; do
       make_flash || { check "fixture flash4" 1; continue; }
       t0=$SECONDS
       "$STAGE/moegraph" bench-decode "$FLASH" --device cuda --batches ${BENCH_BATCHES:-1,8,64} \
-        --graphs off,full > "$OUT/bench.log" 2>&1
+        --graphs off,full --prefill ${BENCH_PREFILL:-2048,8192} > "$OUT/bench.log" 2>&1
       check "bench in $((SECONDS - t0)) s" $?
+      ;;
+    peer)
+      # transformers on the same fixture and GPU, same run (issue: >= 25x).
+      make_flash || { check "fixture flash4" 1; continue; }
+      t0=$SECONDS
+      PYTHONUNBUFFERED=1 timeout 300 python3 "$STAGE/peer_transformers.py" "$FLASH" 2100 \
+        > "$OUT/peer.log" 2>&1
+      check "peer transformers in $((SECONDS - t0)) s" $?
       ;;
     tokbench)
       # Same machine, same file: our tokenizer (cold cache per run) vs the
@@ -115,7 +124,7 @@ echo "==== logs in $OUT"
 for f in "$OUT"/golden_*.log; do
   [ -f "$f" ] && { echo "---- $(basename "$f")"; grep -E '^(a |b |PASS|FAIL|check-golden)' "$f" | cut -c1-230; }
 done
-[ -f "$OUT/bench.log" ] && { echo "---- bench (| mode | batch | step ms | tokens/s | host wall ms | floor ms | x floor |)"; grep -E '^(bench-decode|BENCH|\|)' "$OUT/bench.log" | head -80; }
+[ -f "$OUT/bench.log" ] && { echo "---- bench (| mode | batch | step ms | tokens/s | host wall ms | floor ms | x floor |)"; grep -E '^(bench-decode|BENCH|PREFILL|\|)' "$OUT/bench.log" | head -80; }
 table_of() { cut -d'|' -f2- | awk -F'|' '{ printf "%-34s", $1; for (i = 2; i <= NF; ++i) printf " | %-16s", $i; printf "\n" }'; }
 [ -f "$OUT/opbench.log" ] && { echo "---- opbench"; grep '^OP-BENCH' "$OUT/opbench.log" | table_of; }
 if [ -f "$OUT/cuda_tests.log" ]; then
@@ -124,6 +133,7 @@ if [ -f "$OUT/cuda_tests.log" ]; then
   grep '^CUDA-OP' "$OUT/cuda_tests.log" | grep -c PASS | sed 's/^/passed comparisons: /'
   grep -E 'FAILED|REQUIRE|CHECK\(|with expansion|error' "$OUT/cuda_tests.log" | head -20
 fi
+[ -f "$OUT/peer.log" ] && { echo "---- peer"; grep -E '^PEER|Error' "$OUT/peer.log"; }
 echo "==== summary"
 printf '%s\n' "${table[@]}"
 exit $failed

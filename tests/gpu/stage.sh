@@ -26,5 +26,5 @@ find "$DEST/lib" -type f -size +4M -exec gzip -9 {} \;
 cp tests/gpu/run.sh "$DEST/"
 cp "$SHARED/tools/make_dsv4_fixture.py" "$SHARED/fixtures/configs/flash-shaped-4layer.overrides.json" "$DEST/"
 cp -r tests/fixtures/dsv4-tiny tests/fixtures/bpe32k "$DEST/fixtures/"
-cp tests/gpu/tokenizers_bench.py "$DEST/"
+cp tests/gpu/tokenizers_bench.py tests/gpu/peer_transformers.py "$DEST/"
 du -sh "$DEST"

@@ -6,20 +6,6 @@
 
 namespace moegraph {
 
-absl::StatusOr<CudaDeviceGuard> CudaDeviceGuard::Create(int device) {
-  int previous = 0;
-  CUDA_RETURN_IF_ERROR(cudaGetDevice(&previous));
-  if (previous != device) CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
-  return CudaDeviceGuard(previous);
-}
-
-CudaDeviceGuard::~CudaDeviceGuard() {
-  if (previous_ < 0) return;
-  int current = 0;
-  CUDA_CHECK_OR_ABORT(cudaGetDevice(&current));
-  if (current != previous_) CUDA_CHECK_OR_ABORT(cudaSetDevice(previous_));
-}
-
 absl::StatusOr<CudaStream> CudaStream::Create() {
   CudaStream s;
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream_, cudaStreamNonBlocking));
@@ -81,30 +67,6 @@ void DeviceBuffer::Reset() {
   if (!ptr_) return;
   LOG_VERBOSE << "cuda device buffer freed " << ptr_ << " (" << bytes_ << " bytes)";
   CUDA_CHECK_OR_ABORT(cudaFree(ptr_));
-  ptr_ = nullptr;
-  bytes_ = 0;
-}
-
-absl::StatusOr<PinnedBuffer> PinnedBuffer::Allocate(size_t bytes) {
-  PinnedBuffer b;
-  if (bytes == 0) return b;
-  CUDA_RETURN_IF_ERROR(cudaHostAlloc(&b.ptr_, bytes, cudaHostAllocDefault));
-  b.bytes_ = bytes;
-  LOG_VERBOSE << "cuda pinned buffer allocated " << b.ptr_ << " (" << bytes << " bytes)";
-  return b;
-}
-PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& o) noexcept {
-  if (this != &o) {
-    Reset();
-    ptr_ = std::exchange(o.ptr_, nullptr);
-    bytes_ = std::exchange(o.bytes_, 0);
-  }
-  return *this;
-}
-void PinnedBuffer::Reset() {
-  if (!ptr_) return;
-  LOG_VERBOSE << "cuda pinned buffer freed " << ptr_ << " (" << bytes_ << " bytes)";
-  CUDA_CHECK_OR_ABORT(cudaFreeHost(ptr_));
   ptr_ = nullptr;
   bytes_ = 0;
 }

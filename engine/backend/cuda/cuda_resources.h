@@ -1,5 +1,6 @@
-// RAII owners of CUDA handles: device guard, stream, event, device buffer,
-// pinned host buffer, graph and graph exec, cuBLASLt handle. Each is move-only, created through a
+// RAII owners of CUDA handles: stream, event, device buffer, graph and graph
+// exec, cuBLASLt handle (pinned host memory is a HostMemory from
+// Backend::AllocateHost, freed by its deleter). Each is move-only, created through a
 // static Create() that returns a Status on failure (then nothing is owned),
 // and releases its handle in the destructor (a failing release is an
 // invariant violation: logged, then abort). Creation and destruction are
@@ -15,20 +16,6 @@
 #include "absl/status/statusor.h"
 
 namespace moegraph {
-
-// Makes `device` current for the guard's lifetime, then restores the previous one.
-class CudaDeviceGuard {
- public:
-  static absl::StatusOr<CudaDeviceGuard> Create(int device);
-  CudaDeviceGuard(CudaDeviceGuard&& o) noexcept : previous_(std::exchange(o.previous_, -1)) {}
-  CudaDeviceGuard& operator=(CudaDeviceGuard&&) = delete;
-  CudaDeviceGuard(const CudaDeviceGuard&) = delete;
-  ~CudaDeviceGuard();
-
- private:
-  explicit CudaDeviceGuard(int previous) : previous_(previous) {}
-  int previous_;  // -1: nothing to restore (moved from)
-};
 
 class CudaStream {
  public:
@@ -78,26 +65,6 @@ class DeviceBuffer {
   void* data() const { return ptr_; }
   size_t bytes() const { return bytes_; }
   // Frees now; the caller makes sure no queued work still uses the memory.
-  void Reset();
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-// Page-locked host memory from cudaHostAlloc.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  static absl::StatusOr<PinnedBuffer> Allocate(size_t bytes);
-  PinnedBuffer(PinnedBuffer&& o) noexcept
-      : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer() { Reset(); }
-  void* data() const { return ptr_; }
-  size_t bytes() const { return bytes_; }
   void Reset();
 
  private:
