@@ -116,8 +116,14 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
   options.model_dir = model_dir;
   options.device = device;
   options.num_slots = max_batch;
-  options.context_limit = context + warmup + 2 * steps + 2;
-  for (int L : prefills) options.context_limit = std::max(options.context_limit, L + 1);
+  // Each decode sequence holds `decode_tokens`; the pool holds all of them
+  // plus the longest prefill prompt.
+  const int decode_tokens = context + warmup + 2 * steps + 2;
+  options.context_limit = decode_tokens;
+  int longest_prefill = 0;
+  for (int L : prefills) longest_prefill = std::max(longest_prefill, L + 1);
+  options.context_limit = std::max(options.context_limit, longest_prefill);
+  options.state_pool_tokens = int64_t{max_batch} * decode_tokens + longest_prefill;
   options.max_step_tokens = std::max(chunk, max_batch);
   options.graphs = graphs;
   auto t0 = std::chrono::steady_clock::now();
@@ -185,7 +191,7 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
 
   for (int B : batches) {
     for (int s = 0; s < B; ++s) {
-      RETURN_IF_ERROR(engine->AcquireSlot(s, options.context_limit));
+      RETURN_IF_ERROR(engine->AcquireSlot(s, decode_tokens));
       for (int begin = 0; begin < context; begin += chunk) {
         const int len = std::min(chunk, context - begin);
         StepPlan plan;

@@ -15,7 +15,7 @@
 set -u
 STAGE=${STAGE:-.gpu}
 OUT=${OUT:-/tmp/moegraph-gpu-out}
-FLASH=${FLASH:-/tmp/flash4}
+FLASH=${FLASH:-/tmp/flash4-decode40}
 mkdir -p "$OUT"
 LIBS=/tmp/moegraph-libs
 mkdir -p "$LIBS"
@@ -42,7 +42,7 @@ make_flash() {
   local t0=$SECONDS
   PYTHONUNBUFFERED=1 python3 "$STAGE/make_dsv4_fixture.py" --out "$FLASH" \
     --config "$STAGE/flash-shaped-4layer.overrides.json" --prompt-a 2100 --prompt-b 300 \
-    --decode 8 --chunk 1000 --device cuda --no-hidden > "$OUT/fixture.log" 2>&1
+    --decode 40 --chunk 1000 --device cuda --no-hidden > "$OUT/fixture.log" 2>&1
   local rc=$?
   note "fixture flash4: rc=$rc in $((SECONDS - t0)) s"
   return $rc
