@@ -55,15 +55,15 @@ using HostMemory = std::unique_ptr<void, void (*)(void*)>;
 // What a backend has done, for tests that prove a step allocates, copies and
 // synchronizes only what it should. Monotonic counts since creation.
 struct BackendCounters {
-  uint64_t allocations = 0;     // device allocations (weights, state, workspaces)
-  uint64_t frees = 0;           // device frees
+  uint64_t allocations = 0;       // device allocations (weights, state, workspaces)
+  uint64_t frees = 0;             // device frees
   uint64_t synchronizations = 0;  // host waits on the whole stream
-  uint64_t uploads = 0;         // host -> device copies
-  uint64_t downloads = 0;       // device -> host copies (blocking or not)
+  uint64_t uploads = 0;           // host -> device copies
+  uint64_t downloads = 0;         // device -> host copies (blocking or not)
   uint64_t graph_launches = 0;
   uint64_t fence_records = 0;
-  uint64_t fence_waits = 0;     // host waits on one fence
-  uint64_t ops = 0;             // ops enqueued eagerly (not by a graph replay)
+  uint64_t fence_waits = 0;  // host waits on one fence
+  uint64_t ops = 0;          // ops enqueued eagerly (not by a graph replay)
 };
 
 // Compressed entries of one kind (CSA main, HCA main, or CSA indexer) live in

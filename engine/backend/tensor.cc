@@ -20,7 +20,9 @@ absl::Status Backend::BeginGraphCapture() {
 absl::StatusOr<int> Backend::EndGraphCapture() {
   return absl::UnimplementedError(name() + " has no graphs");
 }
-absl::Status Backend::LaunchGraph(int) { return absl::UnimplementedError(name() + " has no graphs"); }
+absl::Status Backend::LaunchGraph(int) {
+  return absl::UnimplementedError(name() + " has no graphs");
+}
 absl::Status Backend::Sample(const Tensor&, const Tensor&, Tensor) {
   return absl::UnimplementedError(name() + " has no device sampler");
 }

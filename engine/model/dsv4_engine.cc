@@ -38,8 +38,8 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   std::unique_ptr<Dsv4Engine> e(new Dsv4Engine());
   const auto* mode = std::find(std::begin(kGraphModes), std::end(kGraphModes), options.graphs);
   if (mode == std::end(kGraphModes)) {
-    return absl::InvalidArgumentError(absl::StrCat("graphs: '", options.graphs,
-                                                   "' is not one of auto, off, full"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("graphs: '", options.graphs, "' is not one of auto, off, full"));
   }
   ASSIGN_OR_RETURN(e->backend_, CreateBackend(options.device));
   Backend& backend = *e->backend_;
@@ -47,14 +47,15 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   // buckets so that every shape is known at load.
   e->bucketed_ = backend.supports_graphs();
   if (options.graphs == "full" && !backend.supports_graphs()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "graphs: 'full' needs a backend with CUDA graphs; ", backend.name(), " has none (use off)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("graphs: 'full' needs a backend with CUDA graphs; ", backend.name(),
+                     " has none (use off)"));
   }
   e->graph_mode_ = options.graphs == "auto" ? (e->bucketed_ ? "full" : "off") : options.graphs;
   e->device_sampler_ = options.device_sampling && e->bucketed_;
   const int max_rows = std::min(options.num_slots, options.max_step_tokens);
-  ASSIGN_OR_RETURN(e->model_, Dsv4Model::Create(&backend, *weights, config,
-                                                options.max_step_tokens, max_rows));
+  ASSIGN_OR_RETURN(
+      e->model_, Dsv4Model::Create(&backend, *weights, config, options.max_step_tokens, max_rows));
   SequenceStateOptions so;
   so.num_slots = options.num_slots;
   so.context_limit =

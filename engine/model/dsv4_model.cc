@@ -129,8 +129,8 @@ absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
         absl::StrCat("max_step_tokens must be positive, got ", max_step_tokens));
   }
   if (max_logit_rows < 0 || max_logit_rows > max_step_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("max_logit_rows must be in [0, ",
-                                                   max_step_tokens, "], got ", max_logit_rows));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_logit_rows must be in [0, ", max_step_tokens, "], got ", max_logit_rows));
   }
   if (config.hc_mult <= 0 || config.num_layers <= 0 ||
       static_cast<int>(config.layer_types.size()) != config.num_layers ||
@@ -573,9 +573,9 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
         r.index_lo = static_cast<uint32_t>(ch.sample_index);
         r.index_hi = static_cast<uint32_t>(ch.sample_index >> 32);
         if (ch.banned.size() > std::size(r.banned)) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "seqs[", s, "]: ", ch.banned.size(), " banned ids; the device sampler takes ",
-              std::size(r.banned)));
+          return absl::InvalidArgumentError(absl::StrCat("seqs[", s, "]: ", ch.banned.size(),
+                                                         " banned ids; the device sampler takes ",
+                                                         std::size(r.banned)));
         }
         for (size_t b = 0; b < std::size(r.banned); ++b)
           r.banned[b] = b < ch.banned.size() ? ch.banned[b] : -1;
@@ -632,7 +632,8 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
   shape.seqs = seqs;
   shape.rows = rows;
   shape.real_rows = real_rows;
-  shape.max_position = options.max_position >= 0 ? std::max(options.max_position, max_pos) : max_pos;
+  shape.max_position =
+      options.max_position >= 0 ? std::max(options.max_position, max_pos) : max_pos;
   shape.sample = options.sample && !options.all_logits;
   shape.all_logits = options.all_logits;
   return shape;
@@ -640,8 +641,8 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
 
 absl::Status Dsv4Model::Upload() {
   Staging& st = *staging_;
-  RETURN_IF_ERROR(backend_->Upload(st.device.data(), st.set(st.current),
-                                   st.words * sizeof(int32_t)));
+  RETURN_IF_ERROR(
+      backend_->Upload(st.device.data(), st.set(st.current), st.words * sizeof(int32_t)));
   return backend_->RecordFence(kFenceStaged + st.current);
 }
 

@@ -61,7 +61,8 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(
     auto pages_for = [&](int64_t tokens) {
       return static_cast<int>((tokens / k.rate + options.page_size - 1) / options.page_size);
     };
-    max_pages[i] = std::max({1, pages_for(options.context_limit), pages_for(options.scratch_tokens)});
+    max_pages[i] =
+        std::max({1, pages_for(options.context_limit), pages_for(options.scratch_tokens)});
     // Every slot may round its last page up, hence the extra page per slot.
     const int num_pages = pages_for(pool_tokens) + static_cast<int>(slots) +
                           (scratch ? pages_for(options.scratch_tokens) : 0);
@@ -74,8 +75,8 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(
   for (int i = 0; i < kNumEntryKinds; ++i) {
     KindState& k = s->kinds_[i];
     if (k.layers == 0) continue;
-    k.table = Tensor(s->tables_.as<int32_t>() + s->table_offset_[i], DType::kI32,
-                     {slots, max_pages[i]});
+    k.table =
+        Tensor(s->tables_.as<int32_t>() + s->table_offset_[i], DType::kI32, {slots, max_pages[i]});
   }
 
   s->layers_.resize(config.num_layers);

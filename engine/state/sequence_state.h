@@ -113,7 +113,7 @@ class SequenceState {
   std::array<int64_t, kNumEntryKinds> table_offset_{};  // of each kind in tables_
   Tensor tables_;                                       // i32, all kinds' tables
   std::vector<std::pair<int32_t, int32_t>> changes_;    // reused by TakeTableChanges
-  std::vector<Buffer> buffers_;  // owns every tensor above
+  std::vector<Buffer> buffers_;                         // owns every tensor above
 };
 
 }  // namespace moegraph

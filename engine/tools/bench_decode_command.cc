@@ -256,8 +256,7 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
       floor_bytes += f.bytes[k];
       floor_flops += f.flops[k];
     }
-    const double floor_ms =
-        std::max(floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3);
+    const double floor_ms = std::max(floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3);
     std::printf(
         "\nBENCH mode=%s batch=%d: decode step %.3f ms median (p10 %.3f, p90 %.3f; host wall %.3f "
         "ms), %.0f tokens/s; floor %.3f ms (bytes) / %.3f ms (flops); x floor %.2f; ran as %s\n",

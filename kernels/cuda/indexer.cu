@@ -44,8 +44,7 @@ __global__ void __launch_bounds__(kScoreThreads) ScoreKernel(IndexerTopKParams p
   __syncthreads();
   const EntryPagesView& K = p.keys;
   const int slot = p.seq_slot[p.token_seq[t]];
-  for (int e = blockIdx.x * kScoreThreads + threadIdx.x; e < nvis;
-       e += gridDim.x * kScoreThreads) {
+  for (int e = blockIdx.x * kScoreThreads + threadIdx.x; e < nvis; e += gridDim.x * kScoreThreads) {
     const int page = K.table[int64_t{slot} * K.max_pages + e / K.page_size];
     const uint4* krow = reinterpret_cast<const uint4*>(
         K.pool + ((int64_t{page} * K.page_size + e % K.page_size) * K.layers + K.layer) * C);
@@ -108,61 +107,62 @@ __global__ void __launch_bounds__(128) TcScoreKernel(IndexerTopKParams p, float*
   const EntryPagesView& K = p.keys;
   const int slot = p.seq_slot[p.token_seq[t]];
   for (int e0 = blockIdx.x * kTcEntries; e0 < nvis; e0 += gridDim.x * kTcEntries) {
-  __syncthreads();  // the previous chunk's keys are consumed
-  for (int i = tid; i < kTcEntries * (kTcC / 8); i += 128) {
-    const int r = i / (kTcC / 8), ch = i % (kTcC / 8);
-    const int e = e0 + r;
-    const __nv_bfloat16* src = p.q;
-    if (e < nvis) {
-      const int page = K.table[int64_t{slot} * K.max_pages + e / K.page_size];
-      src = K.pool + ((int64_t{page} * K.page_size + e % K.page_size) * K.layers + K.layer) * kTcC +
-            ch * 8;
+    __syncthreads();  // the previous chunk's keys are consumed
+    for (int i = tid; i < kTcEntries * (kTcC / 8); i += 128) {
+      const int r = i / (kTcC / 8), ch = i % (kTcC / 8);
+      const int e = e0 + r;
+      const __nv_bfloat16* src = p.q;
+      if (e < nvis) {
+        const int page = K.table[int64_t{slot} * K.max_pages + e / K.page_size];
+        src = K.pool +
+              ((int64_t{page} * K.page_size + e % K.page_size) * K.layers + K.layer) * kTcC +
+              ch * 8;
+      }
+      CpAsync16(ks + r * kTcStride + ch * 8, src, e < nvis);
     }
-    CpAsync16(ks + r * kTcStride + ch * 8, src, e < nvis);
-  }
-  CpAsyncCommit();
-  CpAsyncWait<0>();
-  __syncthreads();
+    CpAsyncCommit();
+    CpAsyncWait<0>();
+    __syncthreads();
 
-  float acc[kMT][2][4];
+    float acc[kMT][2][4];
 #pragma unroll
-  for (int m = 0; m < kMT; ++m)
+    for (int m = 0; m < kMT; ++m)
 #pragma unroll
-    for (int n = 0; n < 2; ++n) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.0f;
+      for (int n = 0; n < 2; ++n) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.0f;
 #pragma unroll
-  for (int kk = 0; kk < kTcC / 16; ++kk) {
-    uint32_t b[4];
-    LdMatrixX4(b, ks + (warp * 16 + ((lane >> 4) << 3) + (lane & 7)) * kTcStride + kk * 16 +
-                      (((lane >> 3) & 1) << 3));
+    for (int kk = 0; kk < kTcC / 16; ++kk) {
+      uint32_t b[4];
+      LdMatrixX4(b, ks + (warp * 16 + ((lane >> 4) << 3) + (lane & 7)) * kTcStride + kk * 16 +
+                        (((lane >> 3) & 1) << 3));
 #pragma unroll
-    for (int m = 0; m < kMT; ++m) {
-      uint32_t a[4];
-      LdMatrixX4(a, qs + (m * 16 + (lane & 15)) * kTcStride + kk * 16 + (lane >> 4) * 8);
-      Mma16816(acc[m][0], a, b[0], b[1]);
-      Mma16816(acc[m][1], a, b[2], b[3]);
+      for (int m = 0; m < kMT; ++m) {
+        uint32_t a[4];
+        LdMatrixX4(a, qs + (m * 16 + (lane & 15)) * kTcStride + kk * 16 + (lane >> 4) * 8);
+        Mma16816(acc[m][0], a, b[0], b[1]);
+        Mma16816(acc[m][1], a, b[2], b[3]);
+      }
     }
-  }
-  const int g = lane >> 2, q4 = lane & 3;
+    const int g = lane >> 2, q4 = lane & 3;
 #pragma unroll
-  for (int n = 0; n < 2; ++n) {
-    float s0 = 0.0f, s1 = 0.0f;
+    for (int n = 0; n < 2; ++n) {
+      float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
-    for (int m = 0; m < kMT; ++m) {
-      const float w_lo = ws[m * 16 + g], w_hi = ws[m * 16 + g + 8];
-      s0 += w_lo * fmaxf(acc[m][n][0], 0.0f) + w_hi * fmaxf(acc[m][n][2], 0.0f);
-      s1 += w_lo * fmaxf(acc[m][n][1], 0.0f) + w_hi * fmaxf(acc[m][n][3], 0.0f);
-    }
+      for (int m = 0; m < kMT; ++m) {
+        const float w_lo = ws[m * 16 + g], w_hi = ws[m * 16 + g + 8];
+        s0 += w_lo * fmaxf(acc[m][n][0], 0.0f) + w_hi * fmaxf(acc[m][n][2], 0.0f);
+        s1 += w_lo * fmaxf(acc[m][n][1], 0.0f) + w_hi * fmaxf(acc[m][n][3], 0.0f);
+      }
 #pragma unroll
-    for (int o = 4; o < 32; o <<= 1) {
-      s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+      for (int o = 4; o < 32; o <<= 1) {
+        s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+        s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+      }
+      if (g == 0) {
+        const int e = e0 + warp * 16 + n * 8 + 2 * q4;
+        if (e < nvis) out[e] = s0 * p.softmax_scale;
+        if (e + 1 < nvis) out[e + 1] = s1 * p.softmax_scale;
+      }
     }
-    if (g == 0) {
-      const int e = e0 + warp * 16 + n * 8 + 2 * q4;
-      if (e < nvis) out[e] = s0 * p.softmax_scale;
-      if (e + 1 < nvis) out[e + 1] = s1 * p.softmax_scale;
-    }
-  }
   }
 }
 

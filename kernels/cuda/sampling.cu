@@ -178,9 +178,9 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
     return !r.banned(i) && (key > thr_k || (key == thr_k && i <= cut_k));
   };
   if (r.prm.top_k > 0 && r.prm.top_k < V) {
-    thr_k = SelectKey(V, r, static_cast<float>(r.prm.top_k),
-                      [&](int i) { return r.banned(i) ? -1.0f : 1.0f; }, hist, &s_prefix,
-                      &s_remaining);
+    thr_k = SelectKey(
+        V, r, static_cast<float>(r.prm.top_k), [&](int i) { return r.banned(i) ? -1.0f : 1.0f; },
+        hist, &s_prefix, &s_remaining);
     const int need = static_cast<int>(s_remaining + 0.5f);  // ties of the k-th value to keep
     __syncthreads();
     cut_k = nth_tie(thr_k, max(1, need), [&](int i) { return !r.banned(i); });
@@ -205,8 +205,8 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
     w_tie = BlockMax(w_tie, red_v);
     const float remaining = s_remaining;
     __syncthreads();
-    const int need = w_tie > 0.0f ? max(1, static_cast<int>(ceilf(remaining / w_tie * 0.99999f)))
-                                  : 1;
+    const int need =
+        w_tie > 0.0f ? max(1, static_cast<int>(ceilf(remaining / w_tie * 0.99999f))) : 1;
     cut_p = nth_tie(thr_p, need, [&](int i) { return candidate(i) >= 0.0f; });
   }
 

@@ -28,13 +28,13 @@ struct SampleRowParams {
   float top_p = 1.0f;        // 1 = off
   float min_p = 0.0f;        // 0 = off
   uint32_t seed_lo = 0, seed_hi = 0;
-  uint32_t index_lo = 0, index_hi = 0;    // the token's index in its request
+  uint32_t index_lo = 0, index_hi = 0;                  // the token's index in its request
   int32_t banned[kSampleMaxBanned] = {-1, -1, -1, -1};  // ids never chosen (-1 = none)
 };
 static_assert(sizeof(SampleRowParams) == 48);
 
 struct SampleParams {
-  const float* logits = nullptr;           // [rows, vocab]
+  const float* logits = nullptr;            // [rows, vocab]
   const SampleRowParams* params = nullptr;  // [rows]
   int32_t* ids = nullptr;                   // [rows] out
   int rows = 0;

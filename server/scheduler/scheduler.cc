@@ -327,8 +327,8 @@ void Scheduler::RunStep() {
   int num_sampled = 0;
   for (const SeqChunk& c : plan_.seqs) num_sampled += c.want_logits ? 1 : 0;
   if (status.ok() && result_.sampled && result_.ids.size() != static_cast<size_t>(num_sampled)) {
-    status = absl::InternalError(absl::StrFormat("engine sampled %d ids, expected %d",
-                                                 result_.ids.size(), num_sampled));
+    status = absl::InternalError(
+        absl::StrFormat("engine sampled %d ids, expected %d", result_.ids.size(), num_sampled));
   }
   if (status.ok() && !result_.sampled &&
       logits.size() != static_cast<size_t>(num_sampled) * vocab) {

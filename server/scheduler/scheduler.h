@@ -120,7 +120,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
   std::unique_ptr<HostStepBuffers> buffers_;
   sampling::Sampler sampler_;
-  StepResult result_;  // the engine's sampled ids or logits of the current step
+  StepResult result_;                 // the engine's sampled ids or logits of the current step
   std::vector<Sequence*> step_seqs_;  // the sequence of each chunk of the current plan
   StepPlan plan_;
 

@@ -4,8 +4,8 @@
 // rows leave real slots' state untouched; a graph decode step allocates,
 // synchronizes and copies nothing beyond its staging copy, its graph launch,
 // its ids copy and two fences.
-#include <catch2/catch.hpp>
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -65,9 +65,9 @@ struct Trace {
 
 Trace RunScript(Dsv4Engine& e, bool sample_on_device, int vocab) {
   std::vector<Request> reqs;
-  for (auto [join, prompt, new_tokens] : {std::tuple{0, 37, 14}, std::tuple{0, 5, 20},
-                                          std::tuple{3, 60, 10}, std::tuple{6, 3, 12},
-                                          std::tuple{9, 21, 8}}) {
+  for (auto [join, prompt, new_tokens] :
+       {std::tuple{0, 37, 14}, std::tuple{0, 5, 20}, std::tuple{3, 60, 10}, std::tuple{6, 3, 12},
+        std::tuple{9, 21, 8}}) {
     Request r;
     r.join_step = join;
     r.prompt_len = prompt;
@@ -163,7 +163,7 @@ TEST_CASE("decode graphs: eager and full give identical logits and tokens", "[cu
     const Trace c = RunScript(*sampled, true, vocab);
     CHECK(a.modes.count("full") == 0);
     CHECK(b.modes.at("full") >= 10);  // the pure-decode steps
-    CHECK(b.modes.at("eager") > 3);  // prefill steps run eagerly
+    CHECK(b.modes.at("eager") > 3);   // prefill steps run eagerly
     REQUIRE(a.logits.size() == b.logits.size());
     int differing = 0;
     for (size_t s = 0; s < a.logits.size(); ++s) differing += a.logits[s] != b.logits[s];

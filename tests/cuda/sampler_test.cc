@@ -2,8 +2,8 @@
 // definition: greedy ids identical to the host argmax (bans honoured), seeded
 // draws distributed as the truncated softmax (total variation), nothing drawn
 // outside the kept set, and each row's id independent of the rest of the batch.
-#include <catch2/catch.hpp>
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 #include <numeric>

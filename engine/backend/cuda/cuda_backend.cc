@@ -283,8 +283,8 @@ absl::StatusOr<int> CudaBackendImpl::EndGraphCapture() {
   CudaGraph graph(raw);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();  // clear the capture error so later calls do not see it
-    return absl::InternalError(absl::StrFormat("%s: graph capture failed: %s", name_,
-                                               cudaGetErrorString(e)));
+    return absl::InternalError(
+        absl::StrFormat("%s: graph capture failed: %s", name_, cudaGetErrorString(e)));
   }
   ASSIGN_OR_RETURN(CudaGraphExec exec, CudaGraphExec::Instantiate(graph));
   graphs_.push_back(std::move(exec));

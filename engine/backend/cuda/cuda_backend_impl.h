@@ -167,5 +167,4 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   CudaEvent mark_start_, mark_end_;                // for Mark / SinceMark
 };
 
-
 }  // namespace moegraph::cuda_impl

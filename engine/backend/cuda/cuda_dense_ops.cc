@@ -229,9 +229,9 @@ absl::Status CudaBackendImpl::ScatterPairs(Tensor dst, const Tensor& pairs, cons
   RETURN_IF_ERROR(ExpectType(op, "dst", dst, DType::kI32));
   RETURN_IF_ERROR(ExpectType(op, "pairs", pairs, DType::kI32));
   RETURN_IF_ERROR(ExpectType(op, "count", count, DType::kI32));
-  return LaunchStatus(op, cuda::LaunchScatterPairs(dst.as<int32_t>(), pairs.as<int32_t>(),
-                                                   count.as<int32_t>(),
-                                                   static_cast<int>(pairs.numel() / 2), stream()));
+  return LaunchStatus(
+      op, cuda::LaunchScatterPairs(dst.as<int32_t>(), pairs.as<int32_t>(), count.as<int32_t>(),
+                                   static_cast<int>(pairs.numel() / 2), stream()));
 }
 
 absl::Status CudaBackendImpl::Sample(const Tensor& logits, const Tensor& params, Tensor ids) {

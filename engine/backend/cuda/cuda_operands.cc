@@ -106,7 +106,6 @@ absl::StatusOr<cuda::ElemType> ElemTypeOf(const char* op, DType t) {
   }
 }
 
-
 absl::StatusOr<int> MaxPositionOf(const char* op, const StepMeta& m) {
   int max_pos = m.max_position;
   if (m.host_seq_begin && m.host_seq_start_pos) {
