@@ -27,14 +27,17 @@ struct EngineOptions {
   int64_t state_pool_tokens = 0;
   // Decode steps: "off" runs every step's ops eagerly; "full" replays one
   // CUDA graph per batch bucket (all layers, head and sampling), captured at
-  // load; "auto" is "full" where the backend has graphs, else "off".
+  // load; "piecewise" replays graphs of the stretches between the
+  // length-shaped ops (indexer top-k, attention), which run eagerly sized by
+  // the step's real positions; "auto" is "full" where the backend has graphs,
+  // else "off".
   std::string graphs = "auto";
   // Sample on the device where the request's parameters allow (CUDA).
   bool device_sampling = true;
 };
 
 // The accepted values of EngineOptions::graphs, for config validation.
-inline constexpr const char* kGraphModes[] = {"auto", "off", "full"};
+inline constexpr const char* kGraphModes[] = {"auto", "off", "piecewise", "full"};
 
 struct ModelInfo {
   std::string name;        // the model directory's base name
@@ -136,8 +139,8 @@ class Engine {
     return Step(plan, &result->logits);
   }
 
-  // What the last step ran as, for metrics: "eager" or "full" (a decode graph
-  // replay), and its bucket (the padded batch or token count; 0 unpadded).
+  // What the last step ran as, for metrics: "eager", "piecewise" or "full"
+  // (a decode graph replay), and its bucket (the padded batch or token count; 0 unpadded).
   virtual const char* last_step_mode() const { return "eager"; }
   virtual int last_step_bucket() const { return 0; }
 

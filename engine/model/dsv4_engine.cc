@@ -39,17 +39,17 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   const auto* mode = std::find(std::begin(kGraphModes), std::end(kGraphModes), options.graphs);
   if (mode == std::end(kGraphModes)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("graphs: '", options.graphs, "' is not one of auto, off, full"));
+        absl::StrCat("graphs: '", options.graphs, "' is not one of auto, off, piecewise, full"));
   }
   ASSIGN_OR_RETURN(e->backend_, CreateBackend(options.device));
   Backend& backend = *e->backend_;
   // Backends with graphs tune or capture per shape: their steps are padded to
   // buckets so that every shape is known at load.
   e->bucketed_ = backend.supports_graphs();
-  if (options.graphs == "full" && !backend.supports_graphs()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("graphs: 'full' needs a backend with CUDA graphs; ", backend.name(),
-                     " has none (use off)"));
+  if ((options.graphs == "full" || options.graphs == "piecewise") && !backend.supports_graphs()) {
+    return absl::InvalidArgumentError(absl::StrCat("graphs: '", options.graphs,
+                                                   "' needs a backend with CUDA graphs; ",
+                                                   backend.name(), " has none (use off)"));
   }
   e->graph_mode_ = options.graphs == "auto" ? (e->bucketed_ ? "full" : "off") : options.graphs;
   e->device_sampler_ = options.device_sampling && e->bucketed_;
@@ -162,8 +162,28 @@ absl::Status Dsv4Engine::Prepare() {
       decode_buckets_.back(), MsSince(t0));
   // Graphs hold the workspaces' pointers from here on.
   backend_->FreezeWorkspaces();
-  if (graph_mode_ != "full") return absl::OkStatus();
+  if (graph_mode_ == "off") return absl::OkStatus();
   const auto t1 = std::chrono::steady_clock::now();
+  if (graph_mode_ == "piecewise") {
+    size_t graphs = 0;
+    for (int b : decode_buckets_) {
+      ASSIGN_OR_RETURN(const StepShape shape,
+                       model_->Stage(empty, decode_options(b), state_.get()));
+      ASSIGN_OR_RETURN(std::unique_ptr<Dsv4Model::Pieces> pieces,
+                       model_->CapturePieces(shape, state_.get()));
+      graphs += pieces->graphs.size();
+      RETURN_IF_ERROR(model_->Upload());
+      RETURN_IF_ERROR(model_->ReplayPieces(*pieces, shape));
+      decode_pieces_.push_back(std::move(pieces));
+    }
+    RETURN_IF_ERROR(backend_->Synchronize());
+    LOG_INFO << absl::StrFormat(
+        "%s: captured piecewise decode graphs for batch %s (%d graphs, %d eager ops a step) in "
+        "%.0f ms",
+        backend_->name(), absl::StrJoin(decode_buckets_, ","), graphs,
+        decode_pieces_.front()->eager.size(), MsSince(t1));
+    return absl::OkStatus();
+  }
   for (int b : decode_buckets_) {
     ASSIGN_OR_RETURN(const StepShape shape, model_->Stage(empty, decode_options(b), state_.get()));
     RETURN_IF_ERROR(backend_->BeginGraphCapture());
@@ -202,6 +222,7 @@ absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepRes
   result->logits.clear();
   StageOptions so;
   int graph = -1;
+  const Dsv4Model::Pieces* pieces = nullptr;
   last_mode_ = "eager";
   last_bucket_ = 0;
   if (bucketed_) {
@@ -218,7 +239,11 @@ absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepRes
                        decode_buckets_.begin();
       so.pad_tokens = so.pad_rows = decode_buckets_[i];
       so.decode_rows = true;
-      so.max_position = state_->context_limit() - 1;
+      if (i < decode_pieces_.size()) {
+        pieces = decode_pieces_[i].get();  // its eager ops sized by the real positions
+      } else {
+        so.max_position = state_->context_limit() - 1;
+      }
       if (i < decode_graphs_.size()) graph = decode_graphs_[i];
     } else {
       so.pad_tokens = BucketFor(token_buckets_, plan.num_tokens);
@@ -231,6 +256,9 @@ absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepRes
   if (graph >= 0) {
     RETURN_IF_ERROR(backend_->LaunchGraph(graph));
     last_mode_ = "full";
+  } else if (pieces != nullptr) {
+    RETURN_IF_ERROR(model_->ReplayPieces(*pieces, shape));
+    last_mode_ = "piecewise";
   } else {
     RETURN_IF_ERROR(model_->Run(shape, state_.get()));
   }

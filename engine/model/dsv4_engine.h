@@ -66,7 +66,8 @@ class Dsv4Engine final : public Engine {
                                  // to buckets (CUDA: shapes tuned at load)
   std::string graph_mode_ = "off";
   std::vector<int> decode_buckets_;  // batch sizes with a captured graph
-  std::vector<int> decode_graphs_;   // their graph ids
+  std::vector<int> decode_graphs_;   // their graph ids ("full")
+  std::vector<std::unique_ptr<Dsv4Model::Pieces>> decode_pieces_;  // theirs ("piecewise")
   std::vector<int> token_buckets_;   // padded token counts of eager steps
   std::vector<int> row_buckets_;     // padded logits rows of eager steps
   const char* last_mode_ = "eager";

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <iterator>
 #include <string>
 
@@ -439,13 +440,18 @@ absl::Status Dsv4Model::AttentionBlock(int l, const StepMeta& meta, SequenceStat
       RETURN_IF_ERROR(b.Linear(h, L.index_weights_proj, iw));
       RETURN_IF_ERROR(b.Scale(iw, 1.0f / std::sqrt(static_cast<float>(nI)), iw));
       Tensor sel = A.selected.rows(0, T);
-      RETURN_IF_ERROR(b.IndexerTopK(iq, iw, ip.entries, rate,
-                                    1.0f / std::sqrt(static_cast<float>(ci)), meta, sel));
+      const EntryPages keys = ip.entries;
+      const float scale = 1.0f / std::sqrt(static_cast<float>(ci));
+      RETURN_IF_ERROR(Eager([&b, iq, iw, keys, rate, scale, sel](const StepMeta& m) {
+        return b.IndexerTopK(iq, iw, keys, rate, scale, m, sel);
+      }, meta));
       ap.selected = sel;
     }
   }
   Tensor attn = A.attn.rows(0, T);
-  RETURN_IF_ERROR(b.Attention(q, kv, ap, meta, attn));
+  RETURN_IF_ERROR(Eager([&b, q, kv, ap, attn](const StepMeta& m) {
+    return b.Attention(q, kv, ap, m, attn);
+  }, meta));
   RETURN_IF_ERROR(b.WindowUpdate(kv, state->window_ring(l), meta));
   RETURN_IF_ERROR(b.Rope(attn, meta.token_pos, rope, c.rope_dim, true));
   Tensor o_a = A.o_a.rows(0, T);
@@ -649,22 +655,14 @@ absl::Status Dsv4Model::Upload() {
 absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
                             std::vector<std::vector<float>>* hidden) {
   const ModelConfig& c = config_;
-  const int T = shape.tokens, S = shape.seqs, rows = shape.rows;
+  const int T = shape.tokens, rows = shape.rows;
   Backend& b = *backend_;
   Activations& A = *act_;
   const Staging& st = *staging_;
   // Page-table changes first: this step's chunks may emit into new pages.
   RETURN_IF_ERROR(b.ScatterPairs(state->table_buffer(), st.dev(st.pairs, 2 * st.pair_capacity),
                                  st.dev(st.count, 1)));
-  StepMeta sm;
-  sm.num_tokens = T;
-  sm.num_seqs = S;
-  sm.token_pos = st.dev(st.pos, T);
-  sm.token_seq = st.dev(st.seq, T);
-  sm.seq_begin = st.dev(st.begin, S + 1);
-  sm.seq_slot = st.dev(st.slot, S);
-  sm.seq_start_pos = st.dev(st.start, S);
-  sm.max_position = shape.max_position;
+  const StepMeta sm = MetaFor(shape);
   Tensor token_ids = st.dev(st.ids, T);
 
   const int64_t n = c.hc_mult, D = c.hidden_size;
@@ -729,6 +727,53 @@ absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
                     {rows, kSampleWords});
       RETURN_IF_ERROR(b.Sample(lg, params, A.sampled.rows(0, rows)));
     }
+  }
+  return absl::OkStatus();
+}
+
+StepMeta Dsv4Model::MetaFor(const StepShape& shape) const {
+  const Staging& st = *staging_;
+  StepMeta sm;
+  sm.num_tokens = shape.tokens;
+  sm.num_seqs = shape.seqs;
+  sm.token_pos = st.dev(st.pos, shape.tokens);
+  sm.token_seq = st.dev(st.seq, shape.tokens);
+  sm.seq_begin = st.dev(st.begin, shape.seqs + 1);
+  sm.seq_slot = st.dev(st.slot, shape.seqs);
+  sm.seq_start_pos = st.dev(st.start, shape.seqs);
+  sm.max_position = shape.max_position;
+  return sm;
+}
+
+absl::Status Dsv4Model::Eager(std::function<absl::Status(const StepMeta&)> op,
+                              const StepMeta& meta) {
+  if (capturing_ == nullptr) return op(meta);
+  // Close the stretch captured so far; the op runs at every replay instead.
+  ASSIGN_OR_RETURN(const int graph, backend_->EndGraphCapture());
+  capturing_->graphs.push_back(graph);
+  capturing_->eager.push_back(std::move(op));
+  return backend_->BeginGraphCapture();
+}
+
+absl::StatusOr<std::unique_ptr<Dsv4Model::Pieces>> Dsv4Model::CapturePieces(
+    const StepShape& shape, SequenceState* state) {
+  auto pieces = std::make_unique<Pieces>();
+  RETURN_IF_ERROR(backend_->BeginGraphCapture());
+  capturing_ = pieces.get();
+  absl::Status run = Run(shape, state);
+  capturing_ = nullptr;
+  absl::StatusOr<int> last = backend_->EndGraphCapture();
+  RETURN_IF_ERROR(run);
+  if (!last.ok()) return last.status();
+  pieces->graphs.push_back(*last);
+  return pieces;
+}
+
+absl::Status Dsv4Model::ReplayPieces(const Pieces& pieces, const StepShape& shape) {
+  const StepMeta meta = MetaFor(shape);
+  for (size_t i = 0; i < pieces.graphs.size(); ++i) {
+    RETURN_IF_ERROR(backend_->LaunchGraph(pieces.graphs[i]));
+    if (i < pieces.eager.size()) RETURN_IF_ERROR(pieces.eager[i](meta));
   }
   return absl::OkStatus();
 }

@@ -5,6 +5,7 @@
 // SequenceState.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -100,6 +101,20 @@ class Dsv4Model {
   absl::Status DownloadIds(const StepShape& shape);
   absl::StatusOr<const int32_t*> WaitIds();
 
+  // Piecewise graphs of one step shape: the stretches of Run between the
+  // length-shaped ops (indexer top-k, attention), each captured as a graph,
+  // and those ops, run eagerly between them at every replay with the step's
+  // own max_position (their grids and key splits then fit the real lengths).
+  struct Pieces {
+    std::vector<int> graphs;  // backend graph ids, one more than `eager`
+    std::vector<std::function<absl::Status(const StepMeta&)>> eager;
+  };
+  absl::StatusOr<std::unique_ptr<Pieces>> CapturePieces(const StepShape& shape,
+                                                        SequenceState* state);
+  // Replays `pieces` for a staged step of their shape (shape.max_position may
+  // differ from the capture's).
+  absl::Status ReplayPieces(const Pieces& pieces, const StepShape& shape);
+
  private:
   struct Layer;
   struct Activations;
@@ -111,6 +126,10 @@ class Dsv4Model {
   absl::Status AllocateStaging();
   absl::Status AttentionBlock(int layer, const StepMeta& meta, SequenceState* state);
   absl::Status MoeBlock(int layer, const Tensor& token_ids);
+  StepMeta MetaFor(const StepShape& shape) const;
+  // Runs a length-shaped op now, or, while CapturePieces records, ends the
+  // current graph there and keeps the op for the replays.
+  absl::Status Eager(std::function<absl::Status(const StepMeta&)> op, const StepMeta& meta);
   // The all_logits buffer (tools only), grown on demand outside graphs.
   absl::StatusOr<Tensor> AllLogits(int rows);
 
@@ -126,6 +145,7 @@ class Dsv4Model {
   Tensor rope_main_, rope_compress_;  // f32 [r/2]
   std::unique_ptr<Activations> act_;
   std::unique_ptr<Staging> staging_;
+  Pieces* capturing_ = nullptr;  // set while CapturePieces records
 };
 
 }  // namespace moegraph

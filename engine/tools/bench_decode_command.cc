@@ -323,8 +323,8 @@ int RunBenchDecode(int argc, char** argv) {
     } else if (a == "--graphs" && has_value) {
       modes = absl::StrSplit(argv[++i], ',');
       for (const std::string& m : modes) {
-        if (m != "off" && m != "full" && m != "auto")
-          return Usage("bench-decode: --graphs takes a list of off, full, auto");
+        if (m != "off" && m != "piecewise" && m != "full" && m != "auto")
+          return Usage("bench-decode: --graphs takes a list of off, piecewise, full, auto");
       }
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: moegraph %s\n", kUsage);

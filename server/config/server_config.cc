@@ -178,7 +178,7 @@ absl::Status CheckGraphs(absl::string_view text) {
   for (const char* mode : kGraphModes) {
     if (text == mode) return absl::OkStatus();
   }
-  return Invalid("one of auto, off, full", absl::StrCat("\"", text, "\""));
+  return Invalid("one of auto, off, piecewise, full", absl::StrCat("\"", text, "\""));
 }
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -204,9 +204,11 @@ const std::vector<Field>& Fields() {
           CheckDevice),
       StringField(
           "graphs", [](ServerConfig& c) -> std::string& { return c.graphs; }, "MODE",
-          "auto, off or full",
+          "auto, off, piecewise or full",
           "Decode steps: off = every op eager; full = one CUDA graph per batch bucket (all "
-          "layers, head and sampling), captured at start-up; auto = full on a GPU, off on the CPU.",
+          "layers, head and sampling), captured at start-up; piecewise = graphs between the "
+          "indexer and attention ops, which run eagerly sized by the real positions; auto = full "
+          "on a GPU, off on the CPU.",
           CheckGraphs),
       IntField(
           "slots", [](ServerConfig& c) -> int& { return c.slots; }, 1, 65536,

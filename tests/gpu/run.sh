@@ -67,7 +67,7 @@ for step in $steps; do
       # they gate on the median position (a broken kernel moves it) and 85%
       # argmax; the realistic fixture below takes the full bf16 criterion.
       for fx in dsv4-tiny dsv4-topk2 dsv4-shape; do
-        for g in off full; do
+        for g in off piecewise full; do
           t0=$SECONDS
           "$STAGE/moegraph" check-golden "tests/fixtures/$fx" --device cuda --graphs $g \
             --tolerance 1e-2 --quantile 0.5 --argmax 0.85 \
@@ -76,7 +76,7 @@ for step in $steps; do
         done
       done
       if make_flash; then
-        for g in off full; do
+        for g in off piecewise full; do
           t0=$SECONDS
           "$STAGE/moegraph" check-golden "$FLASH" --device cuda --graphs $g \
             > "$OUT/golden_flash4_$g.log" 2>&1
@@ -91,7 +91,7 @@ for step in $steps; do
       make_flash || { check "fixture flash4" 1; continue; }
       t0=$SECONDS
       "$STAGE/moegraph" bench-decode "$FLASH" --device cuda --batches ${BENCH_BATCHES:-1,8,64} \
-        --graphs off,full --prefill ${BENCH_PREFILL:-2048,8192} > "$OUT/bench.log" 2>&1
+        --graphs off,piecewise,full --prefill ${BENCH_PREFILL:-2048,8192} > "$OUT/bench.log" 2>&1
       check "bench in $((SECONDS - t0)) s" $?
       ;;
     peer)
