@@ -8,6 +8,7 @@
 #            dsv4-tiny, dsv4-topk2, dsv4-shape and the realistic flash-shaped
 #            fixture made here (torch + transformers)
 #   bench    moegraph bench-decode on that fixture at batch 1, 8, 64, per mode
+#   serve    moegraphd on the GPU (tiny model): graphs, clients, metrics, drain
 #   peer     transformers' DeepseekV4ForCausalLM on that fixture, same GPU
 #   tokbench tokenizer encode MB/s vs the `tokenizers` library, same file
 # Usage: run.sh [step...] (default: all). Full logs go to $OUT; a short
@@ -24,7 +25,7 @@ export LD_LIBRARY_PATH="$LIBS:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 # The [cuda] tests read tests/fixtures from this checkout.
 export MOEGRAPH_SOURCE_DIR="${MOEGRAPH_SOURCE_DIR:-$PWD}"
 export NCCL_NVLS_ENABLE=0
-steps=${*:-tests opbench golden bench peer tokbench}
+steps=${*:-tests opbench golden bench serve peer tokbench}
 declare -a table
 failed=0
 note() { table+=("$1"); }
@@ -93,6 +94,36 @@ for step in $steps; do
       "$STAGE/moegraph" bench-decode "$FLASH" --device cuda --batches ${BENCH_BATCHES:-1,8,64} \
         --graphs off,piecewise,full --prefill ${BENCH_PREFILL:-2048,8192} > "$OUT/bench.log" 2>&1
       check "bench in $((SECONDS - t0)) s" $?
+      ;;
+    serve)
+      # The daemon on the GPU: graphs by default, streams through the C++
+      # client, step metrics labelled by mode and bucket, SIGTERM drains.
+      if [ ! -x "$STAGE/moegraphd" ]; then check "serve: moegraphd staged" 1; continue; fi
+      port=$((20000 + RANDOM % 20000)); mport=$((port + 1))
+      "$STAGE/moegraphd" --config config/moegraphd.yaml --device cuda \
+        --listen_address=127.0.0.1:$port --metrics_address=127.0.0.1:$mport \
+        > "$OUT/serve.log" 2>&1 &
+      pid=$!
+      ok=1
+      for _ in $(seq 100); do
+        grep -q "ready:" "$OUT/serve.log" && break
+        sleep 0.2
+      done
+      grep -q "ready:" "$OUT/serve.log" || ok=0
+      for i in 1 2 3 4 5 6; do
+        "$STAGE/moegraph" generate "Hello number $i" --max-tokens 24 --server 127.0.0.1:$port \
+          >> "$OUT/serve_clients.log" 2>&1 &
+      done
+      wait $(jobs -p | grep -v "^$pid$") 2>/dev/null
+      python3 -c "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:$mport/metrics').read().decode())" \
+        > "$OUT/serve_metrics.txt" 2>&1 || ok=0
+      grep -q 'moegraph_step_duration_seconds_count{bucket="[0-9]*",mode="full"}' "$OUT/serve_metrics.txt" || ok=0
+      [ "$(grep -c 'finish' "$OUT/serve_clients.log")" -ge 6 ] || ok=0
+      kill -TERM $pid; wait $pid; rc=$?
+      [ $rc -eq 0 ] || ok=0
+      grep -E 'captured|tuned|ready' "$OUT/serve.log" | cut -c1-200 | while read -r l; do note "  $l"; done
+      note "  $(grep -E '^moegraph_step_duration_seconds_count' "$OUT/serve_metrics.txt" | tr '\n' ' ' | cut -c1-400)"
+      check "serve (daemon on cuda, graphs, 6 clients, metrics, SIGTERM rc=$rc)" $((1 - ok))
       ;;
     peer)
       # transformers on the same fixture and GPU, same run (issue: >= 25x).

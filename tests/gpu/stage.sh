@@ -12,7 +12,7 @@ SHARED=${SHARED:-/work/shared}
 rm -rf "$DEST"
 mkdir -p "$DEST/lib" "$DEST/fixtures"
 exes=()
-for exe in "$BUILD/tests/moegraph_cuda_tests" "$BUILD/moegraph"; do
+for exe in "$BUILD/tests/moegraph_cuda_tests" "$BUILD/moegraph" "$BUILD/moegraphd"; do
   if [ -x "$exe" ]; then
     strip -o "$DEST/$(basename "$exe")" "$exe"
     exes+=("$exe")
