@@ -21,6 +21,7 @@ mkdir -p "$OUT"
 LIBS=/tmp/moegraph-libs
 mkdir -p "$LIBS"
 cp "$STAGE"/lib/* "$LIBS"/ && gunzip -f "$LIBS"/*.gz 2>/dev/null
+for f in "$STAGE"/*.gz; do [ -f "$f" ] && gunzip -kf "$f"; done  # the executables
 export LD_LIBRARY_PATH="$LIBS:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 # The [cuda] tests read tests/fixtures from this checkout.
 export MOEGRAPH_SOURCE_DIR="${MOEGRAPH_SOURCE_DIR:-$PWD}"
@@ -121,7 +122,7 @@ for step in $steps; do
       [ "$(grep -c 'finish' "$OUT/serve_clients.log")" -ge 6 ] || ok=0
       kill -TERM $pid; wait $pid; rc=$?
       [ $rc -eq 0 ] || ok=0
-      grep -E 'captured|tuned|ready' "$OUT/serve.log" | cut -c1-200 | while read -r l; do note "  $l"; done
+      while read -r l; do note "  $l"; done < <(grep -E 'captured|tuned|ready' "$OUT/serve.log" | cut -c1-200)
       note "  $(grep -E '^moegraph_step_duration_seconds_count' "$OUT/serve_metrics.txt" | tr '\n' ' ' | cut -c1-400)"
       check "serve (daemon on cuda, graphs, 6 clients, metrics, SIGTERM rc=$rc)" $((1 - ok))
       ;;

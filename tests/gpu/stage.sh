@@ -21,8 +21,10 @@ done
 ldd "${exes[@]}" | awk '/=> \//{print $3}' | sort -u |
   grep -vE '/(libc|libm|libstdc\+\+|libgcc_s|ld-linux[^/]*|libdl|libpthread|librt|libcuda|libcudart|libcublas|libcublasLt|libnccl)\.so' |
   while read -r lib; do cp -L "$lib" "$DEST/lib/"; done
-# Large libraries (ICU data) travel compressed; run.sh unpacks them.
+# Large libraries (ICU data) and the executables travel compressed (the
+# device tool carries 64 MiB with the tree); run.sh unpacks them.
 find "$DEST/lib" -type f -size +4M -exec gzip -9 {} \;
+for exe in "${exes[@]}"; do gzip -9 -f "$DEST/$(basename "$exe")"; done
 cp tests/gpu/run.sh "$DEST/"
 cp "$SHARED/tools/make_dsv4_fixture.py" "$SHARED/fixtures/configs/flash-shaped-4layer.overrides.json" "$DEST/"
 cp -r tests/fixtures/dsv4-tiny tests/fixtures/bpe32k "$DEST/fixtures/"
