@@ -220,6 +220,7 @@ absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepRes
   result->sampled = false;
   result->ids.clear();
   result->logits.clear();
+  const auto host_start = std::chrono::steady_clock::now();
   StageOptions so;
   int graph = -1;
   const Dsv4Model::Pieces* pieces = nullptr;
@@ -264,6 +265,9 @@ absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepRes
   }
   if (want_sample && shape.sample) {
     RETURN_IF_ERROR(model_->DownloadIds(shape));
+    last_host_us_ = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() -
+                                                               host_start)
+                        .count();
     ASSIGN_OR_RETURN(const int32_t* ids, model_->WaitIds());
     result->ids.assign(ids, ids + shape.real_rows);
     result->sampled = true;

@@ -45,6 +45,10 @@ class Dsv4Engine final : public Engine {
   // (padded batch or token count; 0 when the step was not padded).
   const char* last_step_mode() const override { return last_mode_; }
   int last_step_bucket() const override { return last_bucket_; }
+  // Host microseconds the last device-sampled step spent before waiting for
+  // its ids (planning, staging, enqueueing): without pipelining, the time the
+  // GPU sits idle between two steps' work.
+  double last_host_us() const { return last_host_us_; }
 
  private:
   Dsv4Engine() = default;
@@ -72,6 +76,7 @@ class Dsv4Engine final : public Engine {
   std::vector<int> row_buckets_;     // padded logits rows of eager steps
   const char* last_mode_ = "eager";
   int last_bucket_ = 0;
+  double last_host_us_ = 0;
 };
 
 }  // namespace moegraph

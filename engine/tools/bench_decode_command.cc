@@ -204,7 +204,7 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
     }
     std::vector<int32_t> ids(B);
     sampling::SamplingParams greedy;
-    std::vector<double> step_ms, wall_ms;
+    std::vector<double> step_ms, wall_ms, host_us;
     std::string step_mode;
     std::array<std::vector<double>, kKinds> kind_ms;
     int pos = context;
@@ -238,6 +238,7 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
       if (timed && !by_kind) {
         step_ms.push_back(span);
         wall_ms.push_back(wall);
+        host_us.push_back(engine->last_host_us());
       }
       ++pos;
       return absl::OkStatus();
@@ -259,8 +260,10 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
     const double floor_ms = std::max(floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3);
     std::printf(
         "\nBENCH mode=%s batch=%d: decode step %.3f ms median (p10 %.3f, p90 %.3f; host wall %.3f "
-        "ms), %.0f tokens/s; floor %.3f ms (bytes) / %.3f ms (flops); x floor %.2f; ran as %s\n",
+        "ms, host %.1f us before the wait), %.0f tokens/s; floor %.3f ms (bytes) / %.3f ms "
+        "(flops); x floor %.2f; ran as %s\n",
         mode.c_str(), B, med, Percentile(step_ms, 0.1), Percentile(step_ms, 0.9), Median(wall_ms),
+        Median(host_us),
         B * 1e3 / med, floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3,
         med / floor_ms, step_mode.c_str());
     std::printf("| %s | %d | %.3f | %.0f | %.3f | %.3f | %.2f |\n", mode.c_str(), B, med,
