@@ -4,7 +4,7 @@
 #   tests    every [cuda] test: ops vs CpuBackend, the device sampler, decode
 #            graphs (eager and full identical, padding, what a step does)
 #   opbench  per-op decode timings at V4-Flash widths ([bench] tests)
-#   golden   moegraph check-golden --device cuda, graphs off and full, on
+#   golden   moegraph check-golden --device cuda, graphs off, piecewise and full, on
 #            dsv4-tiny, dsv4-topk2, dsv4-shape and the realistic flash-shaped
 #            fixture made here (torch + transformers)
 #   bench    moegraph bench-decode on that fixture at batch 1, 8, 64, per mode
