@@ -164,6 +164,10 @@ absl::Status Dsv4Engine::Prepare() {
   backend_->FreezeWorkspaces();
   if (graph_mode_ == "off") return absl::OkStatus();
   const auto t1 = std::chrono::steady_clock::now();
+  const int64_t memory_before = backend_->device_memory_used();
+  auto graph_mib = [&] {
+    return static_cast<double>(backend_->device_memory_used() - memory_before) / (1 << 20);
+  };
   if (graph_mode_ == "piecewise") {
     size_t graphs = 0;
     for (int b : decode_buckets_) {
@@ -179,9 +183,9 @@ absl::Status Dsv4Engine::Prepare() {
     RETURN_IF_ERROR(backend_->Synchronize());
     LOG_INFO << absl::StrFormat(
         "%s: captured piecewise decode graphs for batch %s (%d graphs, %d eager ops a step) in "
-        "%.0f ms",
+        "%.0f ms, %.1f MiB of device memory",
         backend_->name(), absl::StrJoin(decode_buckets_, ","), graphs,
-        decode_pieces_.front()->eager.size(), MsSince(t1));
+        decode_pieces_.front()->eager.size(), MsSince(t1), graph_mib());
     return absl::OkStatus();
   }
   for (int b : decode_buckets_) {
@@ -197,9 +201,10 @@ absl::Status Dsv4Engine::Prepare() {
     RETURN_IF_ERROR(backend_->LaunchGraph(*graph));
   }
   RETURN_IF_ERROR(backend_->Synchronize());
-  LOG_INFO << absl::StrFormat("%s: captured %d decode graphs (batch %s) in %.0f ms",
-                              backend_->name(), decode_graphs_.size(),
-                              absl::StrJoin(decode_buckets_, ","), MsSince(t1));
+  LOG_INFO << absl::StrFormat(
+      "%s: captured %d decode graphs (batch %s) in %.0f ms, %.1f MiB of device memory",
+      backend_->name(), decode_graphs_.size(), absl::StrJoin(decode_buckets_, ","), MsSince(t1),
+      graph_mib());
   return absl::OkStatus();
 }
 

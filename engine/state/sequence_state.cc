@@ -139,21 +139,26 @@ StatePoolStats SequenceState::pool_stats() const {
   for (const KindState& k : kinds_) {
     if (k.layers == 0) continue;
     const EntryPagePool& p = k.pages;
-    st.capacity_pages += p.num_pages();
-    st.reserved_pages += p.num_pages() - p.unreserved_pages();
-    st.used_pages += p.num_pages() - p.free_pages();
-    const int64_t kind_tokens = int64_t{p.num_pages()} * p.page_size() * k.rate;
+    // The scratch slot's pages (padding rows) are no request's to use.
+    const int scratch =
+        options_.scratch_tokens > 0 ? p.PagesFor(options_.scratch_tokens / k.rate) : 0;
+    const int num_pages = p.num_pages() - scratch;
+    st.capacity_pages += num_pages;
+    st.reserved_pages += p.num_pages() - p.unreserved_pages() - scratch;
+    st.used_pages += p.num_pages() - p.free_pages() - scratch;
+    const int64_t kind_tokens = int64_t{num_pages} * p.page_size() * k.rate;
     capacity = capacity < 0 ? kind_tokens : std::min(capacity, kind_tokens);
     // Acquire reserves PagesFor(max_tokens / rate) pages, at most the pool's
     // (and a slot's table's) pages: the largest max_tokens that passes.
-    const int64_t pages = std::min(p.num_pages(), p.max_pages_per_slot());
+    const int64_t pages = std::min(num_pages, p.max_pages_per_slot());
     const int64_t longest = pages * p.page_size() * k.rate + k.rate - 1;
     st.max_sequence_tokens = static_cast<int>(std::min<int64_t>(st.max_sequence_tokens, longest));
   }
   // Without compressed layers only the per-slot rings hold state: one
   // context per slot.
   st.capacity_tokens = capacity >= 0 ? capacity : int64_t{num_slots()} * options_.context_limit;
-  for (const Slot& s : slots_) {
+  for (int i = 0; i < num_slots(); ++i) {  // not the scratch slot
+    const Slot& s = slots_[i];
     if (!s.in_use) continue;
     st.reserved_tokens += s.max_tokens;
     st.used_tokens += s.length;

@@ -271,6 +271,13 @@ absl::Status CudaBackendImpl::WaitFence(int fence) {
   return absl::OkStatus();
 }
 
+int64_t CudaBackendImpl::device_memory_used() const {
+  size_t free = 0, total = 0;
+  if (cudaSetDevice(device_) != cudaSuccess || cudaMemGetInfo(&free, &total) != cudaSuccess)
+    return -1;
+  return static_cast<int64_t>(total - free);
+}
+
 absl::Status CudaBackendImpl::BeginGraphCapture() {
   RETURN_IF_ERROR(Activate());
   CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal));

@@ -69,6 +69,7 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   absl::Status LaunchGraph(int graph) override;
   void FreezeWorkspaces() override { frozen_ = true; }
   BackendCounters counters() const override { return counters_; }
+  int64_t device_memory_used() const override;
   absl::StatusOr<Tensor> UploadWeight(const Tensor& host, bool matrix,
                                       std::vector<Buffer>* owner) override;
   absl::StatusOr<Tensor> UploadStacked(const std::vector<Tensor>& host,
