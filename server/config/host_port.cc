@@ -1,7 +1,13 @@
 // Parses "host:port"; see host_port.h.
 #include "server/config/host_port.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -47,6 +53,30 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view address) {
     return bad("port must be an integer in [0, 65535]");
   }
   return HostPort{std::string(host), port};
+}
+
+std::string BindFailureReason(const HostPort& hp, const std::string& unknown) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(hp.port);
+  if (int rc = getaddrinfo(hp.host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+    return gai_strerror(rc);
+  }
+  std::string why = unknown;
+  const int fd = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
+  if (fd >= 0) {
+    const int yes = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    if (bind(fd, found->ai_addr, found->ai_addrlen) != 0) why = std::strerror(errno);
+    close(fd);
+  } else {
+    why = std::strerror(errno);
+  }
+  freeaddrinfo(found);
+  return why;
 }
 
 }  // namespace moegraph

@@ -18,4 +18,9 @@ struct HostPort {
 // wrong without naming a config key (callers add the key or flag).
 absl::StatusOr<HostPort> ParseHostPort(absl::string_view address);
 
+// Why a listener could not bind `hp` ("Address already in use", ...), learnt
+// by binding it once more (with SO_REUSEADDR, as the listeners do); `unknown`
+// when that bind succeeds. Listeners that fail without saying why use it.
+std::string BindFailureReason(const HostPort& hp, const std::string& unknown);
+
 }  // namespace moegraph

@@ -21,6 +21,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/registry.h"
+#include "server/config/host_port.h"
 #include "server/config/server_config.h"
 #include "server/daemon/scheduler_metrics.h"
 #include "server/metrics/metrics.h"
@@ -143,10 +144,16 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config.listen_address, grpc::InsecureServerCredentials(), &port);
+  // gRPC sets SO_REUSEPORT by default: a second daemon on a taken port would
+  // start and silently take half the connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    LOG_ERROR << "cannot listen on " << config.listen_address;
+    absl::StatusOr<HostPort> hp = ParseHostPort(config.listen_address);
+    LOG_ERROR << "cannot listen on " << config.listen_address << ": "
+              << (hp.ok() ? BindFailureReason(*hp, "the gRPC server could not start")
+                          : std::string(hp.status().message()));
     return 1;
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();

@@ -3,10 +3,7 @@
 #include "server/metrics/metrics.h"
 
 #include <dlfcn.h>
-#include <netdb.h>
 #include <pthread.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 
@@ -35,33 +32,7 @@ extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t size) {
 }
 
 namespace moegraph::metrics {
-namespace {
-
-// civetweb's exception says only "possible problem binding to port": bind
-// the address ourselves to learn why ("Address already in use", ...).
-std::string BindFailure(const HostPort& hp) {
-  addrinfo hints{};
-  hints.ai_family = AF_INET;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  const std::string port = std::to_string(hp.port);
-  if (int rc = getaddrinfo(hp.host.c_str(), port.c_str(), &hints, &found); rc != 0) {
-    return gai_strerror(rc);
-  }
-  std::string why = "the HTTP server could not start";
-  const int fd = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
-  if (fd >= 0) {
-    const int yes = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));  // as civetweb does
-    if (bind(fd, found->ai_addr, found->ai_addrlen) != 0) why = std::strerror(errno);
-    close(fd);
-  }
-  freeaddrinfo(found);
-  return why;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
     const std::string& address, std::shared_ptr<prometheus::Registry> registry) {
@@ -86,7 +57,8 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   } catch (const std::exception& e) {
     LOG_VERBOSE << "metrics: civetweb: " << e.what();
     return absl::UnavailableError(
-        absl::StrCat("metrics: cannot listen on ", address, ": ", BindFailure(*host_port)));
+        absl::StrCat("metrics: cannot listen on ", address, ": ",
+                     BindFailureReason(*host_port, "the HTTP server could not start")));
   }
   const std::vector<int> ports = self->exposer_->GetListeningPorts();
   self->port_ = ports.empty() ? host_port->port : ports.front();

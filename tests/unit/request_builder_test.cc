@@ -1,6 +1,9 @@
 // server/service/request_builder: wire requests to scheduler requests, with
 // the server's defaults and a field-naming INVALID_ARGUMENT for each refusal.
+#include <array>
 #include <catch2/catch.hpp>
+#include <cctype>
+#include <set>
 
 #include "server/service/request_builder.h"
 
@@ -129,6 +132,36 @@ TEST_CASE("request builder: each refusal names its field", "[service]") {
   r = Ids({5});
   r.set_request_id(std::string(300, 'x'));
   CHECK(Refusal(r).find("request_id") != std::string::npos);
+
+  // A newline or an escape in an id would forge log lines.
+  r = Ids({5});
+  r.set_request_id("x\nE 2026 forged");
+  CHECK(Refusal(r) ==
+        "request_id: printable ASCII without spaces only (0x21-0x7E), got byte 0x0a at 1");
+  r.set_request_id("a\x1b[31m");
+  CHECK(Refusal(r).find("got byte 0x1b at 1") != std::string::npos);
+  r.set_request_id("ok-id_1.2:3");
+  CHECK(BuildGenerationRequest(r, Limits(), nullptr, nullptr).ok());
+}
+
+TEST_CASE("request builder: server ids are 128 random bits, never repeated", "[service]") {
+  std::set<std::string> seen;
+  std::array<int, 16> nibble{};
+  for (int i = 0; i < 4000; ++i) {
+    const std::string id = NewRequestId();
+    REQUIRE(id.size() == 36);
+    REQUIRE(id.rfind("req-", 0) == 0);
+    for (char c : id.substr(4)) {
+      REQUIRE(std::isxdigit(static_cast<unsigned char>(c)));
+      ++nibble[std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : c - 'a' + 10];
+    }
+    CHECK(seen.insert(id).second);
+  }
+  // 128000 hex digits: each value ~8000 times; a stuck or biased source shows.
+  for (int n : nibble) {
+    CHECK(n > 7000);
+    CHECK(n < 9000);
+  }
 }
 
 TEST_CASE("request builder: length refusals say too_long; others leave the reason unset",
