@@ -12,6 +12,7 @@
 #include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
 #include "engine/weights/safetensors.h"
+#include "kernels/cuda/sample_row.h"
 
 namespace moegraph {
 
@@ -214,7 +215,7 @@ bool Dsv4Engine::CanSampleOnDevice(const StepPlan& plan) const {
     if (!ch.want_logits) continue;
     const sampling::SamplingParams* p = ch.sampling;
     if (p == nullptr || p->has_penalties() || p->logprobs || p->top_logprobs > 0 ||
-        ch.banned.size() > 4) {
+        ch.banned.size() > static_cast<size_t>(cuda::kSampleMaxBanned)) {
       return false;
     }
   }
@@ -270,9 +271,9 @@ absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepRes
   }
   if (want_sample && shape.sample) {
     RETURN_IF_ERROR(model_->DownloadIds(shape));
-    last_host_us_ = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() -
-                                                               host_start)
-                        .count();
+    last_host_us_ =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host_start)
+            .count();
     ASSIGN_OR_RETURN(const int32_t* ids, model_->WaitIds());
     result->ids.assign(ids, ids + shape.real_rows);
     result->sampled = true;

@@ -72,8 +72,8 @@ class Dsv4Engine final : public Engine {
   std::vector<int> decode_buckets_;  // batch sizes with a captured graph
   std::vector<int> decode_graphs_;   // their graph ids ("full")
   std::vector<std::unique_ptr<Dsv4Model::Pieces>> decode_pieces_;  // theirs ("piecewise")
-  std::vector<int> token_buckets_;   // padded token counts of eager steps
-  std::vector<int> row_buckets_;     // padded logits rows of eager steps
+  std::vector<int> token_buckets_;  // padded token counts of eager steps
+  std::vector<int> row_buckets_;    // padded logits rows of eager steps
   const char* last_mode_ = "eager";
   int last_bucket_ = 0;
   double last_host_us_ = 0;

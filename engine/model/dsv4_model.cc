@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/common/status_macros.h"
+#include "engine/sampling/device_row.h"
 
 namespace moegraph {
 
@@ -74,7 +75,7 @@ struct Dsv4Model::Staging {
   int64_t rows = 0;    // [T] token index of each logits row
   int64_t count = 0;   // [1] page-table pairs staged
   int64_t pairs = 0;   // [2 * pair_capacity] (index, page id)
-  int64_t sample = 0;  // [max_rows * 12] StagedSampleRow
+  int64_t sample = 0;  // [max_rows * 12] cuda::SampleRowParams
   int64_t words = 0;
   int pair_capacity = 0;
   HostMemory host[2] = {HostMemory(nullptr, [](void*) {}), HostMemory(nullptr, [](void*) {})};
@@ -83,6 +84,7 @@ struct Dsv4Model::Staging {
   int current = 1;      // the set Stage wrote last
   int ids_current = 1;  // the ids set DownloadIds wrote last
   std::vector<int32_t> pair_scratch;
+  std::vector<bool> seen_slots;
 
   int32_t* set(int i) const { return static_cast<int32_t*>(host[i].get()); }
   Tensor dev(int64_t offset, int64_t n) const {
@@ -93,24 +95,10 @@ struct Dsv4Model::Staging {
 namespace {
 // Fences of the staging protocol (Backend::kNumFences): the copy out of host
 // set i, and the ids copy into pinned set i.
-constexpr int kFenceStaged = 0;   // + set
-constexpr int kFenceIds = 2;      // + set
-constexpr int kSampleWords = 12;  // sizeof(StagedSampleRow) / 4
+constexpr int kFenceStaged = 0;  // + set
+constexpr int kFenceIds = 2;     // + set
+constexpr int kSampleWords = cuda::kSampleRowWords;
 }  // namespace
-
-// The device sampler's per-row parameters (kernels/cuda/sampling.h
-// SampleRowParams, 48 bytes): mirrored here because the engine builds
-// without CUDA; the CUDA backend checks the size.
-struct StagedSampleRow {
-  float temperature = 0.0f;
-  int32_t top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  uint32_t seed_lo = 0, seed_hi = 0;
-  uint32_t index_lo = 0, index_hi = 0;
-  int32_t banned[4] = {-1, -1, -1, -1};
-};
-static_assert(sizeof(StagedSampleRow) == 48);
 
 Dsv4Model::~Dsv4Model() = default;
 
@@ -442,16 +430,17 @@ absl::Status Dsv4Model::AttentionBlock(int l, const StepMeta& meta, SequenceStat
       Tensor sel = A.selected.rows(0, T);
       const EntryPages keys = ip.entries;
       const float scale = 1.0f / std::sqrt(static_cast<float>(ci));
-      RETURN_IF_ERROR(Eager([&b, iq, iw, keys, rate, scale, sel](const StepMeta& m) {
-        return b.IndexerTopK(iq, iw, keys, rate, scale, m, sel);
-      }, meta));
+      RETURN_IF_ERROR(Eager(
+          [&b, iq, iw, keys, rate, scale, sel](const StepMeta& m) {
+            return b.IndexerTopK(iq, iw, keys, rate, scale, m, sel);
+          },
+          meta));
       ap.selected = sel;
     }
   }
   Tensor attn = A.attn.rows(0, T);
-  RETURN_IF_ERROR(Eager([&b, q, kv, ap, attn](const StepMeta& m) {
-    return b.Attention(q, kv, ap, m, attn);
-  }, meta));
+  RETURN_IF_ERROR(Eager(
+      [&b, q, kv, ap, attn](const StepMeta& m) { return b.Attention(q, kv, ap, m, attn); }, meta));
   RETURN_IF_ERROR(b.WindowUpdate(kv, state->window_ring(l), meta));
   RETURN_IF_ERROR(b.Rope(attn, meta.token_pos, rope, c.rope_dim, true));
   Tensor o_a = A.o_a.rows(0, T);
@@ -527,9 +516,11 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
   int32_t* seq_slot = w + st.slot;
   int32_t* seq_start = w + st.start;
   int32_t* logit_rows = w + st.rows;
-  auto* sample = reinterpret_cast<StagedSampleRow*>(w + st.sample);
+  auto* sample = reinterpret_cast<cuda::SampleRowParams*>(w + st.sample);
 
-  std::vector<bool> seen(state->num_slots(), false);
+  // Slots seen in this plan (reused: no allocation on the step path).
+  std::vector<bool>& seen = st.seen_slots;
+  seen.assign(state->num_slots(), false);
   int cursor = 0, rows = 0, max_pos = 0;
   for (int s = 0; s < S; ++s) {
     const SeqChunk& ch = plan.seqs[s];
@@ -567,24 +558,13 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
       if (options.sample) {
         // No parameters (the host samples this row): greedy, ignored.
         static const sampling::SamplingParams kGreedy;
-        StagedSampleRow& r = sample[rows];
-        const sampling::SamplingParams& sp = ch.sampling ? *ch.sampling : kGreedy;
-        r = StagedSampleRow{};
-        r.temperature = sp.temperature;
-        r.top_k = sp.top_k;
-        r.top_p = sp.top_p;
-        r.min_p = sp.min_p;
-        r.seed_lo = static_cast<uint32_t>(sp.seed);
-        r.seed_hi = static_cast<uint32_t>(sp.seed >> 32);
-        r.index_lo = static_cast<uint32_t>(ch.sample_index);
-        r.index_hi = static_cast<uint32_t>(ch.sample_index >> 32);
-        if (ch.banned.size() > std::size(r.banned)) {
-          return absl::InvalidArgumentError(absl::StrCat("seqs[", s, "]: ", ch.banned.size(),
-                                                         " banned ids; the device sampler takes ",
-                                                         std::size(r.banned)));
+        absl::StatusOr<cuda::SampleRowParams> row =
+            sampling::DeviceRow(ch.sampling ? *ch.sampling : kGreedy, ch.sample_index, ch.banned);
+        if (!row.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("seqs[", s, "]: ", row.status().message()));
         }
-        for (size_t b = 0; b < std::size(r.banned); ++b)
-          r.banned[b] = b < ch.banned.size() ? ch.banned[b] : -1;
+        sample[rows] = *row;
       }
       logit_rows[rows++] = cursor - 1;
     }
@@ -620,7 +600,7 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
   const int pad_rows = options.all_logits ? rows : std::min(max_rows_, options.pad_rows);
   for (; rows < pad_rows; ++rows) {
     logit_rows[rows] = options.decode_rows ? rows : 0;
-    if (options.sample) sample[rows] = StagedSampleRow{};
+    if (options.sample) sample[rows] = cuda::SampleRowParams{};
   }
   st.pair_scratch.clear();
   state->TakeTableChanges(&st.pair_scratch);
@@ -755,8 +735,8 @@ absl::Status Dsv4Model::Eager(std::function<absl::Status(const StepMeta&)> op,
   return backend_->BeginGraphCapture();
 }
 
-absl::StatusOr<std::unique_ptr<Dsv4Model::Pieces>> Dsv4Model::CapturePieces(
-    const StepShape& shape, SequenceState* state) {
+absl::StatusOr<std::unique_ptr<Dsv4Model::Pieces>> Dsv4Model::CapturePieces(const StepShape& shape,
+                                                                            SequenceState* state) {
   auto pieces = std::make_unique<Pieces>();
   RETURN_IF_ERROR(backend_->BeginGraphCapture());
   capturing_ = pieces.get();

@@ -263,9 +263,8 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
         "ms, host %.1f us before the wait), %.0f tokens/s; floor %.3f ms (bytes) / %.3f ms "
         "(flops); x floor %.2f; ran as %s\n",
         mode.c_str(), B, med, Percentile(step_ms, 0.1), Percentile(step_ms, 0.9), Median(wall_ms),
-        Median(host_us),
-        B * 1e3 / med, floor_bytes / kBandwidth * 1e3, floor_flops / kFlopRate * 1e3,
-        med / floor_ms, step_mode.c_str());
+        Median(host_us), B * 1e3 / med, floor_bytes / kBandwidth * 1e3,
+        floor_flops / kFlopRate * 1e3, med / floor_ms, step_mode.c_str());
     std::printf("| %s | %d | %.3f | %.0f | %.3f | %.3f | %.2f |\n", mode.c_str(), B, med,
                 B * 1e3 / med, Median(wall_ms), floor_ms, med / floor_ms);
     if (mode != "off" || !timer) {

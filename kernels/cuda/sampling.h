@@ -17,21 +17,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cuda/sample_row.h"
+
 namespace moegraph::cuda {
 
-constexpr int kSampleMaxBanned = 4;
-
-// One row's parameters (48 bytes, as the engine stages them).
-struct SampleRowParams {
-  float temperature = 0.0f;  // 0 = greedy
-  int32_t top_k = 0;         // 0 = off
-  float top_p = 1.0f;        // 1 = off
-  float min_p = 0.0f;        // 0 = off
-  uint32_t seed_lo = 0, seed_hi = 0;
-  uint32_t index_lo = 0, index_hi = 0;                  // the token's index in its request
-  int32_t banned[kSampleMaxBanned] = {-1, -1, -1, -1};  // ids never chosen (-1 = none)
-};
-static_assert(sizeof(SampleRowParams) == 48);
+// SampleRowParams: sample_row.h.
 
 struct SampleParams {
   const float* logits = nullptr;            // [rows, vocab]

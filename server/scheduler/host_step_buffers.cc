@@ -11,7 +11,7 @@ absl::StatusOr<std::unique_ptr<HostStepBuffers>> HostStepBuffers::Create(Engine*
     return absl::InvalidArgumentError(absl::StrFormat(
         "host step buffers: max_tokens %d and max_seqs %d must be >= 1", max_tokens, max_seqs));
   }
-  const size_t count = 3 * static_cast<size_t>(max_tokens) + static_cast<size_t>(max_seqs);
+  const size_t count = static_cast<size_t>(max_tokens) + static_cast<size_t>(max_seqs);
   Storage a = engine->AllocateHostTokens(count);
   Storage b = engine->AllocateHostTokens(count);
   if (a == nullptr || b == nullptr) {
@@ -26,7 +26,7 @@ HostStepBuffers::HostStepBuffers(Storage a, Storage b, int max_tokens, int max_s
     : storage_{std::move(a), std::move(b)}, max_tokens_(max_tokens), max_seqs_(max_seqs) {
   for (int i = 0; i < 2; ++i) {
     int32_t* base = storage_[i].get();
-    sets_[i] = Set{base, base + max_tokens, base + 2 * max_tokens, base + 3 * max_tokens};
+    sets_[i] = Set{base, base + max_tokens};
   }
 }
 

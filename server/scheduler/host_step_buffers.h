@@ -1,7 +1,7 @@
-// The host staging buffers of the decode step (pinned on CUDA): each step's
-// token ids, positions and slots, and the ids sampled from its logits. Two
-// sets alternate so that step N+1 can be written while step N still runs
-// (its inputs in flight to the device, its sampled ids on their way back).
+// The scheduler's host buffers of a step: its token ids and the ids sampled
+// for it. Two sets alternate so that step N+1 can be written while step N's
+// ids are still in use. The engine copies the ids into its own pinned staging
+// block (docs/decode-step.md); positions and slots travel in the StepPlan.
 #pragma once
 
 #include <cstdint>
@@ -18,8 +18,6 @@ class HostStepBuffers {
   // sampled_ids.
   struct Set {
     int32_t* token_ids = nullptr;
-    int32_t* positions = nullptr;
-    int32_t* slots = nullptr;
     int32_t* sampled_ids = nullptr;
   };
 

@@ -284,8 +284,6 @@ void Scheduler::RunStep() {
     const int start = seq->num_computed;
     for (int i = 0; i < len; ++i) {
       buf.token_ids[n + i] = seq->tokens[start + i];
-      buf.positions[n + i] = start + i;
-      buf.slots[n + i] = seq->slot;
     }
     SeqChunk chunk{seq->slot, start, n, len, want_logits};
     if (want_logits) {

@@ -9,34 +9,20 @@
 #include <numeric>
 #include <random>
 
+#include "engine/sampling/device_row.h"
 #include "engine/sampling/sampler.h"
+#include "kernels/cuda/sample_row.h"
 #include "tests/cuda/backend_pair.h"
 
 namespace moegraph::cuda_test {
 namespace {
 
-// The staged row (kernels/cuda/sampling.h SampleRowParams), as 12 words.
-struct Row {
-  float temperature = 0.0f;
-  int32_t top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  uint32_t seed_lo = 0, seed_hi = 0, index_lo = 0, index_hi = 0;
-  int32_t banned[4] = {-1, -1, -1, -1};
-};
-static_assert(sizeof(Row) == 48);
+using Row = cuda::SampleRowParams;
 
 Row MakeRow(const sampling::SamplingParams& p, uint64_t index) {
-  Row r;
-  r.temperature = p.temperature;
-  r.top_k = p.top_k;
-  r.top_p = p.top_p;
-  r.min_p = p.min_p;
-  r.seed_lo = static_cast<uint32_t>(p.seed);
-  r.seed_hi = static_cast<uint32_t>(p.seed >> 32);
-  r.index_lo = static_cast<uint32_t>(index);
-  r.index_hi = static_cast<uint32_t>(index >> 32);
-  return r;
+  absl::StatusOr<Row> r = sampling::DeviceRow(p, index, {});
+  REQUIRE(r.ok());
+  return *r;
 }
 
 // Runs the device sampler over `rows` rows of logits (row-major, vocab wide).
@@ -44,9 +30,9 @@ std::vector<int32_t> DeviceSample(const std::vector<float>& logits, int vocab,
                                   const std::vector<Row>& rows) {
   const int R = static_cast<int>(rows.size());
   auto lg = Make(Kind::kF32, logits, {R, vocab});
-  std::vector<int32_t> words(rows.size() * 12);
+  std::vector<int32_t> words(rows.size() * cuda::kSampleRowWords);
   std::memcpy(words.data(), rows.data(), rows.size() * sizeof(Row));
-  auto params = MakeI32(words, {R, 12});
+  auto params = MakeI32(words, {R, cuda::kSampleRowWords});
   auto ids = MakeOut(Kind::kI32, {R});
   REQUIRE(Gpu().Sample(lg->gpu, params->gpu, ids->gpu).ok());
   return FetchI32(Gpu(), ids->gpu);

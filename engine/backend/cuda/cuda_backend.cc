@@ -181,15 +181,11 @@ absl::StatusOr<double> CudaBackendImpl::SinceMark() {
 
 absl::Status CudaBackendImpl::BeginCapture() {
   RETURN_IF_ERROR(Synchronize());
-  CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal));
-  return absl::OkStatus();
+  return BeginGraphCapture();
 }
 
 absl::StatusOr<double> CudaBackendImpl::EndCaptureAndTime(int replays) {
-  cudaGraph_t raw = nullptr;
-  CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream(), &raw));
-  CudaGraph graph(raw);
-  ASSIGN_OR_RETURN(CudaGraphExec exec, CudaGraphExec::Instantiate(graph));
+  ASSIGN_OR_RETURN(CudaGraphExec exec, EndCapture());           // timed, then dropped
   CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec.get(), stream()));  // warm-up
   RETURN_IF_ERROR(Mark());
   for (int i = 0; i < replays; ++i) CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec.get(), stream()));
@@ -284,7 +280,7 @@ absl::Status CudaBackendImpl::BeginGraphCapture() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> CudaBackendImpl::EndGraphCapture() {
+absl::StatusOr<CudaGraphExec> CudaBackendImpl::EndCapture() {
   cudaGraph_t raw = nullptr;
   const cudaError_t e = cudaStreamEndCapture(stream(), &raw);
   CudaGraph graph(raw);
@@ -293,7 +289,11 @@ absl::StatusOr<int> CudaBackendImpl::EndGraphCapture() {
     return absl::InternalError(
         absl::StrFormat("%s: graph capture failed: %s", name_, cudaGetErrorString(e)));
   }
-  ASSIGN_OR_RETURN(CudaGraphExec exec, CudaGraphExec::Instantiate(graph));
+  return CudaGraphExec::Instantiate(graph);
+}
+
+absl::StatusOr<int> CudaBackendImpl::EndGraphCapture() {
+  ASSIGN_OR_RETURN(CudaGraphExec exec, EndCapture());
   graphs_.push_back(std::move(exec));
   return static_cast<int>(graphs_.size()) - 1;
 }

@@ -145,6 +145,8 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   // (after a stream sync) until FreezeWorkspaces(), then refuses to.
   absl::StatusOr<void*> Scratch(size_t bytes);
   absl::Status Gemm(const GemmProblem& p, const void* x, const void* w, void* y);
+  // Ends the stream capture and instantiates what it recorded.
+  absl::StatusOr<CudaGraphExec> EndCapture();
   int BeginOp(OpKind kind);
   void EndOp(int index);
 

@@ -245,7 +245,7 @@ absl::Status CudaBackendImpl::Sample(const Tensor& logits, const Tensor& params,
   cuda::SampleParams p;
   p.rows = static_cast<int>(logits.dim(0));
   p.vocab = static_cast<int>(logits.dim(1));
-  constexpr int64_t kWords = sizeof(cuda::SampleRowParams) / 4;
+  constexpr int64_t kWords = cuda::kSampleRowWords;
   RETURN_IF_ERROR(ExpectNumel(op, "params", params, p.rows * kWords));
   RETURN_IF_ERROR(ExpectNumel(op, "ids", ids, p.rows));
   p.logits = logits.as<float>();
