@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/backend/tensor.h"
+#include "engine/backend/weight.h"
 
 namespace moegraph {
 
@@ -111,10 +112,10 @@ struct AttentionParams {
   Tensor selected;
 };
 
-// Routed experts of one layer, stacked at upload:
-//   w1, w3 [E, F, D], w2 [E, D, F] (bf16 or f32 as uploaded).
+// Routed experts of one layer, stacked at upload: logically w1, w3 [E, F, D],
+// w2 [E, D, F], each in one format (weight.h).
 struct ExpertWeights {
-  Tensor w1, w2, w3;
+  Weight w1, w2, w3;
 };
 
 class Backend {
@@ -173,18 +174,25 @@ class Backend {
   // Stacks E host matrices of equal shape [N, K] into one [E, N, K] tensor.
   virtual absl::StatusOr<Tensor> UploadStacked(const std::vector<Tensor>& host,
                                                std::vector<Buffer>* owner) = 0;
+  // A checkpoint matrix in its stored format (weight.h): the CPU dequantizes
+  // it; CUDA keeps FP8/FP4 as stored, with the scales laid out for its GEMMs.
+  virtual absl::StatusOr<Weight> UploadMatrix(const HostWeight& host,
+                                              std::vector<Buffer>* owner) = 0;
+  // E matrices of one shape and format, stacked [E, ...] (routed experts).
+  virtual absl::StatusOr<Weight> UploadStackedMatrices(const std::vector<HostWeight>& host,
+                                                       std::vector<Buffer>* owner) = 0;
 
   // ---- dense ops ------------------------------------------------------------
   // out[t, s, :] = table[ids[t], :] for each of n streams. ids i32 [T],
   // table [V, D] (bf16/f32), out act [T, n, D].
   virtual absl::Status Embed(const Tensor& ids, const Tensor& table, Tensor out) = 0;
 
-  // y = x W^T. x act [R, K]; w [N, K] bf16/f32; y [R, N] act or f32.
-  virtual absl::Status Linear(const Tensor& x, const Tensor& w, Tensor y) = 0;
+  // y = x W^T. x act [R, K]; w [N, K] in any format; y [R, N] act or f32.
+  virtual absl::Status Linear(const Tensor& x, const Weight& w, Tensor y) = 0;
 
   // Block-diagonal grouped projection: x act [R, g*Kg], w [g*Ng, Kg];
   // y[:, G*Ng:(G+1)*Ng] = x[:, G*Kg:(G+1)*Kg] W[G]^T. y act [R, g*Ng].
-  virtual absl::Status GroupedLinear(const Tensor& x, const Tensor& w, int groups, Tensor y) = 0;
+  virtual absl::Status GroupedLinear(const Tensor& x, const Weight& w, int groups, Tensor y) = 0;
 
   // y = x / sqrt(mean(x^2) + eps) * (weight or 1), per row of C values.
   // x, y act [R, C] (may alias); weight f32 [C] or empty for the unweighted norm.
@@ -285,6 +293,12 @@ class Backend {
 };
 
 // The CPU backend (always available).
-std::unique_ptr<Backend> CreateCpuBackend();
+struct CpuBackendOptions {
+  // Quantize the inputs of FP8/FP4 products to e4m3 in 1x128 groups, as the
+  // released checkpoints' reference (and a W8A8/W4A8 GPU path) does; off, the
+  // CPU runs the dequantized weights on unquantized activations.
+  bool emulate_activation_quant = false;
+};
+std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions& options = {});
 
 }  // namespace moegraph

@@ -12,6 +12,7 @@
 #include "engine/backend/backend.h"
 #include "engine/common/bf16.h"
 #include "engine/common/status_macros.h"
+#include "kernels/cpu/quant.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/compressor.h"
 #include "kernels/cpu/elementwise.h"
@@ -143,8 +144,24 @@ int64_t MaxPosition(const StepMeta& m) {
   return mx;
 }
 
+// Host f32 copy of a checkpoint matrix, dequantized (quant.h).
+std::vector<float> Dequantize(const HostWeight& h) {
+  std::vector<float> out(static_cast<size_t>(h.rows * h.cols));
+  const auto* data = static_cast<const uint8_t*>(h.data.data);
+  const auto* scale = static_cast<const uint8_t*>(h.scale.data);
+  if (h.format == WeightFormat::kFp8) {
+    const bool f32 = h.scale.dtype == DType::kF32;
+    quant::DequantizeFp8(data, f32 ? nullptr : scale, f32 ? h.scale.as<const float>() : nullptr,
+                         h.rows, h.cols, out.data());
+  } else {
+    quant::DequantizeFp4(data, scale, h.rows, h.cols, out.data());
+  }
+  return out;
+}
+
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(const CpuBackendOptions& options) : options_(options) {}
   std::string name() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::kF32; }
 
@@ -237,6 +254,47 @@ class CpuBackend final : public Backend {
     return out;
   }
 
+  // Quantized matrices are dequantized to f32 here: the CPU is the exact
+  // reference, and `source` remembers the format for activation emulation.
+  absl::StatusOr<Weight> UploadMatrix(const HostWeight& host, std::vector<Buffer>* owner) override {
+    Weight w;
+    if (host.format == WeightFormat::kDense) {
+      ASSIGN_OR_RETURN(w.data, UploadWeight(host.data, true, owner));
+    } else {
+      std::vector<float> f = Dequantize(host);
+      ASSIGN_OR_RETURN(w.data,
+                       UploadWeight(Tensor(f.data(), DType::kF32, {host.rows, host.cols}), true, owner));
+    }
+    w.source = host.format;
+    w.pow2_act_scales = host.pow2_act_scales;
+    return w;
+  }
+
+  absl::StatusOr<Weight> UploadStackedMatrices(const std::vector<HostWeight>& host,
+                                               std::vector<Buffer>* owner) override {
+    if (host.empty()) return Fail("UploadStackedMatrices", "no matrices");
+    std::vector<std::vector<float>> dequantized;
+    std::vector<Tensor> views;
+    for (const HostWeight& h : host) {
+      if (h.format != host[0].format) {
+        return Fail("UploadStackedMatrices",
+                    absl::StrCat(h.name, " is ", WeightFormatName(h.format), " but ", host[0].name,
+                                 " is ", WeightFormatName(host[0].format)));
+      }
+      if (h.format == WeightFormat::kDense) {
+        views.push_back(h.data);
+      } else {
+        dequantized.push_back(Dequantize(h));
+        views.push_back(Tensor(dequantized.back().data(), DType::kF32, {h.rows, h.cols}));
+      }
+    }
+    Weight w;
+    ASSIGN_OR_RETURN(w.data, UploadStacked(views, owner));
+    w.source = host[0].format;
+    w.pow2_act_scales = host[0].pow2_act_scales;
+    return w;
+  }
+
   absl::Status Embed(const Tensor& ids, const Tensor& table, Tensor out) override {
     const int64_t T = ids.dim(0);
     RETURN_IF_ERROR(Expect("Embed", "ids", ids, {DType::kI32}, {kAny}));
@@ -255,12 +313,14 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status Linear(const Tensor& x, const Tensor& w, Tensor y) override {
+  absl::Status Linear(const Tensor& x, const Weight& weight, Tensor y) override {
+    const Tensor& w = weight.data;
+    RETURN_IF_ERROR(DenseOnly("Linear", weight));
     RETURN_IF_ERROR(Expect("Linear", "w", w, {DType::kF32, DType::kBF16}, {kAny, kAny}));
     RETURN_IF_ERROR(Expect("Linear", "x", x, {DType::kF32}, {kAny, w.dim(1)}));
     RETURN_IF_ERROR(Expect("Linear", "y", y, {DType::kF32}, {x.dim(0), w.dim(0)}));
     cpu::LinearParams p;
-    p.x = x.as<const float>();
+    p.x = ActivationFor(weight, x);
     p.w = w.data;
     ASSIGN_OR_RETURN(p.w_type, WeightTypeOf("Linear", "w", w));
     p.y = y.as<float>();
@@ -271,7 +331,9 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status GroupedLinear(const Tensor& x, const Tensor& w, int groups, Tensor y) override {
+  absl::Status GroupedLinear(const Tensor& x, const Weight& weight, int groups, Tensor y) override {
+    const Tensor& w = weight.data;
+    RETURN_IF_ERROR(DenseOnly("GroupedLinear", weight));
     RETURN_IF_ERROR(Expect("GroupedLinear", "w", w, {DType::kF32, DType::kBF16}, {kAny, kAny}));
     if (groups <= 0 || w.dim(0) % groups != 0) {
       return Fail("GroupedLinear",
@@ -280,7 +342,7 @@ class CpuBackend final : public Backend {
     RETURN_IF_ERROR(Expect("GroupedLinear", "x", x, {DType::kF32}, {kAny, groups * w.dim(1)}));
     RETURN_IF_ERROR(Expect("GroupedLinear", "y", y, {DType::kF32}, {x.dim(0), w.dim(0)}));
     cpu::GroupedLinearParams p;
-    p.x = x.as<const float>();
+    p.x = ActivationFor(weight, x);
     p.w = w.data;
     ASSIGN_OR_RETURN(p.w_type, WeightTypeOf("GroupedLinear", "w", w));
     p.y = y.as<float>();
@@ -650,20 +712,25 @@ class CpuBackend final : public Backend {
     const int64_t T = x.dim(0), D = x.dim(1);
     RETURN_IF_ERROR(Expect(op, "idx", idx, {DType::kI32}, {T, kAny}));
     RETURN_IF_ERROR(Expect(op, "w", w, {DType::kF32}, {T, idx.dim(1)}));
-    RETURN_IF_ERROR(
-        Expect(op, "experts.w1", experts.w1, {DType::kF32, DType::kBF16}, {kAny, kAny, D}));
-    const int64_t E = experts.w1.dim(0), F = experts.w1.dim(1);
-    RETURN_IF_ERROR(Expect(op, "experts.w3", experts.w3, {experts.w1.dtype}, {E, F, D}));
-    RETURN_IF_ERROR(Expect(op, "experts.w2", experts.w2, {experts.w1.dtype}, {E, D, F}));
+    for (const Weight* e : {&experts.w1, &experts.w2, &experts.w3}) {
+      RETURN_IF_ERROR(DenseOnly(op, *e));
+    }
+    const Tensor& w1 = experts.w1.data;
+    RETURN_IF_ERROR(Expect(op, "experts.w1", w1, {DType::kF32, DType::kBF16}, {kAny, kAny, D}));
+    const int64_t E = w1.dim(0), F = w1.dim(1);
+    RETURN_IF_ERROR(Expect(op, "experts.w3", experts.w3.data, {w1.dtype}, {E, F, D}));
+    RETURN_IF_ERROR(Expect(op, "experts.w2", experts.w2.data, {w1.dtype}, {E, D, F}));
     RETURN_IF_ERROR(Expect(op, "out", out, {DType::kF32}, {T, D}));
     cpu::MoeExpertsParams p;
     p.x = x.as<const float>();
     p.idx = idx.as<const int32_t>();
     p.w = w.as<const float>();
-    p.w1 = experts.w1.data;
-    p.w2 = experts.w2.data;
-    p.w3 = experts.w3.data;
-    ASSIGN_OR_RETURN(p.w_type, WeightTypeOf(op, "experts.w1", experts.w1));
+    p.w1 = experts.w1.data.data;
+    p.w2 = experts.w2.data.data;
+    p.w3 = experts.w3.data.data;
+    ASSIGN_OR_RETURN(p.w_type, WeightTypeOf(op, "experts.w1", w1));
+    p.quantize_inputs = Emulates(experts.w1);
+    p.pow2_scales = experts.w1.pow2_act_scales;
     p.out = out.as<float>();
     p.tokens = T;
     p.dim = D;
@@ -709,6 +776,8 @@ class CpuBackend final : public Backend {
         case DType::kI64:
           v = in.as<const int64_t>()[i];
           break;
+        default:  // quantized formats go through UploadMatrix
+          break;
       }
       switch (out.dtype) {
         case DType::kF32:
@@ -730,11 +799,34 @@ class CpuBackend final : public Backend {
     }
   }
 
+  static absl::Status DenseOnly(const char* op, const Weight& w) {
+    if (w.format == WeightFormat::kDense) return absl::OkStatus();
+    return Fail(op, absl::StrCat("w: ", WeightFormatName(w.format),
+                                 " weights must be uploaded with UploadMatrix (dense on the CPU)"));
+  }
+  bool Emulates(const Weight& w) const {
+    return options_.emulate_activation_quant && w.source != WeightFormat::kDense;
+  }
+  // x itself, or (emulating) its copy quantized as the GPU quantizes it.
+  const float* ActivationFor(const Weight& w, const Tensor& x) {
+    if (!Emulates(w)) return x.as<const float>();
+    const int64_t cols = x.dim(x.rank - 1), rows = x.numel() / cols;
+    act_quant_.assign(x.as<const float>(), x.as<const float>() + x.numel());
+    for (int64_t r = 0; r < rows; ++r) {
+      quant::QuantizeActivationRow(act_quant_.data() + r * cols, cols, w.pow2_act_scales);
+    }
+    return act_quant_.data();
+  }
+
+  CpuBackendOptions options_;
   std::vector<char> workspace_;  // per-op scratch, reused across calls
+  std::vector<float> act_quant_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> CreateCpuBackend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions& options) {
+  return std::make_unique<CpuBackend>(options);
+}
 
 }  // namespace moegraph

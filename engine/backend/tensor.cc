@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "engine/backend/backend.h"
+#include "engine/backend/weight.h"
 
 namespace moegraph {
 
@@ -39,6 +40,26 @@ const char* DTypeName(DType t) {
       return "I32";
     case DType::kI64:
       return "I64";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
+    case DType::kE8M0:
+      return "F8_E8M0";
+    case DType::kI8:
+      return "I8";
+    case DType::kU8:
+      return "U8";
+  }
+  return "?";
+}
+
+const char* WeightFormatName(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::kDense:
+      return "dense";
+    case WeightFormat::kFp8:
+      return "fp8";
+    case WeightFormat::kFp4:
+      return "fp4";
   }
   return "?";
 }

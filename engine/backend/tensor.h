@@ -12,7 +12,9 @@
 
 namespace moegraph {
 
-enum class DType : uint8_t { kF32, kBF16, kF16, kI32, kI64 };
+// kF8E4M3 and kE8M0 are the released checkpoints' FP8 values and power-of-two
+// scales; kI8/kU8 hold packed FP4 pairs (kernels/cpu/quant.h).
+enum class DType : uint8_t { kF32, kBF16, kF16, kI32, kI64, kF8E4M3, kE8M0, kI8, kU8 };
 
 constexpr size_t DTypeSize(DType t) {
   switch (t) {
@@ -26,6 +28,11 @@ constexpr size_t DTypeSize(DType t) {
       return 4;
     case DType::kI64:
       return 8;
+    case DType::kF8E4M3:
+    case DType::kE8M0:
+    case DType::kI8:
+    case DType::kU8:
+      return 1;
   }
   return 0;
 }

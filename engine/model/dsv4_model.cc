@@ -10,13 +10,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/common/status_macros.h"
+#include "engine/model/weight_loader.h"
 #include "engine/sampling/device_row.h"
 
 namespace moegraph {
 
 // A compressor's weights (the main one of CSA/HCA layers, or an indexer's).
 struct CompressorWeights {
-  Tensor wkv, wgate;  // [cw, D]
+  Weight wkv, wgate;  // [cw, D]
   Tensor ape;         // f32 [rate, cw]
   Tensor norm;        // f32 [width]
 };
@@ -28,13 +29,14 @@ struct Dsv4Model::Layer {
   Tensor attn_norm, ffn_norm;
   Tensor hc_attn_fn, hc_attn_base, hc_attn_scale;
   Tensor hc_ffn_fn, hc_ffn_base, hc_ffn_scale;
-  Tensor wq_a, q_norm, wq_b, wkv, kv_norm, wo_a, wo_b, sinks;
+  Weight wq_a, wq_b, wkv, wo_a, wo_b;
+  Tensor q_norm, kv_norm, sinks;
   CompressorWeights compressor;        // CSA / HCA
   CompressorWeights index_compressor;  // CSA
-  Tensor index_wq_b, index_weights_proj;
-  Tensor gate, gate_bias, tid2eid;
+  Weight index_wq_b, index_weights_proj, gate;
+  Tensor gate_bias, tid2eid;
   ExpertWeights experts;
-  Tensor shared_w1, shared_w2, shared_w3;
+  Weight shared_w1, shared_w2, shared_w3;
 };
 
 // Per-step activations sized for max_step_tokens (T) rows.
@@ -175,9 +177,18 @@ absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
     ASSIGN_OR_RETURN(Tensor host, ws.Get(*found, shape));
     return backend_->UploadWeight(host, matrix, &weight_buffers_);
   };
+  // A matrix in whatever format the checkpoint stores it (weight_loader.h);
+  // `bases` are names without ".weight".
+  auto matrix = [&](std::initializer_list<std::string> bases, int64_t rows,
+                    int64_t cols) -> absl::StatusOr<Weight> {
+    ASSIGN_OR_RETURN(HostWeight host, ReadMatrix(ws, bases, rows, cols, c.quant));
+    ASSIGN_OR_RETURN(Weight w, backend_->UploadMatrix(host, &weight_buffers_));
+    weight_bytes_[static_cast<int>(host.format)] += host.data.bytes() + host.scale.bytes();
+    return w;
+  };
 
   ASSIGN_OR_RETURN(embed_, load({"embed.weight"}, {V, D}, true));
-  ASSIGN_OR_RETURN(head_, load({"head.weight"}, {V, D}, true));
+  ASSIGN_OR_RETURN(head_, matrix({"head"}, V, D));
   ASSIGN_OR_RETURN(norm_, load({"norm.weight"}, {D}, false));
   ASSIGN_OR_RETURN(hc_head_fn_, load({"hc_head_fn", "hc_head.hc_fn"}, {n, n * D}, false));
   ASSIGN_OR_RETURN(hc_head_base_, load({"hc_head_base", "hc_head.hc_base"}, {n}, false));
@@ -200,20 +211,21 @@ absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
     ASSIGN_OR_RETURN(L.hc_ffn_scale, load({p + "hc_ffn_scale"}, {3}, false));
 
     const std::string a = p + "attn.";
-    ASSIGN_OR_RETURN(L.wq_a, load({a + "wq_a.weight"}, {ql, D}, true));
+    ASSIGN_OR_RETURN(L.wq_a, matrix({a + "wq_a"}, ql, D));
     ASSIGN_OR_RETURN(L.q_norm, load({a + "q_norm.weight"}, {ql}, false));
-    ASSIGN_OR_RETURN(L.wq_b, load({a + "wq_b.weight"}, {H * d, ql}, true));
-    ASSIGN_OR_RETURN(L.wkv, load({a + "wkv.weight"}, {d, D}, true));
-    ASSIGN_OR_RETURN(L.kv_norm, load({a + "norm.weight"}, {d}, false));
-    ASSIGN_OR_RETURN(L.wo_a, load({a + "wo_a.weight"}, {g * ol, H * d / g}, true));
-    ASSIGN_OR_RETURN(L.wo_b, load({a + "wo_b.weight"}, {D, g * ol}, true));
+    ASSIGN_OR_RETURN(L.wq_b, matrix({a + "wq_b"}, H * d, ql));
+    ASSIGN_OR_RETURN(L.wkv, matrix({a + "wkv"}, d, D));
+    // transformers saves the kv norm as attn.norm, the official code as attn.kv_norm.
+    ASSIGN_OR_RETURN(L.kv_norm, load({a + "norm.weight", a + "kv_norm.weight"}, {d}, false));
+    ASSIGN_OR_RETURN(L.wo_a, matrix({a + "wo_a"}, g * ol, H * d / g));
+    ASSIGN_OR_RETURN(L.wo_b, matrix({a + "wo_b"}, D, g * ol));
     ASSIGN_OR_RETURN(L.sinks, load({a + "attn_sink"}, {H}, false));
 
     auto load_compressor = [&](const std::string& q, int64_t rate, int64_t width, bool overlap,
                                CompressorWeights* cw) -> absl::Status {
       const int64_t w = overlap ? 2 * width : width;
-      ASSIGN_OR_RETURN(cw->wkv, load({q + "wkv.weight"}, {w, D}, true));
-      ASSIGN_OR_RETURN(cw->wgate, load({q + "wgate.weight"}, {w, D}, true));
+      ASSIGN_OR_RETURN(cw->wkv, matrix({q + "wkv"}, w, D));
+      ASSIGN_OR_RETURN(cw->wgate, matrix({q + "wgate"}, w, D));
       ASSIGN_OR_RETURN(cw->ape, load({q + "ape"}, {rate, w}, false));
       ASSIGN_OR_RETURN(cw->norm, load({q + "norm.weight"}, {width}, false));
       return absl::OkStatus();
@@ -224,13 +236,12 @@ absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
       RETURN_IF_ERROR(load_compressor(a + "compressor.", c.csa_rate, d, true, &L.compressor));
       RETURN_IF_ERROR(
           load_compressor(a + "indexer.compressor.", c.csa_rate, ci, true, &L.index_compressor));
-      ASSIGN_OR_RETURN(L.index_wq_b, load({a + "indexer.wq_b.weight"}, {nI * ci, ql}, true));
-      ASSIGN_OR_RETURN(L.index_weights_proj,
-                       load({a + "indexer.weights_proj.weight"}, {nI, D}, true));
+      ASSIGN_OR_RETURN(L.index_wq_b, matrix({a + "indexer.wq_b"}, nI * ci, ql));
+      ASSIGN_OR_RETURN(L.index_weights_proj, matrix({a + "indexer.weights_proj"}, nI, D));
     }
 
     const std::string f = p + "ffn.";
-    ASSIGN_OR_RETURN(L.gate, load({f + "gate.weight"}, {E, D}, true));
+    ASSIGN_OR_RETURN(L.gate, matrix({f + "gate"}, E, D));
     if (L.mlp == MlpKind::kHashMoe) {
       ASSIGN_OR_RETURN(L.tid2eid, load({f + "gate.tid2eid"}, {V, K}, false));
     } else {
@@ -239,17 +250,18 @@ absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
     for (auto [which, rows, cols, out] :
          {std::tuple{"w1", F, D, &L.experts.w1}, std::tuple{"w2", D, F, &L.experts.w2},
           std::tuple{"w3", F, D, &L.experts.w3}}) {
-      std::vector<Tensor> host;
+      std::vector<HostWeight> host;
       for (int64_t e = 0; e < E; ++e) {
-        ASSIGN_OR_RETURN(
-            Tensor t, ws.Get(absl::StrCat(f, "experts.", e, ".", which, ".weight"), {rows, cols}));
-        host.push_back(t);
+        ASSIGN_OR_RETURN(HostWeight h, ReadMatrix(ws, {absl::StrCat(f, "experts.", e, ".", which)},
+                                                  rows, cols, c.quant));
+        weight_bytes_[static_cast<int>(h.format)] += h.data.bytes() + h.scale.bytes();
+        host.push_back(h);
       }
-      ASSIGN_OR_RETURN(*out, backend_->UploadStacked(host, &weight_buffers_));
+      ASSIGN_OR_RETURN(*out, backend_->UploadStackedMatrices(host, &weight_buffers_));
     }
-    ASSIGN_OR_RETURN(L.shared_w1, load({f + "shared_experts.w1.weight"}, {Fs, D}, true));
-    ASSIGN_OR_RETURN(L.shared_w2, load({f + "shared_experts.w2.weight"}, {D, Fs}, true));
-    ASSIGN_OR_RETURN(L.shared_w3, load({f + "shared_experts.w3.weight"}, {Fs, D}, true));
+    ASSIGN_OR_RETURN(L.shared_w1, matrix({f + "shared_experts.w1"}, Fs, D));
+    ASSIGN_OR_RETURN(L.shared_w2, matrix({f + "shared_experts.w2"}, D, Fs));
+    ASSIGN_OR_RETURN(L.shared_w3, matrix({f + "shared_experts.w3"}, Fs, D));
   }
 
   // Rotary tables, computed as transformers does (model_config.h).

@@ -444,6 +444,65 @@ absl::Status ParseRope(const Fields& f, double partial_rotary_factor, ModelConfi
                        c.rope_compress);
 }
 
+// quantization_config (optional) and expert_dtype, in both places releases put it.
+absl::Status ParseQuant(const json& root, QuantConfig& q) {
+  auto one_of = [](const std::string& name, const json& v,
+                   std::initializer_list<const char*> allowed) -> absl::Status {
+    std::vector<std::string> quoted;
+    for (const char* a : allowed) {
+      if (v.is_string() && v.get_ref<const std::string&>() == a) return absl::OkStatus();
+      quoted.push_back(absl::StrCat("\"", a, "\""));
+    }
+    return Mismatch(name, absl::StrCat("one of ", absl::StrJoin(quoted, ", ")), v);
+  };
+  const json* expert_top = nullptr;
+  if (auto it = root.find("expert_dtype"); it != root.end() && !it->is_null()) expert_top = &*it;
+  const json* expert_inner = nullptr;
+  if (auto it = root.find("quantization_config"); it != root.end() && !it->is_null()) {
+    const json& qc = *it;
+    if (!qc.is_object()) return Mismatch("quantization_config", "an object", qc);
+    Fields f(qc, "quantization_config.");
+    const json* method = f.Find("quant_method");
+    if (!method) return MissingField("quantization_config.quant_method", "\"fp8\"");
+    RETURN_IF_ERROR(one_of("quantization_config.quant_method", *method, {"fp8"}));
+    q.fp8 = true;
+    if (const json* fmt = f.Find("fmt")) {
+      RETURN_IF_ERROR(one_of("quantization_config.fmt", *fmt, {"e4m3"}));
+    }
+    if (const json* act = f.Find("activation_scheme")) {
+      RETURN_IF_ERROR(one_of("quantization_config.activation_scheme", *act, {"dynamic"}));
+    }
+    if (const json* sf = f.Find("scale_fmt")) {
+      RETURN_IF_ERROR(one_of("quantization_config.scale_fmt", *sf, {"ue8m0"}));
+      q.pow2_scales = true;
+    }
+    if (const json* bs = f.Find("weight_block_size")) {
+      if (!bs->is_array() || bs->size() != 2 || (*bs)[0] != 128 || (*bs)[1] != 128) {
+        return Mismatch("quantization_config.weight_block_size", "[128, 128]", *bs);
+      }
+    }
+    expert_inner = f.Find("expert_dtype");
+  }
+  for (auto [name, v] : {std::pair{"expert_dtype", expert_top},
+                         std::pair{"quantization_config.expert_dtype", expert_inner}}) {
+    if (v) RETURN_IF_ERROR(one_of(name, *v, {"fp4", "fp8"}));
+  }
+  if (expert_top && expert_inner && *expert_top != *expert_inner) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert_dtype ", Describe(*expert_top), " disagrees with quantization_config.expert_dtype ",
+        Describe(*expert_inner)));
+  }
+  if (const json* v = expert_top ? expert_top : expert_inner) {
+    q.expert_dtype = v->get<std::string>();
+    if (!q.fp8) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expert_dtype ", Describe(*v),
+                       " needs quantization_config with quant_method \"fp8\" (none given)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelConfig> ParseObject(const json& root) {
   Fields f(root, "");
   ModelConfig c;
@@ -552,6 +611,7 @@ absl::StatusOr<ModelConfig> ParseObject(const json& root) {
   RETURN_IF_ERROR(ParseSchedule(f, c));
   RETURN_IF_ERROR(ParseMlpSchedule(f, c));
   RETURN_IF_ERROR(ParseRope(f, prf, c));
+  RETURN_IF_ERROR(ParseQuant(root, c.quant));
   return c;
 }
 

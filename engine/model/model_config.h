@@ -29,6 +29,18 @@ struct RopeTable {
   double attention_factor = 1.0;
 };
 
+// quantization_config and expert_dtype of the released checkpoints:
+//   "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3",
+//     "quant_method": "fp8", "scale_fmt": "ue8m0", "weight_block_size": [128, 128]}
+// plus "expert_dtype" ("fp4" | "fp8") at the top level or, in later releases,
+// inside quantization_config. Which tensors are quantized is read from the
+// checkpoint (a .scale beside the weight); this says what to expect.
+struct QuantConfig {
+  bool fp8 = false;           // quant_method "fp8" (block-scaled e4m3 linears)
+  bool pow2_scales = false;   // scale_fmt "ue8m0": activation scales are powers of two
+  std::string expert_dtype;   // "fp4", "fp8", or "" (experts as the linears)
+};
+
 struct ModelConfig {
   std::string model_type;  // always "deepseek_v4"
   int vocab_size = 0;
@@ -65,6 +77,7 @@ struct ModelConfig {
   std::vector<AttnKind> layer_types;  // num_layers entries
   std::vector<MlpKind> mlp_types;     // num_layers entries
   int num_nextn_predict_layers = 1;   // MTP layers in the checkpoint (not run)
+  QuantConfig quant;
 
   int num_layers_of(AttnKind k) const;
   // Index of layer L among the layers of its own kind (entry pages are per kind).

@@ -43,8 +43,9 @@ std::string Describe(const json& v) {
   return s;
 }
 
-// safetensors dtype names. F8_E4M3 and the other known-but-unread ones get
-// their own messages; the engine needs block-scale dequantization for FP8.
+// safetensors dtype names: the float and integer types, and those of the
+// released quantized checkpoints (FP8 e4m3 values, E8M0 scales, FP4 pairs
+// packed in I8/U8). Anything else is refused naming the tensor and dtype.
 absl::StatusOr<DType> ParseDType(const std::string& tensor, const json& v) {
   if (!v.is_string()) {
     return absl::InvalidArgumentError(
@@ -56,15 +57,13 @@ absl::StatusOr<DType> ParseDType(const std::string& tensor, const json& v) {
   if (s == "F16") return DType::kF16;
   if (s == "I64") return DType::kI64;
   if (s == "I32") return DType::kI32;
-  if (s == "F8_E4M3") {
-    return absl::UnimplementedError(
-        absl::StrCat("tensor '", tensor,
-                     "': dtype F8_E4M3 is not supported yet (FP8 checkpoints with block scales "
-                     "need dequantization; convert to BF16 first)"));
-  }
-  return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor, "': unsupported dtype ",
-                                                 Describe(v),
-                                                 " (supported: F32, BF16, F16, I64, I32)"));
+  if (s == "F8_E4M3") return DType::kF8E4M3;
+  if (s == "F8_E8M0") return DType::kE8M0;
+  if (s == "I8") return DType::kI8;
+  if (s == "U8") return DType::kU8;
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor '", tensor, "': unsupported dtype ", Describe(v),
+                   " (supported: F32, BF16, F16, I64, I32, F8_E4M3, F8_E8M0, I8, U8)"));
 }
 
 absl::StatusOr<uint64_t> NonNegative(const std::string& what, const json& v) {

@@ -28,8 +28,8 @@ class SafetensorsFile {
   };
   // Header bytes are capped like the reference implementation's (100 MB).
   static constexpr uint64_t kMaxHeaderBytes = 100'000'000;
-  // F32, BF16, F16, I64, I32 are read; F8_E4M3 is recognised and refused with
-  // "not supported yet"; anything else is an error naming the dtype.
+  // F32, BF16, F16, I64, I32, F8_E4M3, F8_E8M0, I8 and U8 are read; anything
+  // else is an error naming the tensor and the dtype.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   ~SafetensorsFile();
   const std::map<std::string, Entry>& entries() const { return entries_; }

@@ -4,6 +4,7 @@
 
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cpu/quant.h"
 
 namespace moegraph::cpu {
 
@@ -37,6 +38,9 @@ bool MoeExperts(const MoeExpertsParams& p, void* workspace) {
       }
     }
     if (n == 0) continue;
+    if (p.quantize_inputs) {
+      for (int64_t r = 0; r < n; ++r) quant::QuantizeActivationRow(xe + r * p.dim, p.dim, p.pow2_scales);
+    }
     LinearParams lp;
     lp.x = xe;
     lp.w_type = p.w_type;
@@ -50,6 +54,9 @@ bool MoeExperts(const MoeExpertsParams& p, void* workspace) {
     lp.y = b;
     Linear(lp);
     SwiGlu(a, b, p.limit, a, n * p.ffn);
+    if (p.quantize_inputs) {
+      for (int64_t r = 0; r < n; ++r) quant::QuantizeActivationRow(a + r * p.ffn, p.ffn, p.pow2_scales);
+    }
     lp.x = a;
     lp.in = p.ffn;
     lp.out = p.dim;

@@ -20,6 +20,10 @@ struct MoeExpertsParams {
   int experts = 0;
   int k = 0;
   float limit = 0.0f;  // swiglu_limit
+  // Quantize the inputs of w1/w3 and of w2 to e4m3 in 1x128 groups first (the
+  // W4A8 / W8A8 reference numerics; kernels/cpu/quant.h).
+  bool quantize_inputs = false;
+  bool pow2_scales = false;
 };
 
 // Workspace bytes for `tokens` rows.

@@ -317,19 +317,24 @@ TEST_CASE("corrupt safetensors files are refused with a clear message", "[safete
     CHECK_THAT(WriteAndOpenError(dir, one("F32", {4294967296LL, 2147483649LL, 0}, {0, 0}), f32x2),
                Catch::Contains("needs more than 64-bit sizes hold"));
   }
-  SECTION("F8_E4M3 recognised and refused") {
-    auto f = [&] {
-      WriteBytes(dir.File("fp8.safetensors"), Safetensors(one("F8_E4M3", {8}, {0, 8}), f32x2));
-      return SafetensorsFile::Open(dir.File("fp8.safetensors"));
-    }();
-    REQUIRE_FALSE(f.ok());
-    CHECK(f.status().code() == absl::StatusCode::kUnimplemented);
-    CHECK_THAT(std::string(f.status().message()),
-               Catch::Contains("tensor 't'") && Catch::Contains("F8_E4M3 is not supported yet"));
+  SECTION("the quantized checkpoints' dtypes are read") {
+    for (auto [name, dtype] : {std::pair{"F8_E4M3", DType::kF8E4M3}, std::pair{"F8_E8M0", DType::kE8M0},
+                               std::pair{"I8", DType::kI8}, std::pair{"U8", DType::kU8}}) {
+      WriteBytes(dir.File("q.safetensors"), Safetensors(one(name, {8}, {0, 8}), f32x2));
+      auto f = SafetensorsFile::Open(dir.File("q.safetensors"));
+      REQUIRE(f.ok());
+      const auto& e = (*f)->entries().at("t");
+      CHECK(e.dtype == dtype);
+      CHECK(e.bytes == 8);
+    }
+    // One byte per element: 8 bytes cannot hold 9 of them.
+    CHECK_THAT(WriteAndOpenError(dir, one("F8_E4M3", {9}, {0, 8}), f32x2),
+               Catch::Contains("dtype F8_E4M3 x shape [9] needs 9"));
   }
   SECTION("unknown dtype") {
     CHECK_THAT(WriteAndOpenError(dir, one("F64", {1}, {0, 8}), f32x2),
-               Catch::Contains("tensor 't': unsupported dtype \"F64\""));
+               Catch::Contains("tensor 't': unsupported dtype \"F64\"") &&
+                   Catch::Contains("F8_E4M3, F8_E8M0, I8, U8"));
     CHECK_THAT(WriteAndOpenError(dir, one("Q4_K", {1}, {0, 8}), f32x2),
                Catch::Contains("unsupported dtype \"Q4_K\""));
   }

@@ -1,0 +1,194 @@
+// Dense FP8/FP4 linear (see quant_gemm.h).
+#include "kernels/cuda/quant_gemm.h"
+
+#include <algorithm>
+
+#include "kernels/cuda/launch_util.h"
+#include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/quant_tile.cuh"
+
+namespace moegraph::cuda {
+namespace {
+
+constexpr int kBN = 64;  // 4 warps x 16 columns
+constexpr int kBK = 64;
+constexpr int kRS = kBK + 8;  // bf16 per smem row (16 B pad against bank conflicts)
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+
+int BlockRows(int rows) { return rows <= 16 ? 16 : 64; }
+
+struct Plan {
+  int bm, splits, k_per_split;
+};
+
+Plan MakePlan(const QuantLinearParams& p) {
+  Plan pl;
+  pl.bm = BlockRows(p.rows);
+  const int tiles = ((p.n + kBN - 1) / kBN) * ((p.rows + pl.bm - 1) / pl.bm);
+  const int ktiles = (p.k + kBK - 1) / kBK;
+  // Aim at four blocks per SM streaming the weight, each split at least 4 K tiles.
+  int splits = std::max(1, (4 * p.num_sms + tiles - 1) / tiles);
+  splits = std::min({splits, std::max(1, ktiles / 4), 16});
+  const int per = (ktiles + splits - 1) / splits;
+  pl.k_per_split = per * kBK;
+  pl.splits = (ktiles + per - 1) / per;
+  return pl;
+}
+
+template <int BM, WeightFmt F>
+__global__ void __launch_bounds__(kThreads) QuantLinearKernel(QuantLinearParams p, int k_per_split,
+                                                              float* partial) {
+  constexpr int kMT = BM / 16;
+  constexpr int kAElems = BM * kRS, kBElems = kBN * kRS, kStage = kAElems + kBElems;
+  __shared__ __align__(16) __nv_bfloat16 smem[2 * kStage];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int n0 = blockIdx.x * kBN, row0 = blockIdx.y * BM;
+  const int kbeg = blockIdx.z * k_per_split, kend = min(p.k, kbeg + k_per_split);
+  const int ktiles = (kend - kbeg + kBK - 1) / kBK;
+  QuantMatrixView m;
+  m.data = p.w;
+  m.scale_f32 = p.scale_f32;
+  m.scale_e8m0 = p.scale_e8m0;
+  BTileRegs<F, kBN, kBK, kRS, kThreads> regs;
+
+  auto load_a = [&](int kt, int stage) {
+    __nv_bfloat16* s = smem + stage * kStage;
+    const int k0 = kbeg + kt * kBK;
+    for (int i = tid; i < BM * (kBK / 8); i += kThreads) {
+      const int r = i / (kBK / 8), ch = i % (kBK / 8);
+      const bool ok = row0 + r < p.rows && k0 + ch * 8 < kend;
+      CpAsync16(s + r * kRS + ch * 8, ok ? p.x + int64_t{row0 + r} * p.k + k0 + ch * 8 : p.x, ok);
+    }
+    CpAsyncCommit();
+  };
+  auto fetch_b = [&](int kt) { regs.Fetch(m, p.n, kend, n0, kbeg + kt * kBK, tid); };
+  auto store_b = [&](int stage) { regs.Store(smem + stage * kStage + kAElems, tid); };
+
+  float acc[kMT][2][4];
+#pragma unroll
+  for (int i = 0; i < kMT; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
+
+  if (ktiles > 0) {
+    fetch_b(0);
+    load_a(0, 0);
+    store_b(0);
+  }
+  for (int kt = 0; kt < ktiles; ++kt) {
+    CpAsyncWait<0>();
+    __syncthreads();
+    const bool more = kt + 1 < ktiles;
+    if (more) {
+      fetch_b(kt + 1);  // in flight while this tile is multiplied
+      load_a(kt + 1, (kt + 1) & 1);
+    }
+    const __nv_bfloat16* s = smem + (kt & 1) * kStage;
+#pragma unroll
+    for (int ks = 0; ks < kBK / 16; ++ks) {
+      uint32_t a[kMT][4];
+#pragma unroll
+      for (int i = 0; i < kMT; ++i)
+        LdMatrixX4(a[i], s + (i * 16 + (lane & 15)) * kRS + ks * 16 + (lane >> 4) * 8);
+      uint32_t bf[4];
+      LdMatrixX4(bf, s + kAElems + (warp * 16 + ((lane >> 4) << 3) + (lane & 7)) * kRS + ks * 16 +
+                         (((lane >> 3) & 1) << 3));
+#pragma unroll
+      for (int i = 0; i < kMT; ++i) {
+        Mma16816(acc[i][0], a[i], bf[0], bf[1]);
+        Mma16816(acc[i][1], a[i], bf[2], bf[3]);
+      }
+    }
+    if (more) store_b((kt + 1) & 1);
+  }
+
+  const int g = lane >> 2, q4 = lane & 3;
+#pragma unroll
+  for (int i = 0; i < kMT; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = row0 + i * 16 + g + (e >= 2 ? 8 : 0);
+        const int col = n0 + warp * 16 + j * 8 + 2 * q4 + (e & 1);
+        if (r >= p.rows || col >= p.n) continue;
+        const float v = acc[i][j][e];
+        const int64_t at = int64_t{r} * p.n + col;
+        if (partial) {
+          partial[int64_t{blockIdx.z} * p.rows * p.n + at] = v;
+        } else if (p.y_f32) {
+          static_cast<float*>(p.y)[at] = v;
+        } else {
+          static_cast<__nv_bfloat16*>(p.y)[at] = __float2bfloat16(v);
+        }
+      }
+}
+
+__global__ void SumSplitsKernel(QuantLinearParams p, int splits, const float* partial) {
+  const int64_t total = int64_t{p.rows} * p.n;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    float s = 0.0f;
+    for (int z = 0; z < splits; ++z) s += partial[z * total + i];
+    if (p.y_f32) {
+      static_cast<float*>(p.y)[i] = s;
+    } else {
+      static_cast<__nv_bfloat16*>(p.y)[i] = __float2bfloat16(s);
+    }
+  }
+}
+
+template <int BM, WeightFmt F>
+cudaError_t Launch(const QuantLinearParams& p, const Plan& pl, float* partial, cudaStream_t st) {
+  const dim3 grid((p.n + kBN - 1) / kBN, (p.rows + BM - 1) / BM, pl.splits);
+  QuantLinearKernel<BM, F><<<grid, kThreads, 0, st>>>(p, pl.k_per_split, partial);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+const char* Validate(const QuantLinearParams& p) {
+  if (!p.x || !p.w || !p.y) return "quant linear: null pointer";
+  if (p.rows < 0 || p.n < 1 || p.k < 1) return "quant linear: bad sizes";
+  if (p.fmt == WeightFmt::kFp8) {
+    if (!p.scale_f32) return "quant linear: fp8 needs f32 block scales";
+    if (p.k % 16 != 0) return "quant linear: fp8 needs K divisible by 16";
+  } else if (p.fmt == WeightFmt::kFp4) {
+    if (!p.scale_e8m0) return "quant linear: fp4 needs E8M0 scales";
+    if (p.k % 32 != 0) return "quant linear: fp4 needs K divisible by 32";
+  } else {
+    return "quant linear: weight must be fp8 or fp4";
+  }
+  if (p.k % 8 != 0) return "quant linear: K must be a multiple of 8";
+  return nullptr;
+}
+
+size_t QuantLinearWorkspaceBytes(const QuantLinearParams& p) {
+  const Plan pl = MakePlan(p);
+  return pl.splits > 1 ? sizeof(float) * size_t(pl.splits) * p.rows * p.n : 0;
+}
+
+cudaError_t LaunchQuantLinear(const QuantLinearParams& p, void* workspace, cudaStream_t stream) {
+  if (Validate(p)) return cudaErrorInvalidValue;
+  if (p.rows == 0) return cudaSuccess;
+  const Plan pl = MakePlan(p);
+  float* partial = pl.splits > 1 ? static_cast<float*>(workspace) : nullptr;
+  if (pl.splits > 1 && !partial) return cudaErrorInvalidValue;
+  cudaError_t e;
+  const bool fp8 = p.fmt == WeightFmt::kFp8;
+  if (pl.bm == 16) {
+    e = fp8 ? Launch<16, WeightFmt::kFp8>(p, pl, partial, stream)
+            : Launch<16, WeightFmt::kFp4>(p, pl, partial, stream);
+  } else {
+    e = fp8 ? Launch<64, WeightFmt::kFp8>(p, pl, partial, stream)
+            : Launch<64, WeightFmt::kFp4>(p, pl, partial, stream);
+  }
+  if (e != cudaSuccess || !partial) return e;
+  const int64_t total = int64_t{p.rows} * p.n;
+  const int blocks = static_cast<int>(std::min<int64_t>((total + 255) / 256, 4 * p.num_sms));
+  SumSplitsKernel<<<blocks, 256, 0, stream>>>(p, pl.splits, partial);
+  return cudaGetLastError();
+}
+
+}  // namespace moegraph::cuda
