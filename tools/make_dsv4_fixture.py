@@ -59,6 +59,9 @@ p.add_argument("--device", default="cpu", help="where the reference runs (cpu or
 p.add_argument("--no-hidden", action="store_true", help="skip the per-layer hidden states (large models)")
 p.add_argument("--format", default="bf16", choices=["bf16", "fp4", "fp8"],
                help="checkpoint format: transformers' bf16, or the released FP8/FP4 layout")
+p.add_argument("--keep-dequantized", action="store_true",
+               help="keep OUT/dequantized, the reference's transformers checkpoint of the same "
+                    "(dequantized) weights, e.g. to time it against the quantized one")
 args = p.parse_args()
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
@@ -160,7 +163,7 @@ meta["transformers"] = __import__("transformers").__version__
 meta["torch"] = torch.__version__
 meta["format"] = args.format
 json.dump(meta, open(os.path.join(args.out, "golden.json"), "w"), indent=1)
-if args.format != "bf16":
+if args.format != "bf16" and not args.keep_dequantized:
     import shutil
     shutil.rmtree(hf_dir)  # the dequantized copy is only the reference's input
 print(json.dumps(meta["prompts"], indent=None)[:3000])

@@ -20,15 +20,16 @@ absl::StatusOr<Tensor> ReadScale(const WeightStore& ws, const std::string& base,
   }
   std::vector<std::string> names;
   for (DType d : dtypes) names.push_back(DTypeName(d));
-  return absl::NotFoundError(absl::StrCat(
-      weight_name, " is ", what, " but its scale ", base, ".scale (", absl::StrJoin(names, " or "),
-      " [", absl::StrJoin(shape, ", "), "]) is missing"));
+  return absl::NotFoundError(absl::StrCat(weight_name, " is ", what, " but its scale ", base,
+                                          ".scale (", absl::StrJoin(names, " or "), " [",
+                                          absl::StrJoin(shape, ", "), "]) is missing"));
 }
 
 }  // namespace
 
-absl::StatusOr<HostWeight> ReadMatrix(const WeightStore& ws, std::initializer_list<std::string> bases,
-                                      int64_t rows, int64_t cols, const QuantConfig& quant) {
+absl::StatusOr<HostWeight> ReadMatrix(const WeightStore& ws,
+                                      std::initializer_list<std::string> bases, int64_t rows,
+                                      int64_t cols, const QuantConfig& quant) {
   const std::string* base = nullptr;
   for (const std::string& b : bases) {
     if (ws.Has(b + ".weight")) {
@@ -37,8 +38,8 @@ absl::StatusOr<HostWeight> ReadMatrix(const WeightStore& ws, std::initializer_li
     }
   }
   if (base == nullptr) {
-    return absl::NotFoundError(absl::StrCat("checkpoint lacks ", *bases.begin(), ".weight (expected ",
-                                            Shape({rows, cols}), ")"));
+    return absl::NotFoundError(absl::StrCat("checkpoint lacks ", *bases.begin(),
+                                            ".weight (expected ", Shape({rows, cols}), ")"));
   }
   const std::string name = *base + ".weight";
   ASSIGN_OR_RETURN(Tensor raw, ws.Get(name));
@@ -63,8 +64,8 @@ absl::StatusOr<HostWeight> ReadMatrix(const WeightStore& ws, std::initializer_li
   }
   if (raw.dtype == DType::kI8 || raw.dtype == DType::kU8) {
     if (cols % quant::kFp4Group != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, ": packed FP4 needs K divisible by ", quant::kFp4Group, ", K is ", cols));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": packed FP4 needs K divisible by ",
+                                                     quant::kFp4Group, ", K is ", cols));
     }
     ASSIGN_OR_RETURN(w.data, ws.Get(name, {rows, cols / 2}));
     w.data.dtype = DType::kU8;

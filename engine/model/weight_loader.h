@@ -18,7 +18,8 @@ namespace moegraph {
 
 // `bases` are alternative names without ".weight" (the first present wins);
 // [rows, cols] is the logical shape.
-absl::StatusOr<HostWeight> ReadMatrix(const WeightStore& ws, std::initializer_list<std::string> bases,
-                                      int64_t rows, int64_t cols, const QuantConfig& quant);
+absl::StatusOr<HostWeight> ReadMatrix(const WeightStore& ws,
+                                      std::initializer_list<std::string> bases, int64_t rows,
+                                      int64_t cols, const QuantConfig& quant);
 
 }  // namespace moegraph

@@ -46,26 +46,37 @@ struct Floor {
 };
 
 // What one decode step of `batch` sequences at position `pos` must read and
-// compute, by kind of op (dsv4.md shapes; bf16 matrices and state).
+// compute, by kind of op (dsv4.md shapes; bf16 state). Matrices count the
+// bytes of the format they are stored in on the device: bf16, or for the
+// released layout (config quantization_config) 1 byte a weight for the FP8
+// linears (q, kv, wo_b, indexer q, shared expert) and 0.5 + 1/32 (FP4 and its
+// scale) or 1 (FP8) for the routed experts; wo_a, gate, head and the
+// compressors stay bf16 there.
 Floor DecodeFloor(const ModelConfig& c, int batch, int pos) {
   Floor f;
+  const bool fp8 = c.quant.fp8;
+  const double lin = fp8 ? 1.0 : 2.0;
+  const double expert = !fp8 ? 2.0 : c.quant.expert_dtype == "fp4" ? 0.5 + 1.0 / 32 : 1.0;
   const double B = batch, D = c.hidden_size, H = c.num_heads, d = c.head_dim;
   const double ql = c.q_lora_rank, g = c.o_groups, ol = c.o_lora_rank, n = c.hc_mult;
   const double E = c.n_routed_experts, k = c.num_experts_per_tok, F = c.moe_intermediate_size;
   const double nI = c.index_n_heads, ci = c.index_head_dim, V = c.vocab_size;
   const double W = std::min(c.sliding_window, pos + 1);
-  auto matmul = [&](double params) {
-    f.bytes[0] += 2 * params;
+  auto matmul = [&](double params, double bytes_per_param = 2.0) {
+    f.bytes[0] += bytes_per_param * params;
     f.flops[0] += 2 * B * params;
   };
   for (int l = 0; l < c.num_layers; ++l) {
     const AttnKind kind = c.layer_types[l];
-    matmul(ql * D + H * d * ql + d * D + g * ol * (H * d / g) + D * g * ol);  // q, kv, o
-    matmul(E * D + 3 * F * D * c.n_shared_experts);                           // gate, shared
+    matmul(ql * D + H * d * ql + d * D + D * g * ol, lin);  // q, kv, wo_b
+    matmul(g * ol * (H * d / g));                           // wo_a
+    matmul(E * D);                                          // gate
+    matmul(3 * F * D * c.n_shared_experts, lin);            // shared expert
     double keys = W;
     if (kind == AttnKind::kCsa) {
       const double vis = (pos + 1) / c.csa_rate;
-      matmul(2 * 2 * d * D + 2 * 2 * ci * D + nI * ci * ql + nI * D);
+      matmul(2 * 2 * d * D + 2 * 2 * ci * D + nI * D);  // compressors, weights_proj
+      matmul(nI * ci * ql, lin);                        // indexer q
       keys += std::min<double>(c.index_topk, vis);
       f.bytes[3] += B * (vis * ci * 2 + nI * ci * 2);
       f.flops[3] += B * 2 * nI * ci * vis;
@@ -80,7 +91,7 @@ Floor DecodeFloor(const ModelConfig& c, int batch, int pos) {
     f.flops[1] += B * 4 * H * d * keys;
     // Routed experts: the expected number of distinct experts B tokens touch.
     const double distinct = E * (1 - std::pow(1 - k / E, B));
-    f.bytes[4] += distinct * 3 * F * D * 2;
+    f.bytes[4] += distinct * 3 * F * D * expert;
     f.flops[4] += B * k * 3 * 2 * F * D;
     // Two hyper-connection sites (fp32 fn) and the streams they read/write.
     f.bytes[5] += 2 * ((2 + n) * n * n * D * 4 + B * 3 * n * D * 2);

@@ -32,7 +32,7 @@ uint8_t FloatToE4M3(float v) {
   }
   int e2;
   std::frexp(a, &e2);
-  int e = e2 - 1;  // a in [2^e, 2^(e+1))
+  int e = e2 - 1;                                                  // a in [2^e, 2^(e+1))
   int q = static_cast<int>(std::nearbyint(std::ldexp(a, 3 - e)));  // 8..16
   if (q == 16) {
     q = 8;

@@ -14,8 +14,8 @@
 
 namespace moegraph::quant {
 
-constexpr int kFp8Block = 128;   // weight scale block (both axes) and activation group
-constexpr int kFp4Group = 32;    // FP4 weight scale group along K
+constexpr int kFp8Block = 128;  // weight scale block (both axes) and activation group
+constexpr int kFp4Group = 32;   // FP4 weight scale group along K
 constexpr float kE4M3Max = 448.0f;
 constexpr float kE2M1Max = 6.0f;
 

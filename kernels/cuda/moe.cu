@@ -7,10 +7,13 @@
 // routing and nothing waits for the host.
 #include "kernels/cuda/moe.h"
 
+#include <type_traits>
+
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/dispatch.h"
 #include "kernels/cuda/launch_util.h"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/quant_tile.cuh"
 
 namespace moegraph::cuda {
 namespace {
@@ -18,6 +21,7 @@ namespace {
 constexpr int kAlignThreads = 1024;
 constexpr int kBK = 64;              // depth per pipeline stage
 constexpr int kStages = 3;           // 3 measured faster than 4 at decode sizes (H100)
+constexpr int kQuantStages = 6;      // FP8/FP4: compressed B tiles are 2-4x smaller
 constexpr int kRowStride = kBK + 8;  // bf16 per smem row (16 B pad)
 
 size_t AlignUp(size_t v) { return (v + 255) & ~size_t{255}; }
@@ -97,22 +101,51 @@ __global__ void __launch_bounds__(kAlignThreads) AlignKernel(MoeParams p, Worksp
   }
 }
 
+// Shared memory of one pipeline stage: the A tile, then NB B tiles (bf16, or
+// compressed as stored for FP8/FP4 experts, dequantized per tile into NB bf16
+// tiles after the stages; quant_tile.cuh).
+template <int BM, bool GATED, int WARPS, WeightFmt F>
+struct GemmSmem {
+  static constexpr int kBN = 16 * WARPS;
+  static constexpr int kNB = GATED ? 2 : 1;
+  static constexpr bool kQuant = F != WeightFmt::kBf16;
+  static constexpr int kABytes = BM * kRowStride * 2;
+  static constexpr int kBTileBytes = kBN * kRowStride * 2;
+  static constexpr int kBStageBytes = kQuant ? QuantTile<F, kBN, kBK>::kStageBytes : kBTileBytes;
+  static constexpr int kStageBytes = kABytes + kNB * kBStageBytes;
+  static constexpr size_t Bytes(int stages) {
+    return size_t(stages) * kStageBytes + (F == WeightFmt::kFp8 ? kNB * kBTileBytes : 0);
+  }
+};
+
 // C[rows, n0:n0+64] = A[rows, :K] B[e][n0:n0+64, :K]^T for one row tile of one
 // expert. GATED: two B matrices (w1, w3) and the SwiGLU epilogue into ws.h;
 // otherwise B = w2 and the routing weight scales the fp32 result into ws.y.
-template <int BM, bool GATED, int STAGES, int WARPS>
+template <int BM, bool GATED, int STAGES, int WARPS, WeightFmt F>
 __global__ void __launch_bounds__(WARPS * 32)
     GroupedGemmKernel(MoeParams p, Workspace ws, int N, int K) {
+  using Smem = GemmSmem<BM, GATED, WARPS, F>;
+  using Tile = QuantTile<F == WeightFmt::kFp4 ? WeightFmt::kFp4 : WeightFmt::kFp8, 16 * WARPS, kBK>;
   constexpr int kMT = BM / 16;
-  constexpr int kBN = 16 * WARPS;  // each warp owns 16 output columns
+  constexpr int kBN = Smem::kBN;
   constexpr int kGemmThreads = 32 * WARPS;
-  constexpr int kNB = GATED ? 2 : 1;
-  constexpr int kAElems = BM * kRowStride;
-  constexpr int kBElems = kBN * kRowStride;
-  constexpr int kStageElems = kAElems + kNB * kBElems;
+  constexpr int kNB = Smem::kNB;
+  constexpr bool kQuant = Smem::kQuant;
+  // FP4: B fragments straight from the compressed stage (QuantTile::Fragments).
+  constexpr bool kDirect = F == WeightFmt::kFp4;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __nv_bfloat16* smem = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  auto stage_a = [&](int s) {
+    return reinterpret_cast<__nv_bfloat16*>(smem_raw + s * Smem::kStageBytes);
+  };
+  auto stage_b = [&](int s, int b) {
+    return smem_raw + s * Smem::kStageBytes + Smem::kABytes + b * Smem::kBStageBytes;
+  };
+  auto deq_b = [&](int b) {
+    return reinterpret_cast<__nv_bfloat16*>(smem_raw + STAGES * Smem::kStageBytes +
+                                            b * Smem::kBTileBytes);
+  };
   __shared__ int row_src[BM];
+  __shared__ uint32_t lut[kQuant ? 256 : 1];
 
   if (int(blockIdx.y) >= *ws.num_tiles) return;
   const int2 tile = ws.tiles[blockIdx.y];
@@ -121,6 +154,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int n0 = blockIdx.x * kBN;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
+  if constexpr (kQuant) Tile::template FillLut<kGemmThreads>(lut, tid);  // before the barrier below
   // Source row of each tile row: x[token] for w1/w3, h[row] for w2.
   for (int r = tid; r < BM; r += kGemmThreads) {
     int src = -1;
@@ -129,11 +163,11 @@ __global__ void __launch_bounds__(WARPS * 32)
   }
   __syncthreads();
   const __nv_bfloat16* A = GATED ? p.x : ws.h;
-  const __nv_bfloat16* B0 = (GATED ? p.w1 : p.w2) + int64_t{e} * N * K;
-  const __nv_bfloat16* B1 = GATED ? p.w3 + int64_t{e} * N * K : nullptr;
+  const QuantOperand Q0 = MatrixOf<F>(GATED ? p.w1 : p.w2, e, N, K);
+  const QuantOperand Q1 = GATED ? MatrixOf<F>(p.w3, e, N, K) : Q0;
 
   auto load_stage = [&](int kt, int stage) {
-    __nv_bfloat16* s = smem + stage * kStageElems;
+    __nv_bfloat16* s = stage_a(stage);
     const int k0 = kt * kBK;
     for (int i = tid; i < BM * (kBK / 8); i += kGemmThreads) {
       const int r = i / (kBK / 8), ch = i % (kBK / 8);
@@ -143,12 +177,18 @@ __global__ void __launch_bounds__(WARPS * 32)
     }
 #pragma unroll
     for (int b = 0; b < kNB; ++b) {
-      const __nv_bfloat16* B = b == 0 ? B0 : B1;
-      __nv_bfloat16* sb = s + kAElems + b * kBElems;
-      for (int i = tid; i < kBN * (kBK / 8); i += kGemmThreads) {
-        const int r = i / (kBK / 8), ch = i % (kBK / 8);
-        const bool ok = n0 + r < N && k0 + ch * 8 < K;
-        CpAsync16(sb + r * kRowStride + ch * 8, ok ? B + int64_t{n0 + r} * K + k0 + ch * 8 : B, ok);
+      if constexpr (kQuant) {
+        Tile::template Issue<kGemmThreads>(stage_b(stage, b), b == 0 ? Q0 : Q1, N, K, K, N, n0, k0,
+                                           tid);
+      } else {
+        const auto* B = static_cast<const __nv_bfloat16*>((b == 0 ? Q0 : Q1).data);
+        auto* sb = reinterpret_cast<__nv_bfloat16*>(stage_b(stage, b));
+        for (int i = tid; i < kBN * (kBK / 8); i += kGemmThreads) {
+          const int r = i / (kBK / 8), ch = i % (kBK / 8);
+          const bool ok = n0 + r < N && k0 + ch * 8 < K;
+          CpAsync16(sb + r * kRowStride + ch * 8, ok ? B + int64_t{n0 + r} * K + k0 + ch * 8 : B,
+                    ok);
+        }
       }
     }
   };
@@ -174,7 +214,15 @@ __global__ void __launch_bounds__(WARPS * 32)
     const int next = kt + STAGES - 1;
     if (next < ktiles) load_stage(next, next % STAGES);
     CpAsyncCommit();
-    const __nv_bfloat16* s = smem + (kt % STAGES) * kStageElems;
+    const __nv_bfloat16* s = stage_a(kt % STAGES);
+    if constexpr (kQuant && !kDirect) {
+      // The dequantized tiles were last read by tile kt-1, before the barrier above.
+#pragma unroll
+      for (int b = 0; b < kNB; ++b)
+        Tile::template Dequant<kGemmThreads, kRowStride>(stage_b(kt % STAGES, b), deq_b(b), lut,
+                                                         tid);
+      __syncthreads();
+    }
 #pragma unroll
     for (int ks = 0; ks < kBK / 16; ++ks) {
       uint32_t a[kMT][4];
@@ -184,9 +232,14 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
       for (int b = 0; b < kNB; ++b) {
         uint32_t bf[4];
-        LdMatrixX4(bf, s + kAElems + b * kBElems +
-                           (warp * 16 + ((lane >> 4) << 3) + (lane & 7)) * kRowStride + ks * 16 +
-                           (((lane >> 3) & 1) << 3));
+        if constexpr (kDirect) {
+          Tile::Fragments(stage_b(kt % STAGES, b), lut, warp * 16, ks, lane, bf);
+        } else {
+          const __nv_bfloat16* sb =
+              kQuant ? deq_b(b) : reinterpret_cast<const __nv_bfloat16*>(stage_b(kt % STAGES, b));
+          LdMatrixX4(bf, sb + (warp * 16 + ((lane >> 4) << 3) + (lane & 7)) * kRowStride + ks * 16 +
+                             (((lane >> 3) & 1) << 3));
+        }
 #pragma unroll
         for (int m = 0; m < kMT; ++m) {
           Mma16816(acc[b][m][0], a[m], bf[0], bf[1]);
@@ -234,28 +287,36 @@ __global__ void CombineKernel(MoeParams p, Workspace ws) {
   }
 }
 
-template <int BM, bool GATED, int STAGES, int WARPS>
+template <int BM, bool GATED, int STAGES, int WARPS, WeightFmt F>
 cudaError_t LaunchGemm(const MoeParams& p, const Workspace& ws, int N, int K, int max_tiles,
                        cudaStream_t stream) {
-  constexpr int kNB = GATED ? 2 : 1;
   constexpr int kBN = 16 * WARPS;
-  const size_t smem = sizeof(__nv_bfloat16) * STAGES * (BM + kNB * kBN) * kRowStride;
-  cudaError_t e =
-      EnsureDynamicSmem(reinterpret_cast<const void*>(GroupedGemmKernel<BM, GATED, STAGES, WARPS>),
-                        static_cast<int>(smem));
+  const size_t smem = GemmSmem<BM, GATED, WARPS, F>::Bytes(STAGES);
+  cudaError_t e = EnsureDynamicSmem(
+      reinterpret_cast<const void*>(GroupedGemmKernel<BM, GATED, STAGES, WARPS, F>),
+      static_cast<int>(smem));
   if (e != cudaSuccess) return e;
   const dim3 grid((N + kBN - 1) / kBN, max_tiles);
-  GroupedGemmKernel<BM, GATED, STAGES, WARPS><<<grid, WARPS * 32, smem, stream>>>(p, ws, N, K);
+  GroupedGemmKernel<BM, GATED, STAGES, WARPS, F><<<grid, WARPS * 32, smem, stream>>>(p, ws, N, K);
   return cudaGetLastError();
 }
 
 }  // namespace
 
 const char* Validate(const MoeParams& p) {
-  if (!p.x || !p.idx || !p.w || !p.w1 || !p.w2 || !p.w3 || !p.out) return "moe: null pointer";
+  if (!p.x || !p.idx || !p.w || !p.w1.data || !p.w2.data || !p.w3.data || !p.out)
+    return "moe: null pointer";
   if (p.tokens < 0 || p.k < 1 || p.experts < 1 || p.dim < 1 || p.inter < 1) return "moe: bad sizes";
   if (p.experts > kMoeMaxExperts) return "moe: too many experts";
   if (p.dim % 8 != 0 || p.inter % 8 != 0) return "moe: dim and inter must be multiples of 8";
+  for (const QuantOperand* q : {&p.w1, &p.w2, &p.w3}) {
+    if (p.fmt == WeightFmt::kFp8 && !q->scale_f32) return "moe: fp8 experts need f32 block scales";
+    if (p.fmt == WeightFmt::kFp4 && !q->scale_e8m0) return "moe: fp4 experts need E8M0 scales";
+  }
+  if (p.fmt == WeightFmt::kFp8 && (p.dim % 16 != 0 || p.inter % 16 != 0))
+    return "moe: fp8 experts need dim and inter divisible by 16";
+  if (p.fmt == WeightFmt::kFp4 && (p.dim % 32 != 0 || p.inter % 32 != 0))
+    return "moe: fp4 experts need dim and inter divisible by 32";
   return nullptr;
 }
 
@@ -273,12 +334,30 @@ cudaError_t LaunchMoe(const MoeParams& p, void* workspace, cudaStream_t stream) 
   if (e != cudaSuccess) return e;
   // 4 warps (64 output columns) a block: 2-warp blocks were measured no
   // faster even at batch 1 (H200, 124 vs 125 us), so one width serves all.
-  MG_DISPATCH_MOE_BLOCK_M(bm, BM, {
-    e = LaunchGemm<BM, true, kStages, 4>(p, ws, p.inter, p.dim, max_tiles, stream);
-    if (e == cudaSuccess)
-      e = LaunchGemm<BM, false, kStages, 4>(p, ws, p.dim, p.inter, max_tiles, stream);
-    if (e != cudaSuccess) return e;
-  });
+  auto gemms = [&](auto fmt) -> cudaError_t {
+    constexpr WeightFmt F = decltype(fmt)::value;
+    // Compressed tiles are small: keep more of them in flight.
+    constexpr int kS = F == WeightFmt::kBf16 ? kStages : kQuantStages;
+    cudaError_t r = cudaSuccess;
+    MG_DISPATCH_MOE_BLOCK_M(bm, BM, {
+      r = LaunchGemm<BM, true, kS, 4, F>(p, ws, p.inter, p.dim, max_tiles, stream);
+      if (r == cudaSuccess)
+        r = LaunchGemm<BM, false, kS, 4, F>(p, ws, p.dim, p.inter, max_tiles, stream);
+    });
+    return r;
+  };
+  switch (p.fmt) {
+    case WeightFmt::kBf16:
+      e = gemms(std::integral_constant<WeightFmt, WeightFmt::kBf16>{});
+      break;
+    case WeightFmt::kFp8:
+      e = gemms(std::integral_constant<WeightFmt, WeightFmt::kFp8>{});
+      break;
+    case WeightFmt::kFp4:
+      e = gemms(std::integral_constant<WeightFmt, WeightFmt::kFp4>{});
+      break;
+  }
+  if (e != cudaSuccess) return e;
   CombineKernel<<<p.tokens, 256, 0, stream>>>(p, ws);
   return cudaGetLastError();
 }

@@ -4,6 +4,8 @@
 // per-token sum over its k experts (deterministic: no atomics on outputs).
 //   out[t] = sum_k w[t,k] * w2[e] (silu(min(w1[e] x, L)) * clamp(w3[e] x, -L, L)),
 //   e = idx[t,k]; an id outside [0, experts) contributes nothing.
+// The experts may be bf16, FP8 or FP4 (quant_format.h): quantized weights are
+// dequantized to bf16 in the GEMMs' main loop (quant_tile.cuh).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -12,16 +14,19 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cuda/quant_format.h"
+
 namespace moegraph::cuda {
 
 struct MoeParams {
-  const __nv_bfloat16* x = nullptr;   // [tokens, dim]
-  const int32_t* idx = nullptr;       // [tokens, k]
-  const float* w = nullptr;           // [tokens, k]
-  const __nv_bfloat16* w1 = nullptr;  // [experts, inter, dim]
-  const __nv_bfloat16* w3 = nullptr;  // [experts, inter, dim]
-  const __nv_bfloat16* w2 = nullptr;  // [experts, dim, inter]
-  __nv_bfloat16* out = nullptr;       // [tokens, dim]
+  const __nv_bfloat16* x = nullptr;  // [tokens, dim]
+  const int32_t* idx = nullptr;      // [tokens, k]
+  const float* w = nullptr;          // [tokens, k]
+  WeightFmt fmt = WeightFmt::kBf16;  // of w1, w2, w3
+  QuantOperand w1;                   // [experts, inter, dim]
+  QuantOperand w3;                   // [experts, inter, dim]
+  QuantOperand w2;                   // [experts, dim, inter]
+  __nv_bfloat16* out = nullptr;      // [tokens, dim]
   int tokens = 0, k = 0, experts = 0, dim = 0, inter = 0;
   float swiglu_limit = 0.0f;  // <= 0: no clamp
 };

@@ -15,6 +15,7 @@ constexpr int kBK = 64;
 constexpr int kRS = kBK + 8;  // bf16 per smem row (16 B pad against bank conflicts)
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
+constexpr int kStages = 4;  // compressed tiles in flight ahead of the products
 
 int BlockRows(int rows) { return rows <= 16 ? 16 : 64; }
 
@@ -37,33 +38,35 @@ Plan MakePlan(const QuantLinearParams& p) {
 }
 
 template <int BM, WeightFmt F>
-__global__ void __launch_bounds__(kThreads) QuantLinearKernel(QuantLinearParams p, int k_per_split,
-                                                              float* partial) {
+__global__ void __launch_bounds__(kThreads)
+    QuantLinearKernel(QuantLinearParams p, int k_per_split, float* partial) {
+  using Tile = QuantTile<F, kBN, kBK>;
   constexpr int kMT = BM / 16;
-  constexpr int kAElems = BM * kRS, kBElems = kBN * kRS, kStage = kAElems + kBElems;
-  __shared__ __align__(16) __nv_bfloat16 smem[2 * kStage];
+  constexpr int kABytes = BM * kRS * 2;
+  constexpr int kStageBytes = kABytes + Tile::kStageBytes;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  // [kStages x (A tile, compressed B tile)] then the dequantized B tile.
+  auto stage = [&](int s) { return smem_raw + s * kStageBytes; };
+  __nv_bfloat16* bdeq = reinterpret_cast<__nv_bfloat16*>(smem_raw + kStages * kStageBytes);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int n0 = blockIdx.x * kBN, row0 = blockIdx.y * BM;
   const int kbeg = blockIdx.z * k_per_split, kend = min(p.k, kbeg + k_per_split);
   const int ktiles = (kend - kbeg + kBK - 1) / kBK;
-  QuantMatrixView m;
-  m.data = p.w;
-  m.scale_f32 = p.scale_f32;
-  m.scale_e8m0 = p.scale_e8m0;
-  BTileRegs<F, kBN, kBK, kRS, kThreads> regs;
+  __shared__ uint32_t lut[256];
+  Tile::template FillLut<kThreads>(lut, tid);  // read after the loop's first barrier
 
-  auto load_a = [&](int kt, int stage) {
-    __nv_bfloat16* s = smem + stage * kStage;
+  auto issue = [&](int kt) {
+    unsigned char* s = stage(kt % kStages);
+    auto* sa = reinterpret_cast<__nv_bfloat16*>(s);
     const int k0 = kbeg + kt * kBK;
     for (int i = tid; i < BM * (kBK / 8); i += kThreads) {
       const int r = i / (kBK / 8), ch = i % (kBK / 8);
       const bool ok = row0 + r < p.rows && k0 + ch * 8 < kend;
-      CpAsync16(s + r * kRS + ch * 8, ok ? p.x + int64_t{row0 + r} * p.k + k0 + ch * 8 : p.x, ok);
+      CpAsync16(sa + r * kRS + ch * 8, ok ? p.x + int64_t{row0 + r} * p.ldx + k0 + ch * 8 : p.x,
+                ok);
     }
-    CpAsyncCommit();
+    Tile::template Issue<kThreads>(s + kABytes, p.w, p.n, p.k, kend, p.scale_rows, n0, k0, tid);
   };
-  auto fetch_b = [&](int kt) { regs.Fetch(m, p.n, kend, n0, kbeg + kt * kBK, tid); };
-  auto store_b = [&](int stage) { regs.Store(smem + stage * kStage + kAElems, tid); };
 
   float acc[kMT][2][4];
 #pragma unroll
@@ -71,28 +74,28 @@ __global__ void __launch_bounds__(kThreads) QuantLinearKernel(QuantLinearParams 
 #pragma unroll
     for (int j = 0; j < 2; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
 
-  if (ktiles > 0) {
-    fetch_b(0);
-    load_a(0, 0);
-    store_b(0);
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < ktiles) issue(s);
+    CpAsyncCommit();
   }
   for (int kt = 0; kt < ktiles; ++kt) {
-    CpAsyncWait<0>();
+    CpAsyncWait<kStages - 2>();
+    __syncthreads();  // tile kt landed; everyone is done with tile kt-1
+    if (kt + kStages - 1 < ktiles) issue(kt + kStages - 1);
+    CpAsyncCommit();
+    const unsigned char* s = stage(kt % kStages);
+    Tile::template Dequant<kThreads, kRS>(s + kABytes, bdeq, lut, tid);
     __syncthreads();
-    const bool more = kt + 1 < ktiles;
-    if (more) {
-      fetch_b(kt + 1);  // in flight while this tile is multiplied
-      load_a(kt + 1, (kt + 1) & 1);
-    }
-    const __nv_bfloat16* s = smem + (kt & 1) * kStage;
+    const auto* sa = reinterpret_cast<const __nv_bfloat16*>(s);
 #pragma unroll
     for (int ks = 0; ks < kBK / 16; ++ks) {
       uint32_t a[kMT][4];
 #pragma unroll
       for (int i = 0; i < kMT; ++i)
-        LdMatrixX4(a[i], s + (i * 16 + (lane & 15)) * kRS + ks * 16 + (lane >> 4) * 8);
+        LdMatrixX4(a[i], sa + (i * 16 + (lane & 15)) * kRS + ks * 16 + (lane >> 4) * 8);
       uint32_t bf[4];
-      LdMatrixX4(bf, s + kAElems + (warp * 16 + ((lane >> 4) << 3) + (lane & 7)) * kRS + ks * 16 +
+      LdMatrixX4(bf, bdeq + (warp * 16 + ((lane >> 4) << 3) + (lane & 7)) * kRS + ks * 16 +
                          (((lane >> 3) & 1) << 3));
 #pragma unroll
       for (int i = 0; i < kMT; ++i) {
@@ -100,8 +103,8 @@ __global__ void __launch_bounds__(kThreads) QuantLinearKernel(QuantLinearParams 
         Mma16816(acc[i][1], a[i], bf[2], bf[3]);
       }
     }
-    if (more) store_b((kt + 1) & 1);
   }
+  CpAsyncWait<0>();
 
   const int g = lane >> 2, q4 = lane & 3;
 #pragma unroll
@@ -114,9 +117,9 @@ __global__ void __launch_bounds__(kThreads) QuantLinearKernel(QuantLinearParams 
         const int col = n0 + warp * 16 + j * 8 + 2 * q4 + (e & 1);
         if (r >= p.rows || col >= p.n) continue;
         const float v = acc[i][j][e];
-        const int64_t at = int64_t{r} * p.n + col;
+        const int64_t at = int64_t{r} * p.ldy + col;
         if (partial) {
-          partial[int64_t{blockIdx.z} * p.rows * p.n + at] = v;
+          partial[int64_t{blockIdx.z} * p.rows * p.n + int64_t{r} * p.n + col] = v;
         } else if (p.y_f32) {
           static_cast<float*>(p.y)[at] = v;
         } else {
@@ -125,42 +128,56 @@ __global__ void __launch_bounds__(kThreads) QuantLinearKernel(QuantLinearParams 
       }
 }
 
+template <int BM, WeightFmt F>
+size_t SmemBytes() {
+  return kStages * (BM * kRS * 2 + QuantTile<F, kBN, kBK>::kStageBytes) + kBN * kRS * 2;
+}
+
 __global__ void SumSplitsKernel(QuantLinearParams p, int splits, const float* partial) {
   const int64_t total = int64_t{p.rows} * p.n;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
     float s = 0.0f;
     for (int z = 0; z < splits; ++z) s += partial[z * total + i];
+    const int64_t at = (i / p.n) * p.ldy + i % p.n;
     if (p.y_f32) {
-      static_cast<float*>(p.y)[i] = s;
+      static_cast<float*>(p.y)[at] = s;
     } else {
-      static_cast<__nv_bfloat16*>(p.y)[i] = __float2bfloat16(s);
+      static_cast<__nv_bfloat16*>(p.y)[at] = __float2bfloat16(s);
     }
   }
 }
 
 template <int BM, WeightFmt F>
 cudaError_t Launch(const QuantLinearParams& p, const Plan& pl, float* partial, cudaStream_t st) {
+  const size_t smem = SmemBytes<BM, F>();
+  cudaError_t e = EnsureDynamicSmem(reinterpret_cast<const void*>(QuantLinearKernel<BM, F>),
+                                    static_cast<int>(smem));
+  if (e != cudaSuccess) return e;
   const dim3 grid((p.n + kBN - 1) / kBN, (p.rows + BM - 1) / BM, pl.splits);
-  QuantLinearKernel<BM, F><<<grid, kThreads, 0, st>>>(p, pl.k_per_split, partial);
+  QuantLinearKernel<BM, F><<<grid, kThreads, smem, st>>>(p, pl.k_per_split, partial);
   return cudaGetLastError();
 }
 
 }  // namespace
 
 const char* Validate(const QuantLinearParams& p) {
-  if (!p.x || !p.w || !p.y) return "quant linear: null pointer";
+  if (!p.x || !p.w.data || !p.y) return "quant linear: null pointer";
   if (p.rows < 0 || p.n < 1 || p.k < 1) return "quant linear: bad sizes";
+  const int ldx = p.ldx ? p.ldx : p.k, ldy = p.ldy ? p.ldy : p.n;
+  if (ldx < p.k || ldy < p.n || ldx % 8 != 0) return "quant linear: bad row strides";
   if (p.fmt == WeightFmt::kFp8) {
-    if (!p.scale_f32) return "quant linear: fp8 needs f32 block scales";
+    if (!p.w.scale_f32) return "quant linear: fp8 needs f32 block scales";
     if (p.k % 16 != 0) return "quant linear: fp8 needs K divisible by 16";
+    if (p.ldx % 8 != 0) return "quant linear: x rows must start 16-byte aligned";
   } else if (p.fmt == WeightFmt::kFp4) {
-    if (!p.scale_e8m0) return "quant linear: fp4 needs E8M0 scales";
+    if (!p.w.scale_e8m0) return "quant linear: fp4 needs E8M0 scales";
     if (p.k % 32 != 0) return "quant linear: fp4 needs K divisible by 32";
   } else {
     return "quant linear: weight must be fp8 or fp4";
   }
   if (p.k % 8 != 0) return "quant linear: K must be a multiple of 8";
+  if (p.fmt == WeightFmt::kFp4 && p.n % 8 != 0) return "quant linear: fp4 needs N divisible by 8";
   return nullptr;
 }
 
@@ -169,7 +186,12 @@ size_t QuantLinearWorkspaceBytes(const QuantLinearParams& p) {
   return pl.splits > 1 ? sizeof(float) * size_t(pl.splits) * p.rows * p.n : 0;
 }
 
-cudaError_t LaunchQuantLinear(const QuantLinearParams& p, void* workspace, cudaStream_t stream) {
+cudaError_t LaunchQuantLinear(const QuantLinearParams& params, void* workspace,
+                              cudaStream_t stream) {
+  QuantLinearParams p = params;
+  if (p.ldx == 0) p.ldx = p.k;
+  if (p.ldy == 0) p.ldy = p.n;
+  if (p.scale_rows == 0) p.scale_rows = p.n;
   if (Validate(p)) return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
   const Plan pl = MakePlan(p);

@@ -1,7 +1,8 @@
 // y[R, N] = x[R, K] W^T for an FP8 (128x128-block scaled) or FP4 (1x32 E8M0
 // scaled) weight: a tensor-core GEMM that dequantizes W to bf16 in its main
 // loop (Hopper has no FP4 tensor cores; W8A16/W4A16 here: activations stay
-// bf16, fp32 accumulation). Decode sizes split K so that enough blocks stream
+// bf16, fp32 accumulation). The weight moves compressed, kStages tiles ahead
+// (quant_tile.cuh). Decode sizes split K so that enough blocks stream
 // the weight (one block per 64 columns alone leaves most SMs idle); the split
 // partials are summed in a second pass, in a fixed order (deterministic).
 #pragma once
@@ -19,13 +20,13 @@ namespace moegraph::cuda {
 struct QuantLinearParams {
   const __nv_bfloat16* x = nullptr;  // [rows, k]
   WeightFmt fmt = WeightFmt::kFp8;
-  const uint8_t* w = nullptr;           // fp8 [n, k] | fp4 [n, k/2]
-  const float* scale_f32 = nullptr;     // fp8: [ceil(n/128), ceil(k/128)]
-  const uint8_t* scale_e8m0 = nullptr;  // fp4: [n, k/32]
-  void* y = nullptr;                    // [rows, n] bf16 or f32
+  QuantOperand w;     // one [n, k] matrix (quant_format.h)
+  void* y = nullptr;  // [rows, n] bf16 or f32
   bool y_f32 = false;
   int rows = 0, n = 0, k = 0;
-  int num_sms = 132;  // for choosing the K split
+  int ldx = 0, ldy = 0;  // row strides of x and y (0: k and n)
+  int scale_rows = 0;    // rows of the FP4 scale planes (0: n; more for a row block)
+  int num_sms = 132;     // for choosing the K split
 };
 const char* Validate(const QuantLinearParams& p);
 size_t QuantLinearWorkspaceBytes(const QuantLinearParams& p);

@@ -244,5 +244,86 @@ TEST_CASE("OpBenchMoe", "[.bench][moe]") {
   }
 }
 
+// Random FP8 (E8M0 block scales) or FP4 matrices [E, n, k] on the GPU only.
+struct GpuWeight {
+  std::vector<Buffer> owner;
+  Weight w;
+};
+std::unique_ptr<GpuWeight> GQ(WeightFormat fmt, int64_t experts, int64_t n, int64_t k) {
+  auto g = std::make_unique<GpuWeight>();
+  const int64_t data_bytes = fmt == WeightFormat::kFp8 ? n * k : n * k / 2;
+  const int64_t scale_bytes =
+      fmt == WeightFormat::kFp8 ? ((n + 127) / 128) * ((k + 127) / 128) : n * (k / 32);
+  std::vector<std::vector<uint8_t>> data(experts), scale(experts);
+  std::vector<HostWeight> host;
+  for (int64_t e = 0; e < experts; ++e) {
+    data[e].resize(data_bytes);
+    for (auto& b : data[e]) b = static_cast<uint8_t>(Rng()() & 0x77);  // finite codes
+    scale[e].assign(scale_bytes, 120);
+    HostWeight h;
+    h.format = fmt;
+    h.rows = n;
+    h.cols = k;
+    h.data = fmt == WeightFormat::kFp8 ? Tensor(data[e].data(), DType::kF8E4M3, {n, k})
+                                       : Tensor(data[e].data(), DType::kU8, {n, k / 2});
+    h.scale = fmt == WeightFormat::kFp8
+                  ? Tensor(scale[e].data(), DType::kE8M0, {(n + 127) / 128, (k + 127) / 128})
+                  : Tensor(scale[e].data(), DType::kE8M0, {n, k / 32});
+    host.push_back(h);
+  }
+  auto w = experts == 1 ? Gpu().UploadMatrix(host[0], &g->owner)
+                        : Gpu().UploadStackedMatrices(host, &g->owner);
+  REQUIRE(w.ok());
+  g->w = *w;
+  return g;
+}
+
+// The released format's products next to bf16 ones of the same shapes (the
+// FP8 linears' floor: 1 byte a weight plus scales; FP4 experts: 0.5 + 1/32).
+TEST_CASE("OpBenchQuant", "[.bench][quant]") {
+  ReseedRng("OpBenchQuant");
+  struct Shape {
+    const char* name;
+    int n, k;
+  };
+  for (int B : {1, 8, 64}) {
+    for (Shape sh : {Shape{"wq_a 4096->1024", 1024, 4096}, Shape{"wq_b 1024->32768", 32768, 1024},
+                     Shape{"wo_b 8192->4096", 4096, 8192}}) {
+      auto x = G(DType::kBF16, {B, sh.k});
+      auto y = G(DType::kBF16, {B, sh.n});
+      auto wb = G(DType::kBF16, {sh.n, sh.k}, 0.02f);
+      auto w8 = GQ(WeightFormat::kFp8, 1, sh.n, sh.k);
+      Row((std::string("Linear bf16 ") + sh.name).c_str(), B,
+          MedianUs([&] { return Gpu().Linear(x->t, wb->t, y->t); }), 2.0 * sh.n * sh.k);
+      Row((std::string("Linear fp8 ") + sh.name).c_str(), B,
+          MedianUs([&] { return Gpu().Linear(x->t, w8->w, y->t); }),
+          1.0 * sh.n * sh.k + 4.0 * sh.n * sh.k / (128 * 128));
+    }
+  }
+  const int D = 4096, E = 32, F = 2048;
+  auto w1 = GQ(WeightFormat::kFp4, E, F, D), w3 = GQ(WeightFormat::kFp4, E, F, D);
+  auto w2 = GQ(WeightFormat::kFp4, E, D, F);
+  for (int B : {1, 8, 64}) {
+    auto x = G(DType::kBF16, {B, D});
+    std::vector<int32_t> idx(B * 6);
+    std::vector<bool> used(E, false);
+    for (int t = 0; t < B; ++t) {
+      std::vector<int32_t> perm(E);
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), Rng());
+      for (int k = 0; k < 6; ++k) used[idx[t * 6 + k] = perm[k]] = true;
+    }
+    const int distinct = static_cast<int>(std::count(used.begin(), used.end(), true));
+    auto im = GI(idx, {B, 6});
+    auto wm = G(DType::kF32, {B, 6});
+    auto out = G(DType::kBF16, {B, D});
+    Row("MoeExperts fp4 E32 top6 D4096 F2048", B, MedianUs([&] {
+          return Gpu().MoeExperts(x->t, im->t, wm->t, ExpertWeights{w1->w, w2->w, w3->w}, 10.0f,
+                                  out->t);
+        }),
+        distinct * 3.0 * F * D * (0.5 + 1.0 / 32));
+  }
+}
+
 }  // namespace
 }  // namespace moegraph::cuda_test

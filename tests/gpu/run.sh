@@ -8,6 +8,12 @@
 #            dsv4-tiny, dsv4-topk2, dsv4-shape and the realistic flash-shaped
 #            fixture made here (torch + transformers)
 #   bench    moegraph bench-decode on that fixture at batch 1, 8, 64, per mode
+#   quant    the released FP8/FP4 format: the flash-shaped fixture made again
+#            with --format fp4, check-golden on it (bf16 criterion against the
+#            fp32 reference on the dequantized weights), bench-decode of the
+#            fp4 checkpoint and of the same weights dequantized (bf16) in the
+#            same run, the [bench][quant] op timings, moegraphd serving
+#            the tiny fp4 fixture
 #   serve    moegraphd on the GPU (tiny model): graphs, clients, metrics, drain
 #   peer     transformers' DeepseekV4ForCausalLM on that fixture, same GPU
 #   tokbench tokenizer encode MB/s vs the `tokenizers` library, same file
@@ -17,6 +23,7 @@ set -u
 STAGE=${STAGE:-.gpu}
 OUT=${OUT:-/tmp/moegraph-gpu-out}
 FLASH=${FLASH:-/tmp/flash4-decode40}
+FLASH_FP4=${FLASH_FP4:-/tmp/flash4-fp4}
 mkdir -p "$OUT"
 LIBS=/tmp/moegraph-libs
 mkdir -p "$LIBS"
@@ -26,7 +33,7 @@ export LD_LIBRARY_PATH="$LIBS:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 # The [cuda] tests read tests/fixtures from this checkout.
 export MOEGRAPH_SOURCE_DIR="${MOEGRAPH_SOURCE_DIR:-$PWD}"
 export NCCL_NVLS_ENABLE=0
-steps=${*:-tests opbench golden bench serve peer tokbench}
+steps=${*:-tests opbench golden bench quant serve peer tokbench}
 declare -a table
 failed=0
 note() { table+=("$1"); }
@@ -49,6 +56,17 @@ make_flash() {
   note "fixture flash4: rc=$rc in $((SECONDS - t0)) s"
   return $rc
 }
+make_flash_fp4() {
+  [ -f "$FLASH_FP4/golden.safetensors" ] && return 0
+  local t0=$SECONDS
+  PYTHONUNBUFFERED=1 python3 "$STAGE/make_dsv4_fixture.py" --out "$FLASH_FP4" --format fp4 \
+    --config "$STAGE/flash-shaped-4layer.overrides.json" --prompt-a 2100 --prompt-b 300 \
+    --decode 40 --chunk 1000 --device cuda --no-hidden --keep-dequantized \
+    > "$OUT/fixture_fp4.log" 2>&1
+  local rc=$?
+  note "fixture flash4 fp4: rc=$rc in $((SECONDS - t0)) s"
+  return $rc
+}
 
 for step in $steps; do
   t0=$SECONDS
@@ -68,7 +86,7 @@ for step in $steps; do
       # positions on one bf16 near-tie, and one flip in 7 is 14% of a phase:
       # they gate on the median position (a broken kernel moves it) and 85%
       # argmax; the realistic fixture below takes the full bf16 criterion.
-      for fx in dsv4-tiny dsv4-topk2 dsv4-shape; do
+      for fx in dsv4-tiny dsv4-topk2 dsv4-shape dsv4-tiny-fp4 dsv4-tiny-fp8; do
         for g in off piecewise full; do
           t0=$SECONDS
           "$STAGE/moegraph" check-golden "tests/fixtures/$fx" --device cuda --graphs $g \
@@ -95,6 +113,45 @@ for step in $steps; do
       "$STAGE/moegraph" bench-decode "$FLASH" --device cuda --batches ${BENCH_BATCHES:-1,8,64} \
         --graphs off,piecewise,full --prefill ${BENCH_PREFILL:-2048,8192} > "$OUT/bench.log" 2>&1
       check "bench in $((SECONDS - t0)) s" $?
+      ;;
+    quant)
+      if [ ! -x "$STAGE/moegraph" ]; then note "quant: no moegraph binary staged"; continue; fi
+      make_flash_fp4 || { check "fixture flash4 fp4" 1; continue; }
+      for g in off full; do
+        t0=$SECONDS
+        "$STAGE/moegraph" check-golden "$FLASH_FP4" --device cuda --graphs $g \
+          > "$OUT/golden_flash4_fp4_$g.log" 2>&1
+        check "golden flash4-fp4 graphs=$g in $((SECONDS - t0)) s" $?
+      done
+      # The same weights dequantized (transformers' checkpoint the reference
+      # ran on; bf16 on the GPU) against the released layout, same run.
+      for fx in "$FLASH_FP4" "$FLASH_FP4/dequantized"; do
+        t0=$SECONDS
+        "$STAGE/moegraph" bench-decode "$fx" --device cuda --batches ${QUANT_BATCHES:-1,8,64} \
+          --graphs full --prefill 2048 >> "$OUT/bench_quant.log" 2>&1
+        check "bench $fx in $((SECONDS - t0)) s" $?
+      done
+      grep -E "^(BENCH|PREFILL)" "$OUT/bench_quant.log" | while read -r l; do note "  $l"; done
+      "$STAGE/moegraph_cuda_tests" "[bench][quant]" > "$OUT/opbench_quant.log" 2>&1
+      check "opbench quant" $?
+      grep "^OP-BENCH" "$OUT/opbench_quant.log" | while read -r l; do note "  $l"; done
+      for g in off full; do
+        grep -E "^(a|b) +(prefill|decode|chunked)|PASS|FAIL" "$OUT/golden_flash4_fp4_$g.log" |
+          while read -r l; do note "  fp4 $g: $(echo "$l" | cut -c1-220)"; done
+      done
+      port=$((20000 + RANDOM % 20000)); mport=$((port + 1))
+      "$STAGE/moegraphd" --config config/moegraphd.yaml --device cuda \
+        --model_dir tests/fixtures/dsv4-tiny-fp4 \
+        --listen_address=127.0.0.1:$port --metrics_address=127.0.0.1:$mport \
+        > "$OUT/serve_fp4.log" 2>&1 &
+      pid=$!
+      for _ in $(seq 100); do grep -q "ready:" "$OUT/serve_fp4.log" && break; sleep 0.2; done
+      "$STAGE/moegraph" generate "Hello fp4" --max-tokens 24 --server 127.0.0.1:$port \
+        > "$OUT/serve_fp4_client.log" 2>&1
+      ok=$?
+      grep -q finish "$OUT/serve_fp4_client.log" || ok=1
+      kill -TERM $pid; wait $pid
+      check "serve dsv4-tiny-fp4 on cuda through moegraphd" $ok
       ;;
     serve)
       # The daemon on the GPU: graphs by default, streams through the C++

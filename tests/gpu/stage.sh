@@ -3,12 +3,11 @@
 # ../main/.gpu, the git-ignored folder the device tool carries): stripped
 # executables, their non-system shared libraries (the machine has libc,
 # libstdc++, CUDA and NCCL but no abseil/gRPC/protobuf/yaml-cpp), this
-# folder's scripts, the fixture tool and its flash-shaped config, and the
-# dsv4-tiny fixture. Run from the repository root after `make build`.
+# folder's scripts, the fixture tools (tools/) and the flash-shaped config,
+# and the tokenizer fixtures. Run from the repository root after `make build`.
 set -euo pipefail
 BUILD=${BUILD:-build}
 DEST=${1:-../main/.gpu}
-SHARED=${SHARED:-/work/shared}
 rm -rf "$DEST"
 mkdir -p "$DEST/lib" "$DEST/fixtures"
 exes=()
@@ -26,7 +25,8 @@ ldd "${exes[@]}" | awk '/=> \//{print $3}' | sort -u |
 find "$DEST/lib" -type f -size +4M -exec gzip -9 {} \;
 for exe in "${exes[@]}"; do gzip -9 -f "$DEST/$(basename "$exe")"; done
 cp tests/gpu/run.sh "$DEST/"
-cp "$SHARED/tools/make_dsv4_fixture.py" "$SHARED/fixtures/configs/flash-shaped-4layer.overrides.json" "$DEST/"
+cp tools/make_dsv4_fixture.py tools/quantize_checkpoint.py \
+  tests/fixtures/configs/flash-shaped-4layer.overrides.json "$DEST/"
 cp -r tests/fixtures/dsv4-tiny tests/fixtures/bpe32k "$DEST/fixtures/"
 cp tests/gpu/tokenizers_bench.py tests/gpu/peer_transformers.py "$DEST/"
 du -sh "$DEST"

@@ -310,11 +310,14 @@ TEST_CASE("dsv4-tiny rope tables match the reference", "[golden]") {
   }
 }
 
-// Fixtures of other shapes (tests/fixtures/dsv4-*/README.md): every prompt's
-// prefill, chunked prefill at the recorded split and teacher-forced decode,
-// and the residual streams where recorded.
-TEST_CASE("dsv4-topk2 and dsv4-shape match the reference", "[golden]") {
-  for (const char* name : {"dsv4-topk2", "dsv4-shape"}) {
+// Fixtures of other shapes and formats (tests/fixtures/dsv4-*/README.md):
+// every prompt's prefill, chunked prefill at the recorded split and
+// teacher-forced decode, and the residual streams where recorded. The -fp4 and
+// -fp8 fixtures are the released FP8/FP4 layouts; their references ran on the
+// dequantized weights.
+TEST_CASE("dsv4-topk2, dsv4-shape, dsv4-tiny-fp4 and dsv4-tiny-fp8 match the reference",
+          "[golden]") {
+  for (const char* name : {"dsv4-topk2", "dsv4-shape", "dsv4-tiny-fp4", "dsv4-tiny-fp8"}) {
     const std::string dir = std::string(MOEGRAPH_SOURCE_DIR) + "/tests/fixtures/" + name;
     auto store = WeightStore::OpenFile(dir + "/golden.safetensors");
     REQUIRE(store.ok());

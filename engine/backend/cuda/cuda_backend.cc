@@ -78,6 +78,7 @@ absl::StatusOr<std::unique_ptr<CudaBackendImpl>> CudaBackendImpl::Create(int dev
   CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));
   std::unique_ptr<CudaBackendImpl> b(
       new CudaBackendImpl(device, absl::StrFormat("cuda:%d (%s)", device, prop.name)));
+  b->num_sms_ = prop.multiProcessorCount;
   ASSIGN_OR_RETURN(b->stream_, CudaStream::Create());
   ASSIGN_OR_RETURN(b->lt_, CublasLtHandle::Create());
   b->gemm_ = std::make_unique<CublasLtGemm>(b->lt_.get());

@@ -74,10 +74,13 @@ class CudaBackendImpl final : public Backend, public OpTimer {
                                       std::vector<Buffer>* owner) override;
   absl::StatusOr<Tensor> UploadStacked(const std::vector<Tensor>& host,
                                        std::vector<Buffer>* owner) override;
+  absl::StatusOr<Weight> UploadMatrix(const HostWeight& host, std::vector<Buffer>* owner) override;
+  absl::StatusOr<Weight> UploadStackedMatrices(const std::vector<HostWeight>& host,
+                                               std::vector<Buffer>* owner) override;
 
   absl::Status Embed(const Tensor& ids, const Tensor& table, Tensor out) override;
-  absl::Status Linear(const Tensor& x, const Tensor& w, Tensor y) override;
-  absl::Status GroupedLinear(const Tensor& x, const Tensor& w, int groups, Tensor y) override;
+  absl::Status Linear(const Tensor& x, const Weight& w, Tensor y) override;
+  absl::Status GroupedLinear(const Tensor& x, const Weight& w, int groups, Tensor y) override;
   absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor y) override;
   absl::Status Rope(Tensor x, const Tensor& pos, const Tensor& inv_freq, int rope_dim,
                     bool inverse) override;
@@ -145,12 +148,20 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   // (after a stream sync) until FreezeWorkspaces(), then refuses to.
   absl::StatusOr<void*> Scratch(size_t bytes);
   absl::Status Gemm(const GemmProblem& p, const void* x, const void* w, void* y);
+  // y = x W^T for an FP8/FP4 weight (cuda_quant_ops.cc): rows of x and y at
+  // strides ldx, ldy; `row0` selects a block of W's rows (grouped products).
+  absl::Status QuantGemm(const char* op, const Tensor& x, const Weight& w, int64_t row0,
+                         int64_t rows_of_w, int64_t k, int64_t ldx, Tensor y, int64_t y_offset,
+                         int64_t ldy);
+  // Appends `host` (data, then scales) to `buf` at `offset`, as stored on the device.
+  absl::Status UploadQuantized(const HostWeight& host, char* data, char* scale);
   // Ends the stream capture and instantiates what it recorded.
   absl::StatusOr<CudaGraphExec> EndCapture();
   int BeginOp(OpKind kind);
   void EndOp(int index);
 
   int device_;
+  int num_sms_ = 132;
   std::string name_;
   CudaStream stream_;  // declared first: destroyed after everything using it
   CublasLtHandle lt_;

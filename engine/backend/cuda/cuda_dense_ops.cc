@@ -42,10 +42,20 @@ absl::Status CudaBackendImpl::Embed(const Tensor& ids, const Tensor& table, Tens
   return LaunchStatus("Embed", cuda::LaunchEmbed(p, stream()));
 }
 
-absl::Status CudaBackendImpl::Linear(const Tensor& x, const Tensor& w, Tensor y) {
+absl::Status CudaBackendImpl::Linear(const Tensor& x, const Weight& weight, Tensor y) {
   OpScope scope(this, OpKind::kMatmul);
   RETURN_IF_ERROR(Activate());
   RETURN_IF_ERROR(ExpectType("Linear", "x", x, DType::kBF16));
+  if (weight.quantized()) {
+    if (y.dtype != DType::kBF16 && y.dtype != DType::kF32)
+      return Invalid("Linear", "y must be BF16 or F32");
+    const int64_t n = weight.rows(), k = weight.cols();
+    if (x.rank < 1 || x.dim(x.rank - 1) != k)
+      return Invalid("Linear", absl::StrCat("x ", x.ShapeString(), " does not end in w's ", k));
+    RETURN_IF_ERROR(ExpectNumel("Linear", "y", y, x.numel() / k * n));
+    return QuantGemm("Linear", x, weight, 0, n, k, k, y, 0, n);
+  }
+  const Tensor& w = weight.data;
   RETURN_IF_ERROR(ExpectType("Linear", "w", w, DType::kBF16));
   RETURN_IF_ERROR(ExpectRank("Linear", "w", w, 2));
   if (y.dtype != DType::kBF16 && y.dtype != DType::kF32)
@@ -66,11 +76,31 @@ absl::Status CudaBackendImpl::Linear(const Tensor& x, const Tensor& w, Tensor y)
   return Gemm(p, x.data, w.data, y.data);
 }
 
-absl::Status CudaBackendImpl::GroupedLinear(const Tensor& x, const Tensor& w, int groups,
+absl::Status CudaBackendImpl::GroupedLinear(const Tensor& x, const Weight& weight, int groups,
                                             Tensor y) {
   OpScope scope(this, OpKind::kMatmul);
   RETURN_IF_ERROR(Activate());
   RETURN_IF_ERROR(ExpectType("GroupedLinear", "x", x, DType::kBF16));
+  if (weight.quantized()) {
+    RETURN_IF_ERROR(ExpectType("GroupedLinear", "y", y, DType::kBF16));
+    const int64_t rows_w = weight.rows(), kg = weight.cols();
+    if (groups < 1 || rows_w % groups != 0)
+      return Invalid("GroupedLinear",
+                     absl::StrCat("w rows ", rows_w, " not divisible by groups ", groups));
+    const int64_t ng = rows_w / groups;
+    if (x.numel() % (groups * kg) != 0)
+      return Invalid("GroupedLinear",
+                     absl::StrCat("x ", x.ShapeString(), " is not [R, ", groups * kg, "]"));
+    RETURN_IF_ERROR(ExpectNumel("GroupedLinear", "y", y, x.numel() / (groups * kg) * rows_w));
+    for (int g = 0; g < groups; ++g) {
+      Tensor xg = x;
+      xg.data = x.as<bf16>() + g * kg;
+      RETURN_IF_ERROR(
+          QuantGemm("GroupedLinear", xg, weight, g * ng, ng, kg, groups * kg, y, g * ng, rows_w));
+    }
+    return absl::OkStatus();
+  }
+  const Tensor& w = weight.data;
   RETURN_IF_ERROR(ExpectType("GroupedLinear", "w", w, DType::kBF16));
   RETURN_IF_ERROR(ExpectType("GroupedLinear", "y", y, DType::kBF16));
   RETURN_IF_ERROR(ExpectRank("GroupedLinear", "w", w, 2));

@@ -63,20 +63,27 @@ absl::Status CudaBackendImpl::MoeExperts(const Tensor& x, const Tensor& idx, con
   RETURN_IF_ERROR(ExpectType(op, "idx", idx, DType::kI32));
   RETURN_IF_ERROR(ExpectType(op, "w", w, DType::kF32));
   RETURN_IF_ERROR(ExpectType(op, "out", out, DType::kBF16));
-  RETURN_IF_ERROR(ExpectType(op, "experts.w1", experts.w1, DType::kBF16));
-  RETURN_IF_ERROR(ExpectType(op, "experts.w2", experts.w2, DType::kBF16));
-  RETURN_IF_ERROR(ExpectType(op, "experts.w3", experts.w3, DType::kBF16));
-  RETURN_IF_ERROR(ExpectRank(op, "experts.w1", experts.w1, 3));
+  const WeightFormat fmt = experts.w1.format;
+  for (auto [name, e] : {std::pair{"experts.w1", &experts.w1}, std::pair{"experts.w2", &experts.w2},
+                         std::pair{"experts.w3", &experts.w3}}) {
+    if (e->format != fmt)
+      return Invalid(op, absl::StrCat(name, " is ", WeightFormatName(e->format), ", experts.w1 is ",
+                                      WeightFormatName(fmt)));
+    if (fmt == WeightFormat::kDense) RETURN_IF_ERROR(ExpectType(op, name, e->data, DType::kBF16));
+    RETURN_IF_ERROR(ExpectRank(op, name, e->data, 3));
+  }
   cuda::MoeParams p;
   p.tokens = static_cast<int>(x.dim(0));
   p.dim = static_cast<int>(x.dim(1));
   p.k = p.tokens ? static_cast<int>(idx.numel() / p.tokens) : 1;
-  p.experts = static_cast<int>(experts.w1.dim(0));
-  p.inter = static_cast<int>(experts.w1.dim(1));
-  if (experts.w1.dim(2) != p.dim) return Invalid(op, "experts.w1 is not [E, F, D]");
-  RETURN_IF_ERROR(ExpectNumel(op, "experts.w3", experts.w3, experts.w1.numel()));
-  RETURN_IF_ERROR(ExpectNumel(op, "experts.w2", experts.w2, experts.w1.numel()));
-  if (experts.w2.rank == 3 && (experts.w2.dim(1) != p.dim || experts.w2.dim(2) != p.inter))
+  p.experts = static_cast<int>(experts.w1.data.dim(0));
+  p.inter = static_cast<int>(experts.w1.rows());
+  if (experts.w1.cols() != p.dim) return Invalid(op, "experts.w1 is not [E, F, D]");
+  if (experts.w3.rows() != p.inter || experts.w3.cols() != p.dim ||
+      experts.w3.data.dim(0) != p.experts)
+    return Invalid(op, "experts.w3 is not [E, F, D]");
+  if (experts.w2.rows() != p.dim || experts.w2.cols() != p.inter ||
+      experts.w2.data.dim(0) != p.experts)
     return Invalid(op, "experts.w2 is not [E, D, F]");
   RETURN_IF_ERROR(ExpectNumel(op, "idx", idx, int64_t{p.tokens} * p.k));
   RETURN_IF_ERROR(ExpectNumel(op, "w", w, int64_t{p.tokens} * p.k));
@@ -84,9 +91,15 @@ absl::Status CudaBackendImpl::MoeExperts(const Tensor& x, const Tensor& idx, con
   p.x = x.as<bf16>();
   p.idx = idx.as<int32_t>();
   p.w = w.as<float>();
-  p.w1 = experts.w1.as<bf16>();
-  p.w2 = experts.w2.as<bf16>();
-  p.w3 = experts.w3.as<bf16>();
+  p.fmt = fmt == WeightFormat::kFp8   ? cuda::WeightFmt::kFp8
+          : fmt == WeightFormat::kFp4 ? cuda::WeightFmt::kFp4
+                                      : cuda::WeightFmt::kBf16;
+  for (auto [dst, src] : {std::pair{&p.w1, &experts.w1}, std::pair{&p.w2, &experts.w2},
+                          std::pair{&p.w3, &experts.w3}}) {
+    dst->data = src->data.data;
+    if (fmt == WeightFormat::kFp8) dst->scale_f32 = src->scale.as<float>();
+    if (fmt == WeightFormat::kFp4) dst->scale_e8m0 = src->scale.as<uint8_t>();
+  }
   p.out = out.as<bf16>();
   p.swiglu_limit = swiglu_limit;
   if (p.tokens == 0) return absl::OkStatus();

@@ -1,0 +1,163 @@
+// [cuda] FP8/FP4 weights: the GPU's dequantize-in-the-loop GEMMs against the
+// CPU, which dequantizes at load (exact). Random codes and a different scale
+// per block, at the tiny fixture's and V4-Flash's widths, so that a block or
+// nibble taken from the wrong place shows.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <numeric>
+
+#include "tests/cuda/backend_pair.h"
+
+namespace moegraph::cuda_test {
+namespace {
+
+struct HostMatrix {
+  std::vector<uint8_t> data, scale_bytes;
+  std::vector<float> scale_f32;
+  HostWeight view;
+};
+
+// Random codes (no NaN) and scales near 2^-7 (fp8) or 2^-5 (fp4) per block.
+std::unique_ptr<HostMatrix> RandomMatrix(WeightFormat fmt, int64_t n, int64_t k, bool f32_scales) {
+  auto m = std::make_unique<HostMatrix>();
+  std::uniform_int_distribution<int> byte(0, 255), jitter(-2, 2);
+  HostWeight& h = m->view;
+  h.format = fmt;
+  h.rows = n;
+  h.cols = k;
+  if (fmt == WeightFormat::kFp8) {
+    m->data.resize(n * k);
+    for (auto& b : m->data) {
+      b = static_cast<uint8_t>(byte(Rng()));
+      if ((b & 0x7F) == 0x7F) b = 0;
+    }
+    const int64_t nb = (n + 127) / 128, kb = (k + 127) / 128;
+    if (f32_scales) {
+      std::uniform_real_distribution<float> u(0.002f, 0.02f);
+      for (int64_t i = 0; i < nb * kb; ++i) m->scale_f32.push_back(u(Rng()));
+      h.scale = Tensor(m->scale_f32.data(), DType::kF32, {nb, kb});
+    } else {
+      for (int64_t i = 0; i < nb * kb; ++i) m->scale_bytes.push_back(127 - 9 + jitter(Rng()));
+      h.scale = Tensor(m->scale_bytes.data(), DType::kE8M0, {nb, kb});
+    }
+    h.data = Tensor(m->data.data(), DType::kF8E4M3, {n, k});
+  } else {
+    m->data.resize(n * k / 2);
+    for (auto& b : m->data) b = static_cast<uint8_t>(byte(Rng()));
+    for (int64_t i = 0; i < n * k / 32; ++i) m->scale_bytes.push_back(127 - 5 + jitter(Rng()));
+    h.data = Tensor(m->data.data(), DType::kU8, {n, k / 2});
+    h.scale = Tensor(m->scale_bytes.data(), DType::kE8M0, {n, k / 32});
+  }
+  return m;
+}
+
+struct WeightPair {
+  Weight cpu, gpu;
+  std::vector<Buffer> owner_cpu, owner_gpu;
+};
+
+std::unique_ptr<WeightPair> Upload(const std::vector<const HostWeight*>& host) {
+  auto p = std::make_unique<WeightPair>();
+  if (host.size() == 1) {
+    p->cpu = Cpu().UploadMatrix(*host[0], &p->owner_cpu).value();
+    p->gpu = Gpu().UploadMatrix(*host[0], &p->owner_gpu).value();
+  } else {
+    std::vector<HostWeight> v;
+    for (const HostWeight* h : host) v.push_back(*h);
+    p->cpu = Cpu().UploadStackedMatrices(v, &p->owner_cpu).value();
+    p->gpu = Gpu().UploadStackedMatrices(v, &p->owner_gpu).value();
+  }
+  return p;
+}
+
+std::string Name(WeightFormat f, bool f32_scales) {
+  return f == WeightFormat::kFp4 ? "fp4" : f32_scales ? "fp8/f32-scales" : "fp8";
+}
+
+TEST_CASE("Linear over FP8 and FP4 weights", "[cuda]") {
+  ReseedRng("QuantLinear");
+  struct Case {
+    int R, K, N;
+    WeightFormat fmt;
+    bool f32_scales;
+    Kind out;
+  };
+  const auto kFp8 = WeightFormat::kFp8, kFp4 = WeightFormat::kFp4;
+  for (Case c :
+       {Case{5, 64, 48, kFp8, false, Kind::kAct}, Case{7, 64, 32, kFp4, false, Kind::kAct},
+        Case{1, 4096, 1024, kFp8, false, Kind::kAct}, Case{8, 1024, 32768, kFp8, false, Kind::kAct},
+        Case{64, 4096, 4096, kFp8, true, Kind::kAct}, Case{300, 4096, 512, kFp8, false, Kind::kAct},
+        Case{3, 4096, 2048, kFp4, false, Kind::kF32}, Case{64, 2048, 4096, kFp4, false, Kind::kAct},
+        Case{130, 272, 200, kFp8, false, Kind::kAct}}) {
+    auto hw = RandomMatrix(c.fmt, c.N, c.K, c.f32_scales);
+    auto w = Upload({&hw->view});
+    auto x = Make(Kind::kAct, RandomBf16(int64_t{c.R} * c.K, 1.0f), {c.R, c.K});
+    auto y = MakeOut(c.out, {c.R, c.N});
+    REQUIRE(Cpu().Linear(x->cpu, w->cpu, y->cpu).ok());
+    absl::Status s = Gpu().Linear(x->gpu, w->gpu, y->gpu);
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+    CompareOut("Linear " + Name(c.fmt, c.f32_scales),
+               std::to_string(c.R) + "x" + std::to_string(c.K) + "x" + std::to_string(c.N), *y);
+  }
+}
+
+TEST_CASE("GroupedLinear over FP8 weights", "[cuda]") {
+  ReseedRng("QuantGroupedLinear");
+  for (auto [R, g, Kg, Ng] :
+       {std::tuple{3, 2, 64, 128}, std::tuple{1, 8, 4096, 1024}, std::tuple{64, 8, 4096, 1024}}) {
+    auto hw = RandomMatrix(WeightFormat::kFp8, int64_t{g} * Ng, Kg, false);
+    auto w = Upload({&hw->view});
+    auto x = Make(Kind::kAct, RandomBf16(int64_t{R} * g * Kg, 1.0f), {R, g * Kg});
+    auto y = MakeOut(Kind::kAct, {R, g * Ng});
+    REQUIRE(Cpu().GroupedLinear(x->cpu, w->cpu, g, y->cpu).ok());
+    REQUIRE(Gpu().GroupedLinear(x->gpu, w->gpu, g, y->gpu).ok());
+    CompareOut("GroupedLinear fp8", std::to_string(R) + "x" + std::to_string(g), *y);
+  }
+}
+
+TEST_CASE("MoeExperts over FP4 and FP8 experts", "[cuda]") {
+  ReseedRng("QuantMoe");
+  struct Case {
+    int T, E, k, D, F;
+    WeightFormat fmt;
+  };
+  for (Case c :
+       {Case{7, 8, 2, 64, 32, WeightFormat::kFp4}, Case{7, 8, 2, 64, 32, WeightFormat::kFp8},
+        Case{1, 16, 6, 4096, 2048, WeightFormat::kFp4},
+        Case{64, 16, 6, 4096, 2048, WeightFormat::kFp4},
+        Case{200, 16, 6, 4096, 2048, WeightFormat::kFp8}}) {
+    std::vector<std::unique_ptr<HostMatrix>> mats;
+    std::vector<const HostWeight*> w1, w2, w3;
+    for (int e = 0; e < c.E; ++e) {
+      for (auto [list, n, kk] :
+           {std::tuple{&w1, c.F, c.D}, std::tuple{&w3, c.F, c.D}, std::tuple{&w2, c.D, c.F}}) {
+        mats.push_back(RandomMatrix(c.fmt, n, kk, false));
+        list->push_back(&mats.back()->view);
+      }
+    }
+    auto u1 = Upload(w1), u2 = Upload(w2), u3 = Upload(w3);
+    auto x = Make(Kind::kAct, RandomBf16(int64_t{c.T} * c.D, 1.0f), {c.T, c.D});
+    std::vector<int32_t> idx(int64_t{c.T} * c.k);
+    for (int t = 0; t < c.T; ++t) {
+      std::vector<int32_t> perm(c.E);
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), Rng());
+      std::copy(perm.begin(), perm.begin() + c.k, idx.begin() + int64_t{t} * c.k);
+    }
+    auto im = MakeI32(idx, {c.T, c.k});
+    auto wm = Make(Kind::kF32, RandomUniformBf16(int64_t{c.T} * c.k, 0.1f, 1.0f), {c.T, c.k});
+    auto out = MakeOut(Kind::kAct, {c.T, c.D});
+    const ExpertWeights ec{u1->cpu, u2->cpu, u3->cpu}, eg{u1->gpu, u2->gpu, u3->gpu};
+    REQUIRE(Cpu().MoeExperts(x->cpu, im->cpu, wm->cpu, ec, 10.0f, out->cpu).ok());
+    absl::Status s = Gpu().MoeExperts(x->gpu, im->gpu, wm->gpu, eg, 10.0f, out->gpu);
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+    CompareOut(std::string("MoeExperts ") + (c.fmt == WeightFormat::kFp4 ? "fp4" : "fp8"),
+               "T" + std::to_string(c.T) + " D" + std::to_string(c.D), *out);
+  }
+}
+
+}  // namespace
+}  // namespace moegraph::cuda_test
