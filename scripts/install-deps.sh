@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages moegraph builds and tests with. Idempotent and
 # quiet when everything is already there; the CUDA toolkit is used if present
-# (/usr/local/cuda) and never installed here.
+# (/usr/local/cuda) and never installed here. Extra package names given as
+# arguments are installed the same way (tests/image/image_test.sh adds podman,
+# buildah and debootstrap).
 set -euo pipefail
 PKGS=(
   build-essential cmake ninja-build pkg-config
@@ -9,6 +11,7 @@ PKGS=(
   libyaml-cpp-dev catch2 nlohmann-json3-dev libonig-dev libicu-dev prometheus-cpp-dev
   python3 python3-grpcio python3-grpc-tools prometheus
   clang-14 libclang-rt-14-dev
+  "$@"
 )
 missing=()
 for p in "${PKGS[@]}"; do
