@@ -92,7 +92,8 @@ RUN missing=$(ldd /usr/local/bin/moegraphd /usr/local/bin/moegraph | grep "not f
 WORKDIR /opt/moegraph
 COPY config/moegraphd.yaml config/moegraphd.yaml
 COPY tests/fixtures/dsv4-tiny tests/fixtures/dsv4-tiny
-RUN useradd --system --no-create-home --shell /usr/sbin/nologin moegraph
+# A fixed uid, so that Kubernetes' runAsNonRoot can check it (deploy/k8s/).
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin moegraph
 USER moegraph
 
 # gRPC, Prometheus /metrics.

@@ -29,6 +29,7 @@ class Dsv4Engine final : public Engine {
   absl::Status StepAndSample(const StepPlan& plan, StepResult* result) override;
   std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) override;
   StatePoolStats state_pool() const override { return state_->pool_stats(); }
+  std::vector<DeviceMemoryStats> device_memory() const override;
 
   // Step with ForwardOptions (all logits, residual-stream capture).
   absl::Status StepWithOptions(const StepPlan& plan, const ForwardOptions& options,

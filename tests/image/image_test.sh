@@ -88,7 +88,16 @@ print(*[x.getsockname()[1] for x in s])')
 ctr=$(buildah from --pull-never --quiet "$image")
 log=$cache/daemon.log
 daemon_pid=""
+find_daemon() {
+  for p in /proc/[0-9]*; do
+    if tr '\0' ' ' < "$p/cmdline" 2> /dev/null \
+      | grep -Eq "^(\S*/)?moegraphd .*--listen_address=127.0.0.1:$grpc_port "; then
+      daemon_pid=${p#/proc/}
+    fi
+  done
+}
 cleanup() {
+  [ -n "$daemon_pid" ] || find_daemon
   [ -n "$daemon_pid" ] && kill "$daemon_pid" 2> /dev/null || true
   buildah rm "$ctr" > /dev/null 2>&1 || true
 }
@@ -110,15 +119,12 @@ grep -qx "liveness: SERVING" "$cache/health.txt" \
   && grep -qx "readiness moegraph.v1.Generation: SERVING" "$cache/health.txt" \
   || { echo "image-test: not healthy"; cat "$log"; exit 1; }
 
-# The daemon inside the chroot: its pid by its unique listen address, and its uid.
-for p in /proc/[0-9]*; do
-  if tr '\0' ' ' < "$p/cmdline" 2> /dev/null | grep -q "^moegraphd .*127.0.0.1:$grpc_port"; then
-    daemon_pid=${p#/proc/}
-  fi
-done
+# The daemon inside the chroot (not buildah's processes above it): its pid by
+# its unique listen address, and its uid.
+find_daemon
 [ -n "$daemon_pid" ] || { echo "image-test: no moegraphd process"; exit 1; }
 uid=$(awk '/^Uid:/ {print $2}' /proc/$daemon_pid/status)
-[ "$uid" != 0 ] || { echo "image-test: moegraphd runs as root"; exit 1; }
+[ "$uid" = 10001 ] || { echo "image-test: moegraphd runs as uid $uid, not 10001"; exit 1; }
 phase "moegraphd is pid $daemon_pid, uid $uid"
 
 in_image moegraph generate "Hello world" --max-tokens 5 --temperature 0 --ignore-eos \
