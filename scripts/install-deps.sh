@@ -9,7 +9,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libyaml-cpp-dev catch2 nlohmann-json3-dev libonig-dev libicu-dev prometheus-cpp-dev
-  python3 python3-grpcio python3-grpc-tools prometheus
+  python3 python3-grpcio python3-grpc-tools python3-yaml prometheus
   clang-14 libclang-rt-14-dev
   "$@"
 )
