@@ -88,16 +88,17 @@ print(*[x.getsockname()[1] for x in s])')
 ctr=$(buildah from --pull-never --quiet "$image")
 log=$cache/daemon.log
 daemon_pid=""
+runner=""
 find_daemon() {
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' < "$p/cmdline" 2> /dev/null \
+    if tr '\0' ' ' 2> /dev/null < "$p/cmdline" \
       | grep -Eq "^(\S*/)?moegraphd .*--listen_address=127.0.0.1:$grpc_port "; then
       daemon_pid=${p#/proc/}
     fi
   done
 }
 cleanup() {
-  [ -n "$daemon_pid" ] || find_daemon
+  [ -n "$daemon_pid" ] || { [ -n "$runner" ] && kill -0 "$runner" 2> /dev/null && find_daemon; }
   [ -n "$daemon_pid" ] && kill "$daemon_pid" 2> /dev/null || true
   buildah rm "$ctr" > /dev/null 2>&1 || true
 }
