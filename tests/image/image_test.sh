@@ -21,6 +21,7 @@ image=localhost/moegraph:cpu-test
 t0=$(date +%s)
 phase() { echo "image-test: [$(($(date +%s) - t0)) s] $*"; }
 
+[ "$(id -u)" -eq 0 ] || { echo "image-test: needs root (debootstrap, podman's rootful storage)"; exit 1; }
 scripts/install-deps.sh podman buildah debootstrap
 mkdir -p "$cache/apt-archives"
 
@@ -63,10 +64,18 @@ fi
 
 # --- the image ---------------------------------------------------------------
 phase "podman build (MOEGRAPH_CUDA=OFF)"
-podman build --isolation chroot --pull=never --layers \
-  --build-arg MOEGRAPH_CUDA=OFF \
-  --volume "$cache/apt-archives:/var/cache/apt/archives" \
-  -t "$image" -f Dockerfile . > "$cache/build.log" 2>&1 || { tail -40 "$cache/build.log"; exit 1; }
+build() {
+  podman build --isolation chroot --pull=never --layers --build-arg MOEGRAPH_CUDA=OFF \
+    --label moegraph.image-test=1 --volume "$cache/apt-archives:/var/cache/apt/archives" -f Dockerfile "$@" . \
+    >> "$cache/build.log" 2>&1 || { tail -40 "$cache/build.log"; exit 1; }
+}
+: > "$cache/build.log"
+# The build stage gets a tag of its own, so that pruning what earlier runs
+# left untagged (this test's images only, by label) keeps its layers, the
+# next run's cache.
+build --target build -t "$image-build"
+build -t "$image"
+podman image prune -f --filter label=moegraph.image-test=1 > /dev/null
 phase "built $image ($(podman image inspect --format '{{.Size}}' "$image") bytes)"
 
 # What the image declares, so the run below is the image's own.
