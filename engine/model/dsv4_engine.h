@@ -66,9 +66,8 @@ class Dsv4Engine final : public Engine {
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Dsv4Model> model_;
   std::unique_ptr<SequenceState> state_;
-  bool bucketed_ = false;
-  bool device_sampler_ = false;  // the backend samples (staged params in every step)  // pad steps
-                                 // to buckets (CUDA: shapes tuned at load)
+  bool bucketed_ = false;        // pad steps to buckets (CUDA: shapes tuned at load)
+  bool device_sampler_ = false;  // the backend samples (staged params in every step)
   std::string graph_mode_ = "off";
   std::vector<int> decode_buckets_;  // batch sizes with a captured graph
   std::vector<int> decode_graphs_;   // their graph ids ("full")
