@@ -65,7 +65,9 @@ fi
 # --- the image ---------------------------------------------------------------
 phase "podman build (MOEGRAPH_CUDA=OFF)"
 build() {
-  podman build --isolation chroot --pull=never --layers --build-arg MOEGRAPH_CUDA=OFF \
+  # Docker's format: OCI images have no HEALTHCHECK (podman drops it).
+  podman build --isolation chroot --pull=never --layers --format docker \
+    --build-arg MOEGRAPH_CUDA=OFF \
     --label moegraph.image-test=1 --volume "$cache/apt-archives:/var/cache/apt/archives" -f Dockerfile "$@" . \
     >> "$cache/build.log" 2>&1 || { tail -40 "$cache/build.log"; exit 1; }
 }
@@ -118,9 +120,13 @@ phase "starting $entrypoint as $user on 127.0.0.1:$grpc_port, metrics :$metrics_
 in_image "$entrypoint" "$config_arg" --listen_address=127.0.0.1:$grpc_port \
   --metrics_address=127.0.0.1:$metrics_port > "$log" 2>&1 &
 runner=$!
+# The image's own HEALTHCHECK command, pointed at this run's port.
+mapfile -t health_cmd < <(podman image inspect --format '{{json .HealthCheck.Test}}' "$image" \
+  | python3 -c "import json, sys; t = json.load(sys.stdin); assert t[0] == 'CMD', t
+print('\n'.join(a.replace('127.0.0.1:50051', '127.0.0.1:$grpc_port') for a in t[1:]))")
+[ "${health_cmd[0]:-}" = moegraph ] || { echo "image-test: HEALTHCHECK is '${health_cmd[*]}'"; exit 1; }
 for _ in $(seq 1 120); do
-  in_image moegraph health --server 127.0.0.1:$grpc_port --timeout 2 > "$cache/health.txt" 2>&1 \
-    && break
+  in_image "${health_cmd[@]}" > "$cache/health.txt" 2>&1 && break
   kill -0 "$runner" 2> /dev/null || { echo "image-test: moegraphd exited"; cat "$log"; exit 1; }
   sleep 1
 done
