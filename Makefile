@@ -3,8 +3,10 @@
 BUILD_DIR ?= build
 CMAKE_ARGS ?=
 JOBS ?= $(shell nproc)
+# Build only these targets (e.g. TARGETS="moegraphd moegraph"); empty = all.
+TARGETS ?=
 
-.PHONY: all deps configure build test serve check-golden format clean
+.PHONY: all deps configure build test serve check-golden image-test format clean
 
 all: build
 
@@ -16,7 +18,7 @@ configure: deps
 	  cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS); fi
 
 build: configure
-	@cmake --build $(BUILD_DIR) -j $(JOBS)
+	@cmake --build $(BUILD_DIR) -j $(JOBS) $(if $(TARGETS),--target $(TARGETS))
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 1200
@@ -26,6 +28,11 @@ serve: build
 
 check-golden: build
 	@$(BUILD_DIR)/moegraph check-golden tests/fixtures/dsv4-tiny
+
+# Builds the Dockerfile's CPU variant with podman and runs the image
+# (tests/image/image_test.sh; root, caches in build-image/).
+image-test:
+	@tests/image/image_test.sh
 
 format:
 	@git ls-files '*.h' '*.cc' '*.cu' '*.cuh' | xargs clang-format -i

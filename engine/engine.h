@@ -108,6 +108,13 @@ struct StatePoolStats {
   int max_sequence_tokens = 0;
 };
 
+// The memory of one device an engine runs on (Engine::device_memory()).
+struct DeviceMemoryStats {
+  std::string device;      // the backend's name: "cuda:0"
+  int64_t used_bytes = 0;  // in use on the device, by every process
+  int64_t total_bytes = 0;
+};
+
 class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
@@ -153,6 +160,10 @@ class Engine {
   // the thread that calls AcquireSlot and Step (the state is not locked). An
   // engine that does not report its pool returns zeros.
   virtual StatePoolStats state_pool() const { return {}; }
+
+  // The memory of each device the engine runs on, for metrics; empty when it
+  // runs on none (CPU). Asks the driver (microseconds): not for every step.
+  virtual std::vector<DeviceMemoryStats> device_memory() const { return {}; }
 };
 
 }  // namespace moegraph

@@ -164,6 +164,8 @@ class Backend {
   // Device memory in use on this backend's device, in bytes (all processes'),
   // or -1 where there is none to report (CPU).
   virtual int64_t device_memory_used() const { return -1; }
+  // The device's memory in bytes, or -1 where there is none to report (CPU).
+  virtual int64_t device_memory_total() const { return -1; }
 
   // Uploads a checkpoint tensor (host memory, any of F32/BF16/F16/I32/I64) as
   // the backend stores it: matrices for Linear keep bf16 (CUDA converts f32

@@ -307,4 +307,11 @@ std::unique_ptr<int32_t[], void (*)(int32_t*)> Dsv4Engine::AllocateHostTokens(si
                                                         [](int32_t* p) { delete[] p; });
 }
 
+std::vector<DeviceMemoryStats> Dsv4Engine::device_memory() const {
+  const int64_t used = backend_->device_memory_used();
+  const int64_t total = backend_->device_memory_total();
+  if (used < 0 || total < 0) return {};
+  return {DeviceMemoryStats{backend_->name(), used, total}};
+}
+
 }  // namespace moegraph

@@ -29,6 +29,7 @@ class Dsv4Engine final : public Engine {
   absl::Status StepAndSample(const StepPlan& plan, StepResult* result) override;
   std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) override;
   StatePoolStats state_pool() const override { return state_->pool_stats(); }
+  std::vector<DeviceMemoryStats> device_memory() const override;
 
   // Step with ForwardOptions (all logits, residual-stream capture).
   absl::Status StepWithOptions(const StepPlan& plan, const ForwardOptions& options,
@@ -65,9 +66,8 @@ class Dsv4Engine final : public Engine {
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Dsv4Model> model_;
   std::unique_ptr<SequenceState> state_;
-  bool bucketed_ = false;
-  bool device_sampler_ = false;  // the backend samples (staged params in every step)  // pad steps
-                                 // to buckets (CUDA: shapes tuned at load)
+  bool bucketed_ = false;        // pad steps to buckets (CUDA: shapes tuned at load)
+  bool device_sampler_ = false;  // the backend samples (staged params in every step)
   std::string graph_mode_ = "off";
   std::vector<int> decode_buckets_;  // batch sizes with a captured graph
   std::vector<int> decode_graphs_;   // their graph ids ("full")

@@ -4,6 +4,7 @@
 
 #include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
+#include "server/metrics/metric_names.h"
 
 namespace moegraph {
 
@@ -20,6 +21,11 @@ void SchedulerMetrics::OnStep(const StepStats& s) {
   prometheus::Histogram*& step = step_durations_[{s.mode, bucket}];
   if (step == nullptr) step = &m_.StepDuration(s.mode, bucket);
   step->Observe(s.step_seconds);
+  if (s.mode != metrics::kStepModeEager) {
+    prometheus::Counter*& replays = graph_replays_[{s.mode, bucket}];
+    if (replays == nullptr) replays = &m_.GraphReplays(s.mode, bucket);
+    replays->Increment();
+  }
   m_.engine_step_seconds->Increment(s.engine_seconds);
   m_.scheduler_overhead_seconds->Increment(std::max(0.0, s.step_seconds - s.engine_seconds));
   m_.steps->Increment();
@@ -71,6 +77,13 @@ void SchedulerMetrics::OnStatePool(const StatePoolStats& p) {
   m_.pool_pages_reserved->Set(static_cast<double>(p.reserved_pages));
   m_.pool_pages_used->Set(static_cast<double>(p.used_pages));
   m_.request_max_tokens->Set(p.max_sequence_tokens);
+}
+
+void SchedulerMetrics::OnDeviceMemory(const std::vector<DeviceMemoryStats>& devices) {
+  for (const DeviceMemoryStats& d : devices) {
+    m_.GpuMemory(d.device, metrics::kMemoryUsed).Set(static_cast<double>(d.used_bytes));
+    m_.GpuMemory(d.device, metrics::kMemoryTotal).Set(static_cast<double>(d.total_bytes));
+  }
 }
 
 }  // namespace moegraph

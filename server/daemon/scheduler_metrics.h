@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "prometheus/registry.h"
@@ -32,6 +33,7 @@ class SchedulerMetrics final : public SchedulerObserver {
   void OnFinished(const FinishEvent& event) override;
   void OnRejected(const char* reason) override;
   void OnStatePool(const StatePoolStats& stats) override;
+  void OnDeviceMemory(const std::vector<DeviceMemoryStats>& devices) override;
 
  private:
   SchedulerMetrics() = default;
@@ -40,6 +42,7 @@ class SchedulerMetrics final : public SchedulerObserver {
   // Step-time children by (mode, bucket); OnStep runs on the scheduler
   // thread only, so this cache needs no lock.
   std::map<std::pair<std::string, int>, prometheus::Histogram*> step_durations_;
+  std::map<std::pair<std::string, int>, prometheus::Counter*> graph_replays_;  // the same
 };
 
 }  // namespace moegraph

@@ -35,6 +35,22 @@ inline constexpr char kStepModeEager[] = "eager";  // no graph replay (CPU, or g
 // The graph's batch bucket; eager steps (no graph) use their number of sequences.
 inline constexpr char kStepBucketLabel[] = "bucket";
 
+// Steps replayed from captured CUDA graphs, by graph mode ("full": one graph
+// of the whole decode step; "piecewise": the pieces between the eager ops,
+// counted once per step) and batch bucket. Eager steps are not counted.
+inline constexpr char kGraphReplaysTotal[] = "moegraph_graph_replays_total";
+inline constexpr char kGraphReplaysHelp[] =
+    "Steps replayed from captured CUDA graphs, by graph mode and batch bucket.";
+
+// Device memory of each GPU the engine runs on (bytes; absent on the CPU).
+inline constexpr char kGpuMemoryBytes[] = "moegraph_gpu_memory_bytes";
+inline constexpr char kGpuMemoryHelp[] =
+    "GPU memory in bytes, by device and kind (used: by every process on the device; total).";
+inline constexpr char kDeviceLabel[] = "device";  // the backend's name, "cuda:0"
+inline constexpr char kMemoryKindLabel[] = "kind";
+inline constexpr char kMemoryUsed[] = "used";
+inline constexpr char kMemoryTotal[] = "total";
+
 // Load gauges.
 inline constexpr char kRequestsRunning[] = "moegraph_requests_running";
 inline constexpr char kRequestsRunningHelp[] = "Requests holding a sequence slot.";

@@ -31,6 +31,14 @@ prometheus::Histogram& ServerMetrics::StepDuration(const std::string& mode, int 
                             FineLatencyBuckets());
 }
 
+prometheus::Counter& ServerMetrics::GraphReplays(const std::string& mode, int bucket) const {
+  return graph_replays->Add({{kStepModeLabel, mode}, {kStepBucketLabel, std::to_string(bucket)}});
+}
+
+prometheus::Gauge& ServerMetrics::GpuMemory(const std::string& device, const char* kind) const {
+  return gpu_memory->Add({{kDeviceLabel, device}, {kMemoryKindLabel, kind}});
+}
+
 prometheus::Counter* ServerMetrics::Rejected(const char* reason) const {
   const std::pair<const char*, prometheus::Counter*> table[] = {
       {kRejectQueueFull, rejected.queue_full},         {kRejectTooLong, rejected.too_long},
@@ -74,6 +82,10 @@ absl::StatusOr<ServerMetrics> RegisterServerMetrics(prometheus::Registry* r) {
                            .Name(kStepDurationSeconds)
                            .Help(kStepDurationHelp)
                            .Register(*r);
+    m.graph_replays =
+        &prometheus::BuildCounter().Name(kGraphReplaysTotal).Help(kGraphReplaysHelp).Register(*r);
+    m.gpu_memory =
+        &prometheus::BuildGauge().Name(kGpuMemoryBytes).Help(kGpuMemoryHelp).Register(*r);
 
     m.requests_running = AddGauge(r, kRequestsRunning, kRequestsRunningHelp);
     m.requests_waiting = AddGauge(r, kRequestsWaiting, kRequestsWaitingHelp);

@@ -38,6 +38,10 @@ struct ServerMetrics {
   // moegraph_step_duration_seconds{mode, bucket}: children appear with the
   // first step of their kind (StepDuration).
   prometheus::Family<prometheus::Histogram>* step_duration = nullptr;
+  // moegraph_graph_replays_total{mode, bucket}: children with their first replay.
+  prometheus::Family<prometheus::Counter>* graph_replays = nullptr;
+  // moegraph_gpu_memory_bytes{device, kind}: children with the first report.
+  prometheus::Family<prometheus::Gauge>* gpu_memory = nullptr;
   prometheus::Gauge* requests_running = nullptr;
   prometheus::Gauge* requests_waiting = nullptr;
   prometheus::Gauge* slots_used = nullptr;
@@ -60,6 +64,10 @@ struct ServerMetrics {
   // The step-time histogram of `mode` and `bucket` (created on first use,
   // with FineLatencyBuckets; later calls return the same child).
   prometheus::Histogram& StepDuration(const std::string& mode, int bucket) const;
+  // The replay counter of graph `mode` and `bucket` (created on first use).
+  prometheus::Counter& GraphReplays(const std::string& mode, int bucket) const;
+  // The gauge of `device`'s memory of `kind` (kMemoryUsed or kMemoryTotal).
+  prometheus::Gauge& GpuMemory(const std::string& device, const char* kind) const;
   // The refusal counter of a reason of metric_names.h, or nullptr.
   prometheus::Counter* Rejected(const char* reason) const;
 };

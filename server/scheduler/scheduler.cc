@@ -73,6 +73,7 @@ Scheduler::Scheduler(Engine* engine, const TextCodec* codec, const SchedulerOpti
   for (int s = num_slots_ - 1; s >= 0; --s) free_slots_.push_back(s);
   running_.reserve(num_slots_);
   ReportPool();
+  ReportDeviceMemory(/*force=*/true);
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -177,6 +178,15 @@ void Scheduler::ReportPool() {
   if (observer_ != nullptr) observer_->OnStatePool(engine_->state_pool());
 }
 
+void Scheduler::ReportDeviceMemory(bool force) {
+  if (observer_ == nullptr) return;
+  const auto now = SteadyClock::now();
+  if (!force && now - last_memory_report_ < std::chrono::seconds(1)) return;
+  last_memory_report_ = now;
+  std::vector<DeviceMemoryStats> devices = engine_->device_memory();
+  if (!devices.empty()) observer_->OnDeviceMemory(devices);
+}
+
 void Scheduler::ReportRejected(const char* reason) {
   if (observer_ != nullptr) observer_->OnRejected(reason);
 }
@@ -233,6 +243,7 @@ void Scheduler::Run() {
     if (!running_.empty()) RunStep();
     ReportQueue();
     ReportPool();
+    ReportDeviceMemory(/*force=*/false);
   }
 }
 

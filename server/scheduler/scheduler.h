@@ -94,6 +94,9 @@ class Scheduler {
                          const std::string& error);
   void ReportQueue();
   void ReportPool();  // scheduler thread (or before it runs)
+  // Device memory, when `force` or a second after the last report (scheduler
+  // thread, or before it runs).
+  void ReportDeviceMemory(bool force);
 
   Engine* const engine_;
   const TextCodec* const codec_;
@@ -123,6 +126,7 @@ class Scheduler {
   StepResult result_;                 // the engine's sampled ids or logits of the current step
   std::vector<Sequence*> step_seqs_;  // the sequence of each chunk of the current plan
   StepPlan plan_;
+  SteadyClock::time_point last_memory_report_{};  // ReportDeviceMemory's
 
   std::thread thread_;
 };

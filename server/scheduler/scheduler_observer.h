@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "engine/engine.h"
 #include "server/scheduler/generation_request.h"
@@ -47,6 +48,10 @@ class SchedulerObserver {
   // The engine's state pool after admissions, steps and releases (scheduler
   // thread; once from Scheduler::Create's thread before any request).
   virtual void OnStatePool(const StatePoolStats& /*stats*/) {}
+  // The engine's device memory (scheduler thread; once before any request,
+  // then at most once a second while steps run). Not called for an engine
+  // without devices.
+  virtual void OnDeviceMemory(const std::vector<DeviceMemoryStats>& /*devices*/) {}
 };
 
 }  // namespace moegraph

@@ -26,6 +26,8 @@ struct FakeEngineOptions {
   // AcquireSlot fails with RESOURCE_EXHAUSTED beyond it.
   int state_pool_tokens = 0;
   bool record_steps = true;  // keep every plan for steps() (tests)
+  // What device_memory() reports (tests of the GPU memory metrics; empty: none).
+  std::vector<DeviceMemoryStats> device_memory;
 };
 
 class FakeEngine final : public Engine {
@@ -42,6 +44,7 @@ class FakeEngine final : public Engine {
   // Tokens only (the fake has no pages): capacity state_pool_tokens, or one
   // context per slot when that is 0.
   StatePoolStats state_pool() const override;
+  std::vector<DeviceMemoryStats> device_memory() const override { return options_.device_memory; }
 
   // The logits the engine returns after `history` (vocab_size values).
   static void LogitsFor(const std::vector<int32_t>& history, int vocab_size,

@@ -176,11 +176,17 @@ for step in $steps; do
       python3 -c "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:$mport/metrics').read().decode())" \
         > "$OUT/serve_metrics.txt" 2>&1 || ok=0
       grep -q 'moegraph_step_duration_seconds_count{bucket="[0-9]*",mode="full"}' "$OUT/serve_metrics.txt" || ok=0
+      # Graph replays counted, and the GPU's memory: used > 0, total >= used.
+      grep -Eq '^moegraph_graph_replays_total\{bucket="[0-9]+",mode="full"\} [1-9]' "$OUT/serve_metrics.txt" || ok=0
+      awk '/^moegraph_gpu_memory_bytes\{device="cuda:0",kind="used"\}/ {u=$2}
+           /^moegraph_gpu_memory_bytes\{device="cuda:0",kind="total"\}/ {t=$2}
+           END {exit !(u > 0 && t >= u)}' "$OUT/serve_metrics.txt" || ok=0
       [ "$(grep -c 'finish' "$OUT/serve_clients.log")" -ge 6 ] || ok=0
       kill -TERM $pid; wait $pid; rc=$?
       [ $rc -eq 0 ] || ok=0
       while read -r l; do note "  $l"; done < <(grep -E 'captured|tuned|ready' "$OUT/serve.log" | cut -c1-200)
       note "  $(grep -E '^moegraph_step_duration_seconds_count' "$OUT/serve_metrics.txt" | tr '\n' ' ' | cut -c1-400)"
+      note "  $(grep -E '^moegraph_(graph_replays_total|gpu_memory_bytes)' "$OUT/serve_metrics.txt" | tr '\n' ' ' | cut -c1-400)"
       check "serve (daemon on cuda, graphs, 6 clients, metrics, SIGTERM rc=$rc)" $((1 - ok))
       ;;
     peer)

@@ -19,12 +19,20 @@ def free_port():
 
 
 class PrometheusServer:
-    def __init__(self, targets, job="moegraph", binary="prometheus", ready_timeout=60):
+    def __init__(self, targets, job="moegraph", binary="prometheus", ready_timeout=60,
+                 rule_files=()):
+        """rule_files: {file name: YAML text} of rules to load, evaluated every second."""
         self._dir = tempfile.mkdtemp(prefix="moegraph-prometheus-")
         config = os.path.join(self._dir, "prometheus.yml")
+        rules = ""
+        for name, text in dict(rule_files).items():
+            with open(os.path.join(self._dir, name), "w") as f:
+                f.write(text)
+            rules += f"  - {name}\n"
         with open(config, "w") as f:
             f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
                     "  evaluation_interval: 1s\n"
+                    + (f"rule_files:\n{rules}" if rules else "") +
                     f"scrape_configs:\n  - job_name: {job}\n    static_configs:\n"
                     f"      - targets: [{', '.join(repr(t) for t in targets)}]\n")
         self.address = f"127.0.0.1:{free_port()}"

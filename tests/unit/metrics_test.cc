@@ -121,7 +121,11 @@ TEST_CASE("metrics: the daemon's families render with their names, labels and bu
     INFO(name);
     CHECK(Contains(text, std::string("\n# TYPE ") + name + " " + type + "\n"));
   }
+  // Families with labels and no child yet render nothing: they appear with
+  // their first step, graph replay or device report.
   CHECK_FALSE(Contains(text, kStepDurationSeconds));
+  CHECK_FALSE(Contains(text, kGraphReplaysTotal));
+  CHECK_FALSE(Contains(text, kGpuMemoryBytes));
   CHECK(Contains(text, "# HELP moegraph_requests_total Requests finished, by finish reason.\n"));
 
   // All finish and refusal reasons from the start, at their values.
@@ -246,6 +250,9 @@ TEST_CASE("metrics: the scheduler observer feeds every family", "[metrics]") {
   pool.used_pages = 3;
   pool.max_sequence_tokens = 1539;
   o.OnStatePool(pool);
+  // Two devices; the second report replaces the first's values.
+  o.OnDeviceMemory({{"cuda:0", 1000, 80000}, {"cuda:1", 2000, 80000}});
+  o.OnDeviceMemory({{"cuda:0", 1500, 80000}, {"cuda:1", 2500, 80000}});
 
   const std::string t = Render(registry);
   auto one = [&](const std::string& line) {
@@ -255,6 +262,17 @@ TEST_CASE("metrics: the scheduler observer feeds every family", "[metrics]") {
   one("moegraph_step_duration_seconds_count{bucket=\"3\",mode=\"eager\"} 2");
   one("moegraph_step_duration_seconds_sum{bucket=\"3\",mode=\"eager\"} 0.02");
   one("moegraph_step_duration_seconds_count{bucket=\"8\",mode=\"full\"} 1");
+  // Only the graph step is a replay.
+  CHECK(SampleLines(t, kGraphReplaysTotal) ==
+        std::vector<std::string>{"moegraph_graph_replays_total{bucket=\"8\",mode=\"full\"} 1"});
+  CHECK(Contains(t, "\n# TYPE moegraph_graph_replays_total counter\n"));
+  CHECK(Contains(t, "\n# TYPE moegraph_gpu_memory_bytes gauge\n"));
+  CHECK(
+      Sorted(SampleLines(t, kGpuMemoryBytes)) ==
+      std::vector<std::string>{"moegraph_gpu_memory_bytes{device=\"cuda:0\",kind=\"total\"} 80000",
+                               "moegraph_gpu_memory_bytes{device=\"cuda:0\",kind=\"used\"} 1500",
+                               "moegraph_gpu_memory_bytes{device=\"cuda:1\",kind=\"total\"} 80000",
+                               "moegraph_gpu_memory_bytes{device=\"cuda:1\",kind=\"used\"} 2500"});
   one("moegraph_steps_total 3");
   one("moegraph_prefill_tokens_total 60");
   one("moegraph_decode_tokens_total 6");

@@ -320,6 +320,14 @@ class RecordingObserver final : public SchedulerObserver {
     std::lock_guard<std::mutex> lock(mu_);
     steps_.push_back(stats);
   }
+  void OnDeviceMemory(const std::vector<DeviceMemoryStats>& devices) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    memory_reports_.push_back(devices);
+  }
+  std::vector<std::vector<DeviceMemoryStats>> memory_reports() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return memory_reports_;
+  }
   std::vector<std::string> rejected() {
     std::lock_guard<std::mutex> lock(mu_);
     return rejected_;
@@ -338,6 +346,7 @@ class RecordingObserver final : public SchedulerObserver {
   std::vector<std::string> rejected_;
   std::vector<StatePoolStats> pools_;
   std::vector<StepStats> steps_;
+  std::vector<std::vector<DeviceMemoryStats>> memory_reports_;
 };
 
 TEST_CASE("scheduler: admission refuses a request the state pool can never hold", "[scheduler]") {
@@ -407,6 +416,46 @@ TEST_CASE("scheduler: admission refuses a request the state pool can never hold"
     CHECK(st.bucket == 0);
     CHECK(st.sequences == 1);
   }
+}
+
+TEST_CASE("scheduler: device memory is reported at start and at most once a second",
+          "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.step_seconds = 0.25;
+  eo.device_memory = {{"cuda:0", 100, 1000}, {"cuda:1", 200, 1000}};
+  FakeEngine engine(eo);
+  RecordingObserver observer;
+  const auto start = SteadyClock::now();
+  auto scheduler = Scheduler::Create(&engine, nullptr, SchedulerOptions{}, &observer);
+  REQUIRE(scheduler.ok());
+  // Before any request: the engine's devices as it reports them.
+  const std::vector<std::vector<DeviceMemoryStats>> first = observer.memory_reports();
+  REQUIRE(first.size() == 1);
+  REQUIRE(first[0].size() == 2);
+  CHECK(first[0][1].device == "cuda:1");
+  CHECK(first[0][1].used_bytes == 200);
+  CHECK(first[0][1].total_bytes == 1000);
+
+  // 8 steps of 0.25 s: a report a second at most, not one a step.
+  Req r = MakeRequest("r", Prompt(4), 7);
+  auto sink = r.sink;
+  REQUIRE((*scheduler)->Submit(std::move(r.request)).ok());
+  CHECK(sink->WaitFinish().reason == FinishReason::kLength);
+  scheduler->reset();
+  const double seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  const size_t reports = observer.memory_reports().size();
+  INFO("reports " << reports << " in " << seconds << " s");
+  CHECK(reports >= 2);
+  CHECK(reports <= 1 + static_cast<size_t>(seconds));
+  CHECK(observer.steps().size() == 7);
+
+  // An engine without devices (the CPU) reports nothing.
+  FakeEngine cpu(FakeEngineOptions{});
+  RecordingObserver quiet;
+  auto on_cpu = Scheduler::Create(&cpu, nullptr, SchedulerOptions{}, &quiet);
+  REQUIRE(on_cpu.ok());
+  on_cpu->reset();
+  CHECK(quiet.memory_reports().empty());
 }
 
 TEST_CASE("scheduler: drain finishes running requests, then aborts at the deadline",

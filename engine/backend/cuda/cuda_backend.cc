@@ -275,6 +275,13 @@ int64_t CudaBackendImpl::device_memory_used() const {
   return static_cast<int64_t>(total - free);
 }
 
+int64_t CudaBackendImpl::device_memory_total() const {
+  size_t free = 0, total = 0;
+  if (cudaSetDevice(device_) != cudaSuccess || cudaMemGetInfo(&free, &total) != cudaSuccess)
+    return -1;
+  return static_cast<int64_t>(total);
+}
+
 absl::Status CudaBackendImpl::BeginGraphCapture() {
   RETURN_IF_ERROR(Activate());
   CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal));

@@ -70,6 +70,7 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   void FreezeWorkspaces() override { frozen_ = true; }
   BackendCounters counters() const override { return counters_; }
   int64_t device_memory_used() const override;
+  int64_t device_memory_total() const override;
   absl::StatusOr<Tensor> UploadWeight(const Tensor& host, bool matrix,
                                       std::vector<Buffer>* owner) override;
   absl::StatusOr<Tensor> UploadStacked(const std::vector<Tensor>& host,
