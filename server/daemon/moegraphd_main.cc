@@ -27,6 +27,7 @@
 #include "server/metrics/metrics.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/generation_service.h"
+#include "server/service/protobuf_log_limit.h"
 #include "server/testing/fake_engine.h"
 #include "server/text/text_codec.h"
 
@@ -147,6 +148,20 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   // gRPC sets SO_REUSEPORT by default: a second daemon on a taken port would
   // start and silently take half the connections.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // One connection may not hold every slot and queue place; a client that
+  // stops answering pings (frozen, or gone without a FIN) loses its
+  // connection, and its streams free their slots.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, config.max_streams_per_connection);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(config.keepalive_time_seconds * 1000));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(config.keepalive_timeout_seconds * 1000));
+  // Clients may keep idle connections alive with pings every 10 s or more.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  // Keep pinging a connection whose streams are stalled (no data to send).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -194,6 +209,11 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   absl::StatusOr<std::unique_ptr<TextCodec>> loaded = LoadTokenizerCodec(config.model_dir);
   if (loaded.ok()) {
     codec = std::move(*loaded);
+  } else if (std::filesystem::exists(std::filesystem::path(config.model_dir) / "tokenizer.json")) {
+    // A tokenizer that is there but broken must not pass for none.
+    LOG_ERROR << "loading " << config.model_dir << ": " << loaded.status();
+    server->Shutdown();
+    return 1;
   } else {
     LOG_WARN << "no tokenizer (" << loaded.status() << "); only token-id prompts, no text";
   }
@@ -203,6 +223,8 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   SchedulerOptions scheduler_options;
   scheduler_options.max_queue = config.queue_size;
   scheduler_options.max_step_tokens = config.max_step_tokens;
+  scheduler_options.max_waiting_per_peer = config.max_waiting_per_peer;
+  scheduler_options.stall_timeout_seconds = config.stall_timeout_seconds;
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
       Scheduler::Create(engine.get(), codec.get(), scheduler_options, server_metrics->get());
   if (!scheduler.ok()) {
@@ -221,8 +243,13 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   limits.max_stop_strings = config.max_stop_strings;
   limits.max_stop_string_length = config.max_stop_string_length;
   limits.max_logprobs = config.max_logprobs;
+  limits.max_prompt_bytes = config.max_prompt_bytes;
+  limits.max_stop_token_ids = config.max_stop_token_ids;
   limits.defaults = config.sampling;
-  service.SetReady(scheduler->get(), codec.get(), info, limits, engine->num_slots(),
+  StreamLimits stream_limits;
+  stream_limits.max_message_bytes = static_cast<size_t>(config.max_message_bytes);
+  stream_limits.max_backlog_bytes = static_cast<size_t>(config.max_stream_backlog_bytes);
+  service.SetReady(scheduler->get(), codec.get(), info, limits, stream_limits, engine->num_slots(),
                    engine->max_step_tokens());
   health->SetServingStatus(GenerationService::kServiceName, true);
   LOG_INFO << absl::StrFormat(
@@ -307,6 +334,7 @@ int main(int argc, char** argv) {
     config = *loaded;
   }
   absl::Status applied = moegraph::ApplyServerFlags(flags->config_flags, &config);
+  if (applied.ok()) applied = moegraph::ValidateServerConfig(config);
   if (!applied.ok()) {
     std::fprintf(stderr, "moegraphd: %s\n\n%s", std::string(applied.message()).c_str(),
                  moegraph::kUsage);
@@ -314,5 +342,6 @@ int main(int argc, char** argv) {
   }
   moegraph::LogLevel level;
   if (moegraph::ParseLogLevel(config.log_level, &level)) moegraph::SetLogLevel(level);
+  moegraph::InstallProtobufLogLimit(/*lines_per_minute=*/10);
   return moegraph::Serve(config, *flags, signals);
 }

@@ -30,6 +30,8 @@ struct Scheduler::Sequence {
   SteadyClock::time_point first_token{};
   SteadyClock::time_point last_token{};
   bool finished = false;
+  bool paused = false;  // left out of steps while the sink is backlogged
+  SteadyClock::time_point paused_since{};
 
   bool prefilled() const { return num_computed >= prompt_len; }
 };
@@ -126,12 +128,39 @@ absl::Status Scheduler::Submit(std::unique_ptr<GenerationRequest> request) {
           "the request queue is full (%d waiting, queue_size %d, all %d slots busy); retry later",
           waiting_.size(), options_.max_queue, num_slots_));
     }
+    if (options_.max_waiting_per_peer > 0 && !request->peer.empty()) {
+      // Only requests that would wait count: one client cannot fill the queue.
+      int& mine = waiting_per_peer_[request->peer];
+      if (waiting_.size() >= free_slots_.size() && mine >= options_.max_waiting_per_peer) {
+        if (mine == 0) waiting_per_peer_.erase(request->peer);
+        if (observer_ != nullptr) observer_->OnRejected("queue_full");
+        return absl::ResourceExhaustedError(
+            absl::StrFormat("this client already has %d requests waiting, its share of the queue "
+                            "(max_waiting_per_peer %d); retry when one has started",
+                            mine, options_.max_waiting_per_peer));
+      }
+      ++mine;
+    }
     active_ids_.insert(request->id);
     waiting_.push_back(std::move(request));
   }
   work_cv_.notify_one();
   ReportQueue();
   return absl::OkStatus();
+}
+
+void Scheduler::DecrementWaitingLocked(const GenerationRequest& request) {
+  if (options_.max_waiting_per_peer <= 0 || request.peer.empty()) return;
+  auto it = waiting_per_peer_.find(request.peer);
+  if (it != waiting_per_peer_.end() && --it->second <= 0) waiting_per_peer_.erase(it);
+}
+
+void Scheduler::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    woken_ = true;
+  }
+  work_cv_.notify_one();
 }
 
 bool Scheduler::Abort(const std::string& request_id) {
@@ -199,6 +228,7 @@ void Scheduler::Run() {
       aborts.swap(aborts_);
       for (auto it = waiting_.begin(); (abort_all || !aborts.empty()) && it != waiting_.end();) {
         if (abort_all || aborts.contains((*it)->id)) {
+          DecrementWaitingLocked(**it);
           dropped.push_back(std::move(*it));
           it = waiting_.erase(it);
         } else {
@@ -206,6 +236,7 @@ void Scheduler::Run() {
         }
       }
       while (!waiting_.empty() && !free_slots_.empty()) {
+        DecrementWaitingLocked(*waiting_.front());
         admitted.emplace_back(std::move(waiting_.front()), free_slots_.back());
         waiting_.pop_front();
         free_slots_.pop_back();
@@ -230,10 +261,50 @@ void Scheduler::Run() {
       }
       std::erase_if(running_, [](const auto& s) { return s->finished; });
     }
-    if (!running_.empty()) RunStep();
+    if (!running_.empty()) CheckBacklogs();
+    if (!running_.empty() && !RunStep()) {
+      // Every sequence waits for its client: sleep until a sink's backlog
+      // clears (Wake), new work comes, or it is time to check for stalls.
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait_for(lock, std::chrono::milliseconds(50), [&] {
+        return woken_ || shutdown_ || abort_all_ || !aborts_.empty() ||
+               (!waiting_.empty() && !free_slots_.empty());
+      });
+      woken_ = false;
+    }
     ReportQueue();
     ReportPool();
   }
+}
+
+void Scheduler::CheckBacklogs() {
+  const auto now = SteadyClock::now();
+  const auto timeout = std::chrono::duration_cast<SteadyClock::duration>(
+      std::chrono::duration<double>(options_.stall_timeout_seconds));
+  bool ended = false;
+  for (auto& seq : running_) {
+    if (!seq->prefilled() || !seq->request->sink->Backlogged()) {
+      seq->paused = false;
+      continue;
+    }
+    if (!seq->paused) {
+      seq->paused = true;
+      seq->paused_since = now;
+      LOG_VERBOSE << "request " << seq->request->id << ": paused, its client is not reading";
+      continue;
+    }
+    if (now - seq->paused_since >= timeout) {
+      FinishEvent event;
+      event.stalled = true;
+      event.error_message = absl::StrFormat(
+          "the client read no output for %.1f s while its stream's backlog was full "
+          "(stall_timeout_seconds, max_stream_backlog_bytes)",
+          options_.stall_timeout_seconds);
+      Finish(seq.get(), FinishReason::kAbort, std::move(event));
+      ended = true;
+    }
+  }
+  if (ended) std::erase_if(running_, [](const auto& s) { return s->finished; });
 }
 
 void Scheduler::Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, int>>* admitted) {
@@ -258,6 +329,10 @@ void Scheduler::Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, 
       for (size_t j = admitted->size(); j-- > i;) {
         free_slots_.push_back((*admitted)[j].second);
         --num_running_;
+        const GenerationRequest& back = *(*admitted)[j].first;
+        if (options_.max_waiting_per_peer > 0 && !back.peer.empty()) {
+          ++waiting_per_peer_[back.peer];
+        }
         waiting_.push_front(std::move((*admitted)[j].first));
       }
       break;
@@ -273,7 +348,7 @@ void Scheduler::Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, 
   admitted->clear();
 }
 
-void Scheduler::RunStep() {
+bool Scheduler::RunStep() {
   const auto step_start = SteadyClock::now();
   HostStepBuffers::Set& buf = buffers_->Next();
   plan_.seqs.clear();
@@ -298,7 +373,7 @@ void Scheduler::RunStep() {
   };
   int decode_tokens = 0;
   for (auto& seq : running_) {
-    if (seq->prefilled()) {
+    if (seq->prefilled() && !seq->paused) {
       add_chunk(seq.get(), 1, true);
       ++decode_tokens;
     }
@@ -314,6 +389,7 @@ void Scheduler::RunStep() {
     const int len = std::min(seq->prompt_len - seq->num_computed, budget);
     add_chunk(seq.get(), len, seq->num_computed + len == seq->prompt_len);
   }
+  if (n == 0) return false;
   plan_.token_ids = buf.token_ids;
   plan_.num_tokens = n;
 
@@ -341,7 +417,7 @@ void Scheduler::RunStep() {
       Finish(seq, FinishReason::kError, std::move(event));
     }
     std::erase_if(running_, [](const auto& s) { return s->finished; });
-    return;
+    return true;
   }
 
   // Sample every sequence first (ids land in the step's sampled buffer, as
@@ -410,6 +486,7 @@ void Scheduler::RunStep() {
     totals_.prompt_tokens += static_cast<uint64_t>(stats.prefill_tokens);
   }
   if (observer_ != nullptr) observer_->OnStep(stats);
+  return true;
 }
 
 void Scheduler::Finish(Sequence* seq, FinishReason reason, FinishEvent event) {

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -31,6 +32,10 @@ namespace moegraph {
 struct SchedulerOptions {
   int max_queue = 64;         // requests waiting for a slot beyond the free slots, >= 0
   int max_step_tokens = 256;  // token budget of one step (clamped to the engine's)
+  // Requests of one peer (GenerationRequest::peer) waiting at once; 0 = no limit.
+  int max_waiting_per_peer = 0;
+  // A sequence whose sink stays Backlogged this long is ended (FinishEvent::stalled).
+  double stall_timeout_seconds = 30;
 };
 
 class Scheduler {
@@ -49,6 +54,9 @@ class Scheduler {
   // pool can never hold the request's prompt + max_tokens (the message names
   // the limit). On error the request is dropped and its sink is never called.
   absl::Status Submit(std::unique_ptr<GenerationRequest> request);
+
+  // A sink's backlog cleared: its paused sequence may run again. Any thread.
+  void Wake();
 
   // Ends a queued or running request with finish reason abort within one
   // step. False when no such request is queued or running.
@@ -88,7 +96,12 @@ class Scheduler {
   // Gives admitted requests their slot's engine state; one the engine cannot
   // hold yet goes back to the head of the queue with those after it.
   void Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, int>>* admitted);
-  void RunStep();
+  // False when no sequence could take part (all paused for their clients).
+  bool RunStep();
+  // Pauses running sequences whose sinks are backlogged; ends those stalled
+  // past the timeout.
+  void CheckBacklogs();
+  void DecrementWaitingLocked(const GenerationRequest& request);
   void Finish(Sequence* seq, FinishReason reason, FinishEvent event);
   void FinishUnscheduled(std::unique_ptr<GenerationRequest> request, FinishReason reason,
                          const std::string& error);
@@ -114,6 +127,8 @@ class Scheduler {
   bool draining_ = false;                                   // guarded by mu_
   bool abort_all_ = false;                                  // guarded by mu_
   bool shutdown_ = false;                                   // guarded by mu_
+  bool woken_ = false;                                      // guarded by mu_
+  absl::flat_hash_map<std::string, int> waiting_per_peer_;  // guarded by mu_
   Totals totals_;                                           // guarded by mu_
 
   // Scheduler thread only.
