@@ -304,6 +304,32 @@ const std::vector<Field>& Fields() {
           1000000,
           "Requests one client address may have waiting in the queue (RESOURCE_EXHAUSTED "
           "beyond it); 0 = no limit."),
+      StringField(
+          "tls_cert_file", [](ServerConfig& c) -> std::string& { return c.tls_cert_file; }, "FILE",
+          "a PEM file, or \"\" for no TLS",
+          "Server certificate chain (PEM) of the gRPC listener; with tls_key_file turns on TLS.",
+          nullptr),
+      StringField(
+          "tls_key_file", [](ServerConfig& c) -> std::string& { return c.tls_key_file; }, "FILE",
+          "a PEM file, or \"\"", "Private key (PEM) of tls_cert_file.", nullptr),
+      StringField(
+          "tls_client_ca_file",
+          [](ServerConfig& c) -> std::string& { return c.tls_client_ca_file; }, "FILE",
+          "a PEM file, or \"\" for no client certificates",
+          "CA certificates (PEM) that sign client certificates; set, every client must present "
+          "one (mutual TLS), and its common name is the caller's identity.",
+          nullptr),
+      IntField(
+          "tls_reload_seconds", [](ServerConfig& c) -> int& { return c.tls_reload_seconds; }, 1,
+          86400,
+          "The TLS files are re-read this often; replaced certificates apply to new "
+          "connections."),
+      StringField(
+          "api_keys_file", [](ServerConfig& c) -> std::string& { return c.api_keys_file; }, "FILE",
+          "a file path, or \"\" for no keys",
+          "Lines of \"NAME SHA256\" (the hex SHA-256 of each key); set, every call must send "
+          "\"authorization: Bearer KEY\" and the key's name is the caller's identity.",
+          nullptr),
   };
   return *fields;
 }
@@ -475,6 +501,15 @@ absl::Status ValidateServerConfig(const ServerConfig& config) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_step_tokens: must be >= slots (one decode token per slot each step), got ",
         config.max_step_tokens, " with slots ", config.slots));
+  }
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_cert_file, tls_key_file: give both (TLS) or neither (plaintext)");
+  }
+  if (!config.tls_client_ca_file.empty() && config.tls_cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates are "
+        "checked over TLS)");
   }
   if (config.max_message_bytes > config.max_stream_backlog_bytes) {
     return absl::InvalidArgumentError(

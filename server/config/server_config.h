@@ -54,6 +54,14 @@ struct ServerConfig {
   double keepalive_timeout_seconds = 20;  // ...and closes it when no answer comes in this time
   // Requests one peer address (client IP) may have waiting in the queue; 0 = no limit.
   int max_waiting_per_peer = 0;
+  // Transport security of the gRPC listener ("" = off). Cert and key turn on
+  // TLS; a client CA as well makes client certificates required (mTLS).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  int tls_reload_seconds = 10;  // the files are re-read this often
+  // "NAME SHA256" lines: every call must send "authorization: Bearer KEY".
+  std::string api_keys_file;
 
   bool operator==(const ServerConfig&) const = default;
 };

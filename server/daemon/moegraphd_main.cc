@@ -23,6 +23,7 @@
 #include "prometheus/registry.h"
 #include "server/config/host_port.h"
 #include "server/config/server_config.h"
+#include "server/daemon/listener_credentials.h"
 #include "server/daemon/scheduler_metrics.h"
 #include "server/metrics/metrics.h"
 #include "server/scheduler/scheduler.h"
@@ -139,12 +140,30 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     }
   }
 
-  GenerationService service;
+  absl::StatusOr<std::unique_ptr<CallerIdentity>> identity =
+      CallerIdentity::Create(config.api_keys_file);
+  if (!identity.ok()) {
+    LOG_ERROR << identity.status().message();
+    return 1;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      ListenerCredentials(config);
+  if (!credentials.ok()) {
+    LOG_ERROR << credentials.status().message();
+    return 1;
+  }
+  const bool tls = !config.tls_cert_file.empty();
+  if (!IsLoopbackAddress(config.listen_address) && !tls && !(*identity)->requires_keys()) {
+    LOG_WARN << "listening on " << config.listen_address
+             << " beyond loopback without TLS or API keys: anyone who can reach it can run "
+                "and abort requests (README, \"Security\")";
+  }
+  GenerationService service(identity->get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config.listen_address, *credentials, &port);
   // gRPC sets SO_REUSEPORT by default: a second daemon on a taken port would
   // start and silently take half the connections.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -174,7 +193,9 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus("", true);
   health->SetServingStatus(GenerationService::kServiceName, false);
-  LOG_INFO << "listening on " << config.listen_address << " (port " << port << "), loading "
+  LOG_INFO << "listening on " << config.listen_address << " (port " << port << ", "
+           << (tls ? (config.tls_client_ca_file.empty() ? "TLS" : "mutual TLS") : "plaintext")
+           << ((*identity)->requires_keys() ? ", API keys" : "") << "), loading "
            << (flags.fake_engine ? std::string("the fake engine") : config.model_dir);
 
   std::unique_ptr<Engine> engine;

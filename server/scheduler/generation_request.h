@@ -74,8 +74,11 @@ struct GenerationRequest {
   // lets go of the request.
   std::shared_ptr<GenerationSink> sink;
   SteadyClock::time_point arrival = SteadyClock::now();
-  // Who sent it (the client's address for now): the queue's per-peer share
-  // counts by it. Empty: no share applies.
+  // The caller's identity (CallerIdentity; "" for anonymous callers): ids
+  // are unique per owner, and Abort reaches only the owner's requests.
+  std::string owner;
+  // Whom the queue's per-peer share counts this against: the owner, or the
+  // client's address for anonymous callers. Empty: no share applies.
   std::string peer;
 };
 

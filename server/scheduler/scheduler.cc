@@ -116,7 +116,7 @@ absl::Status Scheduler::Submit(std::unique_ptr<GenerationRequest> request) {
           "holds at most %d tokens for one request (state_pool_tokens); %s",
           prompt_len, request->stop.max_tokens, needed, max_sequence_tokens_, advice));
     }
-    if (active_ids_.contains(request->id)) {
+    if (active_ids_.contains(ActiveKey(*request))) {
       if (observer_ != nullptr) observer_->OnRejected("duplicate_id");
       return absl::AlreadyExistsError(
           absl::StrFormat("request_id: '%s' is already queued or running", request->id));
@@ -141,7 +141,7 @@ absl::Status Scheduler::Submit(std::unique_ptr<GenerationRequest> request) {
       }
       ++mine;
     }
-    active_ids_.insert(request->id);
+    active_ids_.insert(ActiveKey(*request));
     waiting_.push_back(std::move(request));
   }
   work_cv_.notify_one();
@@ -163,11 +163,12 @@ void Scheduler::Wake() {
   work_cv_.notify_one();
 }
 
-bool Scheduler::Abort(const std::string& request_id) {
+bool Scheduler::Abort(const std::string& owner, const std::string& request_id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!active_ids_.contains(request_id)) return false;
-    aborts_.insert(request_id);
+    const std::string key = ActiveKey(owner, request_id);
+    if (!active_ids_.contains(key)) return false;
+    aborts_.insert(key);
   }
   work_cv_.notify_one();
   return true;
@@ -227,7 +228,7 @@ void Scheduler::Run() {
       aborts.clear();
       aborts.swap(aborts_);
       for (auto it = waiting_.begin(); (abort_all || !aborts.empty()) && it != waiting_.end();) {
-        if (abort_all || aborts.contains((*it)->id)) {
+        if (abort_all || aborts.contains(ActiveKey(**it))) {
           DecrementWaitingLocked(**it);
           dropped.push_back(std::move(*it));
           it = waiting_.erase(it);
@@ -255,7 +256,7 @@ void Scheduler::Run() {
     }
     if (abort_all || !aborts.empty()) {
       for (auto& seq : running_) {
-        if (abort_all || aborts.contains(seq->request->id)) {
+        if (abort_all || aborts.contains(ActiveKey(*seq->request))) {
           Finish(seq.get(), FinishReason::kAbort, FinishEvent{});
         }
       }
@@ -509,7 +510,7 @@ void Scheduler::Finish(Sequence* seq, FinishReason reason, FinishEvent event) {
     std::lock_guard<std::mutex> lock(mu_);
     free_slots_.push_back(seq->slot);
     --num_running_;
-    active_ids_.erase(r.id);
+    active_ids_.erase(ActiveKey(r));
   }
   idle_cv_.notify_all();
   LOG_INFO << absl::StrFormat(
@@ -535,7 +536,7 @@ void Scheduler::FinishUnscheduled(std::unique_ptr<GenerationRequest> request, Fi
   event.error_message = error;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    active_ids_.erase(request->id);
+    active_ids_.erase(ActiveKey(*request));
   }
   idle_cv_.notify_all();
   LOG_INFO << absl::StrFormat(

@@ -58,9 +58,11 @@ class Scheduler {
   // A sink's backlog cleared: its paused sequence may run again. Any thread.
   void Wake();
 
-  // Ends a queued or running request with finish reason abort within one
-  // step. False when no such request is queued or running.
-  bool Abort(const std::string& request_id);
+  // Ends `owner`'s queued or running request `request_id` with finish
+  // reason abort within one step. False when the owner has no such request
+  // (another owner's request of that id is neither touched nor revealed).
+  bool Abort(const std::string& owner, const std::string& request_id);
+  bool Abort(const std::string& request_id) { return Abort("", request_id); }
 
   // Refuses new requests from now on (Submit returns UNAVAILABLE), lets the
   // queued and running ones go on until `deadline`, then aborts the rest and
@@ -102,6 +104,12 @@ class Scheduler {
   // past the timeout.
   void CheckBacklogs();
   void DecrementWaitingLocked(const GenerationRequest& request);
+  // The key of a request in active_ids_ and aborts_: its owner and id
+  // (ids are printable ASCII, so the newline cannot occur in one).
+  static std::string ActiveKey(const std::string& owner, const std::string& id) {
+    return owner + "\n" + id;
+  }
+  static std::string ActiveKey(const GenerationRequest& r) { return ActiveKey(r.owner, r.id); }
   void Finish(Sequence* seq, FinishReason reason, FinishEvent event);
   void FinishUnscheduled(std::unique_ptr<GenerationRequest> request, FinishReason reason,
                          const std::string& error);
@@ -121,13 +129,13 @@ class Scheduler {
   std::condition_variable idle_cv_;                         // a request left (Drain waits on it)
   std::deque<std::unique_ptr<GenerationRequest>> waiting_;  // guarded by mu_
   std::vector<int> free_slots_;                             // guarded by mu_
-  absl::flat_hash_set<std::string> active_ids_;             // queued + running; guarded by mu_
-  absl::flat_hash_set<std::string> aborts_;                 // guarded by mu_
-  int num_running_ = 0;                                     // guarded by mu_
-  bool draining_ = false;                                   // guarded by mu_
-  bool abort_all_ = false;                                  // guarded by mu_
-  bool shutdown_ = false;                                   // guarded by mu_
-  bool woken_ = false;                                      // guarded by mu_
+  absl::flat_hash_set<std::string> active_ids_;  // ActiveKey of queued + running; guarded by mu_
+  absl::flat_hash_set<std::string> aborts_;      // ActiveKeys to abort; guarded by mu_
+  int num_running_ = 0;                          // guarded by mu_
+  bool draining_ = false;                        // guarded by mu_
+  bool abort_all_ = false;                       // guarded by mu_
+  bool shutdown_ = false;                        // guarded by mu_
+  bool woken_ = false;                           // guarded by mu_
   absl::flat_hash_map<std::string, int> waiting_per_peer_;  // guarded by mu_
   Totals totals_;                                           // guarded by mu_
 

@@ -79,6 +79,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   // Submits the request, or ends the call with the scheduler's refusal.
   void Begin(std::unique_ptr<GenerationRequest> request) {
     request_id_ = request->id;
+    owner_ = request->owner;
     request->sink = std::shared_ptr<GenerationSink>(
         this, [](GenerationSink* sink) { static_cast<GenerateCall*>(sink)->Unref(); });
     absl::Status status = scheduler_->Submit(std::move(request));
@@ -254,7 +255,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       std::lock_guard<std::mutex> lock(mu_);
       done = scheduler_done_;
     }
-    if (!done) scheduler_->Abort(request_id_);
+    if (!done) scheduler_->Abort(owner_, request_id_);
   }
 
   GenerationService* const service_;
@@ -262,6 +263,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   const StreamLimits limits_;
   std::atomic<int> refs_{2};
   std::string request_id_;
+  std::string owner_;
   std::mutex mu_;
   std::deque<TokenEvent> tokens_;     // guarded by mu_
   std::optional<FinishEvent> final_;  // guarded by mu_
@@ -377,8 +379,16 @@ std::string PeerAddress(const std::string& peer) {
   return peer.substr(0, colon);
 }
 
+absl::StatusOr<std::string> GenerationService::Identify(
+    const grpc::CallbackServerContext& context) const {
+  if (identity_ == nullptr) return std::string();
+  return identity_->Identify(context);
+}
+
 grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* wire) {
+  absl::StatusOr<std::string> owner = Identify(*context);
+  if (!owner.ok()) return new RefusedCall(ToGrpcStatus(owner.status()));
   absl::Status serving = CheckServing();
   if (!serving.ok()) return new RefusedCall(ToGrpcStatus(serving));
   v1::GenerateRequest request;
@@ -393,7 +403,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
     LOG_VERBOSE << "refused request: " << built.status();
     return new RefusedCall(ToGrpcStatus(built.status()));
   }
-  (*built)->peer = PeerAddress(context->peer());
+  (*built)->owner = *owner;
+  (*built)->peer = owner->empty() ? PeerAddress(context->peer()) : *owner;
   auto* call = new GenerateCall(this, scheduler_, stream_limits_);
   call->Begin(std::move(*built));
   return call;
@@ -403,7 +414,8 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
                                                           const grpc::ByteBuffer* wire,
                                                           grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = CheckServing();
+  absl::Status status = Identify(*context).status();
+  if (status.ok()) status = CheckServing();
   v1::GetModelInfoRequest request;
   if (status.ok()) status = ParseWireMessage(*wire, &request);
   if (status.ok()) SerializeWireMessage(model_info_, response);
@@ -415,7 +427,8 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
                                                       const grpc::ByteBuffer* wire,
                                                       grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = CheckServing();
+  absl::Status status = Identify(*context).status();
+  if (status.ok()) status = CheckServing();
   v1::TokenizeRequest request;
   if (status.ok()) status = ParseWireMessage(*wire, &request);
   if (status.ok() && codec_ == nullptr) {
@@ -442,19 +455,19 @@ grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* 
                                                    const grpc::ByteBuffer* wire,
                                                    grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status;
+  absl::StatusOr<std::string> owner = Identify(*context);
+  absl::Status status = owner.status();
   v1::AbortRequest request;
-  if (state_.load(std::memory_order_acquire) == State::kLoading) {
+  if (status.ok() && state_.load(std::memory_order_acquire) == State::kLoading) {
     status = absl::UnavailableError("the model is still loading; retry shortly");
-  } else {
-    status = ParseWireMessage(*wire, &request);
   }
+  if (status.ok()) status = ParseWireMessage(*wire, &request);
   if (status.ok() && request.request_id().empty()) {
     status = absl::InvalidArgumentError("request_id: must not be empty");
   }
   if (status.ok()) {
     v1::AbortResponse out;
-    out.set_found(scheduler_->Abort(request.request_id()));
+    out.set_found(scheduler_->Abort(*owner, request.request_id()));
     SerializeWireMessage(out, response);
   }
   reactor->Finish(ToGrpcStatus(status));

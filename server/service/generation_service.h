@@ -16,6 +16,7 @@
 #include "engine/engine.h"
 #include "moegraph/v1/generation.grpc.pb.h"
 #include "server/scheduler/scheduler.h"
+#include "server/service/caller_identity.h"
 #include "server/service/request_builder.h"
 #include "server/text/text_codec.h"
 
@@ -61,7 +62,8 @@ class GenerationService final : public GenerationRawService {
   // The full service name, also its readiness name in grpc.health.v1.
   static constexpr const char* kServiceName = "moegraph.v1.Generation";
 
-  GenerationService() = default;
+  // `identity` (may be null: every caller anonymous) must outlive the service.
+  explicit GenerationService(const CallerIdentity* identity = nullptr) : identity_(identity) {}
 
   // Starts serving. `scheduler`, `codec` (may be null) and what `info`
   // describes must outlive every call; call once, before any Drain.
@@ -90,11 +92,14 @@ class GenerationService final : public GenerationRawService {
   enum class State { kLoading, kServing, kDraining };
   // OK when serving; UNAVAILABLE with the reason otherwise.
   absl::Status CheckServing() const;
+  // The caller's identity, or UNAUTHENTICATED.
+  absl::StatusOr<std::string> Identify(const grpc::CallbackServerContext& context) const;
 
   friend class GenerateCall;
   void StreamStarted();
   void StreamDone();
 
+  const CallerIdentity* const identity_;
   std::atomic<State> state_{State::kLoading};
   StreamWriter writer_;
   std::mutex streams_mu_;

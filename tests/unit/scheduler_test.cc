@@ -593,5 +593,30 @@ TEST_CASE("scheduler: one peer gets at most its share of the queue", "[scheduler
   for (const char* id : {"running", "a2", "a4", "b1"}) scheduler.Abort(id);
 }
 
+TEST_CASE("scheduler: ids are per owner; Abort reaches only the owner's", "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 2;
+  eo.step_seconds = 0.002;
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine);
+  Req alice = MakeRequest("job", Prompt(4), 1000);
+  alice.request->owner = "key:alice";
+  auto alice_sink = alice.sink;
+  REQUIRE(scheduler->Submit(std::move(alice.request)).ok());
+  Req bob = MakeRequest("job", Prompt(4), 3);  // the same id, another owner
+  bob.request->owner = "key:bob";
+  auto bob_sink = bob.sink;
+  REQUIRE(scheduler->Submit(std::move(bob.request)).ok());
+  CHECK(bob_sink->WaitFinish().reason == FinishReason::kLength);
+  CHECK_FALSE(scheduler->Abort("key:bob", "job"));  // bob's has ended; alice's is not his
+  CHECK_FALSE(scheduler->Abort("", "job"));
+  CHECK_FALSE(alice_sink->finished());
+  Req again = MakeRequest("job", Prompt(4), 3);
+  again.request->owner = "key:alice";
+  CHECK(absl::IsAlreadyExists(scheduler->Submit(std::move(again.request))));
+  CHECK(scheduler->Abort("key:alice", "job"));
+  CHECK(alice_sink->WaitFinish().reason == FinishReason::kAbort);
+}
+
 }  // namespace
 }  // namespace moegraph

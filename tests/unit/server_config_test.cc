@@ -60,6 +60,11 @@ const std::vector<std::string> kAllKeys = {
     "keepalive_time_seconds",
     "keepalive_timeout_seconds",
     "max_waiting_per_peer",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_client_ca_file",
+    "tls_reload_seconds",
+    "api_keys_file",
 };
 
 TEST_CASE("config: an empty file gives the defaults", "[config]") {
@@ -318,6 +323,15 @@ TEST_CASE("config: limits that depend on each other are checked before anything 
   CHECK(ValidateServerConfig(c).message() ==
         "max_step_tokens: must be >= slots (one decode token per slot each step), got 256 with "
         "slots 65536");
+  c = ServerConfig{};
+  c.tls_cert_file = "server.pem";
+  CHECK(ValidateServerConfig(c).message() ==
+        "tls_cert_file, tls_key_file: give both (TLS) or neither (plaintext)");
+  c = ServerConfig{};
+  c.tls_client_ca_file = "ca.pem";
+  CHECK(ValidateServerConfig(c).message() ==
+        "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates are "
+        "checked over TLS)");
   c = ServerConfig{};
   c.max_message_bytes = 4 << 20;
   CHECK(ValidateServerConfig(c).message() ==
