@@ -208,8 +208,10 @@ class LoadFaultTest(unittest.TestCase):
         self.assertEqual(outcomes[("abort", "FINISH_REASON_ABORT")], by_kind["abort"])
         self.assertEqual(outcomes[("deadline", "DEADLINE_EXCEEDED")], by_kind["deadline"])
         self.assertEqual(outcomes[("cancel", "CANCELLED")], by_kind["cancel"])
-        # RSS flat: the last round within 15% (+16 MB) of the second.
-        self.assertLessEqual(rss[-1], rss[1] * 1.15 + 16384, rss)
+        # RSS flat: the last round within 15% (+16 MB) of the second. Not under
+        # ASan, whose quarantine keeps freed memory (up to 256 MB) on purpose.
+        if os.environ.get("MOEGRAPH_SANITIZE") != "1":
+            self.assertLessEqual(rss[-1], rss[1] * 1.15 + 16384, rss)
         print("load+faults: %d requests over %d concurrent streams, %d killed-client streams, "
               "%d streams at SIGTERM; outcomes %s; SIGTERM finals %s; server log lines %d; "
               "RSS by round (kB) %s" % (total, STREAMS, len(killed), STREAMS,
