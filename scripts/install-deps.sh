@@ -8,7 +8,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  libyaml-cpp-dev catch2 nlohmann-json3-dev libonig-dev libicu-dev prometheus-cpp-dev
+  libyaml-cpp-dev catch2 nlohmann-json3-dev libonig-dev libicu-dev prometheus-cpp-dev libssl-dev openssl
   python3 python3-grpcio python3-grpc-tools python3-yaml prometheus
   clang-14 libclang-rt-14-dev
   "$@"

@@ -151,6 +151,35 @@ absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
   return m;
 }
 
+namespace {
+
+// A hash-routed layer's token -> expert table: every entry must name one of
+// the `experts` experts, or routing would read outside the expert weights.
+absl::Status CheckRoutingTable(const WeightStore& ws, const std::string& name,
+                               std::vector<int64_t> shape, int64_t experts) {
+  if (!ws.Has(name)) return absl::OkStatus();  // the load below names what is missing
+  ASSIGN_OR_RETURN(Tensor table, ws.Get(name, shape));
+  for (int64_t i = 0; i < table.numel(); ++i) {
+    int64_t id = 0;
+    if (table.dtype == DType::kI32) {
+      id = table.as<const int32_t>()[i];
+    } else if (table.dtype == DType::kI64) {
+      id = table.as<const int64_t>()[i];
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": expected an integer table, got ", DTypeName(table.dtype)));
+    }
+    if (id < 0 || id >= experts) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": entry ", i, " (token ", i / shape[1],
+                                                     ") is expert ", id, ", outside [0, ", experts,
+                                                     ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
   const ModelConfig& c = config_;
   const int64_t D = c.hidden_size, n = c.hc_mult, H = c.num_heads, d = c.head_dim;
@@ -243,6 +272,7 @@ absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
     const std::string f = p + "ffn.";
     ASSIGN_OR_RETURN(L.gate, matrix({f + "gate"}, E, D));
     if (L.mlp == MlpKind::kHashMoe) {
+      RETURN_IF_ERROR(CheckRoutingTable(ws, f + "gate.tid2eid", {V, K}, E));
       ASSIGN_OR_RETURN(L.tid2eid, load({f + "gate.tid2eid"}, {V, K}, false));
     } else {
       ASSIGN_OR_RETURN(L.gate_bias, load({f + "gate.bias"}, {E}, false));

@@ -38,10 +38,14 @@ struct Tokenizer::Impl {
   bool has_template = false;  // post_processor TemplateProcessing
   std::vector<int32_t> template_prefix, template_suffix;
 
-  absl::Status EncodeText(std::string_view text, std::vector<int32_t>* ids) const;
-  absl::Status EncodeNormalized(std::string_view segment, std::vector<int32_t>* ids) const;
-  void EncodeWords(std::string_view normalized, std::vector<int32_t>* ids) const {
-    pre_tokenizer->Split(normalized, [&](std::string_view word) { model->Tokenize(word, ids); });
+  // Each stops adding ids once `ids` holds more than `max_ids`.
+  absl::Status EncodeText(std::string_view text, size_t max_ids, std::vector<int32_t>* ids) const;
+  absl::Status EncodeNormalized(std::string_view segment, size_t max_ids,
+                                std::vector<int32_t>* ids) const;
+  void EncodeWords(std::string_view normalized, size_t max_ids, std::vector<int32_t>* ids) const {
+    pre_tokenizer->Split(normalized, [&](std::string_view word) {
+      if (ids->size() <= max_ids) model->Tokenize(word, ids);
+    });
   }
 };
 
@@ -317,22 +321,24 @@ absl::StatusOr<std::unique_ptr<Tokenizer::Impl>> Build(const json& root, const j
 
 }  // namespace
 
-absl::Status Tokenizer::Impl::EncodeText(std::string_view text, std::vector<int32_t>* ids) const {
+absl::Status Tokenizer::Impl::EncodeText(std::string_view text, size_t max_ids,
+                                         std::vector<int32_t>* ids) const {
   if (text.empty()) return absl::OkStatus();
-  if (raw_matcher->empty()) return EncodeNormalized(text, ids);
+  if (raw_matcher->empty()) return EncodeNormalized(text, max_ids, ids);
   std::vector<AddedTokenMatcher::Piece> pieces;
   raw_matcher->Split(text, &pieces);
   for (const auto& p : pieces) {
+    if (ids->size() > max_ids) break;
     if (p.id >= 0) {
       ids->push_back(p.id);
     } else if (p.end > p.begin) {
-      RETURN_IF_ERROR(EncodeNormalized(text.substr(p.begin, p.end - p.begin), ids));
+      RETURN_IF_ERROR(EncodeNormalized(text.substr(p.begin, p.end - p.begin), max_ids, ids));
     }
   }
   return absl::OkStatus();
 }
 
-absl::Status Tokenizer::Impl::EncodeNormalized(std::string_view segment,
+absl::Status Tokenizer::Impl::EncodeNormalized(std::string_view segment, size_t max_ids,
                                                std::vector<int32_t>* ids) const {
   std::string normalized_storage;
   std::string_view normalized = segment;
@@ -341,16 +347,17 @@ absl::Status Tokenizer::Impl::EncodeNormalized(std::string_view segment,
     normalized = normalized_storage;
   }
   if (normalized_matcher->empty()) {
-    EncodeWords(normalized, ids);
+    EncodeWords(normalized, max_ids, ids);
     return absl::OkStatus();
   }
   std::vector<AddedTokenMatcher::Piece> pieces;
   normalized_matcher->Split(normalized, &pieces);
   for (const auto& p : pieces) {
+    if (ids->size() > max_ids) break;
     if (p.id >= 0) {
       ids->push_back(p.id);
     } else if (p.end > p.begin) {
-      EncodeWords(normalized.substr(p.begin, p.end - p.begin), ids);
+      EncodeWords(normalized.substr(p.begin, p.end - p.begin), max_ids, ids);
     }
   }
   return absl::OkStatus();
@@ -394,10 +401,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& mo
 }
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
-                                                       bool add_special_tokens) const {
+                                                       bool add_special_tokens,
+                                                       size_t max_ids) const {
   if (!utf8::IsValid(text)) return absl::InvalidArgumentError("text is not valid UTF-8");
   std::vector<int32_t> ids;
-  ids.reserve(text.size() / 3 + 4);
+  ids.reserve(std::min(text.size() / 3 + 4, max_ids == SIZE_MAX ? max_ids : max_ids + 1));
   if (add_special_tokens) {
     if (impl_->has_template) {
       ids = impl_->template_prefix;
@@ -405,10 +413,12 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
       ids.push_back(*impl_->bos_id);
     }
   }
-  RETURN_IF_ERROR(impl_->EncodeText(text, &ids));
+  RETURN_IF_ERROR(impl_->EncodeText(text, max_ids, &ids));
   if (add_special_tokens && impl_->has_template) {
     ids.insert(ids.end(), impl_->template_suffix.begin(), impl_->template_suffix.end());
   }
+  // BPE of the last word may have gone past the limit by more than one.
+  if (ids.size() > max_ids) ids.resize(max_ids + 1);
   return ids;
 }
 

@@ -39,7 +39,11 @@ class Tokenizer {
   // post-processor's template is applied when tokenizer.json has one;
   // otherwise the BOS token is prepended when tokenizer_config.json says
   // `add_bos_token: true`. INVALID_ARGUMENT if `text` is not valid UTF-8.
-  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_special_tokens) const;
+  // Stops once more than `max_ids` ids are known (a request's context limit:
+  // the rest of the text is not run through BPE) and then returns
+  // `max_ids` + 1 ids, a prefix of the full encoding.
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_special_tokens,
+                                              size_t max_ids = SIZE_MAX) const;
 
   // Text for `ids`, as `tokenizers`' decode: unknown ids are dropped, special
   // tokens are dropped when `skip_special_tokens`, and byte sequences that are

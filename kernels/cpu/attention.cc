@@ -8,9 +8,20 @@
 
 namespace moegraph::cpu {
 
-int64_t AttentionWorkspaceBytes(int64_t max_keys) {
-  return MaxWorkers() * (max_keys + 1) * static_cast<int64_t>(sizeof(float) + sizeof(float*));
+namespace {
+
+// One worker's share of the workspace: key pointers, then logits. Rounded up
+// so that the next worker's pointers stay aligned (UBSan found misaligned
+// stores with an odd key count).
+int64_t WorkerBytes(int64_t max_keys) {
+  constexpr int64_t kAlign = alignof(const float*);
+  const int64_t bytes = (max_keys + 1) * static_cast<int64_t>(sizeof(float) + sizeof(float*));
+  return (bytes + kAlign - 1) / kAlign * kAlign;
 }
+
+}  // namespace
+
+int64_t AttentionWorkspaceBytes(int64_t max_keys) { return MaxWorkers() * WorkerBytes(max_keys); }
 
 bool Attention(const AttentionParams& p, void* workspace) {
   const int d = p.dim, H = p.heads, W = p.window;
@@ -29,8 +40,7 @@ bool Attention(const AttentionParams& p, void* workspace) {
   }
   std::atomic<bool> ok{true};
   ParallelFor(p.batch.num_tokens, max_keys * H * d * 2, [&](int64_t t0, int64_t t1, int worker) {
-    char* ws = static_cast<char*>(workspace) +
-               worker * (max_keys + 1) * static_cast<int64_t>(sizeof(float) + sizeof(float*));
+    char* ws = static_cast<char*>(workspace) + worker * WorkerBytes(max_keys);
     const float** keys = reinterpret_cast<const float**>(ws);
     float* logits = reinterpret_cast<float*>(ws + (max_keys + 1) * sizeof(float*));
     for (int64_t t = t0; t < t1; ++t) {

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -261,6 +262,74 @@ const std::vector<Field>& Fields() {
       IntField(
           "max_logprobs", [](ServerConfig& c) -> int& { return c.max_logprobs; }, 0, 1024,
           "Most top logprobs one request may ask for per token."),
+      IntField(
+          "max_prompt_bytes", [](ServerConfig& c) -> int& { return c.max_prompt_bytes; }, 1,
+          64 << 20,
+          "Longest text prompt (Generate and Tokenize) in bytes, refused before it is "
+          "tokenized; tokenizing also stops at the context limit."),
+      IntField(
+          "max_stop_token_ids", [](ServerConfig& c) -> int& { return c.max_stop_token_ids; }, 0,
+          65536, "Most stop token ids one request may give."),
+      IntField(
+          "max_message_bytes", [](ServerConfig& c) -> int& { return c.max_message_bytes; }, 1024,
+          4 << 20, "Largest streamed message in bytes; output that piled up is sent in several."),
+      IntField(
+          "max_stream_backlog_bytes",
+          [](ServerConfig& c) -> int& { return c.max_stream_backlog_bytes; }, 1024, 1 << 30,
+          "Undelivered output a stream may hold; past it the sequence is paused (slot kept, "
+          "no tokens generated) until the client reads."),
+      NumberField(
+          "stall_timeout_seconds",
+          [](ServerConfig& c) -> double& { return c.stall_timeout_seconds; },
+          {0, true, 86400, false},
+          "A sequence paused this long for a client that does not read ends with "
+          "RESOURCE_EXHAUSTED."),
+      IntField(
+          "max_streams_per_connection",
+          [](ServerConfig& c) -> int& { return c.max_streams_per_connection; }, 1, 1 << 20,
+          "Concurrent calls one HTTP/2 connection may hold."),
+      NumberField(
+          "keepalive_time_seconds",
+          [](ServerConfig& c) -> double& { return c.keepalive_time_seconds; },
+          {1, false, 86400, false},
+          "The server pings a connection this often; clients may ping (with or without calls) "
+          "every 10 s at most."),
+      NumberField(
+          "keepalive_timeout_seconds",
+          [](ServerConfig& c) -> double& { return c.keepalive_timeout_seconds; },
+          {1, false, 3600, false},
+          "A connection that leaves a ping unanswered this long is closed."),
+      IntField(
+          "max_waiting_per_peer", [](ServerConfig& c) -> int& { return c.max_waiting_per_peer; }, 0,
+          1000000,
+          "Requests one client address may have waiting in the queue (RESOURCE_EXHAUSTED "
+          "beyond it); 0 = no limit."),
+      StringField(
+          "tls_cert_file", [](ServerConfig& c) -> std::string& { return c.tls_cert_file; }, "FILE",
+          "a PEM file, or \"\" for no TLS",
+          "Server certificate chain (PEM) of the gRPC listener; with tls_key_file turns on TLS.",
+          nullptr),
+      StringField(
+          "tls_key_file", [](ServerConfig& c) -> std::string& { return c.tls_key_file; }, "FILE",
+          "a PEM file, or \"\"", "Private key (PEM) of tls_cert_file.", nullptr),
+      StringField(
+          "tls_client_ca_file",
+          [](ServerConfig& c) -> std::string& { return c.tls_client_ca_file; }, "FILE",
+          "a PEM file, or \"\" for no client certificates",
+          "CA certificates (PEM) that sign client certificates; set, every client must present "
+          "one (mutual TLS), and its common name is the caller's identity.",
+          nullptr),
+      IntField(
+          "tls_reload_seconds", [](ServerConfig& c) -> int& { return c.tls_reload_seconds; }, 1,
+          86400,
+          "The TLS files are re-read this often; replaced certificates apply to new "
+          "connections."),
+      StringField(
+          "api_keys_file", [](ServerConfig& c) -> std::string& { return c.api_keys_file; }, "FILE",
+          "a file path, or \"\" for no keys",
+          "Lines of \"NAME SHA256\" (the hex SHA-256 of each key); set, every call must send "
+          "\"authorization: Bearer KEY\" and the key's name is the caller's identity.",
+          nullptr),
   };
   return *fields;
 }
@@ -371,6 +440,13 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text) {
 }
 
 absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path) {
+  // A directory opens and reads as empty: it would silently give the defaults.
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  if (!ec && std::filesystem::is_directory(st)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config file ", path, ": is a directory, not a YAML file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(
@@ -378,6 +454,10 @@ absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path) {
   }
   std::ostringstream text;
   text << in.rdbuf();
+  if (in.bad() || (in.fail() && !in.eof())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config file ", path, ": cannot read: ", std::strerror(errno)));
+  }
   absl::StatusOr<ServerConfig> config = ParseServerConfig(text.str());
   if (!config.ok()) {
     return absl::Status(config.status().code(),
@@ -412,6 +492,29 @@ absl::Status ApplyServerFlags(const std::vector<std::string>& args, ServerConfig
     if (absl::Status s = field->parse(value, config); !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("flag ", flag, ": ", s.message()));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateServerConfig(const ServerConfig& config) {
+  if (config.max_step_tokens < config.slots) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_step_tokens: must be >= slots (one decode token per slot each step), got ",
+        config.max_step_tokens, " with slots ", config.slots));
+  }
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_cert_file, tls_key_file: give both (TLS) or neither (plaintext)");
+  }
+  if (!config.tls_client_ca_file.empty() && config.tls_cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates are "
+        "checked over TLS)");
+  }
+  if (config.max_message_bytes > config.max_stream_backlog_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_stream_backlog_bytes: must be >= max_message_bytes (",
+                     config.max_message_bytes, "), got ", config.max_stream_backlog_bytes));
   }
   return absl::OkStatus();
 }

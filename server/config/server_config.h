@@ -40,6 +40,28 @@ struct ServerConfig {
   int max_stop_strings = 8;
   int max_stop_string_length = 256;
   int max_logprobs = 20;
+  int max_prompt_bytes = 1 << 20;  // a text prompt's bytes, checked before tokenizing
+  int max_stop_token_ids = 64;     // stop_token_ids per request
+  // Streams: no message larger than this (a catch-up is split into several).
+  int max_message_bytes = 64 << 10;
+  // Undelivered output a stream may hold before its sequence is paused (slot
+  // kept, no tokens generated) until the client reads.
+  int max_stream_backlog_bytes = 1 << 20;
+  // A sequence paused this long for a client that does not read is ended.
+  double stall_timeout_seconds = 30;
+  int max_streams_per_connection = 100;   // concurrent HTTP/2 streams per connection
+  double keepalive_time_seconds = 60;     // server pings an idle connection this often
+  double keepalive_timeout_seconds = 20;  // ...and closes it when no answer comes in this time
+  // Requests one peer address (client IP) may have waiting in the queue; 0 = no limit.
+  int max_waiting_per_peer = 0;
+  // Transport security of the gRPC listener ("" = off). Cert and key turn on
+  // TLS; a client CA as well makes client certificates required (mTLS).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  int tls_reload_seconds = 10;  // the files are re-read this often
+  // "NAME SHA256" lines: every call must send "authorization: Bearer KEY".
+  std::string api_keys_file;
 
   bool operator==(const ServerConfig&) const = default;
 };
@@ -52,6 +74,11 @@ absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path);
 // Nested keys are flags with a dot: --sampling.top_p=0.9. There are no
 // shortcuts (no bare --temperature): one name per key, as in the YAML.
 absl::Status ApplyServerFlags(const std::vector<std::string>& args, ServerConfig* config);
-std::string ServerConfigHelp();  // the --help text listing every key, its default and range
+std::string ServerConfigHelp();
+// Checks what no single key can: limits that depend on each other
+// (max_step_tokens must cover one decode token per slot). Runs before
+// anything is allocated, so a bad value costs nothing.
+absl::Status ValidateServerConfig(
+    const ServerConfig& config);  // the --help text listing every key, its default and range
 
 }  // namespace moegraph

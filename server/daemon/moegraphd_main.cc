@@ -23,10 +23,12 @@
 #include "prometheus/registry.h"
 #include "server/config/host_port.h"
 #include "server/config/server_config.h"
+#include "server/daemon/listener_credentials.h"
 #include "server/daemon/scheduler_metrics.h"
 #include "server/metrics/metrics.h"
 #include "server/scheduler/scheduler.h"
 #include "server/service/generation_service.h"
+#include "server/service/protobuf_log_limit.h"
 #include "server/testing/fake_engine.h"
 #include "server/text/text_codec.h"
 
@@ -138,15 +140,47 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     }
   }
 
-  GenerationService service;
+  absl::StatusOr<std::unique_ptr<CallerIdentity>> identity =
+      CallerIdentity::Create(config.api_keys_file);
+  if (!identity.ok()) {
+    LOG_ERROR << identity.status().message();
+    return 1;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      ListenerCredentials(config);
+  if (!credentials.ok()) {
+    LOG_ERROR << credentials.status().message();
+    return 1;
+  }
+  const bool tls = !config.tls_cert_file.empty();
+  if (!IsLoopbackAddress(config.listen_address) && !tls && !(*identity)->requires_keys()) {
+    LOG_WARN << "listening on " << config.listen_address
+             << " beyond loopback without TLS or API keys: anyone who can reach it can run "
+                "and abort requests (README, \"Security\")";
+  }
+  GenerationService service(identity->get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config.listen_address, *credentials, &port);
   // gRPC sets SO_REUSEPORT by default: a second daemon on a taken port would
   // start and silently take half the connections.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // One connection may not hold every slot and queue place; a client that
+  // stops answering pings (frozen, or gone without a FIN) loses its
+  // connection, and its streams free their slots.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, config.max_streams_per_connection);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(config.keepalive_time_seconds * 1000));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(config.keepalive_timeout_seconds * 1000));
+  // Clients may keep idle connections alive with pings every 10 s or more.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  // Keep pinging a connection whose streams are stalled (no data to send).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -159,7 +193,9 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus("", true);
   health->SetServingStatus(GenerationService::kServiceName, false);
-  LOG_INFO << "listening on " << config.listen_address << " (port " << port << "), loading "
+  LOG_INFO << "listening on " << config.listen_address << " (port " << port << ", "
+           << (tls ? (config.tls_client_ca_file.empty() ? "TLS" : "mutual TLS") : "plaintext")
+           << ((*identity)->requires_keys() ? ", API keys" : "") << "), loading "
            << (flags.fake_engine ? std::string("the fake engine") : config.model_dir);
 
   std::unique_ptr<Engine> engine;
@@ -194,6 +230,11 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   absl::StatusOr<std::unique_ptr<TextCodec>> loaded = LoadTokenizerCodec(config.model_dir);
   if (loaded.ok()) {
     codec = std::move(*loaded);
+  } else if (std::filesystem::exists(std::filesystem::path(config.model_dir) / "tokenizer.json")) {
+    // A tokenizer that is there but broken must not pass for none.
+    LOG_ERROR << "loading " << config.model_dir << ": " << loaded.status();
+    server->Shutdown();
+    return 1;
   } else {
     LOG_WARN << "no tokenizer (" << loaded.status() << "); only token-id prompts, no text";
   }
@@ -203,6 +244,8 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   SchedulerOptions scheduler_options;
   scheduler_options.max_queue = config.queue_size;
   scheduler_options.max_step_tokens = config.max_step_tokens;
+  scheduler_options.max_waiting_per_peer = config.max_waiting_per_peer;
+  scheduler_options.stall_timeout_seconds = config.stall_timeout_seconds;
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
       Scheduler::Create(engine.get(), codec.get(), scheduler_options, server_metrics->get());
   if (!scheduler.ok()) {
@@ -221,8 +264,13 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   limits.max_stop_strings = config.max_stop_strings;
   limits.max_stop_string_length = config.max_stop_string_length;
   limits.max_logprobs = config.max_logprobs;
+  limits.max_prompt_bytes = config.max_prompt_bytes;
+  limits.max_stop_token_ids = config.max_stop_token_ids;
   limits.defaults = config.sampling;
-  service.SetReady(scheduler->get(), codec.get(), info, limits, engine->num_slots(),
+  StreamLimits stream_limits;
+  stream_limits.max_message_bytes = static_cast<size_t>(config.max_message_bytes);
+  stream_limits.max_backlog_bytes = static_cast<size_t>(config.max_stream_backlog_bytes);
+  service.SetReady(scheduler->get(), codec.get(), info, limits, stream_limits, engine->num_slots(),
                    engine->max_step_tokens());
   health->SetServingStatus(GenerationService::kServiceName, true);
   LOG_INFO << absl::StrFormat(
@@ -307,6 +355,7 @@ int main(int argc, char** argv) {
     config = *loaded;
   }
   absl::Status applied = moegraph::ApplyServerFlags(flags->config_flags, &config);
+  if (applied.ok()) applied = moegraph::ValidateServerConfig(config);
   if (!applied.ok()) {
     std::fprintf(stderr, "moegraphd: %s\n\n%s", std::string(applied.message()).c_str(),
                  moegraph::kUsage);
@@ -314,5 +363,6 @@ int main(int argc, char** argv) {
   }
   moegraph::LogLevel level;
   if (moegraph::ParseLogLevel(config.log_level, &level)) moegraph::SetLogLevel(level);
+  moegraph::InstallProtobufLogLimit(/*lines_per_minute=*/10);
   return moegraph::Serve(config, *flags, signals);
 }

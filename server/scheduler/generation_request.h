@@ -44,6 +44,10 @@ struct FinishEvent {
   double ttft_seconds = 0;   // arrival to first token (0 when none)
   double total_seconds = 0;  // arrival to finish
   std::string error_message;
+  // Ended (reason abort) because the client read nothing for the stall
+  // timeout while the stream's backlog was full: the sink should end the
+  // call with RESOURCE_EXHAUSTED rather than queue more output.
+  bool stalled = false;
 };
 
 // Receives a request's events, in order, on the scheduler thread: OnToken
@@ -53,6 +57,11 @@ class GenerationSink {
   virtual ~GenerationSink() = default;
   virtual void OnToken(TokenEvent event) = 0;
   virtual void OnFinish(FinishEvent event) = 0;
+  // True while the client has more undelivered output than the sink may
+  // hold: the scheduler then leaves the sequence out of its steps (its slot
+  // and state kept) until this turns false, and calls Scheduler::Wake to say
+  // so. Scheduler thread; must not block.
+  virtual bool Backlogged() const { return false; }
 };
 
 struct GenerationRequest {
@@ -65,6 +74,12 @@ struct GenerationRequest {
   // lets go of the request.
   std::shared_ptr<GenerationSink> sink;
   SteadyClock::time_point arrival = SteadyClock::now();
+  // The caller's identity (CallerIdentity; "" for anonymous callers): ids
+  // are unique per owner, and Abort reaches only the owner's requests.
+  std::string owner;
+  // Whom the queue's per-peer share counts this against: the owner, or the
+  // client's address for anonymous callers. Empty: no share applies.
+  std::string peer;
 };
 
 }  // namespace moegraph

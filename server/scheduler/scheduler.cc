@@ -30,6 +30,8 @@ struct Scheduler::Sequence {
   SteadyClock::time_point first_token{};
   SteadyClock::time_point last_token{};
   bool finished = false;
+  bool paused = false;  // left out of steps while the sink is backlogged
+  SteadyClock::time_point paused_since{};
 
   bool prefilled() const { return num_computed >= prompt_len; }
 };
@@ -115,7 +117,7 @@ absl::Status Scheduler::Submit(std::unique_ptr<GenerationRequest> request) {
           "holds at most %d tokens for one request (state_pool_tokens); %s",
           prompt_len, request->stop.max_tokens, needed, max_sequence_tokens_, advice));
     }
-    if (active_ids_.contains(request->id)) {
+    if (active_ids_.contains(ActiveKey(*request))) {
       if (observer_ != nullptr) observer_->OnRejected("duplicate_id");
       return absl::AlreadyExistsError(
           absl::StrFormat("request_id: '%s' is already queued or running", request->id));
@@ -127,7 +129,20 @@ absl::Status Scheduler::Submit(std::unique_ptr<GenerationRequest> request) {
           "the request queue is full (%d waiting, queue_size %d, all %d slots busy); retry later",
           waiting_.size(), options_.max_queue, num_slots_));
     }
-    active_ids_.insert(request->id);
+    if (options_.max_waiting_per_peer > 0 && !request->peer.empty()) {
+      // Only requests that would wait count: one client cannot fill the queue.
+      int& mine = waiting_per_peer_[request->peer];
+      if (waiting_.size() >= free_slots_.size() && mine >= options_.max_waiting_per_peer) {
+        if (mine == 0) waiting_per_peer_.erase(request->peer);
+        if (observer_ != nullptr) observer_->OnRejected("queue_full");
+        return absl::ResourceExhaustedError(
+            absl::StrFormat("this client already has %d requests waiting, its share of the queue "
+                            "(max_waiting_per_peer %d); retry when one has started",
+                            mine, options_.max_waiting_per_peer));
+      }
+      ++mine;
+    }
+    active_ids_.insert(ActiveKey(*request));
     waiting_.push_back(std::move(request));
   }
   work_cv_.notify_one();
@@ -135,11 +150,26 @@ absl::Status Scheduler::Submit(std::unique_ptr<GenerationRequest> request) {
   return absl::OkStatus();
 }
 
-bool Scheduler::Abort(const std::string& request_id) {
+void Scheduler::DecrementWaitingLocked(const GenerationRequest& request) {
+  if (options_.max_waiting_per_peer <= 0 || request.peer.empty()) return;
+  auto it = waiting_per_peer_.find(request.peer);
+  if (it != waiting_per_peer_.end() && --it->second <= 0) waiting_per_peer_.erase(it);
+}
+
+void Scheduler::Wake() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!active_ids_.contains(request_id)) return false;
-    aborts_.insert(request_id);
+    woken_ = true;
+  }
+  work_cv_.notify_one();
+}
+
+bool Scheduler::Abort(const std::string& owner, const std::string& request_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string key = ActiveKey(owner, request_id);
+    if (!active_ids_.contains(key)) return false;
+    aborts_.insert(key);
   }
   work_cv_.notify_one();
   return true;
@@ -208,7 +238,8 @@ void Scheduler::Run() {
       aborts.clear();
       aborts.swap(aborts_);
       for (auto it = waiting_.begin(); (abort_all || !aborts.empty()) && it != waiting_.end();) {
-        if (abort_all || aborts.contains((*it)->id)) {
+        if (abort_all || aborts.contains(ActiveKey(**it))) {
+          DecrementWaitingLocked(**it);
           dropped.push_back(std::move(*it));
           it = waiting_.erase(it);
         } else {
@@ -216,6 +247,7 @@ void Scheduler::Run() {
         }
       }
       while (!waiting_.empty() && !free_slots_.empty()) {
+        DecrementWaitingLocked(*waiting_.front());
         admitted.emplace_back(std::move(waiting_.front()), free_slots_.back());
         waiting_.pop_front();
         free_slots_.pop_back();
@@ -234,17 +266,57 @@ void Scheduler::Run() {
     }
     if (abort_all || !aborts.empty()) {
       for (auto& seq : running_) {
-        if (abort_all || aborts.contains(seq->request->id)) {
+        if (abort_all || aborts.contains(ActiveKey(*seq->request))) {
           Finish(seq.get(), FinishReason::kAbort, FinishEvent{});
         }
       }
       std::erase_if(running_, [](const auto& s) { return s->finished; });
     }
-    if (!running_.empty()) RunStep();
+    if (!running_.empty()) CheckBacklogs();
+    if (!running_.empty() && !RunStep()) {
+      // Every sequence waits for its client: sleep until a sink's backlog
+      // clears (Wake), new work comes, or it is time to check for stalls.
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait_for(lock, std::chrono::milliseconds(50), [&] {
+        return woken_ || shutdown_ || abort_all_ || !aborts_.empty() ||
+               (!waiting_.empty() && !free_slots_.empty());
+      });
+      woken_ = false;
+    }
     ReportQueue();
     ReportPool();
     ReportDeviceMemory(/*force=*/false);
   }
+}
+
+void Scheduler::CheckBacklogs() {
+  const auto now = SteadyClock::now();
+  const auto timeout = std::chrono::duration_cast<SteadyClock::duration>(
+      std::chrono::duration<double>(options_.stall_timeout_seconds));
+  bool ended = false;
+  for (auto& seq : running_) {
+    if (!seq->prefilled() || !seq->request->sink->Backlogged()) {
+      seq->paused = false;
+      continue;
+    }
+    if (!seq->paused) {
+      seq->paused = true;
+      seq->paused_since = now;
+      LOG_VERBOSE << "request " << seq->request->id << ": paused, its client is not reading";
+      continue;
+    }
+    if (now - seq->paused_since >= timeout) {
+      FinishEvent event;
+      event.stalled = true;
+      event.error_message = absl::StrFormat(
+          "the client read no output for %.1f s while its stream's backlog was full "
+          "(stall_timeout_seconds, max_stream_backlog_bytes)",
+          options_.stall_timeout_seconds);
+      Finish(seq.get(), FinishReason::kAbort, std::move(event));
+      ended = true;
+    }
+  }
+  if (ended) std::erase_if(running_, [](const auto& s) { return s->finished; });
 }
 
 void Scheduler::Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, int>>* admitted) {
@@ -269,6 +341,10 @@ void Scheduler::Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, 
       for (size_t j = admitted->size(); j-- > i;) {
         free_slots_.push_back((*admitted)[j].second);
         --num_running_;
+        const GenerationRequest& back = *(*admitted)[j].first;
+        if (options_.max_waiting_per_peer > 0 && !back.peer.empty()) {
+          ++waiting_per_peer_[back.peer];
+        }
         waiting_.push_front(std::move((*admitted)[j].first));
       }
       break;
@@ -284,7 +360,7 @@ void Scheduler::Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, 
   admitted->clear();
 }
 
-void Scheduler::RunStep() {
+bool Scheduler::RunStep() {
   const auto step_start = SteadyClock::now();
   HostStepBuffers::Set& buf = buffers_->Next();
   plan_.seqs.clear();
@@ -309,7 +385,7 @@ void Scheduler::RunStep() {
   };
   int decode_tokens = 0;
   for (auto& seq : running_) {
-    if (seq->prefilled()) {
+    if (seq->prefilled() && !seq->paused) {
       add_chunk(seq.get(), 1, true);
       ++decode_tokens;
     }
@@ -325,6 +401,7 @@ void Scheduler::RunStep() {
     const int len = std::min(seq->prompt_len - seq->num_computed, budget);
     add_chunk(seq.get(), len, seq->num_computed + len == seq->prompt_len);
   }
+  if (n == 0) return false;
   plan_.token_ids = buf.token_ids;
   plan_.num_tokens = n;
 
@@ -352,7 +429,7 @@ void Scheduler::RunStep() {
       Finish(seq, FinishReason::kError, std::move(event));
     }
     std::erase_if(running_, [](const auto& s) { return s->finished; });
-    return;
+    return true;
   }
 
   // Sample every sequence first (ids land in the step's sampled buffer, as
@@ -421,6 +498,7 @@ void Scheduler::RunStep() {
     totals_.prompt_tokens += static_cast<uint64_t>(stats.prefill_tokens);
   }
   if (observer_ != nullptr) observer_->OnStep(stats);
+  return true;
 }
 
 void Scheduler::Finish(Sequence* seq, FinishReason reason, FinishEvent event) {
@@ -443,7 +521,7 @@ void Scheduler::Finish(Sequence* seq, FinishReason reason, FinishEvent event) {
     std::lock_guard<std::mutex> lock(mu_);
     free_slots_.push_back(seq->slot);
     --num_running_;
-    active_ids_.erase(r.id);
+    active_ids_.erase(ActiveKey(r));
   }
   idle_cv_.notify_all();
   LOG_INFO << absl::StrFormat(
@@ -469,7 +547,7 @@ void Scheduler::FinishUnscheduled(std::unique_ptr<GenerationRequest> request, Fi
   event.error_message = error;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    active_ids_.erase(request->id);
+    active_ids_.erase(ActiveKey(*request));
   }
   idle_cv_.notify_all();
   LOG_INFO << absl::StrFormat(

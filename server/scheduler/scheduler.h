@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -31,6 +32,10 @@ namespace moegraph {
 struct SchedulerOptions {
   int max_queue = 64;         // requests waiting for a slot beyond the free slots, >= 0
   int max_step_tokens = 256;  // token budget of one step (clamped to the engine's)
+  // Requests of one peer (GenerationRequest::peer) waiting at once; 0 = no limit.
+  int max_waiting_per_peer = 0;
+  // A sequence whose sink stays Backlogged this long is ended (FinishEvent::stalled).
+  double stall_timeout_seconds = 30;
 };
 
 class Scheduler {
@@ -50,9 +55,14 @@ class Scheduler {
   // the limit). On error the request is dropped and its sink is never called.
   absl::Status Submit(std::unique_ptr<GenerationRequest> request);
 
-  // Ends a queued or running request with finish reason abort within one
-  // step. False when no such request is queued or running.
-  bool Abort(const std::string& request_id);
+  // A sink's backlog cleared: its paused sequence may run again. Any thread.
+  void Wake();
+
+  // Ends `owner`'s queued or running request `request_id` with finish
+  // reason abort within one step. False when the owner has no such request
+  // (another owner's request of that id is neither touched nor revealed).
+  bool Abort(const std::string& owner, const std::string& request_id);
+  bool Abort(const std::string& request_id) { return Abort("", request_id); }
 
   // Refuses new requests from now on (Submit returns UNAVAILABLE), lets the
   // queued and running ones go on until `deadline`, then aborts the rest and
@@ -88,7 +98,18 @@ class Scheduler {
   // Gives admitted requests their slot's engine state; one the engine cannot
   // hold yet goes back to the head of the queue with those after it.
   void Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, int>>* admitted);
-  void RunStep();
+  // False when no sequence could take part (all paused for their clients).
+  bool RunStep();
+  // Pauses running sequences whose sinks are backlogged; ends those stalled
+  // past the timeout.
+  void CheckBacklogs();
+  void DecrementWaitingLocked(const GenerationRequest& request);
+  // The key of a request in active_ids_ and aborts_: its owner and id
+  // (ids are printable ASCII, so the newline cannot occur in one).
+  static std::string ActiveKey(const std::string& owner, const std::string& id) {
+    return owner + "\n" + id;
+  }
+  static std::string ActiveKey(const GenerationRequest& r) { return ActiveKey(r.owner, r.id); }
   void Finish(Sequence* seq, FinishReason reason, FinishEvent event);
   void FinishUnscheduled(std::unique_ptr<GenerationRequest> request, FinishReason reason,
                          const std::string& error);
@@ -111,12 +132,14 @@ class Scheduler {
   std::condition_variable idle_cv_;                         // a request left (Drain waits on it)
   std::deque<std::unique_ptr<GenerationRequest>> waiting_;  // guarded by mu_
   std::vector<int> free_slots_;                             // guarded by mu_
-  absl::flat_hash_set<std::string> active_ids_;             // queued + running; guarded by mu_
-  absl::flat_hash_set<std::string> aborts_;                 // guarded by mu_
-  int num_running_ = 0;                                     // guarded by mu_
-  bool draining_ = false;                                   // guarded by mu_
-  bool abort_all_ = false;                                  // guarded by mu_
-  bool shutdown_ = false;                                   // guarded by mu_
+  absl::flat_hash_set<std::string> active_ids_;  // ActiveKey of queued + running; guarded by mu_
+  absl::flat_hash_set<std::string> aborts_;      // ActiveKeys to abort; guarded by mu_
+  int num_running_ = 0;                          // guarded by mu_
+  bool draining_ = false;                        // guarded by mu_
+  bool abort_all_ = false;                       // guarded by mu_
+  bool shutdown_ = false;                        // guarded by mu_
+  bool woken_ = false;                           // guarded by mu_
+  absl::flat_hash_map<std::string, int> waiting_per_peer_;  // guarded by mu_
   Totals totals_;                                           // guarded by mu_
 
   // Scheduler thread only.

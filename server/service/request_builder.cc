@@ -46,6 +46,28 @@ absl::Status CheckTokenIds(const char* field, const google::protobuf::RepeatedFi
 
 }  // namespace
 
+absl::StatusOr<std::vector<int32_t>> EncodeBounded(const TextCodec& codec, const std::string& text,
+                                                   bool add_bos, int max_tokens,
+                                                   const RequestLimits& limits, const char* field,
+                                                   const char** refusal) {
+  if (text.size() > static_cast<size_t>(limits.max_prompt_bytes)) {
+    if (refusal != nullptr) *refusal = kRefusedTooLong;
+    return Invalid(absl::StrFormat("%s: at most %d bytes (max_prompt_bytes), got %d", field,
+                                   limits.max_prompt_bytes, text.size()));
+  }
+  absl::StatusOr<std::vector<int32_t>> ids =
+      codec.Encode(text, add_bos, static_cast<size_t>(std::max(max_tokens, 0)));
+  if (!ids.ok()) return Invalid(absl::StrFormat("%s: %s", field, ids.status().message()));
+  if (ids->size() > static_cast<size_t>(std::max(max_tokens, 0))) {
+    if (refusal != nullptr) *refusal = kRefusedTooLong;
+    return Invalid(
+        absl::StrFormat("%s: more than %d tokens, the most the context limit of %d "
+                        "tokens allows",
+                        field, max_tokens, limits.context_limit));
+  }
+  return ids;
+}
+
 std::string NewRequestId() { return absl::StrFormat("req-%016x%016x", RandomU64(), RandomU64()); }
 
 absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
@@ -73,6 +95,20 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
   }
   request->id = proto.request_id().empty() ? NewRequestId() : proto.request_id();
 
+  // Counts of repeated fields first: refusing a huge request must cost less
+  // than serving a small one (a million stop ids were once sorted).
+  const v1::StoppingParams& st = proto.stopping();
+  if (st.stop_size() > limits.max_stop_strings) {
+    return Invalid(
+        absl::StrFormat("stopping.stop: at most %d stop strings (max_stop_strings), got %d",
+                        limits.max_stop_strings, st.stop_size()));
+  }
+  if (st.stop_token_ids_size() > limits.max_stop_token_ids) {
+    return Invalid(
+        absl::StrFormat("stopping.stop_token_ids: at most %d ids (max_stop_token_ids), got %d",
+                        limits.max_stop_token_ids, st.stop_token_ids_size()));
+  }
+
   // Prompt.
   const bool add_bos =
       proto.has_add_bos() ? proto.add_bos() : (codec != nullptr && codec->default_add_bos());
@@ -83,13 +119,21 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
         return absl::FailedPreconditionError(
             "prompt: text prompts need a tokenizer and this server has none; send token_ids");
       }
-      absl::StatusOr<std::vector<int32_t>> ids = codec->Encode(proto.text(), add_bos);
-      if (!ids.ok()) return Invalid(absl::StrFormat("prompt: text: %s", ids.status().message()));
+      // The prompt must leave room for one output token.
+      absl::StatusOr<std::vector<int32_t>> ids = EncodeBounded(
+          *codec, proto.text(), add_bos, limits.context_limit - 1, limits, "prompt.text", refusal);
+      if (!ids.ok()) return ids.status();
       request->prompt = std::move(*ids);
       break;
     }
     case v1::GenerateRequest::kTokenIds: {
       if (proto.token_ids().ids().empty()) return Invalid("prompt: token_ids is empty");
+      if (proto.token_ids().ids_size() >= limits.context_limit) {
+        return too_long(absl::StrFormat(
+            "prompt.token_ids.ids: %d tokens leave no room for output in the context limit of %d "
+            "tokens; at most %d",
+            proto.token_ids().ids_size(), limits.context_limit, limits.context_limit - 1));
+      }
       absl::Status s =
           CheckTokenIds("prompt.token_ids.ids", proto.token_ids().ids(), limits.vocab_size);
       if (!s.ok()) return s;
@@ -129,7 +173,6 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
   if (!valid.ok()) return valid;
 
   // Stopping.
-  const v1::StoppingParams& st = proto.stopping();
   StopCriteria& stop = request->stop;
   const int room = limits.context_limit - prompt_len;
   if (st.has_max_tokens()) {
@@ -157,10 +200,6 @@ absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
                                    stop.max_tokens, st.min_tokens()));
   }
   stop.min_tokens = st.min_tokens();
-  if (st.stop_size() > limits.max_stop_strings) {
-    return Invalid(absl::StrFormat("stopping.stop: at most %d stop strings, got %d",
-                                   limits.max_stop_strings, st.stop_size()));
-  }
   for (int i = 0; i < st.stop_size(); ++i) {
     const std::string& str = st.stop(i);
     if (str.empty()) return Invalid(absl::StrFormat("stopping.stop[%d]: must not be empty", i));

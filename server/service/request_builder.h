@@ -24,6 +24,10 @@ struct RequestLimits {
   int max_sequence_tokens = 0;
   int bos_token_id = -1;  // prepended when a request asks for BOS; -1 = none
   std::vector<int> eos_token_ids;
+  // Checked before any work on the request: a text prompt's bytes before
+  // tokenization, and stop_token_ids' count.
+  int max_prompt_bytes = 1 << 20;
+  int max_stop_token_ids = 64;
   int max_stop_strings = 8;
   int max_stop_string_length = 256;
   int max_logprobs = 20;
@@ -40,6 +44,16 @@ inline constexpr char kRefusedTooLong[] = "too_long";
 absl::StatusOr<std::unique_ptr<GenerationRequest>> BuildGenerationRequest(
     const v1::GenerateRequest& proto, const RequestLimits& limits, const TextCodec* codec,
     const char** refusal = nullptr);
+
+// Text to token ids for a request or for Tokenize, bounded as a request is:
+// INVALID_ARGUMENT naming `field` when the text has more than
+// max_prompt_bytes bytes (checked before tokenizing) or more than
+// `max_tokens` tokens (tokenizing stops there), or is not valid UTF-8.
+// `refusal` as for BuildGenerationRequest.
+absl::StatusOr<std::vector<int32_t>> EncodeBounded(const TextCodec& codec, const std::string& text,
+                                                   bool add_bos, int max_tokens,
+                                                   const RequestLimits& limits, const char* field,
+                                                   const char** refusal = nullptr);
 
 // A fresh request id ("req-" and 16 hex digits).
 std::string NewRequestId();

@@ -27,9 +27,11 @@ class DetokenizerStream {
 class TextCodec {
  public:
   virtual ~TextCodec() = default;
-  // `add_bos`: prepend the BOS token (when the model has one).
-  virtual absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
-                                                      bool add_bos) const = 0;
+  // `add_bos`: prepend the BOS token (when the model has one). Stops once
+  // the ids pass `max_ids` (returning more than `max_ids` ids, a prefix of
+  // the encoding), so a too-long prompt costs no more than a fitting one.
+  virtual absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos,
+                                                      size_t max_ids) const = 0;
   virtual std::unique_ptr<DetokenizerStream> NewDetokenizer(bool skip_special_tokens) const = 0;
   // The tokenizer's own add_bos_token setting: the default for requests.
   virtual bool default_add_bos() const = 0;

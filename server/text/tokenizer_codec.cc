@@ -23,9 +23,10 @@ class TokenizerCodec final : public TextCodec {
   explicit TokenizerCodec(std::unique_ptr<Tokenizer> tokenizer)
       : tokenizer_(std::move(tokenizer)) {}
 
-  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos) const override {
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos,
+                                              size_t max_ids) const override {
     absl::StatusOr<std::vector<int32_t>> ids =
-        tokenizer_->Encode(text, /*add_special_tokens=*/false);
+        tokenizer_->Encode(text, /*add_special_tokens=*/false, max_ids);
     if (!ids.ok()) return ids.status();
     std::optional<int32_t> bos = tokenizer_->bos_id();
     if (add_bos && bos.has_value() && (ids->empty() || ids->front() != *bos)) {

@@ -7,7 +7,8 @@
 #   tests/fuzz/run.sh SRC_DIR [BUILD_DIR]      (BUILD_DIR defaults to SRC_DIR/build)
 #
 # MOEGRAPH_FUZZ_SECONDS (default 20) is the time per target; MOEGRAPH_FUZZ_JOBS
-# (default nproc) how many targets run at once. Exit 0: no findings; 1: a crash,
+# (default nproc) how many targets run at once, MOEGRAPH_BUILD_JOBS (default nproc)
+# the build's parallelism. Exit 0: no findings; 1: a crash,
 # leak or >5 s input (artifact kept in BUILD_DIR/build-fuzz/artifacts) or a build
 # failure; 77: clang-14 missing (ctest: skipped).
 set -uo pipefail
@@ -38,7 +39,7 @@ if [ ! -f "$fuzz_build/CMakeCache.txt" ]; then
     exit 1
   fi
 fi
-if ! cmake --build "$fuzz_build" --target moegraph_fuzzers -j "$(nproc)" >"$log" 2>&1; then
+if ! cmake --build "$fuzz_build" --target moegraph_fuzzers -j "${MOEGRAPH_BUILD_JOBS:-$(nproc)}" >"$log" 2>&1; then
   echo "fuzz: building the fuzz targets failed (log: $log):"
   tail -n 100 "$log"
   exit 1

@@ -107,7 +107,7 @@ class Daemon:
     """
 
     def __init__(self, config_yaml=None, flags=(), fake_engine=False, model_dir=TINY_MODEL,
-                 metrics=True, log_level="info"):
+                 metrics=True, log_level="info", credentials=None, metadata=None):
         self.tmp = _temp_dir("moegraphd-")
         self.port = free_port()
         self.address = "127.0.0.1:%d" % self.port
@@ -127,6 +127,10 @@ class Daemon:
         args += list(flags)
         self.args = args
         self.proc = None
+        # grpc.ChannelCredentials for a TLS listener, and call metadata (an API
+        # key) for the health checks; None: plaintext, none.
+        self.credentials = credentials
+        self.metadata = metadata
         self._channel = None
         self.returncode = None
 
@@ -191,9 +195,15 @@ class Daemon:
         return False
 
     # -- clients -------------------------------------------------------------
+    def open_channel(self):
+        """A new channel to the daemon, with its credentials when it speaks TLS."""
+        if self.credentials is not None:
+            return grpc.secure_channel(self.address, self.credentials)
+        return grpc.insecure_channel(self.address)
+
     def channel(self):
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address)
+            self._channel = self.open_channel()
         return self._channel
 
     def generation(self):
@@ -204,9 +214,10 @@ class Daemon:
         the daemon does not answer."""
         s = stubs()
         try:
-            with grpc.insecure_channel(self.address) as ch:
+            with self.open_channel() as ch:
                 stub = s.health_pb2_grpc.HealthStub(ch)
-                r = stub.Check(s.health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+                r = stub.Check(s.health_pb2.HealthCheckRequest(service=service), timeout=timeout,
+                               metadata=self.metadata)
                 return s.health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:

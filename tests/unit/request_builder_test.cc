@@ -6,6 +6,7 @@
 #include <set>
 
 #include "server/service/request_builder.h"
+#include "server/text/text_codec.h"
 
 namespace moegraph {
 namespace {
@@ -208,6 +209,109 @@ TEST_CASE("request builder: text prompts need a tokenizer", "[service]") {
   auto built = BuildGenerationRequest(r, Limits(), nullptr);
   REQUIRE_FALSE(built.ok());
   CHECK(absl::IsFailedPrecondition(built.status()));
+}
+
+// One token per byte, and a count of the bytes it looked at: a bounded
+// encode must stop soon after the limit.
+class ByteCodec final : public TextCodec {
+ public:
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos,
+                                              size_t max_ids) const override {
+    std::vector<int32_t> ids;
+    if (add_bos) ids.push_back(0);
+    for (const char c : text) {
+      if (ids.size() > max_ids) break;
+      ++bytes_seen;
+      ids.push_back(static_cast<unsigned char>(c) % 300 + 2);
+    }
+    return ids;
+  }
+  std::unique_ptr<DetokenizerStream> NewDetokenizer(bool) const override { return nullptr; }
+  bool default_add_bos() const override { return false; }
+  mutable size_t bytes_seen = 0;
+};
+
+TEST_CASE("request builder: a text prompt is refused by its bytes before tokenizing", "[service]") {
+  RequestLimits limits = Limits();
+  limits.max_prompt_bytes = 1000;
+  ByteCodec codec;
+  v1::GenerateRequest r;
+  r.set_text(std::string(1001, 'a'));
+  auto built = BuildGenerationRequest(r, limits, &codec);
+  REQUIRE_FALSE(built.ok());
+  CHECK(absl::IsInvalidArgument(built.status()));
+  CHECK(built.status().message() == "prompt.text: at most 1000 bytes (max_prompt_bytes), got 1001");
+  CHECK(codec.bytes_seen == 0);
+}
+
+TEST_CASE("request builder: tokenizing stops once the prompt passes the context limit",
+          "[service]") {
+  RequestLimits limits = Limits();  // context limit 100
+  ByteCodec codec;
+  v1::GenerateRequest r;
+  r.set_text(std::string(500000, 'a'));
+  const char* refusal = nullptr;
+  auto built = BuildGenerationRequest(r, limits, &codec, &refusal);
+  REQUIRE_FALSE(built.ok());
+  CHECK(absl::IsInvalidArgument(built.status()));
+  CHECK(built.status().message() ==
+        "prompt.text: more than 99 tokens, the most the context limit of 100 tokens allows");
+  CHECK(std::string(refusal) == kRefusedTooLong);
+  CHECK(codec.bytes_seen == 100);  // 99 allowed + 1 that proves it too long
+
+  r.set_text(std::string(99, 'a'));  // fits, with room for one output token
+  CHECK(BuildGenerationRequest(r, limits, &codec).ok());
+}
+
+TEST_CASE("request builder: repeated fields are counted before they are read", "[service]") {
+  RequestLimits limits = Limits();
+  limits.max_stop_token_ids = 3;
+  v1::GenerateRequest r = Ids({5});
+  for (int i = 0; i < 1000000; ++i) r.mutable_stopping()->add_stop_token_ids(7);
+  auto built = BuildGenerationRequest(r, limits, nullptr);
+  REQUIRE_FALSE(built.ok());
+  CHECK(built.status().message() ==
+        "stopping.stop_token_ids: at most 3 ids (max_stop_token_ids), got 1000000");
+
+  r = Ids({5});
+  for (int i = 0; i < 3; ++i) r.mutable_stopping()->add_stop_token_ids(7 + i);
+  built = BuildGenerationRequest(r, limits, nullptr);
+  REQUIRE(built.ok());
+  CHECK((*built)->stop.stop_token_ids == std::vector<int32_t>{7, 8, 9});
+
+  // A token-id prompt longer than the context: refused by its count, with
+  // the first bad id never reached.
+  r = Ids(std::vector<int32_t>(200000, -1));
+  built = BuildGenerationRequest(r, limits, nullptr);
+  REQUIRE_FALSE(built.ok());
+  CHECK(built.status().message() ==
+        "prompt.token_ids.ids: 200000 tokens leave no room for output in the context limit of "
+        "100 tokens; at most 99");
+
+  r = Ids({5});
+  for (int i = 0; i < 3; ++i) r.mutable_stopping()->add_stop("x");
+  built = BuildGenerationRequest(r, limits, nullptr);
+  REQUIRE_FALSE(built.ok());
+  CHECK(built.status().message() ==
+        "stopping.stop: at most 2 stop strings (max_stop_strings), got 3");
+}
+
+TEST_CASE("request builder: Tokenize's text is bounded like a prompt", "[service]") {
+  RequestLimits limits = Limits();
+  limits.max_prompt_bytes = 50;
+  ByteCodec codec;
+  auto ids =
+      EncodeBounded(codec, std::string(51, 'a'), false, limits.context_limit, limits, "text");
+  REQUIRE_FALSE(ids.ok());
+  CHECK(ids.status().message() == "text: at most 50 bytes (max_prompt_bytes), got 51");
+  limits.max_prompt_bytes = 1000;
+  ids = EncodeBounded(codec, std::string(101, 'a'), false, limits.context_limit, limits, "text");
+  REQUIRE_FALSE(ids.ok());
+  CHECK(ids.status().message() ==
+        "text: more than 100 tokens, the most the context limit of 100 tokens allows");
+  ids = EncodeBounded(codec, std::string(100, 'a'), false, limits.context_limit, limits, "text");
+  REQUIRE(ids.ok());
+  CHECK(ids->size() == 100);
 }
 
 }  // namespace

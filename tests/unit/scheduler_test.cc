@@ -4,9 +4,11 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -495,6 +497,174 @@ TEST_CASE("scheduler: destruction aborts what is left", "[scheduler]") {
   scheduler.reset();
   CHECK(a_sink->WaitFinish().reason == FinishReason::kAbort);
   CHECK(b_sink->WaitFinish().reason == FinishReason::kAbort);
+}
+
+// A sink whose client "reads" only when told: Backlogged() as the service's
+// stream says it once too much output waits.
+class BackloggedSink final : public GenerationSink {
+ public:
+  void OnToken(TokenEvent) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++tokens_;
+    cv_.notify_all();
+  }
+  void OnFinish(FinishEvent event) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    finish_ = event;
+    cv_.notify_all();
+  }
+  bool Backlogged() const override { return backlogged_.load(); }
+  void SetBacklogged(bool b) { backlogged_ = b; }
+  int tokens() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return tokens_;
+  }
+  std::optional<FinishEvent> WaitFinish(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, timeout, [&] { return finish_.has_value(); });
+    return finish_;
+  }
+  void WaitTokens(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    REQUIRE(cv_.wait_for(lock, 10s, [&] { return tokens_ >= n; }));
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int tokens_ = 0;
+  std::optional<FinishEvent> finish_;
+  std::atomic<bool> backlogged_{false};
+};
+
+TEST_CASE("scheduler: a backlogged sink pauses its sequence, which resumes on Wake",
+          "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 2;
+  eo.step_seconds = 0.001;
+  FakeEngine engine(eo);
+  SchedulerOptions options;
+  options.stall_timeout_seconds = 60;
+  auto created = Scheduler::Create(&engine, nullptr, options, nullptr);
+  REQUIRE(created.ok());
+  Scheduler& scheduler = **created;
+  auto request = std::make_unique<GenerationRequest>();
+  request->id = "slow";
+  request->prompt = Prompt(4);
+  request->stop.max_tokens = 1000;
+  auto sink = std::make_shared<BackloggedSink>();
+  request->sink = sink;
+  REQUIRE(scheduler.Submit(std::move(request)).ok());
+  sink->WaitTokens(3);
+  sink->SetBacklogged(true);
+  std::this_thread::sleep_for(50ms);  // a step in flight may still land
+  const int paused_at = sink->tokens();
+  std::this_thread::sleep_for(300ms);
+  CHECK(sink->tokens() == paused_at);  // no tokens while paused
+  QueueStats q = scheduler.queue_stats();
+  CHECK(q.running == 1);
+  CHECK(q.slots_in_use == 1);  // the slot is kept
+  // Another request runs meanwhile.
+  Req other = MakeRequest("other", Prompt(3), 5);
+  REQUIRE(scheduler.Submit(std::move(other.request)).ok());
+  CHECK(other.sink->WaitFinish().completion_tokens == 5);
+  sink->SetBacklogged(false);
+  scheduler.Wake();
+  sink->WaitTokens(paused_at + 5);
+  CHECK(scheduler.Abort("slow"));
+  std::optional<FinishEvent> fin = sink->WaitFinish(10s);
+  REQUIRE(fin.has_value());
+  CHECK_FALSE(fin->stalled);
+}
+
+TEST_CASE("scheduler: a sequence stalled past the timeout ends, naming the limits", "[scheduler]") {
+  FakeEngineOptions eo;
+  FakeEngine engine(eo);
+  SchedulerOptions options;
+  options.stall_timeout_seconds = 0.2;
+  auto created = Scheduler::Create(&engine, nullptr, options, nullptr);
+  REQUIRE(created.ok());
+  Scheduler& scheduler = **created;
+  auto request = std::make_unique<GenerationRequest>();
+  request->id = "frozen";
+  request->prompt = Prompt(4);
+  request->stop.max_tokens = 1000;
+  auto sink = std::make_shared<BackloggedSink>();
+  request->sink = sink;
+  REQUIRE(scheduler.Submit(std::move(request)).ok());
+  sink->WaitTokens(2);
+  sink->SetBacklogged(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::optional<FinishEvent> fin = sink->WaitFinish(5s);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE(fin.has_value());
+  CHECK(fin->stalled);
+  CHECK(fin->reason == FinishReason::kAbort);
+  CHECK(fin->error_message.find("stall_timeout_seconds") != std::string::npos);
+  CHECK(waited >= 0.15);
+  CHECK(waited < 2.0);
+  CHECK(scheduler.queue_stats().slots_in_use == 0);
+}
+
+TEST_CASE("scheduler: one peer gets at most its share of the queue", "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 1;
+  eo.step_seconds = 0.005;
+  FakeEngine engine(eo);
+  SchedulerOptions options;
+  options.max_queue = 10;
+  options.max_waiting_per_peer = 2;
+  auto created = Scheduler::Create(&engine, nullptr, options, nullptr);
+  REQUIRE(created.ok());
+  Scheduler& scheduler = **created;
+  auto submit = [&](const std::string& id, const std::string& peer, Req* out) {
+    *out = MakeRequest(id, Prompt(4), 200);
+    out->request->peer = peer;
+    return scheduler.Submit(std::move(out->request));
+  };
+  Req running, a1, a2, a3, b1;
+  REQUIRE(submit("running", "ipv4:10.0.0.1", &running).ok());
+  running.sink->WaitTokens(1);
+  CHECK(submit("a1", "ipv4:10.0.0.1", &a1).ok());
+  CHECK(submit("a2", "ipv4:10.0.0.1", &a2).ok());
+  absl::Status third = submit("a3", "ipv4:10.0.0.1", &a3);
+  CHECK(absl::IsResourceExhausted(third));
+  CHECK(third.message() ==
+        "this client already has 2 requests waiting, its share of the queue "
+        "(max_waiting_per_peer 2); retry when one has started");
+  CHECK(submit("b1", "ipv4:10.0.0.2", &b1).ok());  // another peer still gets in
+  // A waiting request that leaves gives its place back.
+  CHECK(scheduler.Abort("a1"));
+  CHECK(a1.sink->WaitFinish().reason == FinishReason::kAbort);
+  Req a4;
+  CHECK(submit("a4", "ipv4:10.0.0.1", &a4).ok());
+  for (const char* id : {"running", "a2", "a4", "b1"}) scheduler.Abort(id);
+}
+
+TEST_CASE("scheduler: ids are per owner; Abort reaches only the owner's", "[scheduler]") {
+  FakeEngineOptions eo;
+  eo.num_slots = 2;
+  eo.step_seconds = 0.002;
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine);
+  Req alice = MakeRequest("job", Prompt(4), 1000);
+  alice.request->owner = "key:alice";
+  auto alice_sink = alice.sink;
+  REQUIRE(scheduler->Submit(std::move(alice.request)).ok());
+  Req bob = MakeRequest("job", Prompt(4), 3);  // the same id, another owner
+  bob.request->owner = "key:bob";
+  auto bob_sink = bob.sink;
+  REQUIRE(scheduler->Submit(std::move(bob.request)).ok());
+  CHECK(bob_sink->WaitFinish().reason == FinishReason::kLength);
+  CHECK_FALSE(scheduler->Abort("key:bob", "job"));  // bob's has ended; alice's is not his
+  CHECK_FALSE(scheduler->Abort("", "job"));
+  CHECK_FALSE(alice_sink->finished());
+  Req again = MakeRequest("job", Prompt(4), 3);
+  again.request->owner = "key:alice";
+  CHECK(absl::IsAlreadyExists(scheduler->Submit(std::move(again.request))));
+  CHECK(scheduler->Abort("key:alice", "job"));
+  CHECK(alice_sink->WaitFinish().reason == FinishReason::kAbort);
 }
 
 }  // namespace

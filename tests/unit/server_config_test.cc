@@ -51,6 +51,20 @@ const std::vector<std::string> kAllKeys = {
     "max_stop_strings",
     "max_stop_string_length",
     "max_logprobs",
+    "max_prompt_bytes",
+    "max_stop_token_ids",
+    "max_message_bytes",
+    "max_stream_backlog_bytes",
+    "stall_timeout_seconds",
+    "max_streams_per_connection",
+    "keepalive_time_seconds",
+    "keepalive_timeout_seconds",
+    "max_waiting_per_peer",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_client_ca_file",
+    "tls_reload_seconds",
+    "api_keys_file",
 };
 
 TEST_CASE("config: an empty file gives the defaults", "[config]") {
@@ -106,6 +120,15 @@ log_level: verbose
 max_stop_strings: 4
 max_stop_string_length: 64
 max_logprobs: 5
+max_prompt_bytes: 4096
+max_stop_token_ids: 3
+max_message_bytes: 2048
+max_stream_backlog_bytes: 8192
+stall_timeout_seconds: 1.5
+max_streams_per_connection: 7
+keepalive_time_seconds: 30
+keepalive_timeout_seconds: 5
+max_waiting_per_peer: 4
 )");
   CHECK(c.listen_address == "[::1]:6000");
   CHECK(c.metrics_address.empty());
@@ -127,6 +150,15 @@ max_logprobs: 5
   CHECK(c.max_stop_strings == 4);
   CHECK(c.max_stop_string_length == 64);
   CHECK(c.max_logprobs == 5);
+  CHECK(c.max_prompt_bytes == 4096);
+  CHECK(c.max_stop_token_ids == 3);
+  CHECK(c.max_message_bytes == 2048);
+  CHECK(c.max_stream_backlog_bytes == 8192);
+  CHECK(c.stall_timeout_seconds == 1.5);
+  CHECK(c.max_streams_per_connection == 7);
+  CHECK(c.keepalive_time_seconds == 30);
+  CHECK(c.keepalive_timeout_seconds == 5);
+  CHECK(c.max_waiting_per_peer == 4);
 
   CHECK(MustParse("device: cpu").device == "cpu");
   CHECK(MustParse("device: cuda").device == "cuda");
@@ -272,6 +304,38 @@ TEST_CASE("config: a config file, then flags on top", "[config]") {
   CHECK(missing.status().code() == absl::StatusCode::kNotFound);
   CHECK(missing.status().message() ==
         "config file " + path + ": cannot open: No such file or directory");
+}
+
+TEST_CASE("config: a directory or an unreadable file is an error, not the defaults", "[config]") {
+  const std::string dir = std::string(MOEGRAPH_BINARY_DIR);
+  absl::StatusOr<ServerConfig> c = LoadServerConfig(dir);
+  CHECK(c.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(c.status().message() == "config file " + dir + ": is a directory, not a YAML file");
+  c = LoadServerConfig(dir + "/");
+  CHECK(c.status().code() == absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("config: limits that depend on each other are checked before anything starts",
+          "[config]") {
+  ServerConfig c;
+  CHECK(ValidateServerConfig(c).ok());
+  REQUIRE(ApplyServerFlags({"--slots=65536"}, &c).ok());  // within the key's own range
+  CHECK(ValidateServerConfig(c).message() ==
+        "max_step_tokens: must be >= slots (one decode token per slot each step), got 256 with "
+        "slots 65536");
+  c = ServerConfig{};
+  c.tls_cert_file = "server.pem";
+  CHECK(ValidateServerConfig(c).message() ==
+        "tls_cert_file, tls_key_file: give both (TLS) or neither (plaintext)");
+  c = ServerConfig{};
+  c.tls_client_ca_file = "ca.pem";
+  CHECK(ValidateServerConfig(c).message() ==
+        "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates are "
+        "checked over TLS)");
+  c = ServerConfig{};
+  c.max_message_bytes = 4 << 20;
+  CHECK(ValidateServerConfig(c).message() ==
+        "max_stream_backlog_bytes: must be >= max_message_bytes (4194304), got 1048576");
 }
 
 TEST_CASE("config: oversized input is refused before parsing", "[config]") {

@@ -2,6 +2,7 @@
 // streaming detokenization, and the pipeline pieces on small hand-made files.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -105,6 +106,25 @@ TEST_CASE("tokenizer: special tokens, bos/eos, add_special_tokens", "[tokenizer]
   CHECK(with_bos->front() == 0);
   CHECK(std::vector<int32_t>(with_bos->begin() + 1, with_bos->end()) == *hi);
   CHECK(t->Encode("", false)->empty());
+}
+
+TEST_CASE("tokenizer: encoding stops once it passes max_ids", "[tokenizer]") {
+  auto t = LoadOrDie("bpe32k");
+  std::string text;
+  for (int i = 0; i < 20000; ++i) text += "word" + std::to_string(i) + " ";
+  auto full = t->Encode(text, false);
+  REQUIRE(full.ok());
+  REQUIRE(full->size() > 1000);
+  for (size_t limit : {size_t{0}, size_t{1}, size_t{17}, size_t{1000}}) {
+    auto cut = t->Encode(text, false, limit);
+    REQUIRE(cut.ok());
+    INFO(limit);
+    CHECK(cut->size() == limit + 1);
+    CHECK(std::equal(cut->begin(), cut->end(), full->begin()));
+  }
+  auto all = t->Encode(text, false, full->size());
+  REQUIRE(all.ok());
+  CHECK(*all == *full);  // exactly at the limit: nothing cut
 }
 
 TEST_CASE("tokenizer: invalid UTF-8 input is refused", "[tokenizer]") {
