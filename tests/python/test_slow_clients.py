@@ -56,10 +56,16 @@ class SlowReaderTest(unittest.TestCase):
                                                      timeout=300)
             # The client's HTTP/2 window (grown by its BDP probes) takes a few MB
             # first; then the backlog fills and the sequence pauses.
-            time.sleep(3.0)
-            first = metric(d, "moegraph_generated_tokens_total")
-            time.sleep(1.0)
+            # On a loaded machine that takes longer: wait (up to 60 s) until a whole
+            # second passes without one token more.
+            deadline = time.monotonic() + 60
             second = metric(d, "moegraph_generated_tokens_total")
+            while True:
+                first = second
+                time.sleep(1.0)
+                second = metric(d, "moegraph_generated_tokens_total")
+                if first == second or time.monotonic() > deadline:
+                    break
             # Paused: not one token more while the client reads nothing, below the
             # 60,000 that steps of 0 ms would have made by now.
             self.assertEqual(first, second)
