@@ -50,10 +50,13 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   std::unique_ptr<MetricsHttpServer> self(new MetricsHttpServer());
   self->registry_ = std::move(registry);
   try {
-    // Scrapes are rare and cheap; two threads let one slow client not block another.
+    // civetweb serves one connection per worker thread: with two, two idle
+    // connections blocked every scrape. Eight threads, and a connection that
+    // sends nothing (or half a request) for 3 s is dropped, so holding them
+    // all costs a client more connections than a scrape waits for.
     self->exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
         "listening_ports", host_port->host + ":" + std::to_string(host_port->port), "num_threads",
-        "2"});
+        "8", "request_timeout_ms", "3000"});
   } catch (const std::exception& e) {
     LOG_VERBOSE << "metrics: civetweb: " << e.what();
     return absl::UnavailableError(

@@ -203,5 +203,41 @@ class StartupFaultTest(unittest.TestCase):
             shutil.rmtree(tmp)
 
 
+class MetricsEndpointTest(unittest.TestCase):
+    def test_idle_and_slow_header_connections_do_not_block_a_scrape(self):
+        # The finding: two idle connections held both of civetweb's two
+        # worker threads, and a scrape took 4.4 s (20 s and failed with two
+        # slow-header connections).
+        import socket
+        with Daemon(fake_engine=True) as d:
+            host, port = d.metrics_address.split(":")
+            holders = []
+            for i in range(6):
+                sock = socket.create_connection((host, int(port)), timeout=5)
+                if i % 2:
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
+                holders.append(sock)
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            text = d.metrics_text(timeout=10)
+            took = time.monotonic() - t0
+            self.assertIn("moegraph_requests_running", text)
+            self.assertLess(took, 1.0, "scrape took %.2f s beside 6 held connections" % took)
+            # More held connections than worker threads: the half-sent ones are
+            # dropped after request_timeout_ms, so a scrape still gets through.
+            for i in range(12):
+                sock = socket.create_connection((host, int(port)), timeout=5)
+                sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+                holders.append(sock)
+            t0 = time.monotonic()
+            text = d.metrics_text(timeout=15)
+            took = time.monotonic() - t0
+            self.assertIn("moegraph_requests_running", text)
+            self.assertLess(took, 8.0, "scrape took %.2f s beside 18 held connections" % took)
+            print("metrics: scrape beside 18 held connections took %.2f s" % took)
+            for sock in holders:
+                sock.close()
+
+
 if __name__ == "__main__":
     unittest.main()
