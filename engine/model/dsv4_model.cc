@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/common/status_macros.h"
+#include "engine/model/dsv4_tensors.h"
 #include "engine/model/weight_loader.h"
 #include "engine/sampling/device_row.h"
 
@@ -182,116 +183,158 @@ absl::Status CheckRoutingTable(const WeightStore& ws, const std::string& name,
 
 absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
   const ModelConfig& c = config_;
-  const int64_t D = c.hidden_size, n = c.hc_mult, H = c.num_heads, d = c.head_dim;
-  const int64_t V = c.vocab_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
-  const int64_t F = c.moe_intermediate_size, Fs = F * c.n_shared_experts;
-  const int64_t g = c.o_groups, ql = c.q_lora_rank, ol = c.o_lora_rank;
-  const int64_t nI = c.index_n_heads, ci = c.index_head_dim;
-  const int64_t mix = (2 + n) * n;
-
-  // The first of `names` present in the checkpoint, shape-checked and uploaded.
-  auto load = [&](std::initializer_list<std::string> names, std::vector<int64_t> shape,
-                  bool matrix) -> absl::StatusOr<Tensor> {
-    const std::string* found = nullptr;
-    for (const std::string& name : names) {
-      if (ws.Has(name)) {
-        found = &name;
-        break;
-      }
+  if (!ws.has_data()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ws.origin(), ": opened from headers only (no tensor data to load)"));
+  }
+  // The first of `names` present in the checkpoint, shape-checked.
+  auto find = [&](const TensorSpec& spec) -> absl::StatusOr<Tensor> {
+    for (const std::string& name : spec.names) {
+      if (ws.Has(name)) return ws.Get(name, spec.shape);
     }
-    if (found == nullptr) {
-      return absl::NotFoundError(
-          absl::StrCat("checkpoint lacks ", *names.begin(), " (expected ", ShapeStr(shape), ")"));
-    }
-    ASSIGN_OR_RETURN(Tensor host, ws.Get(*found, shape));
-    return backend_->UploadWeight(host, matrix, &weight_buffers_);
+    return absl::NotFoundError(absl::StrCat("checkpoint lacks ", spec.names.front(), " (expected ",
+                                            ShapeStr(spec.shape), ")"));
   };
-  // A matrix in whatever format the checkpoint stores it (weight_loader.h);
-  // `bases` are names without ".weight".
-  auto matrix = [&](std::initializer_list<std::string> bases, int64_t rows,
-                    int64_t cols) -> absl::StatusOr<Weight> {
-    ASSIGN_OR_RETURN(HostWeight host, ReadMatrix(ws, bases, rows, cols, c.quant));
-    ASSIGN_OR_RETURN(Weight w, backend_->UploadMatrix(host, &weight_buffers_));
-    weight_bytes_[static_cast<int>(host.format)] += host.data.bytes() + host.scale.bytes();
-    return w;
-  };
-
-  ASSIGN_OR_RETURN(embed_, load({"embed.weight"}, {V, D}, true));
-  ASSIGN_OR_RETURN(head_, matrix({"head"}, V, D));
-  ASSIGN_OR_RETURN(norm_, load({"norm.weight"}, {D}, false));
-  ASSIGN_OR_RETURN(hc_head_fn_, load({"hc_head_fn", "hc_head.hc_fn"}, {n, n * D}, false));
-  ASSIGN_OR_RETURN(hc_head_base_, load({"hc_head_base", "hc_head.hc_base"}, {n}, false));
-  ASSIGN_OR_RETURN(hc_head_scale_, load({"hc_head_scale", "hc_head.hc_scale"}, {1}, false));
-
   layers_.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
     Layer& L = layers_[l];
-    const std::string p = absl::StrCat("layers.", l, ".");
     L.kind = c.layer_types[l];
     L.mlp = c.mlp_types[l];
     L.layer_of_kind = c.index_within_kind(l);
-    ASSIGN_OR_RETURN(L.attn_norm, load({p + "attn_norm.weight"}, {D}, false));
-    ASSIGN_OR_RETURN(L.ffn_norm, load({p + "ffn_norm.weight"}, {D}, false));
-    ASSIGN_OR_RETURN(L.hc_attn_fn, load({p + "hc_attn_fn"}, {mix, n * D}, false));
-    ASSIGN_OR_RETURN(L.hc_attn_base, load({p + "hc_attn_base"}, {mix}, false));
-    ASSIGN_OR_RETURN(L.hc_attn_scale, load({p + "hc_attn_scale"}, {3}, false));
-    ASSIGN_OR_RETURN(L.hc_ffn_fn, load({p + "hc_ffn_fn"}, {mix, n * D}, false));
-    ASSIGN_OR_RETURN(L.hc_ffn_base, load({p + "hc_ffn_base"}, {mix}, false));
-    ASSIGN_OR_RETURN(L.hc_ffn_scale, load({p + "hc_ffn_scale"}, {3}, false));
-
-    const std::string a = p + "attn.";
-    ASSIGN_OR_RETURN(L.wq_a, matrix({a + "wq_a"}, ql, D));
-    ASSIGN_OR_RETURN(L.q_norm, load({a + "q_norm.weight"}, {ql}, false));
-    ASSIGN_OR_RETURN(L.wq_b, matrix({a + "wq_b"}, H * d, ql));
-    ASSIGN_OR_RETURN(L.wkv, matrix({a + "wkv"}, d, D));
-    // transformers saves the kv norm as attn.norm, the official code as attn.kv_norm.
-    ASSIGN_OR_RETURN(L.kv_norm, load({a + "norm.weight", a + "kv_norm.weight"}, {d}, false));
-    ASSIGN_OR_RETURN(L.wo_a, matrix({a + "wo_a"}, g * ol, H * d / g));
-    ASSIGN_OR_RETURN(L.wo_b, matrix({a + "wo_b"}, D, g * ol));
-    ASSIGN_OR_RETURN(L.sinks, load({a + "attn_sink"}, {H}, false));
-
-    auto load_compressor = [&](const std::string& q, int64_t rate, int64_t width, bool overlap,
-                               CompressorWeights* cw) -> absl::Status {
-      const int64_t w = overlap ? 2 * width : width;
-      ASSIGN_OR_RETURN(cw->wkv, matrix({q + "wkv"}, w, D));
-      ASSIGN_OR_RETURN(cw->wgate, matrix({q + "wgate"}, w, D));
-      ASSIGN_OR_RETURN(cw->ape, load({q + "ape"}, {rate, w}, false));
-      ASSIGN_OR_RETURN(cw->norm, load({q + "norm.weight"}, {width}, false));
-      return absl::OkStatus();
-    };
-    if (L.kind == AttnKind::kHca) {
-      RETURN_IF_ERROR(load_compressor(a + "compressor.", c.hca_rate, d, false, &L.compressor));
-    } else if (L.kind == AttnKind::kCsa) {
-      RETURN_IF_ERROR(load_compressor(a + "compressor.", c.csa_rate, d, true, &L.compressor));
-      RETURN_IF_ERROR(
-          load_compressor(a + "indexer.compressor.", c.csa_rate, ci, true, &L.index_compressor));
-      ASSIGN_OR_RETURN(L.index_wq_b, matrix({a + "indexer.wq_b"}, nI * ci, ql));
-      ASSIGN_OR_RETURN(L.index_weights_proj, matrix({a + "indexer.weights_proj"}, nI, D));
-    }
-
-    const std::string f = p + "ffn.";
-    ASSIGN_OR_RETURN(L.gate, matrix({f + "gate"}, E, D));
-    if (L.mlp == MlpKind::kHashMoe) {
-      RETURN_IF_ERROR(CheckRoutingTable(ws, f + "gate.tid2eid", {V, K}, E));
-      ASSIGN_OR_RETURN(L.tid2eid, load({f + "gate.tid2eid"}, {V, K}, false));
-    } else {
-      ASSIGN_OR_RETURN(L.gate_bias, load({f + "gate.bias"}, {E}, false));
-    }
-    for (auto [which, rows, cols, out] :
-         {std::tuple{"w1", F, D, &L.experts.w1}, std::tuple{"w2", D, F, &L.experts.w2},
-          std::tuple{"w3", F, D, &L.experts.w3}}) {
-      std::vector<HostWeight> host;
-      for (int64_t e = 0; e < E; ++e) {
-        ASSIGN_OR_RETURN(HostWeight h, ReadMatrix(ws, {absl::StrCat(f, "experts.", e, ".", which)},
-                                                  rows, cols, c.quant));
-        weight_bytes_[static_cast<int>(h.format)] += h.data.bytes() + h.scale.bytes();
-        host.push_back(h);
+  }
+  // Where each field goes (dsv4_tensors.h lists what is read, and in which order).
+  auto tensor_of = [&](const TensorSpec& s) -> Tensor* {
+    using F = TensorField;
+    if (s.layer < 0) {
+      switch (s.field) {
+        case F::kEmbed:
+          return &embed_;
+        case F::kNorm:
+          return &norm_;
+        case F::kHcHeadFn:
+          return &hc_head_fn_;
+        case F::kHcHeadBase:
+          return &hc_head_base_;
+        case F::kHcHeadScale:
+          return &hc_head_scale_;
+        default:
+          return nullptr;
       }
-      ASSIGN_OR_RETURN(*out, backend_->UploadStackedMatrices(host, &weight_buffers_));
     }
-    ASSIGN_OR_RETURN(L.shared_w1, matrix({f + "shared_experts.w1"}, Fs, D));
-    ASSIGN_OR_RETURN(L.shared_w2, matrix({f + "shared_experts.w2"}, D, Fs));
-    ASSIGN_OR_RETURN(L.shared_w3, matrix({f + "shared_experts.w3"}, Fs, D));
+    Layer& L = layers_[s.layer];
+    switch (s.field) {
+      case F::kAttnNorm:
+        return &L.attn_norm;
+      case F::kFfnNorm:
+        return &L.ffn_norm;
+      case F::kHcAttnFn:
+        return &L.hc_attn_fn;
+      case F::kHcAttnBase:
+        return &L.hc_attn_base;
+      case F::kHcAttnScale:
+        return &L.hc_attn_scale;
+      case F::kHcFfnFn:
+        return &L.hc_ffn_fn;
+      case F::kHcFfnBase:
+        return &L.hc_ffn_base;
+      case F::kHcFfnScale:
+        return &L.hc_ffn_scale;
+      case F::kQNorm:
+        return &L.q_norm;
+      case F::kKvNorm:
+        return &L.kv_norm;
+      case F::kSinks:
+        return &L.sinks;
+      case F::kCompApe:
+        return &L.compressor.ape;
+      case F::kCompNorm:
+        return &L.compressor.norm;
+      case F::kIndexCompApe:
+        return &L.index_compressor.ape;
+      case F::kIndexCompNorm:
+        return &L.index_compressor.norm;
+      case F::kGateBias:
+        return &L.gate_bias;
+      case F::kTid2eid:
+        return &L.tid2eid;
+      default:
+        return nullptr;
+    }
+  };
+  auto weight_of = [&](const TensorSpec& s) -> Weight* {
+    using F = TensorField;
+    if (s.layer < 0) return s.field == F::kHead ? &head_ : nullptr;
+    Layer& L = layers_[s.layer];
+    switch (s.field) {
+      case F::kWqA:
+        return &L.wq_a;
+      case F::kWqB:
+        return &L.wq_b;
+      case F::kWkv:
+        return &L.wkv;
+      case F::kWoA:
+        return &L.wo_a;
+      case F::kWoB:
+        return &L.wo_b;
+      case F::kCompWkv:
+        return &L.compressor.wkv;
+      case F::kCompWgate:
+        return &L.compressor.wgate;
+      case F::kIndexCompWkv:
+        return &L.index_compressor.wkv;
+      case F::kIndexCompWgate:
+        return &L.index_compressor.wgate;
+      case F::kIndexWqB:
+        return &L.index_wq_b;
+      case F::kIndexWeightsProj:
+        return &L.index_weights_proj;
+      case F::kGate:
+        return &L.gate;
+      case F::kExpertW1:
+        return &L.experts.w1;
+      case F::kExpertW2:
+        return &L.experts.w2;
+      case F::kExpertW3:
+        return &L.experts.w3;
+      case F::kSharedW1:
+        return &L.shared_w1;
+      case F::kSharedW2:
+        return &L.shared_w2;
+      case F::kSharedW3:
+        return &L.shared_w3;
+      default:
+        return nullptr;
+    }
+  };
+
+  std::vector<HostWeight> stack;  // the routed experts of one (layer, w) so far
+  for (const TensorSpec& spec : Dsv4TensorSpecs(c)) {
+    if (spec.read != TensorRead::kMatrix) {
+      Tensor* dst = tensor_of(spec);
+      if (dst == nullptr) return absl::InternalError("dsv4_tensors: field without a tensor");
+      if (spec.field == TensorField::kTid2eid) {
+        RETURN_IF_ERROR(CheckRoutingTable(ws, spec.names.front(), spec.shape, c.n_routed_experts));
+      }
+      ASSIGN_OR_RETURN(Tensor host, find(spec));
+      ASSIGN_OR_RETURN(
+          *dst, backend_->UploadWeight(host, spec.read == TensorRead::kTable, &weight_buffers_));
+      continue;
+    }
+    Weight* dst = weight_of(spec);
+    if (dst == nullptr) return absl::InternalError("dsv4_tensors: field without a weight");
+    // A matrix in whatever format the checkpoint stores it (weight_loader.h).
+    ASSIGN_OR_RETURN(HostWeight host,
+                     ReadMatrix(ws, spec.names, spec.shape[0], spec.shape[1], c.quant));
+    weight_bytes_[static_cast<int>(host.format)] += host.data.bytes() + host.scale.bytes();
+    if (spec.expert < 0) {
+      ASSIGN_OR_RETURN(*dst, backend_->UploadMatrix(host, &weight_buffers_));
+      continue;
+    }
+    stack.push_back(host);
+    if (spec.expert + 1 == c.n_routed_experts) {
+      ASSIGN_OR_RETURN(*dst, backend_->UploadStackedMatrices(stack, &weight_buffers_));
+      stack.clear();
+    }
   }
 
   // Rotary tables, computed as transformers does (model_config.h).
@@ -304,14 +347,12 @@ absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
   return absl::OkStatus();
 }
 
-absl::Status Dsv4Model::AllocateActivations() {
-  const ModelConfig& c = config_;
-  const int64_t T = max_tokens_, D = c.hidden_size, n = c.hc_mult, H = c.num_heads, d = c.head_dim;
+std::vector<Tensor*> Dsv4Model::PlanActivations(const ModelConfig& c, int64_t T, int64_t max_rows,
+                                                DType act, Activations* out) {
+  const int64_t D = c.hidden_size, n = c.hc_mult, H = c.num_heads, d = c.head_dim;
   const int64_t nI = std::max(1, c.index_n_heads), ci = std::max(1, c.index_head_dim);
   const int64_t Fs = static_cast<int64_t>(c.moe_intermediate_size) * c.n_shared_experts;
-  const DType act = backend_->activation_dtype();
-  act_ = std::make_unique<Activations>();
-  Activations& A = *act_;
+  Activations& A = *out;
   std::vector<Tensor*> tensors;
   auto plan = [&](Tensor* t, DType type, std::initializer_list<int64_t> dims) {
     *t = Tensor(nullptr, type, dims);
@@ -345,9 +386,28 @@ absl::Status Dsv4Model::AllocateActivations() {
   plan(&A.shared_b, act, {T, Fs});
   plan(&A.head_x, act, {T, n * D});
   plan(&A.head_y, act, {T, D});
-  plan(&A.logits, DType::kF32, {max_rows_, c.vocab_size});
-  plan(&A.sampled, DType::kI32, {max_rows_});
-  for (Tensor* t : tensors) {
+  plan(&A.logits, DType::kF32, {max_rows, c.vocab_size});
+  plan(&A.sampled, DType::kI32, {max_rows});
+  return tensors;
+}
+
+size_t Dsv4Model::DeviceBufferBytes(const ModelConfig& config, int max_step_tokens,
+                                    int max_logit_rows, DType activation_dtype) {
+  Activations a;
+  size_t bytes = 0;
+  for (const Tensor* t :
+       PlanActivations(config, max_step_tokens, max_logit_rows, activation_dtype, &a)) {
+    bytes += t->bytes();
+  }
+  Staging staging;
+  LayOutStaging(max_step_tokens, max_logit_rows, &staging);
+  return bytes + static_cast<size_t>(staging.words) * sizeof(int32_t);
+}
+
+absl::Status Dsv4Model::AllocateActivations() {
+  act_ = std::make_unique<Activations>();
+  for (Tensor* t :
+       PlanActivations(config_, max_tokens_, max_rows_, backend_->activation_dtype(), act_.get())) {
     ASSIGN_OR_RETURN(Buffer buf, backend_->Allocate(t->bytes()));
     t->data = buf.data();
     activation_buffers_.push_back(std::move(buf));
@@ -355,10 +415,8 @@ absl::Status Dsv4Model::AllocateActivations() {
   return absl::OkStatus();
 }
 
-absl::Status Dsv4Model::AllocateStaging() {
-  staging_ = std::make_unique<Staging>();
-  Staging& S = *staging_;
-  const int64_t T = max_tokens_;
+void Dsv4Model::LayOutStaging(int64_t T, int64_t max_rows, Staging* staging) {
+  Staging& S = *staging;
   // Pages a step can newly map, per kind: each chunk's span plus the page it
   // starts in, so at most 2T per kind.
   S.pair_capacity = static_cast<int>(kNumEntryKinds * 2 * T + 8);
@@ -377,8 +435,14 @@ absl::Status Dsv4Model::AllocateStaging() {
   S.rows = take(T);
   S.count = take(1);
   S.pairs = take(2 * int64_t{S.pair_capacity});
-  S.sample = take(int64_t{max_rows_} * kSampleWords);
+  S.sample = take(max_rows * kSampleWords);
   S.words = at;
+}
+
+absl::Status Dsv4Model::AllocateStaging() {
+  staging_ = std::make_unique<Staging>();
+  Staging& S = *staging_;
+  LayOutStaging(max_tokens_, max_rows_, &S);
   for (int i = 0; i < 2; ++i) {
     ASSIGN_OR_RETURN(S.host[i], backend_->AllocateHost(S.words * sizeof(int32_t)));
     std::memset(S.host[i].get(), 0, S.words * sizeof(int32_t));

@@ -69,14 +69,16 @@ class Dsv4Model {
                                                            int max_step_tokens,
                                                            int max_logit_rows = 0);
   ~Dsv4Model();
+  // Device bytes of the activations and the staging block Create allocates
+  // for these sizes (weights, state and backend workspaces not included).
+  static size_t DeviceBufferBytes(const ModelConfig& config, int max_step_tokens,
+                                  int max_logit_rows, DType activation_dtype);
 
   const ModelConfig& config() const { return config_; }
   int max_step_tokens() const { return max_tokens_; }
   int max_logit_rows() const { return max_rows_; }
   // Checkpoint bytes of the matrices stored in `format` (what a step reads).
-  size_t matrix_bytes(WeightFormat format) const {
-    return weight_bytes_[static_cast<int>(format)];
-  }
+  size_t matrix_bytes(WeightFormat format) const { return weight_bytes_[static_cast<int>(format)]; }
 
   // Runs one step over `plan` against `state` (slots acquired there) and
   // appends vocab_size floats per logits row to `logits`. On success every
@@ -126,6 +128,11 @@ class Dsv4Model {
   Dsv4Model() = default;
 
   absl::Status LoadWeights(const WeightStore& weights);
+  // Shapes (data null) of every activation, and the list to allocate.
+  static std::vector<Tensor*> PlanActivations(const ModelConfig& config, int64_t max_tokens,
+                                              int64_t max_rows, DType act, Activations* out);
+  // Offsets of the staging block's sections and its size in words.
+  static void LayOutStaging(int64_t max_tokens, int64_t max_rows, Staging* staging);
   absl::Status AllocateActivations();
   absl::Status AllocateStaging();
   absl::Status AttentionBlock(int layer, const StepMeta& meta, SequenceState* state);

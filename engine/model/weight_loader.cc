@@ -27,9 +27,8 @@ absl::StatusOr<Tensor> ReadScale(const WeightStore& ws, const std::string& base,
 
 }  // namespace
 
-absl::StatusOr<HostWeight> ReadMatrix(const WeightStore& ws,
-                                      std::initializer_list<std::string> bases, int64_t rows,
-                                      int64_t cols, const QuantConfig& quant) {
+absl::StatusOr<HostWeight> ReadMatrix(const WeightStore& ws, const std::vector<std::string>& bases,
+                                      int64_t rows, int64_t cols, const QuantConfig& quant) {
   const std::string* base = nullptr;
   for (const std::string& b : bases) {
     if (ws.Has(b + ".weight")) {
@@ -38,7 +37,7 @@ absl::StatusOr<HostWeight> ReadMatrix(const WeightStore& ws,
     }
   }
   if (base == nullptr) {
-    return absl::NotFoundError(absl::StrCat("checkpoint lacks ", *bases.begin(),
+    return absl::NotFoundError(absl::StrCat("checkpoint lacks ", bases.front(),
                                             ".weight (expected ", Shape({rows, cols}), ")"));
   }
   const std::string name = *base + ".weight";

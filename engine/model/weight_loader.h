@@ -6,8 +6,8 @@
 #pragma once
 
 #include <cstdint>
-#include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/backend/weight.h"
@@ -18,8 +18,7 @@ namespace moegraph {
 
 // `bases` are alternative names without ".weight" (the first present wins);
 // [rows, cols] is the logical shape.
-absl::StatusOr<HostWeight> ReadMatrix(const WeightStore& ws,
-                                      std::initializer_list<std::string> bases, int64_t rows,
-                                      int64_t cols, const QuantConfig& quant);
+absl::StatusOr<HostWeight> ReadMatrix(const WeightStore& ws, const std::vector<std::string>& bases,
+                                      int64_t rows, int64_t cols, const QuantConfig& quant);
 
 }  // namespace moegraph

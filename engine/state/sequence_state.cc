@@ -10,6 +10,20 @@ namespace moegraph {
 
 absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(
     Backend* backend, const ModelConfig& config, const SequenceStateOptions& options) {
+  return Build(backend, backend->activation_dtype(), config, options, nullptr);
+}
+
+absl::StatusOr<uint64_t> SequenceState::DeviceBytes(const ModelConfig& config,
+                                                    const SequenceStateOptions& options,
+                                                    DType activation_dtype) {
+  uint64_t bytes = 0;
+  RETURN_IF_ERROR(Build(nullptr, activation_dtype, config, options, &bytes).status());
+  return bytes;
+}
+
+absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Build(
+    Backend* backend, DType act, const ModelConfig& config, const SequenceStateOptions& options,
+    uint64_t* count_only) {
   if (options.num_slots <= 0 || options.context_limit <= 0 || options.page_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "sequence state: num_slots, context_limit and page_size must be positive (got ",
@@ -25,9 +39,12 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(
   // Internal slots: the public ones, then the scratch slot.
   const int64_t slots = options.num_slots + (scratch ? 1 : 0);
   s->slots_.resize(slots);
-  const DType act = backend->activation_dtype();
   auto alloc = [&](DType t, std::initializer_list<int64_t> dims) -> absl::StatusOr<Tensor> {
     Tensor view(nullptr, t, dims);
+    if (count_only != nullptr) {
+      *count_only += view.bytes();
+      return view;
+    }
     ASSIGN_OR_RETURN(Buffer buf, backend->Allocate(view.bytes()));
     view.data = buf.data();
     s->buffers_.push_back(std::move(buf));
@@ -72,7 +89,7 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(
     table_words += slots * max_pages[i];
   }
   ASSIGN_OR_RETURN(s->tables_, alloc(DType::kI32, {std::max<int64_t>(1, table_words)}));
-  for (int i = 0; i < kNumEntryKinds; ++i) {
+  for (int i = 0; i < kNumEntryKinds && count_only == nullptr; ++i) {
     KindState& k = s->kinds_[i];
     if (k.layers == 0) continue;
     k.table =
@@ -100,6 +117,7 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Create(
     }
     s->slots_[slot] = Slot{true, options.scratch_tokens, 0};
   }
+  if (count_only != nullptr) return s;  // nothing allocated: only the sizes were wanted
   RETURN_IF_ERROR(s->SyncTables());
   return s;
 }

@@ -41,6 +41,11 @@ class SequenceState {
   static absl::StatusOr<std::unique_ptr<SequenceState>> Create(Backend* backend,
                                                                const ModelConfig& config,
                                                                const SequenceStateOptions& options);
+  // The device bytes Create allocates for these options (rings, entry pages,
+  // page tables), computed by the same code without a backend.
+  static absl::StatusOr<uint64_t> DeviceBytes(const ModelConfig& config,
+                                              const SequenceStateOptions& options,
+                                              DType activation_dtype);
 
   int num_slots() const { return options_.num_slots; }
   // The padding slot (see scratch_tokens), or -1 when there is none.
@@ -104,6 +109,12 @@ class SequenceState {
   };
 
   SequenceState() = default;
+  // Create's body; with `count_only`, adds the bytes of every buffer there
+  // instead of allocating (backend unused, may be null).
+  static absl::StatusOr<std::unique_ptr<SequenceState>> Build(Backend* backend, DType act,
+                                                              const ModelConfig& config,
+                                                              const SequenceStateOptions& options,
+                                                              uint64_t* count_only);
 
   Backend* backend_ = nullptr;
   SequenceStateOptions options_;

@@ -107,6 +107,16 @@ std::string CanonicalTensorName(std::string_view stored) {
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  return OpenImpl(path, /*headers_only=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::OpenHeader(
+    const std::string& path) {
+  return OpenImpl(path, /*headers_only=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::OpenImpl(const std::string& path,
+                                                                           bool headers_only) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", ErrnoText()));
   struct stat st {};
@@ -125,18 +135,43 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": file is ", file_bytes, " bytes, too short for the 8-byte header length"));
   }
-  void* map = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-  std::string map_err = map == MAP_FAILED ? ErrnoText() : "";
-  ::close(fd);  // the mapping keeps the file open
-  if (map == MAP_FAILED) return absl::InternalError(absl::StrCat(path, ": mmap failed: ", map_err));
-
-  // From here the destructor owns (and unmaps) the mapping, also on error.
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = path;
-  file->map_ = map;
-  file->map_bytes_ = file_bytes;
-  const auto* bytes = static_cast<const uint8_t*>(map);
-
+  file->headers_only_ = headers_only;
+  const uint8_t* bytes = nullptr;
+  std::string header_copy;  // headers_only: the length field and the header, read with pread
+  if (headers_only) {
+    uint8_t len[8];
+    if (::pread(fd, len, 8, 0) != 8) {
+      std::string err = ErrnoText();
+      ::close(fd);
+      return absl::InternalError(absl::StrCat(path, ": reading the header length failed: ", err));
+    }
+    uint64_t header_bytes = 0;
+    for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | len[i];
+    const uint64_t want =
+        std::min<uint64_t>(header_bytes, std::min(file_bytes - 8, kMaxHeaderBytes));
+    header_copy.resize(8 + want);
+    std::memcpy(header_copy.data(), len, 8);
+    const ssize_t got = want > 0 ? ::pread(fd, header_copy.data() + 8, want, 8) : 0;
+    std::string err = got < 0 ? ErrnoText() : "";
+    ::close(fd);
+    if (got != static_cast<ssize_t>(want)) {
+      return absl::InternalError(absl::StrCat(path, ": reading the header failed: ", err));
+    }
+    bytes = reinterpret_cast<const uint8_t*>(header_copy.data());
+  } else {
+    void* map = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+    std::string map_err = map == MAP_FAILED ? ErrnoText() : "";
+    ::close(fd);  // the mapping keeps the file open
+    if (map == MAP_FAILED) {
+      return absl::InternalError(absl::StrCat(path, ": mmap failed: ", map_err));
+    }
+    // From here the destructor owns (and unmaps) the mapping, also on error.
+    file->map_ = map;
+    file->map_bytes_ = file_bytes;
+    bytes = static_cast<const uint8_t*>(map);
+  }
   uint64_t header_bytes = 0;
   for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | bytes[i];
   if (header_bytes > file_bytes - 8) {
@@ -224,7 +259,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
                      NonNegative(absl::StrCat(where, ": data_offsets[0]"), offsets[0]));
     ASSIGN_OR_RETURN(uint64_t end,
                      NonNegative(absl::StrCat(where, ": data_offsets[1]"), offsets[1]));
-    if (begin > end || end > data_bytes) {
+    // Header-only: the data need not be there (a checkpoint's directory, for planning).
+    if (begin > end || (!headers_only && end > data_bytes)) {
       return absl::InvalidArgumentError(absl::StrCat(where, ": data_offsets [", begin, ", ", end,
                                                      "] lie outside the data section of ",
                                                      data_bytes, " bytes"));
@@ -237,8 +273,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     }
     entry.bytes = static_cast<size_t>(expected_bytes);
     const uint64_t file_offset = data_start + begin;
-    entry.data = bytes + file_offset;
-    if (entry.bytes > 0 && file_offset % DTypeSize(*dtype) != 0) {
+    entry.data = headers_only ? nullptr : bytes + file_offset;
+    if (!headers_only && entry.bytes > 0 && file_offset % DTypeSize(*dtype) != 0) {
       // Writers pad the header so tensors are aligned; copy the rare one that is not.
       auto copy = std::make_unique<uint64_t[]>((entry.bytes + 7) / 8);
       std::memcpy(copy.get(), entry.data, entry.bytes);
@@ -268,12 +304,23 @@ SafetensorsFile::~SafetensorsFile() {
 }
 
 absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string& model_dir) {
+  return OpenDir(model_dir, /*headers_only=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::OpenHeaders(
+    const std::string& model_dir) {
+  return OpenDir(model_dir, /*headers_only=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::OpenDir(const std::string& model_dir,
+                                                                  bool headers_only) {
   namespace fs = std::filesystem;
   const fs::path dir(model_dir);
   const fs::path index_path = dir / "model.safetensors.index.json";
   const fs::path single_path = dir / "model.safetensors";
   std::unique_ptr<WeightStore> store(new WeightStore());
   store->origin_ = model_dir;
+  store->headers_only_ = headers_only;
   std::error_code ec;
 
   // Which file each tensor (stored name) should come from, for sharded sets.
@@ -324,8 +371,10 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string
   }
 
   for (const std::string& shard : shard_names) {
-    ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> f,
-                     SafetensorsFile::Open((dir / shard).string()));
+    const std::string shard_path = (dir / shard).string();
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<SafetensorsFile> f,
+        headers_only ? SafetensorsFile::OpenHeader(shard_path) : SafetensorsFile::Open(shard_path));
     store->files_.push_back(std::move(f));
   }
   // Stored name -> file it was found in, to check the index; canonical name ->

@@ -31,13 +31,21 @@ class SafetensorsFile {
   // F32, BF16, F16, I64, I32, F8_E4M3, F8_E8M0, I8 and U8 are read; anything
   // else is an error naming the tensor and the dtype.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  // The header alone (read, not mapped), validated as Open does except that the
+  // data section may be absent: every entry's `data` is null. For planning
+  // (moegraph plan) and for checking a checkpoint's tensor list without its data.
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> OpenHeader(const std::string& path);
   ~SafetensorsFile();
+  bool headers_only() const { return headers_only_; }
   const std::map<std::string, Entry>& entries() const { return entries_; }
   const std::string& path() const { return path_; }
 
  private:
   SafetensorsFile() = default;
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> OpenImpl(const std::string& path,
+                                                                   bool headers_only);
   std::string path_;
+  bool headers_only_ = false;
   void* map_ = nullptr;
   size_t map_bytes_ = 0;
   std::map<std::string, Entry> entries_;
@@ -55,6 +63,12 @@ class SafetensorsFile {
 class WeightStore {
  public:
   static absl::StatusOr<std::unique_ptr<WeightStore>> Open(const std::string& model_dir);
+  // The same directory's tensor list from the headers alone (index and shard
+  // headers, validated; data not read and not needed): Get returns tensors
+  // with shape and dtype and a null `data`. Never hand such a store to a model.
+  static absl::StatusOr<std::unique_ptr<WeightStore>> OpenHeaders(const std::string& model_dir);
+  // False for a store from OpenHeaders.
+  bool has_data() const { return !headers_only_; }
   // Also usable on a single file (golden.safetensors); names are not rewritten.
   static absl::StatusOr<std::unique_ptr<WeightStore>> OpenFile(const std::string& path);
 
@@ -70,7 +84,10 @@ class WeightStore {
   const std::string& origin() const { return origin_; }
 
  private:
+  static absl::StatusOr<std::unique_ptr<WeightStore>> OpenDir(const std::string& model_dir,
+                                                              bool headers_only);
   std::string origin_;
+  bool headers_only_ = false;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile::Entry*, std::less<>> by_name_;
 };
