@@ -131,13 +131,13 @@ for step in $steps; do
           --graphs full --prefill 2048 >> "$OUT/bench_quant.log" 2>&1
         check "bench $fx in $((SECONDS - t0)) s" $?
       done
-      grep -E "^(BENCH|PREFILL)" "$OUT/bench_quant.log" | while read -r l; do note "  $l"; done
+      while read -r l; do note "  $l"; done < <(grep -E "^(BENCH|PREFILL)" "$OUT/bench_quant.log")
       "$STAGE/moegraph_cuda_tests" "[bench][quant]" > "$OUT/opbench_quant.log" 2>&1
       check "opbench quant" $?
-      grep "^OP-BENCH" "$OUT/opbench_quant.log" | while read -r l; do note "  $l"; done
+      while read -r l; do note "  $l"; done < <(grep "^OP-BENCH" "$OUT/opbench_quant.log")
       for g in off full; do
-        grep -E "^(a|b) +(prefill|decode|chunked)|PASS|FAIL" "$OUT/golden_flash4_fp4_$g.log" |
-          while read -r l; do note "  fp4 $g: $(echo "$l" | cut -c1-220)"; done
+        while read -r l; do note "  fp4 $g: $(echo "$l" | cut -c1-220)"; done \
+          < <(grep -E "^(a|b) +(prefill|decode|chunked)|PASS|FAIL" "$OUT/golden_flash4_fp4_$g.log")
       done
       port=$((20000 + RANDOM % 20000)); mport=$((port + 1))
       "$STAGE/moegraphd" --config config/moegraphd.yaml --device cuda \
