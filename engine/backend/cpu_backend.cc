@@ -12,7 +12,6 @@
 #include "engine/backend/backend.h"
 #include "engine/common/bf16.h"
 #include "engine/common/status_macros.h"
-#include "kernels/cpu/quant.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/compressor.h"
 #include "kernels/cpu/elementwise.h"
@@ -21,6 +20,7 @@
 #include "kernels/cpu/hyper_connection.h"
 #include "kernels/cpu/indexer.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cpu/quant.h"
 #include "kernels/cpu/rmsnorm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/router.h"
@@ -262,8 +262,8 @@ class CpuBackend final : public Backend {
       ASSIGN_OR_RETURN(w.data, UploadWeight(host.data, true, owner));
     } else {
       std::vector<float> f = Dequantize(host);
-      ASSIGN_OR_RETURN(w.data,
-                       UploadWeight(Tensor(f.data(), DType::kF32, {host.rows, host.cols}), true, owner));
+      ASSIGN_OR_RETURN(
+          w.data, UploadWeight(Tensor(f.data(), DType::kF32, {host.rows, host.cols}), true, owner));
     }
     w.source = host.format;
     w.pow2_act_scales = host.pow2_act_scales;

@@ -325,7 +325,6 @@ absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
     // A matrix in whatever format the checkpoint stores it (weight_loader.h).
     ASSIGN_OR_RETURN(HostWeight host,
                      ReadMatrix(ws, spec.names, spec.shape[0], spec.shape[1], c.quant));
-    weight_bytes_[static_cast<int>(host.format)] += host.data.bytes() + host.scale.bytes();
     if (spec.expert < 0) {
       ASSIGN_OR_RETURN(*dst, backend_->UploadMatrix(host, &weight_buffers_));
       continue;

@@ -77,8 +77,6 @@ class Dsv4Model {
   const ModelConfig& config() const { return config_; }
   int max_step_tokens() const { return max_tokens_; }
   int max_logit_rows() const { return max_rows_; }
-  // Checkpoint bytes of the matrices stored in `format` (what a step reads).
-  size_t matrix_bytes(WeightFormat format) const { return weight_bytes_[static_cast<int>(format)]; }
 
   // Runs one step over `plan` against `state` (slots acquired there) and
   // appends vocab_size floats per logits row to `logits`. On success every
@@ -154,8 +152,6 @@ class Dsv4Model {
   std::vector<Layer> layers_;
   Tensor embed_, norm_, hc_head_fn_, hc_head_base_, hc_head_scale_;
   Weight head_;
-  // Checkpoint bytes of the matrices by stored format (WeightFormat index).
-  size_t weight_bytes_[3] = {0, 0, 0};
   Tensor rope_main_, rope_compress_;  // f32 [r/2]
   std::unique_ptr<Activations> act_;
   std::unique_ptr<Staging> staging_;

@@ -488,9 +488,9 @@ absl::Status ParseQuant(const json& root, QuantConfig& q) {
     if (v) RETURN_IF_ERROR(one_of(name, *v, {"fp4", "fp8"}));
   }
   if (expert_top && expert_inner && *expert_top != *expert_inner) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "expert_dtype ", Describe(*expert_top), " disagrees with quantization_config.expert_dtype ",
-        Describe(*expert_inner)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert_dtype ", Describe(*expert_top),
+                     " disagrees with quantization_config.expert_dtype ", Describe(*expert_inner)));
   }
   if (const json* v = expert_top ? expert_top : expert_inner) {
     q.expert_dtype = v->get<std::string>();

@@ -36,9 +36,9 @@ struct RopeTable {
 // inside quantization_config. Which tensors are quantized is read from the
 // checkpoint (a .scale beside the weight); this says what to expect.
 struct QuantConfig {
-  bool fp8 = false;           // quant_method "fp8" (block-scaled e4m3 linears)
-  bool pow2_scales = false;   // scale_fmt "ue8m0": activation scales are powers of two
-  std::string expert_dtype;   // "fp4", "fp8", or "" (experts as the linears)
+  bool fp8 = false;          // quant_method "fp8" (block-scaled e4m3 linears)
+  bool pow2_scales = false;  // scale_fmt "ue8m0": activation scales are powers of two
+  std::string expert_dtype;  // "fp4", "fp8", or "" (experts as the linears)
 };
 
 struct ModelConfig {

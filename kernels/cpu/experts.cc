@@ -39,7 +39,8 @@ bool MoeExperts(const MoeExpertsParams& p, void* workspace) {
     }
     if (n == 0) continue;
     if (p.quantize_inputs) {
-      for (int64_t r = 0; r < n; ++r) quant::QuantizeActivationRow(xe + r * p.dim, p.dim, p.pow2_scales);
+      for (int64_t r = 0; r < n; ++r)
+        quant::QuantizeActivationRow(xe + r * p.dim, p.dim, p.pow2_scales);
     }
     LinearParams lp;
     lp.x = xe;
@@ -55,7 +56,8 @@ bool MoeExperts(const MoeExpertsParams& p, void* workspace) {
     Linear(lp);
     SwiGlu(a, b, p.limit, a, n * p.ffn);
     if (p.quantize_inputs) {
-      for (int64_t r = 0; r < n; ++r) quant::QuantizeActivationRow(a + r * p.ffn, p.ffn, p.pow2_scales);
+      for (int64_t r = 0; r < n; ++r)
+        quant::QuantizeActivationRow(a + r * p.ffn, p.ffn, p.pow2_scales);
     }
     lp.x = a;
     lp.in = p.ffn;

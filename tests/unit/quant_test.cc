@@ -2,12 +2,10 @@
 // torch's own (tests/fixtures/dsv4-tiny-fp4/act_quant.safetensors, written by
 // tools/quantize_checkpoint.py), quantization_config parsing, and the matrix
 // loader's checks of quantized tensors and their scales.
-#include <stdlib.h>
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -17,10 +15,10 @@
 #include "engine/weights/safetensors.h"
 #include "kernels/cpu/quant.h"
 #include "nlohmann/json.hpp"
+#include "tests/unit/temp_dir.h"
 
 using namespace moegraph;
 using json = nlohmann::json;
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -169,15 +167,6 @@ TEST_CASE("quantization_config and expert_dtype in both places", "[quant]") {
 // A safetensors file built in a temp directory.
 class Checkpoint {
  public:
-  Checkpoint() {
-    std::string tmpl = (fs::temp_directory_path() / "moegraph-q-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    dir_ = tmpl;
-  }
-  ~Checkpoint() {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
   void Add(const std::string& name, const char* dtype, std::vector<int64_t> shape, size_t elem) {
     size_t n = elem;
     for (int64_t d : shape) n *= d;
@@ -189,14 +178,14 @@ class Checkpoint {
     const std::string h = header_.dump();
     std::string bytes(8, '\0');
     for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((h.size() >> (8 * i)) & 0xff);
-    std::ofstream((dir_ / "model.safetensors").string(), std::ios::binary) << bytes << h << data_;
-    auto s = WeightStore::Open(dir_.string());
+    std::ofstream(dir_.File("model.safetensors"), std::ios::binary) << bytes << h << data_;
+    auto s = WeightStore::Open(dir_.path());
     REQUIRE(s.ok());
     return std::move(s).value();
   }
 
  private:
-  fs::path dir_;
+  testing::TempDir dir_{"moegraph-q"};
   json header_ = json::object();
   std::string data_;
 };

@@ -15,6 +15,7 @@
 
 #include "engine/weights/safetensors.h"
 #include "nlohmann/json.hpp"
+#include "tests/unit/temp_dir.h"
 
 using namespace moegraph;
 using json = nlohmann::json;
@@ -24,24 +25,7 @@ namespace {
 
 std::string TinyDir() { return std::string(MOEGRAPH_SOURCE_DIR) + "/tests/fixtures/dsv4-tiny"; }
 
-// A fresh directory under the system temp dir, removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "moegraph-st-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string File(const std::string& name) const { return (path_ / name).string(); }
-  std::string path() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using moegraph::testing::TempDir;
 
 void WriteBytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
@@ -318,8 +302,9 @@ TEST_CASE("corrupt safetensors files are refused with a clear message", "[safete
                Catch::Contains("needs more than 64-bit sizes hold"));
   }
   SECTION("the quantized checkpoints' dtypes are read") {
-    for (auto [name, dtype] : {std::pair{"F8_E4M3", DType::kF8E4M3}, std::pair{"F8_E8M0", DType::kE8M0},
-                               std::pair{"I8", DType::kI8}, std::pair{"U8", DType::kU8}}) {
+    for (auto [name, dtype] :
+         {std::pair{"F8_E4M3", DType::kF8E4M3}, std::pair{"F8_E8M0", DType::kE8M0},
+          std::pair{"I8", DType::kI8}, std::pair{"U8", DType::kU8}}) {
       WriteBytes(dir.File("q.safetensors"), Safetensors(one(name, {8}, {0, 8}), f32x2));
       auto f = SafetensorsFile::Open(dir.File("q.safetensors"));
       REQUIRE(f.ok());

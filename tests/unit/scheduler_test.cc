@@ -537,6 +537,18 @@ class BackloggedSink final : public GenerationSink {
   std::atomic<bool> backlogged_{false};
 };
 
+// A 1000-token request whose sink the test backlogs at will.
+std::shared_ptr<BackloggedSink> SubmitLong(Scheduler& scheduler, const std::string& id) {
+  auto request = std::make_unique<GenerationRequest>();
+  request->id = id;
+  request->prompt = Prompt(4);
+  request->stop.max_tokens = 1000;
+  auto sink = std::make_shared<BackloggedSink>();
+  request->sink = sink;
+  REQUIRE(scheduler.Submit(std::move(request)).ok());
+  return sink;
+}
+
 TEST_CASE("scheduler: a backlogged sink pauses its sequence, which resumes on Wake",
           "[scheduler]") {
   FakeEngineOptions eo;
@@ -548,13 +560,7 @@ TEST_CASE("scheduler: a backlogged sink pauses its sequence, which resumes on Wa
   auto created = Scheduler::Create(&engine, nullptr, options, nullptr);
   REQUIRE(created.ok());
   Scheduler& scheduler = **created;
-  auto request = std::make_unique<GenerationRequest>();
-  request->id = "slow";
-  request->prompt = Prompt(4);
-  request->stop.max_tokens = 1000;
-  auto sink = std::make_shared<BackloggedSink>();
-  request->sink = sink;
-  REQUIRE(scheduler.Submit(std::move(request)).ok());
+  auto sink = SubmitLong(scheduler, "slow");
   sink->WaitTokens(3);
   sink->SetBacklogged(true);
   std::this_thread::sleep_for(50ms);  // a step in flight may still land
@@ -585,13 +591,7 @@ TEST_CASE("scheduler: a sequence stalled past the timeout ends, naming the limit
   auto created = Scheduler::Create(&engine, nullptr, options, nullptr);
   REQUIRE(created.ok());
   Scheduler& scheduler = **created;
-  auto request = std::make_unique<GenerationRequest>();
-  request->id = "frozen";
-  request->prompt = Prompt(4);
-  request->stop.max_tokens = 1000;
-  auto sink = std::make_shared<BackloggedSink>();
-  request->sink = sink;
-  REQUIRE(scheduler.Submit(std::move(request)).ok());
+  auto sink = SubmitLong(scheduler, "frozen");
   sink->WaitTokens(2);
   sink->SetBacklogged(true);
   const auto t0 = std::chrono::steady_clock::now();

@@ -8,8 +8,6 @@
 
 #include <catch2/catch.hpp>
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +17,7 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
+#include "tests/unit/temp_dir.h"
 
 namespace v4flash {
 
@@ -184,9 +183,7 @@ inline json Config() {
 class Checkpoint {
  public:
   explicit Checkpoint(const std::vector<Entry>& tensors, int shards = 4) {
-    std::string tmpl = (fs::temp_directory_path() / "moegraph-v4flash-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    dir_ = tmpl;
+    const fs::path& dir_ = tmp_.fs_path();
     std::ofstream(dir_ / "config.json") << Config().dump(1);
     json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", json::object()}};
     std::vector<std::vector<const Entry*>> parts(shards);
@@ -202,14 +199,10 @@ class Checkpoint {
     }
     std::ofstream(dir_ / "model.safetensors.index.json") << index.dump();
   }
-  ~Checkpoint() {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string dir() const { return dir_.string(); }
+  std::string dir() const { return tmp_.path(); }
 
  private:
-  fs::path dir_;
+  moegraph::testing::TempDir tmp_{"moegraph-v4flash"};
 };
 
 // Byte totals of the release layout from the config alone.
