@@ -34,7 +34,20 @@ struct EngineOptions {
   std::string graphs = "auto";
   // Sample on the device where the request's parameters allow (CUDA).
   bool device_sampling = true;
+  // No checkpoint: model_dir (a directory with config.json, or a .json file)
+  // gives only the config; the weights are random (bench-decode, memory and
+  // speed figures of models one does not have). Never for serving text.
+  bool random_weights = false;
+  uint64_t random_seed = 1;
+  // With random_weights only: the config's first N layers (0 = all), and the
+  // weights' format: "bf16", "fp8" (FP8 linears and experts), "fp4" (FP8
+  // linears, FP4 experts, as released); "" = what the config says.
+  int num_layers = 0;
+  std::string weight_format;
 };
+
+// The accepted values of EngineOptions::weight_format.
+inline constexpr const char* kWeightFormats[] = {"bf16", "fp8", "fp4"};
 
 // The accepted values of EngineOptions::graphs, for config validation.
 inline constexpr const char* kGraphModes[] = {"auto", "off", "piecewise", "full"};

@@ -122,7 +122,7 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  virtual std::string name() const = 0;        // "cpu", "cuda:0"
+  virtual std::string name() const = 0;        // "cpu", "cuda:0 (NVIDIA H200)"
   virtual DType activation_dtype() const = 0;  // kF32 (cpu) or kBF16 (cuda)
 
   // ---- memory -------------------------------------------------------------

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iterator>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -11,6 +13,7 @@
 #include "engine/backend/backend_factory.h"
 #include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
+#include "engine/model/weight_source.h"
 #include "engine/weights/safetensors.h"
 #include "kernels/cuda/sample_row.h"
 
@@ -27,6 +30,57 @@ Dsv4Engine::~Dsv4Engine() {
   backend_.reset();
 }
 
+namespace {
+
+// The config, with the random-weights overrides applied (EngineOptions).
+absl::StatusOr<ModelConfig> LoadEngineConfig(const EngineOptions& o) {
+  if (!o.random_weights && (o.num_layers != 0 || !o.weight_format.empty())) {
+    return absl::InvalidArgumentError(
+        "engine options: num_layers and weight_format apply to random weights only");
+  }
+  const std::filesystem::path path(o.model_dir);
+  ModelConfig c;
+  if (o.random_weights && path.extension() == ".json" && std::filesystem::is_regular_file(path)) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    absl::StatusOr<ModelConfig> parsed = ParseModelConfig(text.str());
+    if (!parsed.ok()) {
+      return absl::Status(parsed.status().code(),
+                          absl::StrCat(o.model_dir, ": ", parsed.status().message()));
+    }
+    c = *std::move(parsed);
+  } else {
+    ASSIGN_OR_RETURN(c, LoadModelConfig(o.model_dir));
+  }
+  if (o.num_layers < 0 || o.num_layers > c.num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_layers: expected 0 (all) to ", c.num_layers, ", got ", o.num_layers));
+  }
+  if (o.num_layers > 0) {
+    c.num_layers = o.num_layers;
+    c.layer_types.resize(o.num_layers);
+    c.mlp_types.resize(o.num_layers);
+  }
+  if (!o.weight_format.empty()) {
+    const auto* f =
+        std::find(std::begin(kWeightFormats), std::end(kWeightFormats), o.weight_format);
+    if (f == std::end(kWeightFormats)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("weight_format: '", o.weight_format, "' is not one of bf16, fp8, fp4"));
+    }
+    c.quant = QuantConfig{};
+    if (o.weight_format != "bf16") {
+      c.quant.fp8 = true;
+      c.quant.pow2_scales = true;  // scale_fmt ue8m0, as released
+      c.quant.expert_dtype = o.weight_format;
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptions& options) {
   if (options.num_slots <= 0 || options.max_step_tokens <= 0 || options.context_limit < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -34,8 +88,16 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
         "(got ",
         options.num_slots, ", ", options.max_step_tokens, ", ", options.context_limit, ")"));
   }
-  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
-  ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> weights, WeightStore::Open(options.model_dir));
+  ASSIGN_OR_RETURN(ModelConfig config, LoadEngineConfig(options));
+  std::unique_ptr<WeightStore> weights;
+  std::unique_ptr<WeightSource> source;
+  if (options.random_weights) {
+    source = RandomSource(config, options.random_seed);
+  } else {
+    ASSIGN_OR_RETURN(weights, WeightStore::Open(options.model_dir));
+    if (!weights->has_data()) return absl::InternalError("weight store without data");
+    source = CheckpointSource(*weights, config);
+  }
   std::unique_ptr<Dsv4Engine> e(new Dsv4Engine());
   const auto* mode = std::find(std::begin(kGraphModes), std::end(kGraphModes), options.graphs);
   if (mode == std::end(kGraphModes)) {
@@ -55,8 +117,10 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   e->graph_mode_ = options.graphs == "auto" ? (e->bucketed_ ? "full" : "off") : options.graphs;
   e->device_sampler_ = options.device_sampling && e->bucketed_;
   const int max_rows = std::min(options.num_slots, options.max_step_tokens);
-  ASSIGN_OR_RETURN(
-      e->model_, Dsv4Model::Create(&backend, *weights, config, options.max_step_tokens, max_rows));
+  ASSIGN_OR_RETURN(e->model_,
+                   Dsv4Model::Create(&backend, *source, config, options.max_step_tokens, max_rows));
+  source.reset();
+  weights.reset();
   SequenceStateOptions so;
   so.num_slots = options.num_slots;
   so.context_limit =
@@ -74,6 +138,10 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
                     .parent_path()
                     .filename()
                     .string();
+  }
+  if (options.random_weights) {
+    info.name =
+        absl::StrCat(std::filesystem::path(options.model_dir).stem().string(), " (random weights)");
   }
   info.model_type = config.model_type;
   info.vocab_size = config.vocab_size;
@@ -311,7 +379,10 @@ std::vector<DeviceMemoryStats> Dsv4Engine::device_memory() const {
   const int64_t used = backend_->device_memory_used();
   const int64_t total = backend_->device_memory_total();
   if (used < 0 || total < 0) return {};
-  return {DeviceMemoryStats{backend_->name(), used, total}};
+  // The metric's device label is the id alone ("cuda:0"), not the display
+  // name with the product ("cuda:0 (NVIDIA H200)").
+  const std::string name = backend_->name();
+  return {DeviceMemoryStats{name.substr(0, name.find(' ')), used, total}};
 }
 
 }  // namespace moegraph

@@ -11,7 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/dsv4_tensors.h"
-#include "engine/model/weight_loader.h"
+#include "engine/model/weight_source.h"
 #include "engine/sampling/device_row.h"
 
 namespace moegraph {
@@ -105,14 +105,21 @@ constexpr int kSampleWords = cuda::kSampleRowWords;
 
 Dsv4Model::~Dsv4Model() = default;
 
-namespace {
-
-std::string ShapeStr(const std::vector<int64_t>& s) { return "[" + absl::StrJoin(s, ", ") + "]"; }
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
                                                              const WeightStore& weights,
+                                                             const ModelConfig& config,
+                                                             int max_step_tokens,
+                                                             int max_logit_rows) {
+  if (!weights.has_data()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(weights.origin(), ": opened from headers only (no tensor data to load)"));
+  }
+  std::unique_ptr<WeightSource> source = CheckpointSource(weights, config);
+  return Create(backend, *source, config, max_step_tokens, max_logit_rows);
+}
+
+absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
+                                                             WeightSource& weights,
                                                              const ModelConfig& config,
                                                              int max_step_tokens,
                                                              int max_logit_rows) {
@@ -152,49 +159,8 @@ absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
   return m;
 }
 
-namespace {
-
-// A hash-routed layer's token -> expert table: every entry must name one of
-// the `experts` experts, or routing would read outside the expert weights.
-absl::Status CheckRoutingTable(const WeightStore& ws, const std::string& name,
-                               std::vector<int64_t> shape, int64_t experts) {
-  if (!ws.Has(name)) return absl::OkStatus();  // the load below names what is missing
-  ASSIGN_OR_RETURN(Tensor table, ws.Get(name, shape));
-  for (int64_t i = 0; i < table.numel(); ++i) {
-    int64_t id = 0;
-    if (table.dtype == DType::kI32) {
-      id = table.as<const int32_t>()[i];
-    } else if (table.dtype == DType::kI64) {
-      id = table.as<const int64_t>()[i];
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": expected an integer table, got ", DTypeName(table.dtype)));
-    }
-    if (id < 0 || id >= experts) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": entry ", i, " (token ", i / shape[1],
-                                                     ") is expert ", id, ", outside [0, ", experts,
-                                                     ")"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
+absl::Status Dsv4Model::LoadWeights(WeightSource& source) {
   const ModelConfig& c = config_;
-  if (!ws.has_data()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(ws.origin(), ": opened from headers only (no tensor data to load)"));
-  }
-  // The first of `names` present in the checkpoint, shape-checked.
-  auto find = [&](const TensorSpec& spec) -> absl::StatusOr<Tensor> {
-    for (const std::string& name : spec.names) {
-      if (ws.Has(name)) return ws.Get(name, spec.shape);
-    }
-    return absl::NotFoundError(absl::StrCat("checkpoint lacks ", spec.names.front(), " (expected ",
-                                            ShapeStr(spec.shape), ")"));
-  };
   layers_.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
     Layer& L = layers_[l];
@@ -312,27 +278,26 @@ absl::Status Dsv4Model::LoadWeights(const WeightStore& ws) {
     if (spec.read != TensorRead::kMatrix) {
       Tensor* dst = tensor_of(spec);
       if (dst == nullptr) return absl::InternalError("dsv4_tensors: field without a tensor");
-      if (spec.field == TensorField::kTid2eid) {
-        RETURN_IF_ERROR(CheckRoutingTable(ws, spec.names.front(), spec.shape, c.n_routed_experts));
-      }
-      ASSIGN_OR_RETURN(Tensor host, find(spec));
+      ASSIGN_OR_RETURN(Tensor host, source.Vector(spec));
       ASSIGN_OR_RETURN(
           *dst, backend_->UploadWeight(host, spec.read == TensorRead::kTable, &weight_buffers_));
+      if (stack.empty()) source.Release();
       continue;
     }
     Weight* dst = weight_of(spec);
     if (dst == nullptr) return absl::InternalError("dsv4_tensors: field without a weight");
     // A matrix in whatever format the checkpoint stores it (weight_loader.h).
-    ASSIGN_OR_RETURN(HostWeight host,
-                     ReadMatrix(ws, spec.names, spec.shape[0], spec.shape[1], c.quant));
+    ASSIGN_OR_RETURN(HostWeight host, source.Matrix(spec));
     if (spec.expert < 0) {
       ASSIGN_OR_RETURN(*dst, backend_->UploadMatrix(host, &weight_buffers_));
+      if (stack.empty()) source.Release();
       continue;
     }
     stack.push_back(host);
     if (spec.expert + 1 == c.n_routed_experts) {
       ASSIGN_OR_RETURN(*dst, backend_->UploadStackedMatrices(stack, &weight_buffers_));
       stack.clear();
+      source.Release();
     }
   }
 

@@ -59,12 +59,19 @@ struct StepShape {
 // map pages, write one pinned staging block) and a device half (Run: every op,
 // reading only device buffers, so it can be captured once and replayed).
 // docs/decode-step.md describes the buffers and who owns them.
+class WeightSource;
+
 class Dsv4Model {
  public:
   // Uploads and checks every weight. `backend` must outlive the model.
   // `max_logit_rows` sizes the logits and sampling buffers (0 = max_step_tokens).
   static absl::StatusOr<std::unique_ptr<Dsv4Model>> Create(Backend* backend,
                                                            const WeightStore& weights,
+                                                           const ModelConfig& config,
+                                                           int max_step_tokens,
+                                                           int max_logit_rows = 0);
+  // The same from any source of weights (weight_source.h: e.g. random).
+  static absl::StatusOr<std::unique_ptr<Dsv4Model>> Create(Backend* backend, WeightSource& weights,
                                                            const ModelConfig& config,
                                                            int max_step_tokens,
                                                            int max_logit_rows = 0);
@@ -125,7 +132,7 @@ class Dsv4Model {
   struct Staging;
   Dsv4Model() = default;
 
-  absl::Status LoadWeights(const WeightStore& weights);
+  absl::Status LoadWeights(WeightSource& weights);
   // Shapes (data null) of every activation, and the list to allocate.
   static std::vector<Tensor*> PlanActivations(const ModelConfig& config, int64_t max_tokens,
                                               int64_t max_rows, DType act, Activations* out);

@@ -146,4 +146,26 @@ std::vector<TensorSpec> Dsv4TensorSpecs(const ModelConfig& c) {
   return out;
 }
 
+WeightFormat ReleasedFormat(TensorField field, const QuantConfig& quant) {
+  if (!quant.fp8) return WeightFormat::kDense;
+  using F = TensorField;
+  switch (field) {
+    case F::kWqA:
+    case F::kWqB:
+    case F::kWkv:
+    case F::kWoB:
+    case F::kIndexWqB:
+    case F::kSharedW1:
+    case F::kSharedW2:
+    case F::kSharedW3:
+      return WeightFormat::kFp8;
+    case F::kExpertW1:
+    case F::kExpertW2:
+    case F::kExpertW3:
+      return quant.expert_dtype == "fp4" ? WeightFormat::kFp4 : WeightFormat::kFp8;
+    default:
+      return WeightFormat::kDense;
+  }
+}
+
 }  // namespace moegraph

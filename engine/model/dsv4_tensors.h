@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend/weight.h"
 #include "engine/model/model_config.h"
 
 namespace moegraph {
@@ -95,5 +96,11 @@ TensorGroup GroupOf(TensorField f);
 // compressors and indexer by layer kind), router, routed experts w1 (e = 0..E-1),
 // w2, w3, shared experts.
 std::vector<TensorSpec> Dsv4TensorSpecs(const ModelConfig& config);
+
+// The format a matrix has in the released checkpoints for `quant`
+// (docs/quantized-weights.md): FP8 for q, kv, wo_b, the indexer's q and the
+// shared expert when quant.fp8; the routed experts in quant.expert_dtype
+// (as the linears when empty); wo_a, gate, head and the compressors dense.
+WeightFormat ReleasedFormat(TensorField field, const QuantConfig& quant);
 
 }  // namespace moegraph

@@ -6,7 +6,9 @@
 // on the host, with CUDA events around it (device span) and the host's wall
 // clock; eager mode also splits the device time by kind of op. Each figure
 // stands next to its floors (bytes of weights + state that must be read /
-// 4.3 TB/s, flops / 890 TFLOP/s).
+// 4.3 TB/s, flops / 890 TFLOP/s). `--random` needs no checkpoint: any config
+// (e.g. V4-Flash's, tests/fixtures/configs) with random weights, its first
+// `--layers` layers, in `--format` bf16, fp8 or fp4.
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "engine/backend/op_timer.h"
 #include "engine/common/cli_registry.h"
@@ -32,7 +35,11 @@ namespace {
 
 constexpr char kUsage[] =
     "bench-decode MODEL_DIR [--device cuda[:N]] [--batches 1,8,64] [--context N] [--steps N] "
-    "[--warmup N] [--graphs off,full] [--prefill 2048,8192]";
+    "[--warmup N] [--graphs off,full] [--prefill 2048,8192] [--random [--layers N] "
+    "[--format bf16|fp8|fp4]]\n"
+    "  --random: no checkpoint; MODEL_DIR (or a config .json file) gives the config and the "
+    "weights are random, generated at load; --layers keeps the config's first N layers, "
+    "--format sets the weights' format (fp4: FP8 linears and FP4 experts, as released)";
 constexpr double kBandwidth = 4.3e12;  // bytes/s, device-to-device copy (gpu.md)
 constexpr double kFlopRate = 890e12;   // bf16 dense, cuBLASLt 8192^3 (gpu.md)
 
@@ -118,14 +125,31 @@ int Usage(const char* why) {
   return 2;
 }
 
-absl::Status Bench(const std::string& model_dir, const std::string& device,
-                   const std::vector<int>& batches, int context, int steps, int warmup,
-                   const std::string& graphs, const std::vector<int>& prefills) {
+struct BenchArgs {
+  std::string model_dir, device = "cuda";
+  std::vector<int> batches = {1, 8, 64};
+  int context = 2100, steps = 50, warmup = 5;
+  std::vector<std::string> modes = {"off", "full"};
+  std::vector<int> prefills;
+  // No checkpoint (EngineOptions::random_weights).
+  bool random = false;
+  int layers = 0;
+  std::string format;
+};
+
+absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
+  const std::string& model_dir = args.model_dir;
+  const std::vector<int>& batches = args.batches;
+  const std::vector<int>& prefills = args.prefills;
+  const int context = args.context, steps = args.steps, warmup = args.warmup;
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   const int chunk = std::min(context, 1024);
   EngineOptions options;
   options.model_dir = model_dir;
-  options.device = device;
+  options.device = args.device;
+  options.random_weights = args.random;
+  options.num_layers = args.layers;
+  options.weight_format = args.format;
   options.num_slots = max_batch;
   // Each decode sequence holds `decode_tokens`; the pool holds all of them
   // plus the longest prefill prompt.
@@ -142,10 +166,15 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
   const ModelConfig& cfg = engine->config();
   const std::string mode = engine->graph_mode();
   std::printf(
-      "bench-decode: %s on %s, %d layers, loaded (tuned%s) in %.1f s; context %d, %d warm-up + "
+      "bench-decode: %s%s on %s, %d layers, loaded (tuned%s) in %.1f s; context %d, %d warm-up + "
       "%d timed steps per batch, graphs %s\n",
-      model_dir.c_str(), engine->info().device.c_str(), cfg.num_layers,
-      mode == "full" ? ", graphs captured" : "",
+      model_dir.c_str(),
+      args.random ? absl::StrCat(" (random weights, ", cfg.quant.fp8 ? "fp8 linears, " : "bf16, ",
+                                 cfg.quant.expert_dtype.empty() ? "" : cfg.quant.expert_dtype,
+                                 cfg.quant.expert_dtype.empty() ? "" : " experts", ")")
+                        .c_str()
+                  : "",
+      engine->info().device.c_str(), cfg.num_layers, mode == "full" ? ", graphs captured" : "",
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), context, warmup,
       steps, mode.c_str());
   OpTimer* timer = nullptr;
@@ -158,7 +187,8 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
   std::mt19937 rng(1234);
   std::vector<int32_t> prompt(context);
   for (int32_t& id : prompt) id = static_cast<int32_t>(2 + rng() % (cfg.vocab_size - 2));
-  if (auto golden = WeightStore::OpenFile(model_dir + "/golden.safetensors"); golden.ok()) {
+  if (auto golden = WeightStore::OpenFile(model_dir + "/golden.safetensors");
+      !args.random && golden.ok()) {
     if (auto ids = (*golden)->Get("a.prompt_ids", {}, {DType::kI64}); ids.ok()) {
       for (int i = 0; i < std::min<int64_t>(context, ids->numel()); ++i)
         prompt[i] = static_cast<int32_t>(ids->as<const int64_t>()[i]);
@@ -305,11 +335,13 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
 }
 
 int RunBenchDecode(int argc, char** argv) {
-  std::string model_dir, device = "cuda";
-  std::vector<int> batches = {1, 8, 64};
-  int context = 2100, steps = 50, warmup = 5;
-  std::vector<std::string> modes = {"off", "full"};
-  std::vector<int> prefills;
+  BenchArgs args;
+  std::string& model_dir = args.model_dir;
+  std::string& device = args.device;
+  std::vector<int>& batches = args.batches;
+  int &context = args.context, &steps = args.steps, &warmup = args.warmup;
+  std::vector<std::string>& modes = args.modes;
+  std::vector<int>& prefills = args.prefills;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -339,6 +371,13 @@ int RunBenchDecode(int argc, char** argv) {
         if (m != "off" && m != "piecewise" && m != "full" && m != "auto")
           return Usage("bench-decode: --graphs takes a list of off, piecewise, full, auto");
       }
+    } else if (a == "--random") {
+      args.random = true;
+    } else if (a == "--layers" && has_value) {
+      if (!absl::SimpleAtoi(argv[++i], &args.layers) || args.layers < 1)
+        return Usage("bench-decode: --layers takes a positive count");
+    } else if (a == "--format" && has_value) {
+      args.format = argv[++i];
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: moegraph %s\n", kUsage);
       return 0;
@@ -351,8 +390,10 @@ int RunBenchDecode(int argc, char** argv) {
     }
   }
   if (model_dir.empty()) return Usage("bench-decode: MODEL_DIR is required");
+  if (!args.random && (args.layers != 0 || !args.format.empty()))
+    return Usage("bench-decode: --layers and --format need --random (no checkpoint)");
   for (const std::string& m : modes) {
-    const absl::Status s = Bench(model_dir, device, batches, context, steps, warmup, m, prefills);
+    const absl::Status s = Bench(args, m);
     if (!s.ok()) {
       std::fprintf(stderr, "bench-decode: %s\n", s.ToString().c_str());
       return 1;

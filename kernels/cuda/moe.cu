@@ -7,6 +7,8 @@
 // routing and nothing waits for the host.
 #include "kernels/cuda/moe.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/cuda/device_common.cuh"
@@ -33,6 +35,33 @@ int BlockM(const MoeParams& p) {
 }
 int MaxTiles(const MoeParams& p, int bm) { return (p.tokens * p.k + bm - 1) / bm + p.experts; }
 
+// Blocks splitting the depth K of a product with N outputs (quantized
+// experts): enough that the row tiles a step is expected to have
+// (min(pairs, experts) at decode) keep ~4 blocks on every SM, each block
+// still walking >= 8 stages.
+// MOEGRAPH_MOE_SPLIT_K=1 turns the split off (for same-run comparisons).
+int MaxSplits() {
+  static const int most = [] {
+    const char* v = std::getenv("MOEGRAPH_MOE_SPLIT_K");
+    return v ? std::clamp(std::atoi(v), 1, 8) : 8;
+  }();
+  return most;
+}
+
+int SplitK(const MoeParams& p, int N, int K, int bm) {
+  // bf16 experts measured slower split (H200, batch 1: 146 vs 137 us), FP4
+  // faster (164 vs 202 us): the compressed tiles need more blocks in flight.
+  if (p.fmt == WeightFmt::kBf16) return 1;
+  const int pairs = p.tokens * p.k;
+  const int est_tiles = std::max(std::min(pairs, p.experts), (pairs + bm - 1) / bm);
+  const int blocks = std::max(1, (N + 63) / 64 * est_tiles);
+  const int want = (4 * p.num_sms + blocks - 1) / blocks;
+  const int most = std::max(1, (K + kBK - 1) / kBK / 8);
+  return std::clamp(want, 1, std::min(most, MaxSplits()));
+}
+int SplitGated(const MoeParams& p) { return SplitK(p, p.inter, p.dim, BlockM(p)); }
+int SplitDown(const MoeParams& p) { return SplitK(p, p.dim, p.inter, BlockM(p)); }
+
 struct Workspace {
   int32_t* offsets;      // [experts + 1]
   int32_t* sorted_pair;  // [tokens * k] pair id (t * k + j) by expert
@@ -40,7 +69,9 @@ struct Workspace {
   int2* tiles;           // [max_tiles] (expert, first row)
   int32_t* num_tiles;    // [1]
   __nv_bfloat16* h;      // [tokens * k, inter]
-  float* y;              // [tokens * k, dim]
+  float* part;           // split gated product: [splits][tokens * k][2][inter] (w1 x, w3 x)
+  float* y;              // [splits][tokens * k, dim], summed over splits by the combine
+  int gated_splits, down_splits;
   size_t bytes;
 };
 
@@ -60,8 +91,13 @@ Workspace Carve(const MoeParams& p, void* base) {
   w.pair_pos = reinterpret_cast<int32_t*>(take(4 * pairs));
   w.tiles = reinterpret_cast<int2*>(take(8 * size_t(MaxTiles(p, bm))));
   w.num_tiles = reinterpret_cast<int32_t*>(take(4));
+  w.gated_splits = SplitGated(p);
+  w.down_splits = SplitDown(p);
   w.h = reinterpret_cast<__nv_bfloat16*>(take(2 * pairs * p.inter));
-  w.y = reinterpret_cast<float*>(take(4 * pairs * p.dim));
+  w.part = w.gated_splits > 1
+               ? reinterpret_cast<float*>(take(4 * w.gated_splits * pairs * 2 * p.inter))
+               : nullptr;
+  w.y = reinterpret_cast<float*>(take(4 * w.down_splits * pairs * p.dim));
   w.bytes = off;
   return w;
 }
@@ -101,6 +137,14 @@ __global__ void __launch_bounds__(kAlignThreads) AlignKernel(MoeParams p, Worksp
   }
 }
 
+__device__ __forceinline__ float Swiglu(float a, float b, float L) {
+  if (L > 0.0f) {
+    a = fminf(a, L);
+    b = fminf(fmaxf(b, -L), L);
+  }
+  return a / (1.0f + expf(-a)) * b;
+}
+
 // Shared memory of one pipeline stage: the A tile, then NB B tiles (bf16, or
 // compressed as stored for FP8/FP4 experts, dequantized per tile into NB bf16
 // tiles after the stages; quant_tile.cuh).
@@ -119,11 +163,13 @@ struct GemmSmem {
 };
 
 // C[rows, n0:n0+64] = A[rows, :K] B[e][n0:n0+64, :K]^T for one row tile of one
-// expert. GATED: two B matrices (w1, w3) and the SwiGLU epilogue into ws.h;
-// otherwise B = w2 and the routing weight scales the fp32 result into ws.y.
+// expert, over the depth split blockIdx.z of `splits`. GATED: two B matrices
+// (w1, w3) and the SwiGLU epilogue into ws.h (split: both partial products
+// into ws.part, SwigluKernel finishes); otherwise B = w2 and the routing
+// weight scales the fp32 result into ws.y's plane blockIdx.z.
 template <int BM, bool GATED, int STAGES, int WARPS, WeightFmt F>
 __global__ void __launch_bounds__(WARPS * 32)
-    GroupedGemmKernel(MoeParams p, Workspace ws, int N, int K) {
+    GroupedGemmKernel(MoeParams p, Workspace ws, int N, int K, int splits) {
   using Smem = GemmSmem<BM, GATED, WARPS, F>;
   using Tile = QuantTile<F == WeightFmt::kFp4 ? WeightFmt::kFp4 : WeightFmt::kFp8, 16 * WARPS, kBK>;
   constexpr int kMT = BM / 16;
@@ -202,17 +248,20 @@ __global__ void __launch_bounds__(WARPS * 32)
       for (int n = 0; n < 2; ++n)
         acc[b][m][n][0] = acc[b][m][n][1] = acc[b][m][n][2] = acc[b][m][n][3] = 0.0f;
 
-  const int ktiles = (K + kBK - 1) / kBK;
+  // This block's share of the depth: k tiles [kt0, kt0 + ktiles).
+  const int all_ktiles = (K + kBK - 1) / kBK;
+  const int kt0 = int(blockIdx.z) * all_ktiles / splits;
+  const int ktiles = (int(blockIdx.z) + 1) * all_ktiles / splits - kt0;
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < ktiles) load_stage(s, s);
+    if (s < ktiles) load_stage(kt0 + s, s);
     CpAsyncCommit();
   }
   for (int kt = 0; kt < ktiles; ++kt) {
     CpAsyncWait<STAGES - 2>();
     __syncthreads();
     const int next = kt + STAGES - 1;
-    if (next < ktiles) load_stage(next, next % STAGES);
+    if (next < ktiles) load_stage(kt0 + next, next % STAGES);
     CpAsyncCommit();
     const __nv_bfloat16* s = stage_a(kt % STAGES);
     if constexpr (kQuant && !kDirect) {
@@ -264,24 +313,48 @@ __global__ void __launch_bounds__(WARPS * 32)
         const int64_t row = row0 + r;
         if constexpr (GATED) {
           float a = acc[0][m][n][i], b = acc[kNB - 1][m][n][i];
-          if (L > 0.0f) {
-            a = fminf(a, L);
-            b = fminf(fmaxf(b, -L), L);
+          if (splits > 1) {
+            float* dst = ws.part + ((int64_t{blockIdx.z} * p.tokens * p.k + row) * 2) * N + col;
+            dst[0] = a;
+            dst[N] = b;
+            continue;
           }
-          ws.h[row * N + col] = __float2bfloat16(a / (1.0f + expf(-a)) * b);
+          ws.h[row * N + col] = __float2bfloat16(Swiglu(a, b, L));
         } else {
-          ws.y[row * N + col] = acc[0][m][n][i] * p.w[ws.sorted_pair[row]];
+          ws.y[(int64_t{blockIdx.z} * p.tokens * p.k + row) * N + col] =
+              acc[0][m][n][i] * p.w[ws.sorted_pair[row]];
         }
       }
 }
 
+// h = SwiGLU of the split gated products, summed over the splits in order.
+// Rows past the step's routed pairs (device count) exit.
+__global__ void SwigluKernel(MoeParams p, Workspace ws) {
+  const int rows = ws.offsets[p.experts];
+  const int64_t pairs = int64_t{p.tokens} * p.k;
+  const int N = p.inter;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < int64_t{rows} * N;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t row = i / N, col = i % N;
+    float a = 0.0f, b = 0.0f;
+    for (int z = 0; z < ws.gated_splits; ++z) {
+      const float* src = ws.part + ((z * pairs + row) * 2) * N + col;
+      a += src[0];
+      b += src[N];
+    }
+    ws.h[row * N + col] = __float2bfloat16(Swiglu(a, b, p.swiglu_limit));
+  }
+}
+
 __global__ void CombineKernel(MoeParams p, Workspace ws) {
   const int t = blockIdx.x;
+  const int64_t plane = int64_t{p.tokens} * p.k * p.dim;
   for (int c = threadIdx.x; c < p.dim; c += blockDim.x) {
     float s = 0.0f;
     for (int j = 0; j < p.k; ++j) {
       const int row = ws.pair_pos[t * p.k + j];
-      if (row >= 0) s += ws.y[int64_t{row} * p.dim + c];
+      if (row < 0) continue;
+      for (int z = 0; z < ws.down_splits; ++z) s += ws.y[z * plane + int64_t{row} * p.dim + c];
     }
     p.out[int64_t{t} * p.dim + c] = __float2bfloat16(s);
   }
@@ -289,15 +362,16 @@ __global__ void CombineKernel(MoeParams p, Workspace ws) {
 
 template <int BM, bool GATED, int STAGES, int WARPS, WeightFmt F>
 cudaError_t LaunchGemm(const MoeParams& p, const Workspace& ws, int N, int K, int max_tiles,
-                       cudaStream_t stream) {
+                       int splits, cudaStream_t stream) {
   constexpr int kBN = 16 * WARPS;
   const size_t smem = GemmSmem<BM, GATED, WARPS, F>::Bytes(STAGES);
   cudaError_t e = EnsureDynamicSmem(
       reinterpret_cast<const void*>(GroupedGemmKernel<BM, GATED, STAGES, WARPS, F>),
       static_cast<int>(smem));
   if (e != cudaSuccess) return e;
-  const dim3 grid((N + kBN - 1) / kBN, max_tiles);
-  GroupedGemmKernel<BM, GATED, STAGES, WARPS, F><<<grid, WARPS * 32, smem, stream>>>(p, ws, N, K);
+  const dim3 grid((N + kBN - 1) / kBN, max_tiles, splits);
+  GroupedGemmKernel<BM, GATED, STAGES, WARPS, F>
+      <<<grid, WARPS * 32, smem, stream>>>(p, ws, N, K, splits);
   return cudaGetLastError();
 }
 
@@ -340,9 +414,16 @@ cudaError_t LaunchMoe(const MoeParams& p, void* workspace, cudaStream_t stream) 
     constexpr int kS = F == WeightFmt::kBf16 ? kStages : kQuantStages;
     cudaError_t r = cudaSuccess;
     MG_DISPATCH_MOE_BLOCK_M(bm, BM, {
-      r = LaunchGemm<BM, true, kS, 4, F>(p, ws, p.inter, p.dim, max_tiles, stream);
+      r = LaunchGemm<BM, true, kS, 4, F>(p, ws, p.inter, p.dim, max_tiles, ws.gated_splits, stream);
+      if (r == cudaSuccess && ws.gated_splits > 1) {
+        const int64_t n = int64_t{p.tokens} * p.k * p.inter;
+        const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 4 * p.num_sms));
+        SwigluKernel<<<blocks, 256, 0, stream>>>(p, ws);
+        r = cudaGetLastError();
+      }
       if (r == cudaSuccess)
-        r = LaunchGemm<BM, false, kS, 4, F>(p, ws, p.dim, p.inter, max_tiles, stream);
+        r = LaunchGemm<BM, false, kS, 4, F>(p, ws, p.dim, p.inter, max_tiles, ws.down_splits,
+                                            stream);
     });
     return r;
   };

@@ -2,6 +2,10 @@
 // host sync), a grouped tensor-core GEMM for w1/w3 with the clamped SwiGLU in
 // its epilogue, a grouped GEMM for w2 scaled by the routing weight, and a
 // per-token sum over its k experts (deterministic: no atomics on outputs).
+// Small batches of quantized experts split each GEMM's depth over several
+// blocks (a decode step's 6 experts give too few blocks to keep the memory
+// busy); the partial sums are added in a fixed order by the SwiGLU and
+// combine kernels.
 //   out[t] = sum_k w[t,k] * w2[e] (silu(min(w1[e] x, L)) * clamp(w3[e] x, -L, L)),
 //   e = idx[t,k]; an id outside [0, experts) contributes nothing.
 // The experts may be bf16, FP8 or FP4 (quant_format.h): quantized weights are
@@ -29,6 +33,7 @@ struct MoeParams {
   __nv_bfloat16* out = nullptr;      // [tokens, dim]
   int tokens = 0, k = 0, experts = 0, dim = 0, inter = 0;
   float swiglu_limit = 0.0f;  // <= 0: no clamp
+  int num_sms = 132;          // for choosing the K split of small batches
 };
 constexpr int kMoeMaxExperts = 1024;
 const char* Validate(const MoeParams& p);

@@ -8,6 +8,8 @@
 #            dsv4-tiny, dsv4-topk2, dsv4-shape and the realistic flash-shaped
 #            fixture made here (torch + transformers)
 #   bench    moegraph bench-decode on that fixture at batch 1, 8, 64, per mode
+#   random   bench-decode without a checkpoint: V4-Flash's config, random
+#            weights (fp4 and bf16), 4 layers and as many as fit one GPU
 #   quant    the released FP8/FP4 format: the flash-shaped fixture made again
 #            with --format fp4, check-golden on it (bf16 criterion against the
 #            fp32 reference on the dequantized weights), bench-decode of the
@@ -33,7 +35,7 @@ export LD_LIBRARY_PATH="$LIBS:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 # The [cuda] tests read tests/fixtures from this checkout.
 export MOEGRAPH_SOURCE_DIR="${MOEGRAPH_SOURCE_DIR:-$PWD}"
 export NCCL_NVLS_ENABLE=0
-steps=${*:-tests opbench golden bench quant serve peer tokbench}
+steps=${*:-tests opbench golden bench random quant serve peer tokbench}
 declare -a table
 failed=0
 note() { table+=("$1"); }
@@ -79,6 +81,27 @@ for step in $steps; do
     opbench)
       "$STAGE/moegraph_cuda_tests" "[bench]" > "$OUT/opbench.log" 2>&1
       check "opbench in $((SECONDS - t0)) s" $?
+      # The routed experts without the depth split, same run (MOEGRAPH_MOE_SPLIT_K=1).
+      MOEGRAPH_MOE_SPLIT_K=1 "$STAGE/moegraph_cuda_tests" "[bench][moe],[bench][quant]" \
+        > "$OUT/opbench_nosplit.log" 2>&1
+      check "opbench moe without split-K" $?
+      while read -r l; do note "  no split-K: $l"; done < <(grep "^OP-BENCH MoeExperts" "$OUT/opbench_nosplit.log" | cut -c1-160)
+      ;;
+    random)
+      # No checkpoint: V4-Flash's published config with random weights
+      # (bench-decode --random), its first 4 layers at context 1K and 16K,
+      # in the released format (fp4 experts) and bf16, then as many layers
+      # as fit one GPU in fp4.
+      cfg="$STAGE/v4-flash-base.config.json"
+      for run in "4 fp4 1024 ${RANDOM_BATCHES:-1,8,64,128}" "4 bf16 1024 1,8,64" \
+                 "4 fp4 16384 1,8,32" "${RANDOM_DEEP:-30} fp4 1024 1,8,64"; do
+        set -- $run
+        t0=$SECONDS
+        "$STAGE/moegraph" bench-decode "$cfg" --random --layers $1 --format $2 --context $3 \
+          --batches $4 --graphs full --device cuda --steps 30 >> "$OUT/bench_random.log" 2>&1
+        check "bench random V4-Flash layers=$1 $2 context $3 in $((SECONDS - t0)) s" $?
+      done
+      while read -r l; do note "  $l"; done < <(grep -E "^(bench-decode|BENCH)" "$OUT/bench_random.log" | cut -c1-330)
       ;;
     golden)
       if [ ! -x "$STAGE/moegraph" ]; then note "golden: no moegraph binary staged"; continue; fi

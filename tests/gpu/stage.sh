@@ -26,7 +26,8 @@ find "$DEST/lib" -type f -size +4M -exec gzip -9 {} \;
 for exe in "${exes[@]}"; do gzip -9 -f "$DEST/$(basename "$exe")"; done
 cp tests/gpu/run.sh "$DEST/"
 cp tools/make_dsv4_fixture.py tools/quantize_checkpoint.py \
-  tests/fixtures/configs/flash-shaped-4layer.overrides.json "$DEST/"
+  tests/fixtures/configs/flash-shaped-4layer.overrides.json \
+  tests/fixtures/configs/v4-flash-base.config.json "$DEST/"
 cp -r tests/fixtures/dsv4-tiny tests/fixtures/bpe32k "$DEST/fixtures/"
 cp tests/gpu/tokenizers_bench.py tests/gpu/peer_transformers.py "$DEST/"
 du -sh "$DEST"

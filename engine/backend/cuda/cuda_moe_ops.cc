@@ -73,6 +73,7 @@ absl::Status CudaBackendImpl::MoeExperts(const Tensor& x, const Tensor& idx, con
     RETURN_IF_ERROR(ExpectRank(op, name, e->data, 3));
   }
   cuda::MoeParams p;
+  p.num_sms = num_sms_;
   p.tokens = static_cast<int>(x.dim(0));
   p.dim = static_cast<int>(x.dim(1));
   p.k = p.tokens ? static_cast<int>(idx.numel() / p.tokens) : 1;
