@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/backend/backend.h"
+#include "engine/backend/operand_check.h"
 #include "engine/common/bf16.h"
 #include "engine/common/status_macros.h"
 #include "kernels/cpu/attention.h"
@@ -29,44 +30,13 @@ namespace moegraph {
 namespace {
 
 constexpr size_t kAlignment = 64;
-constexpr int64_t kAny = -1;
-
-std::string DimsString(std::initializer_list<int64_t> dims) {
-  std::vector<std::string> parts;
-  for (int64_t d : dims) parts.push_back(d == kAny ? "*" : std::to_string(d));
-  return "[" + absl::StrJoin(parts, ", ") + "]";
-}
-
-// Checks one operand: not null, one of `dtypes`, and `dims` (kAny = any size).
-absl::Status Expect(const char* op, const char* operand, const Tensor& t,
-                    std::initializer_list<DType> dtypes, std::initializer_list<int64_t> dims) {
-  if (t.empty()) return absl::InvalidArgumentError(absl::StrCat(op, ": ", operand, " is empty"));
-  bool dtype_ok = false;
-  std::vector<std::string> names;
-  for (DType d : dtypes) {
-    dtype_ok |= d == t.dtype;
-    names.push_back(DTypeName(d));
-  }
-  bool shape_ok = t.rank == static_cast<int>(dims.size());
-  int i = 0;
-  for (int64_t d : dims) {
-    if (shape_ok && d != kAny && t.shape[i] != d) shape_ok = false;
-    ++i;
-  }
-  if (dtype_ok && shape_ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(op, ": ", operand, ": expected ", absl::StrJoin(names, "|"), " ",
-                   DimsString(dims), ", found ", DTypeName(t.dtype), " ", t.ShapeString()));
-}
-
-absl::Status Fail(const char* op, const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat(op, ": ", what));
-}
+constexpr int64_t kAny = kAnyDim;
 
 absl::StatusOr<cpu::WeightType> WeightTypeOf(const char* op, const char* operand, const Tensor& w) {
   if (w.dtype == DType::kBF16) return cpu::WeightType::kBF16;
   if (w.dtype == DType::kF32) return cpu::WeightType::kF32;
-  return Fail(op, absl::StrCat(operand, ": expected F32 or BF16, found ", DTypeName(w.dtype)));
+  return OperandError(op,
+                      absl::StrCat(operand, ": expected F32 or BF16, found ", DTypeName(w.dtype)));
 }
 
 cpu::BatchLayout Layout(const StepMeta& m) {
@@ -88,7 +58,7 @@ absl::Status CheckMeta(const char* op, const StepMeta& m, int num_slots) {
                             std::tuple{"meta.seq_begin", &m.seq_begin, S + 1},
                             std::tuple{"meta.seq_slot", &m.seq_slot, S},
                             std::tuple{"meta.seq_start_pos", &m.seq_start_pos, S}}) {
-    absl::Status s = Expect(op, name, *t, {DType::kI32}, {n});
+    absl::Status s = ExpectOperand(op, name, *t, {DType::kI32}, {n});
     if (!s.ok()) return s;
   }
   const int32_t* begin = m.seq_begin.as<const int32_t>();
@@ -96,17 +66,18 @@ absl::Status CheckMeta(const char* op, const StepMeta& m, int num_slots) {
   const int32_t* start = m.seq_start_pos.as<const int32_t>();
   const int32_t* pos = m.token_pos.as<const int32_t>();
   const int32_t* seq = m.token_seq.as<const int32_t>();
-  if (begin[0] != 0 || begin[S] != T) return Fail(op, "meta.seq_begin does not cover the tokens");
+  if (begin[0] != 0 || begin[S] != T)
+    return OperandError(op, "meta.seq_begin does not cover the tokens");
   for (int s = 0; s < S; ++s) {
-    if (begin[s + 1] < begin[s]) return Fail(op, "meta.seq_begin is not ascending");
+    if (begin[s + 1] < begin[s]) return OperandError(op, "meta.seq_begin is not ascending");
     if (slot[s] < 0 || slot[s] >= num_slots) {
-      return Fail(
+      return OperandError(
           op, absl::StrCat("meta.seq_slot[", s, "] = ", slot[s], " outside [0, ", num_slots, ")"));
     }
-    if (start[s] < 0) return Fail(op, absl::StrCat("meta.seq_start_pos[", s, "] < 0"));
+    if (start[s] < 0) return OperandError(op, absl::StrCat("meta.seq_start_pos[", s, "] < 0"));
     for (int t = begin[s]; t < begin[s + 1]; ++t) {
       if (seq[t] != s || pos[t] != start[s] + (t - begin[s])) {
-        return Fail(
+        return OperandError(
             op, absl::StrCat("meta.token_seq/token_pos disagree with the sequences at token ", t));
       }
     }
@@ -116,13 +87,14 @@ absl::Status CheckMeta(const char* op, const StepMeta& m, int num_slots) {
 
 absl::StatusOr<cpu::EntryPagesView> PagesView(const char* op, const EntryPages& e, int width) {
   absl::Status s =
-      Expect(op, "entries.pool", e.pool, {DType::kF32}, {kAny, e.page_size, kAny, width});
+      ExpectOperand(op, "entries.pool", e.pool, {DType::kF32}, {kAny, e.page_size, kAny, width});
   if (!s.ok()) return s;
-  s = Expect(op, "entries.table", e.table, {DType::kI32}, {kAny, kAny});
+  s = ExpectOperand(op, "entries.table", e.table, {DType::kI32}, {kAny, kAny});
   if (!s.ok()) return s;
-  if (e.page_size <= 0) return Fail(op, "entries.page_size must be positive");
+  if (e.page_size <= 0) return OperandError(op, "entries.page_size must be positive");
   if (e.layer < 0 || e.layer >= e.pool.dim(2)) {
-    return Fail(op, absl::StrCat("entries.layer ", e.layer, " outside [0, ", e.pool.dim(2), ")"));
+    return OperandError(
+        op, absl::StrCat("entries.layer ", e.layer, " outside [0, ", e.pool.dim(2), ")"));
   }
   cpu::EntryPagesView v;
   v.pool = e.pool.as<float>();
@@ -183,7 +155,7 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
   absl::Status Fill(Tensor t, float value) override {
-    if (t.empty()) return Fail("Fill", "t is empty");
+    if (t.empty()) return OperandError("Fill", "t is empty");
     const int64_t n = t.numel();
     switch (t.dtype) {
       case DType::kF32:
@@ -196,7 +168,7 @@ class CpuBackend final : public Backend {
         std::fill(t.as<uint16_t>(), t.as<uint16_t>() + n, FloatToBf16(value));
         break;
       default:
-        return Fail("Fill", absl::StrCat("t: unsupported dtype ", DTypeName(t.dtype)));
+        return OperandError("Fill", absl::StrCat("t: unsupported dtype ", DTypeName(t.dtype)));
     }
     return absl::OkStatus();
   }
@@ -204,7 +176,8 @@ class CpuBackend final : public Backend {
 
   absl::StatusOr<Tensor> UploadWeight(const Tensor& host, bool matrix,
                                       std::vector<Buffer>* owner) override {
-    if (host.empty() && host.numel() != 0) return Fail("UploadWeight", "host tensor is empty");
+    if (host.empty() && host.numel() != 0)
+      return OperandError("UploadWeight", "host tensor is empty");
     DType out_type;
     switch (host.dtype) {
       case DType::kBF16:
@@ -219,7 +192,7 @@ class CpuBackend final : public Backend {
         out_type = DType::kI32;
         break;
       default:
-        return Fail("UploadWeight", "unsupported dtype");
+        return OperandError("UploadWeight", "unsupported dtype");
     }
     Tensor out = host;
     out.dtype = out_type;
@@ -232,15 +205,17 @@ class CpuBackend final : public Backend {
 
   absl::StatusOr<Tensor> UploadStacked(const std::vector<Tensor>& host,
                                        std::vector<Buffer>* owner) override {
-    if (host.empty()) return Fail("UploadStacked", "no tensors");
+    if (host.empty()) return OperandError("UploadStacked", "no tensors");
     bool all_bf16 = true;
     for (const Tensor& t : host) {
       if (t.rank != 2 || t.shape[0] != host[0].shape[0] || t.shape[1] != host[0].shape[1]) {
-        return Fail("UploadStacked", absl::StrCat("expected [N, K] tensors of one shape, found ",
-                                                  t.ShapeString(), " and ", host[0].ShapeString()));
+        return OperandError("UploadStacked",
+                            absl::StrCat("expected [N, K] tensors of one shape, found ",
+                                         t.ShapeString(), " and ", host[0].ShapeString()));
       }
       if (t.dtype != DType::kBF16 && t.dtype != DType::kF32 && t.dtype != DType::kF16) {
-        return Fail("UploadStacked", absl::StrCat("unsupported dtype ", DTypeName(t.dtype)));
+        return OperandError("UploadStacked",
+                            absl::StrCat("unsupported dtype ", DTypeName(t.dtype)));
       }
       all_bf16 &= t.dtype == DType::kBF16;
     }
@@ -272,14 +247,14 @@ class CpuBackend final : public Backend {
 
   absl::StatusOr<Weight> UploadStackedMatrices(const std::vector<HostWeight>& host,
                                                std::vector<Buffer>* owner) override {
-    if (host.empty()) return Fail("UploadStackedMatrices", "no matrices");
+    if (host.empty()) return OperandError("UploadStackedMatrices", "no matrices");
     std::vector<std::vector<float>> dequantized;
     std::vector<Tensor> views;
     for (const HostWeight& h : host) {
       if (h.format != host[0].format) {
-        return Fail("UploadStackedMatrices",
-                    absl::StrCat(h.name, " is ", WeightFormatName(h.format), " but ", host[0].name,
-                                 " is ", WeightFormatName(host[0].format)));
+        return OperandError("UploadStackedMatrices",
+                            absl::StrCat(h.name, " is ", WeightFormatName(h.format), " but ",
+                                         host[0].name, " is ", WeightFormatName(host[0].format)));
       }
       if (h.format == WeightFormat::kDense) {
         views.push_back(h.data);
@@ -297,9 +272,10 @@ class CpuBackend final : public Backend {
 
   absl::Status Embed(const Tensor& ids, const Tensor& table, Tensor out) override {
     const int64_t T = ids.dim(0);
-    RETURN_IF_ERROR(Expect("Embed", "ids", ids, {DType::kI32}, {kAny}));
-    RETURN_IF_ERROR(Expect("Embed", "table", table, {DType::kF32, DType::kBF16}, {kAny, kAny}));
-    RETURN_IF_ERROR(Expect("Embed", "out", out, {DType::kF32}, {T, kAny, table.dim(1)}));
+    RETURN_IF_ERROR(ExpectOperand("Embed", "ids", ids, {DType::kI32}, {kAny}));
+    RETURN_IF_ERROR(
+        ExpectOperand("Embed", "table", table, {DType::kF32, DType::kBF16}, {kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand("Embed", "out", out, {DType::kF32}, {T, kAny, table.dim(1)}));
     cpu::EmbeddingParams p;
     p.ids = ids.as<const int32_t>();
     p.table = table.data;
@@ -309,16 +285,16 @@ class CpuBackend final : public Backend {
     p.vocab = table.dim(0);
     p.dim = table.dim(1);
     p.streams = static_cast<int>(out.dim(1));
-    if (!cpu::Embedding(p)) return Fail("Embed", "ids: token id outside the vocabulary");
+    if (!cpu::Embedding(p)) return OperandError("Embed", "ids: token id outside the vocabulary");
     return absl::OkStatus();
   }
 
   absl::Status Linear(const Tensor& x, const Weight& weight, Tensor y) override {
     const Tensor& w = weight.data;
     RETURN_IF_ERROR(DenseOnly("Linear", weight));
-    RETURN_IF_ERROR(Expect("Linear", "w", w, {DType::kF32, DType::kBF16}, {kAny, kAny}));
-    RETURN_IF_ERROR(Expect("Linear", "x", x, {DType::kF32}, {kAny, w.dim(1)}));
-    RETURN_IF_ERROR(Expect("Linear", "y", y, {DType::kF32}, {x.dim(0), w.dim(0)}));
+    RETURN_IF_ERROR(ExpectOperand("Linear", "w", w, {DType::kF32, DType::kBF16}, {kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand("Linear", "x", x, {DType::kF32}, {kAny, w.dim(1)}));
+    RETURN_IF_ERROR(ExpectOperand("Linear", "y", y, {DType::kF32}, {x.dim(0), w.dim(0)}));
     cpu::LinearParams p;
     p.x = ActivationFor(weight, x);
     p.w = w.data;
@@ -334,13 +310,15 @@ class CpuBackend final : public Backend {
   absl::Status GroupedLinear(const Tensor& x, const Weight& weight, int groups, Tensor y) override {
     const Tensor& w = weight.data;
     RETURN_IF_ERROR(DenseOnly("GroupedLinear", weight));
-    RETURN_IF_ERROR(Expect("GroupedLinear", "w", w, {DType::kF32, DType::kBF16}, {kAny, kAny}));
+    RETURN_IF_ERROR(
+        ExpectOperand("GroupedLinear", "w", w, {DType::kF32, DType::kBF16}, {kAny, kAny}));
     if (groups <= 0 || w.dim(0) % groups != 0) {
-      return Fail("GroupedLinear",
-                  absl::StrCat("groups ", groups, " does not divide w rows ", w.dim(0)));
+      return OperandError("GroupedLinear",
+                          absl::StrCat("groups ", groups, " does not divide w rows ", w.dim(0)));
     }
-    RETURN_IF_ERROR(Expect("GroupedLinear", "x", x, {DType::kF32}, {kAny, groups * w.dim(1)}));
-    RETURN_IF_ERROR(Expect("GroupedLinear", "y", y, {DType::kF32}, {x.dim(0), w.dim(0)}));
+    RETURN_IF_ERROR(
+        ExpectOperand("GroupedLinear", "x", x, {DType::kF32}, {kAny, groups * w.dim(1)}));
+    RETURN_IF_ERROR(ExpectOperand("GroupedLinear", "y", y, {DType::kF32}, {x.dim(0), w.dim(0)}));
     cpu::GroupedLinearParams p;
     p.x = ActivationFor(weight, x);
     p.w = w.data;
@@ -355,10 +333,10 @@ class CpuBackend final : public Backend {
   }
 
   absl::Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, Tensor y) override {
-    RETURN_IF_ERROR(Expect("RmsNorm", "x", x, {DType::kF32}, {kAny, kAny}));
-    RETURN_IF_ERROR(Expect("RmsNorm", "y", y, {DType::kF32}, {x.dim(0), x.dim(1)}));
+    RETURN_IF_ERROR(ExpectOperand("RmsNorm", "x", x, {DType::kF32}, {kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand("RmsNorm", "y", y, {DType::kF32}, {x.dim(0), x.dim(1)}));
     if (!weight.empty()) {
-      RETURN_IF_ERROR(Expect("RmsNorm", "weight", weight, {DType::kF32}, {x.dim(1)}));
+      RETURN_IF_ERROR(ExpectOperand("RmsNorm", "weight", weight, {DType::kF32}, {x.dim(1)}));
     }
     cpu::RmsNormParams p;
     p.x = x.as<const float>();
@@ -373,13 +351,13 @@ class CpuBackend final : public Backend {
 
   absl::Status Rope(Tensor x, const Tensor& pos, const Tensor& inv_freq, int rope_dim,
                     bool inverse) override {
-    RETURN_IF_ERROR(Expect("Rope", "x", x, {DType::kF32}, {kAny, kAny, kAny}));
-    RETURN_IF_ERROR(Expect("Rope", "pos", pos, {DType::kI32}, {x.dim(0)}));
+    RETURN_IF_ERROR(ExpectOperand("Rope", "x", x, {DType::kF32}, {kAny, kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand("Rope", "pos", pos, {DType::kI32}, {x.dim(0)}));
     if (rope_dim <= 0 || rope_dim % 2 || rope_dim > x.dim(2)) {
-      return Fail("Rope",
-                  absl::StrCat("rope_dim ", rope_dim, " must be even and in (0, ", x.dim(2), "]"));
+      return OperandError(
+          "Rope", absl::StrCat("rope_dim ", rope_dim, " must be even and in (0, ", x.dim(2), "]"));
     }
-    RETURN_IF_ERROR(Expect("Rope", "inv_freq", inv_freq, {DType::kF32}, {rope_dim / 2}));
+    RETURN_IF_ERROR(ExpectOperand("Rope", "inv_freq", inv_freq, {DType::kF32}, {rope_dim / 2}));
     cpu::RopeParams p;
     p.x = x.as<float>();
     p.pos = pos.as<const int32_t>();
@@ -396,23 +374,24 @@ class CpuBackend final : public Backend {
   absl::Status Add(const Tensor& a, const Tensor& b, Tensor out) override {
     RETURN_IF_ERROR(SameShape("Add", "b", a, b));
     RETURN_IF_ERROR(SameShape("Add", "out", a, out));
-    if (a.dtype != DType::kF32) return Fail("Add", "a: expected F32");
+    if (a.dtype != DType::kF32) return OperandError("Add", "a: expected F32");
     cpu::Add(a.as<const float>(), b.as<const float>(), out.as<float>(), a.numel());
     return absl::OkStatus();
   }
 
   absl::Status Scale(const Tensor& x, float alpha, Tensor out) override {
-    if (x.empty() || out.empty()) return Fail("Scale", "x or out is empty");
+    if (x.empty() || out.empty()) return OperandError("Scale", "x or out is empty");
     if (x.dtype != DType::kF32 || out.dtype != DType::kF32 || x.numel() != out.numel()) {
-      return Fail("Scale", absl::StrCat("out: expected F32 with ", x.numel(), " elements, found ",
-                                        DTypeName(out.dtype), " ", out.ShapeString()));
+      return OperandError("Scale",
+                          absl::StrCat("out: expected F32 with ", x.numel(), " elements, found ",
+                                       DTypeName(out.dtype), " ", out.ShapeString()));
     }
     cpu::Scale(x.as<const float>(), alpha, out.as<float>(), x.numel());
     return absl::OkStatus();
   }
 
   absl::Status SwiGlu(const Tensor& a, const Tensor& b, float limit, Tensor out) override {
-    RETURN_IF_ERROR(Expect("SwiGlu", "a", a, {DType::kF32}, {kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand("SwiGlu", "a", a, {DType::kF32}, {kAny, kAny}));
     RETURN_IF_ERROR(SameShape("SwiGlu", "b", a, b));
     RETURN_IF_ERROR(SameShape("SwiGlu", "out", a, out));
     cpu::SwiGlu(a.as<const float>(), b.as<const float>(), limit, out.as<float>(), a.numel());
@@ -420,15 +399,15 @@ class CpuBackend final : public Backend {
   }
 
   absl::Status GatherRows(const Tensor& x, const Tensor& rows, Tensor out) override {
-    RETURN_IF_ERROR(Expect("GatherRows", "x", x, {DType::kF32, DType::kI32}, {kAny, kAny}));
-    RETURN_IF_ERROR(Expect("GatherRows", "rows", rows, {DType::kI32}, {kAny}));
-    RETURN_IF_ERROR(Expect("GatherRows", "out", out, {x.dtype}, {rows.dim(0), x.dim(1)}));
+    RETURN_IF_ERROR(ExpectOperand("GatherRows", "x", x, {DType::kF32, DType::kI32}, {kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand("GatherRows", "rows", rows, {DType::kI32}, {kAny}));
+    RETURN_IF_ERROR(ExpectOperand("GatherRows", "out", out, {x.dtype}, {rows.dim(0), x.dim(1)}));
     const size_t row_bytes = x.dim(1) * DTypeSize(x.dtype);
     const int32_t* r = rows.as<const int32_t>();
     for (int64_t i = 0; i < rows.dim(0); ++i) {
       if (r[i] < 0 || r[i] >= x.dim(0)) {
-        return Fail("GatherRows",
-                    absl::StrCat("rows[", i, "] = ", r[i], " outside [0, ", x.dim(0), ")"));
+        return OperandError("GatherRows",
+                            absl::StrCat("rows[", i, "] = ", r[i], " outside [0, ", x.dim(0), ")"));
       }
       std::memcpy(static_cast<char*>(out.data) + i * row_bytes,
                   static_cast<const char*>(x.data) + r[i] * row_bytes, row_bytes);
@@ -438,13 +417,13 @@ class CpuBackend final : public Backend {
 
   absl::Status Convert(const Tensor& x, Tensor out) override {
     if (x.empty() || out.empty() || x.numel() != out.numel()) {
-      return Fail("Convert", "out: expected the element count of x");
+      return OperandError("Convert", "out: expected the element count of x");
     }
     if (out.dtype != DType::kF32 && out.dtype != DType::kBF16) {
-      return Fail("Convert", "out: expected F32 or BF16");
+      return OperandError("Convert", "out: expected F32 or BF16");
     }
     if (out.dtype == DType::kBF16) {
-      if (x.dtype != DType::kF32) return Fail("Convert", "x: expected F32");
+      if (x.dtype != DType::kF32) return OperandError("Convert", "x: expected F32");
       for (int64_t i = 0; i < x.numel(); ++i) out.as<uint16_t>()[i] = FloatToBf16(x.as<float>()[i]);
       return absl::OkStatus();
     }
@@ -453,13 +432,14 @@ class CpuBackend final : public Backend {
   }
 
   absl::Status ScatterPairs(Tensor dst, const Tensor& pairs, const Tensor& count) override {
-    RETURN_IF_ERROR(Expect("ScatterPairs", "dst", dst, {DType::kI32}, {kAny}));
-    RETURN_IF_ERROR(Expect("ScatterPairs", "pairs", pairs, {DType::kI32}, {kAny}));
-    RETURN_IF_ERROR(Expect("ScatterPairs", "count", count, {DType::kI32}, {1}));
+    RETURN_IF_ERROR(ExpectOperand("ScatterPairs", "dst", dst, {DType::kI32}, {kAny}));
+    RETURN_IF_ERROR(ExpectOperand("ScatterPairs", "pairs", pairs, {DType::kI32}, {kAny}));
+    RETURN_IF_ERROR(ExpectOperand("ScatterPairs", "count", count, {DType::kI32}, {1}));
     const int64_t n = std::min<int64_t>(count.as<int32_t>()[0], pairs.numel() / 2);
     for (int64_t i = 0; i < n; ++i) {
       const int32_t at = pairs.as<int32_t>()[2 * i];
-      if (at < 0 || at >= dst.numel()) return Fail("ScatterPairs", "pairs: index outside dst");
+      if (at < 0 || at >= dst.numel())
+        return OperandError("ScatterPairs", "pairs: index outside dst");
       dst.as<int32_t>()[at] = pairs.as<int32_t>()[2 * i + 1];
     }
     return absl::OkStatus();
@@ -468,16 +448,17 @@ class CpuBackend final : public Backend {
   absl::Status HcPre(const Tensor& X, const Tensor& fn, const Tensor& base, const Tensor& scale,
                      int sinkhorn_iters, float hc_eps, float norm_eps, Tensor x_in, Tensor post,
                      Tensor comb) override {
-    RETURN_IF_ERROR(Expect("HcPre", "X", X, {DType::kF32}, {kAny, kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand("HcPre", "X", X, {DType::kF32}, {kAny, kAny, kAny}));
     const int64_t T = X.dim(0), n = X.dim(1), D = X.dim(2);
-    if (n < 1 || n > cpu::kMaxHcStreams) return Fail("HcPre", "X: unsupported stream count");
-    RETURN_IF_ERROR(Expect("HcPre", "fn", fn, {DType::kF32}, {(2 + n) * n, n * D}));
-    RETURN_IF_ERROR(Expect("HcPre", "base", base, {DType::kF32}, {(2 + n) * n}));
-    RETURN_IF_ERROR(Expect("HcPre", "scale", scale, {DType::kF32}, {3}));
-    RETURN_IF_ERROR(Expect("HcPre", "x_in", x_in, {DType::kF32}, {T, D}));
-    RETURN_IF_ERROR(Expect("HcPre", "post", post, {DType::kF32}, {T, n}));
-    RETURN_IF_ERROR(Expect("HcPre", "comb", comb, {DType::kF32}, {T, n, n}));
-    if (sinkhorn_iters < 1) return Fail("HcPre", "sinkhorn_iters must be >= 1");
+    if (n < 1 || n > cpu::kMaxHcStreams)
+      return OperandError("HcPre", "X: unsupported stream count");
+    RETURN_IF_ERROR(ExpectOperand("HcPre", "fn", fn, {DType::kF32}, {(2 + n) * n, n * D}));
+    RETURN_IF_ERROR(ExpectOperand("HcPre", "base", base, {DType::kF32}, {(2 + n) * n}));
+    RETURN_IF_ERROR(ExpectOperand("HcPre", "scale", scale, {DType::kF32}, {3}));
+    RETURN_IF_ERROR(ExpectOperand("HcPre", "x_in", x_in, {DType::kF32}, {T, D}));
+    RETURN_IF_ERROR(ExpectOperand("HcPre", "post", post, {DType::kF32}, {T, n}));
+    RETURN_IF_ERROR(ExpectOperand("HcPre", "comb", comb, {DType::kF32}, {T, n, n}));
+    if (sinkhorn_iters < 1) return OperandError("HcPre", "sinkhorn_iters must be >= 1");
     cpu::HcPreParams p;
     p.X = X.as<const float>();
     p.fn = fn.as<const float>();
@@ -498,13 +479,13 @@ class CpuBackend final : public Backend {
 
   absl::Status HcPost(const Tensor& X, const Tensor& y, const Tensor& post, const Tensor& comb,
                       Tensor Xout) override {
-    RETURN_IF_ERROR(Expect("HcPost", "X", X, {DType::kF32}, {kAny, kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand("HcPost", "X", X, {DType::kF32}, {kAny, kAny, kAny}));
     const int64_t T = X.dim(0), n = X.dim(1), D = X.dim(2);
-    RETURN_IF_ERROR(Expect("HcPost", "y", y, {DType::kF32}, {T, D}));
-    RETURN_IF_ERROR(Expect("HcPost", "post", post, {DType::kF32}, {T, n}));
-    RETURN_IF_ERROR(Expect("HcPost", "comb", comb, {DType::kF32}, {T, n, n}));
-    RETURN_IF_ERROR(Expect("HcPost", "Xout", Xout, {DType::kF32}, {T, n, D}));
-    if (Xout.data == X.data) return Fail("HcPost", "Xout must not alias X");
+    RETURN_IF_ERROR(ExpectOperand("HcPost", "y", y, {DType::kF32}, {T, D}));
+    RETURN_IF_ERROR(ExpectOperand("HcPost", "post", post, {DType::kF32}, {T, n}));
+    RETURN_IF_ERROR(ExpectOperand("HcPost", "comb", comb, {DType::kF32}, {T, n, n}));
+    RETURN_IF_ERROR(ExpectOperand("HcPost", "Xout", Xout, {DType::kF32}, {T, n, D}));
+    if (Xout.data == X.data) return OperandError("HcPost", "Xout must not alias X");
     cpu::HcPostParams p;
     p.X = X.as<const float>();
     p.y = y.as<const float>();
@@ -520,13 +501,14 @@ class CpuBackend final : public Backend {
 
   absl::Status HcHead(const Tensor& X, const Tensor& fn, const Tensor& base, const Tensor& scale,
                       float hc_eps, float norm_eps, Tensor y) override {
-    RETURN_IF_ERROR(Expect("HcHead", "X", X, {DType::kF32}, {kAny, kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand("HcHead", "X", X, {DType::kF32}, {kAny, kAny, kAny}));
     const int64_t T = X.dim(0), n = X.dim(1), D = X.dim(2);
-    if (n < 1 || n > cpu::kMaxHcStreams) return Fail("HcHead", "X: unsupported stream count");
-    RETURN_IF_ERROR(Expect("HcHead", "fn", fn, {DType::kF32}, {n, n * D}));
-    RETURN_IF_ERROR(Expect("HcHead", "base", base, {DType::kF32}, {n}));
-    RETURN_IF_ERROR(Expect("HcHead", "scale", scale, {DType::kF32}, {1}));
-    RETURN_IF_ERROR(Expect("HcHead", "y", y, {DType::kF32}, {T, D}));
+    if (n < 1 || n > cpu::kMaxHcStreams)
+      return OperandError("HcHead", "X: unsupported stream count");
+    RETURN_IF_ERROR(ExpectOperand("HcHead", "fn", fn, {DType::kF32}, {n, n * D}));
+    RETURN_IF_ERROR(ExpectOperand("HcHead", "base", base, {DType::kF32}, {n}));
+    RETURN_IF_ERROR(ExpectOperand("HcHead", "scale", scale, {DType::kF32}, {1}));
+    RETURN_IF_ERROR(ExpectOperand("HcHead", "y", y, {DType::kF32}, {T, D}));
     cpu::HcHeadParams p;
     p.X = X.as<const float>();
     p.fn = fn.as<const float>();
@@ -547,19 +529,21 @@ class CpuBackend final : public Backend {
     const char* op = "CompressorUpdate";
     const int T = meta.num_tokens;
     const int width = params.width, rate = params.rate;
-    if (width <= 0 || rate <= 0) return Fail(op, "width and rate must be positive");
+    if (width <= 0 || rate <= 0) return OperandError(op, "width and rate must be positive");
     const int cw = params.overlap ? 2 * width : width;
     const int ring_len = params.overlap ? 2 * rate : rate;
-    RETURN_IF_ERROR(Expect(op, "c", c, {DType::kF32}, {T, cw}));
-    RETURN_IF_ERROR(Expect(op, "z", z, {DType::kF32}, {T, cw}));
-    RETURN_IF_ERROR(Expect(op, "ape", params.ape, {DType::kF32}, {rate, cw}));
-    RETURN_IF_ERROR(Expect(op, "norm_weight", params.norm_weight, {DType::kF32}, {width}));
+    RETURN_IF_ERROR(ExpectOperand(op, "c", c, {DType::kF32}, {T, cw}));
+    RETURN_IF_ERROR(ExpectOperand(op, "z", z, {DType::kF32}, {T, cw}));
+    RETURN_IF_ERROR(ExpectOperand(op, "ape", params.ape, {DType::kF32}, {rate, cw}));
+    RETURN_IF_ERROR(ExpectOperand(op, "norm_weight", params.norm_weight, {DType::kF32}, {width}));
     if (params.rope_dim <= 0 || params.rope_dim % 2 || params.rope_dim > width) {
-      return Fail(
+      return OperandError(
           op, absl::StrCat("rope_dim ", params.rope_dim, " must be even and in (0, ", width, "]"));
     }
-    RETURN_IF_ERROR(Expect(op, "inv_freq", params.inv_freq, {DType::kF32}, {params.rope_dim / 2}));
-    RETURN_IF_ERROR(Expect(op, "ring", params.ring, {DType::kF32}, {kAny, ring_len, 2 * cw}));
+    RETURN_IF_ERROR(
+        ExpectOperand(op, "inv_freq", params.inv_freq, {DType::kF32}, {params.rope_dim / 2}));
+    RETURN_IF_ERROR(
+        ExpectOperand(op, "ring", params.ring, {DType::kF32}, {kAny, ring_len, 2 * cw}));
     const int num_slots = static_cast<int>(params.ring.dim(0));
     RETURN_IF_ERROR(CheckMeta(op, meta, num_slots));
     cpu::CompressorParams p;
@@ -577,7 +561,7 @@ class CpuBackend final : public Backend {
     p.rope_dim = params.rope_dim;
     p.eps = params.eps;
     p.batch = Layout(meta);
-    if (!cpu::CompressorUpdate(p)) return Fail(op, "entries: an emitted entry has no page");
+    if (!cpu::CompressorUpdate(p)) return OperandError(op, "entries: an emitted entry has no page");
     return absl::OkStatus();
   }
 
@@ -585,10 +569,10 @@ class CpuBackend final : public Backend {
                            float softmax_scale, const StepMeta& meta, Tensor selected) override {
     const char* op = "IndexerTopK";
     const int T = meta.num_tokens;
-    RETURN_IF_ERROR(Expect(op, "q", q, {DType::kF32}, {T, kAny, kAny}));
-    RETURN_IF_ERROR(Expect(op, "weights", weights, {DType::kF32}, {T, q.dim(1)}));
-    RETURN_IF_ERROR(Expect(op, "selected", selected, {DType::kI32}, {T, kAny}));
-    if (rate <= 0) return Fail(op, "rate must be positive");
+    RETURN_IF_ERROR(ExpectOperand(op, "q", q, {DType::kF32}, {T, kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand(op, "weights", weights, {DType::kF32}, {T, q.dim(1)}));
+    RETURN_IF_ERROR(ExpectOperand(op, "selected", selected, {DType::kI32}, {T, kAny}));
+    if (rate <= 0) return OperandError(op, "rate must be positive");
     cpu::IndexerTopKParams p;
     ASSIGN_OR_RETURN(p.keys, PagesView(op, keys, static_cast<int>(q.dim(2))));
     RETURN_IF_ERROR(CheckMeta(op, meta, p.keys.num_slots));
@@ -602,7 +586,7 @@ class CpuBackend final : public Backend {
     p.selected = selected.as<int32_t>();
     workspace_.resize(cpu::IndexerTopKWorkspaceBytes((MaxPosition(meta) + 1) / rate));
     if (!cpu::IndexerTopK(p, workspace_.data()))
-      return Fail(op, "keys: a visible entry has no page");
+      return OperandError(op, "keys: a visible entry has no page");
     return absl::OkStatus();
   }
 
@@ -610,24 +594,24 @@ class CpuBackend final : public Backend {
                          const StepMeta& meta, Tensor out) override {
     const char* op = "Attention";
     const int T = meta.num_tokens;
-    RETURN_IF_ERROR(Expect(op, "q", q, {DType::kF32}, {T, kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand(op, "q", q, {DType::kF32}, {T, kAny, kAny}));
     const int64_t H = q.dim(1), d = q.dim(2);
-    RETURN_IF_ERROR(Expect(op, "kv", kv, {DType::kF32}, {T, d}));
-    RETURN_IF_ERROR(Expect(op, "out", out, {DType::kF32}, {T, H, d}));
-    RETURN_IF_ERROR(Expect(op, "sinks", params.sinks, {DType::kF32}, {H}));
-    if (params.window <= 0) return Fail(op, "window must be positive");
-    RETURN_IF_ERROR(
-        Expect(op, "window_ring", params.window_ring, {DType::kF32}, {kAny, params.window, d}));
+    RETURN_IF_ERROR(ExpectOperand(op, "kv", kv, {DType::kF32}, {T, d}));
+    RETURN_IF_ERROR(ExpectOperand(op, "out", out, {DType::kF32}, {T, H, d}));
+    RETURN_IF_ERROR(ExpectOperand(op, "sinks", params.sinks, {DType::kF32}, {H}));
+    if (params.window <= 0) return OperandError(op, "window must be positive");
+    RETURN_IF_ERROR(ExpectOperand(op, "window_ring", params.window_ring, {DType::kF32},
+                                  {kAny, params.window, d}));
     const int num_slots = static_cast<int>(params.window_ring.dim(0));
     RETURN_IF_ERROR(CheckMeta(op, meta, num_slots));
     cpu::AttentionParams p;
     int64_t max_keys = params.window;
     if (!params.entries.pool.empty()) {
-      if (params.rate <= 0) return Fail(op, "rate must be positive with entries");
+      if (params.rate <= 0) return OperandError(op, "rate must be positive with entries");
       ASSIGN_OR_RETURN(p.entries, PagesView(op, params.entries, static_cast<int>(d)));
       p.rate = params.rate;
       if (!params.selected.empty()) {
-        RETURN_IF_ERROR(Expect(op, "selected", params.selected, {DType::kI32}, {T, kAny}));
+        RETURN_IF_ERROR(ExpectOperand(op, "selected", params.selected, {DType::kI32}, {T, kAny}));
         p.selected = params.selected.as<const int32_t>();
         p.k = static_cast<int>(params.selected.dim(1));
         max_keys += p.k;
@@ -648,15 +632,15 @@ class CpuBackend final : public Backend {
     p.batch = Layout(meta);
     workspace_.resize(cpu::AttentionWorkspaceBytes(max_keys));
     if (!cpu::Attention(p, workspace_.data())) {
-      return Fail(op, "entries: a key entry has no page, or a selected id is not visible");
+      return OperandError(op, "entries: a key entry has no page, or a selected id is not visible");
     }
     return absl::OkStatus();
   }
 
   absl::Status WindowUpdate(const Tensor& kv, Tensor ring, const StepMeta& meta) override {
     const char* op = "WindowUpdate";
-    RETURN_IF_ERROR(Expect(op, "kv", kv, {DType::kF32}, {meta.num_tokens, kAny}));
-    RETURN_IF_ERROR(Expect(op, "ring", ring, {DType::kF32}, {kAny, kAny, kv.dim(1)}));
+    RETURN_IF_ERROR(ExpectOperand(op, "kv", kv, {DType::kF32}, {meta.num_tokens, kAny}));
+    RETURN_IF_ERROR(ExpectOperand(op, "ring", ring, {DType::kF32}, {kAny, kAny, kv.dim(1)}));
     RETURN_IF_ERROR(CheckMeta(op, meta, static_cast<int>(ring.dim(0))));
     const int64_t W = ring.dim(1), d = kv.dim(1);
     const int32_t* begin = meta.seq_begin.as<const int32_t>();
@@ -676,22 +660,22 @@ class CpuBackend final : public Backend {
   absl::Status Route(const Tensor& logits, const Tensor& bias, const Tensor& tid2eid,
                      const Tensor& token_ids, float routed_scaling, Tensor idx, Tensor w) override {
     const char* op = "Route";
-    RETURN_IF_ERROR(Expect(op, "logits", logits, {DType::kF32}, {kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand(op, "logits", logits, {DType::kF32}, {kAny, kAny}));
     const int64_t T = logits.dim(0), E = logits.dim(1);
-    if (E > cpu::kMaxRouteExperts) return Fail(op, "logits: too many experts");
-    RETURN_IF_ERROR(Expect(op, "idx", idx, {DType::kI32}, {T, kAny}));
+    if (E > cpu::kMaxRouteExperts) return OperandError(op, "logits: too many experts");
+    RETURN_IF_ERROR(ExpectOperand(op, "idx", idx, {DType::kI32}, {T, kAny}));
     const int64_t k = idx.dim(1);
-    if (k < 1 || k > E) return Fail(op, "idx: k must be in [1, experts]");
-    RETURN_IF_ERROR(Expect(op, "w", w, {DType::kF32}, {T, k}));
+    if (k < 1 || k > E) return OperandError(op, "idx: k must be in [1, experts]");
+    RETURN_IF_ERROR(ExpectOperand(op, "w", w, {DType::kF32}, {T, k}));
     cpu::RouteParams p;
     if (!tid2eid.empty()) {
-      RETURN_IF_ERROR(Expect(op, "tid2eid", tid2eid, {DType::kI32}, {kAny, k}));
-      RETURN_IF_ERROR(Expect(op, "token_ids", token_ids, {DType::kI32}, {T}));
+      RETURN_IF_ERROR(ExpectOperand(op, "tid2eid", tid2eid, {DType::kI32}, {kAny, k}));
+      RETURN_IF_ERROR(ExpectOperand(op, "token_ids", token_ids, {DType::kI32}, {T}));
       p.tid2eid = tid2eid.as<const int32_t>();
       p.token_ids = token_ids.as<const int32_t>();
       p.vocab = tid2eid.dim(0);
     } else if (!bias.empty()) {
-      RETURN_IF_ERROR(Expect(op, "bias", bias, {DType::kF32}, {E}));
+      RETURN_IF_ERROR(ExpectOperand(op, "bias", bias, {DType::kF32}, {E}));
       p.bias = bias.as<const float>();
     }
     p.logits = logits.as<const float>();
@@ -701,26 +685,27 @@ class CpuBackend final : public Backend {
     p.routed_scaling = routed_scaling;
     p.idx = idx.as<int32_t>();
     p.w = w.as<float>();
-    if (!cpu::Route(p)) return Fail(op, "token_ids/tid2eid: id out of range");
+    if (!cpu::Route(p)) return OperandError(op, "token_ids/tid2eid: id out of range");
     return absl::OkStatus();
   }
 
   absl::Status MoeExperts(const Tensor& x, const Tensor& idx, const Tensor& w,
                           const ExpertWeights& experts, float swiglu_limit, Tensor out) override {
     const char* op = "MoeExperts";
-    RETURN_IF_ERROR(Expect(op, "x", x, {DType::kF32}, {kAny, kAny}));
+    RETURN_IF_ERROR(ExpectOperand(op, "x", x, {DType::kF32}, {kAny, kAny}));
     const int64_t T = x.dim(0), D = x.dim(1);
-    RETURN_IF_ERROR(Expect(op, "idx", idx, {DType::kI32}, {T, kAny}));
-    RETURN_IF_ERROR(Expect(op, "w", w, {DType::kF32}, {T, idx.dim(1)}));
+    RETURN_IF_ERROR(ExpectOperand(op, "idx", idx, {DType::kI32}, {T, kAny}));
+    RETURN_IF_ERROR(ExpectOperand(op, "w", w, {DType::kF32}, {T, idx.dim(1)}));
     for (const Weight* e : {&experts.w1, &experts.w2, &experts.w3}) {
       RETURN_IF_ERROR(DenseOnly(op, *e));
     }
     const Tensor& w1 = experts.w1.data;
-    RETURN_IF_ERROR(Expect(op, "experts.w1", w1, {DType::kF32, DType::kBF16}, {kAny, kAny, D}));
+    RETURN_IF_ERROR(
+        ExpectOperand(op, "experts.w1", w1, {DType::kF32, DType::kBF16}, {kAny, kAny, D}));
     const int64_t E = w1.dim(0), F = w1.dim(1);
-    RETURN_IF_ERROR(Expect(op, "experts.w3", experts.w3.data, {w1.dtype}, {E, F, D}));
-    RETURN_IF_ERROR(Expect(op, "experts.w2", experts.w2.data, {w1.dtype}, {E, D, F}));
-    RETURN_IF_ERROR(Expect(op, "out", out, {DType::kF32}, {T, D}));
+    RETURN_IF_ERROR(ExpectOperand(op, "experts.w3", experts.w3.data, {w1.dtype}, {E, F, D}));
+    RETURN_IF_ERROR(ExpectOperand(op, "experts.w2", experts.w2.data, {w1.dtype}, {E, D, F}));
+    RETURN_IF_ERROR(ExpectOperand(op, "out", out, {DType::kF32}, {T, D}));
     cpu::MoeExpertsParams p;
     p.x = x.as<const float>();
     p.idx = idx.as<const int32_t>();
@@ -739,17 +724,19 @@ class CpuBackend final : public Backend {
     p.k = static_cast<int>(idx.dim(1));
     p.limit = swiglu_limit;
     workspace_.resize(cpu::MoeExpertsWorkspaceBytes(T, D, F));
-    if (!cpu::MoeExperts(p, workspace_.data())) return Fail(op, "idx: expert id out of range");
+    if (!cpu::MoeExperts(p, workspace_.data()))
+      return OperandError(op, "idx: expert id out of range");
     return absl::OkStatus();
   }
 
  private:
   static absl::Status SameShape(const char* op, const char* operand, const Tensor& a,
                                 const Tensor& b) {
-    if (a.empty() || b.empty()) return Fail(op, absl::StrCat(operand, " is empty"));
+    if (a.empty() || b.empty()) return OperandError(op, absl::StrCat(operand, " is empty"));
     if (a.dtype != b.dtype || a.numel() != b.numel()) {
-      return Fail(op, absl::StrCat(operand, ": expected ", DTypeName(a.dtype), " ", a.ShapeString(),
-                                   ", found ", DTypeName(b.dtype), " ", b.ShapeString()));
+      return OperandError(
+          op, absl::StrCat(operand, ": expected ", DTypeName(a.dtype), " ", a.ShapeString(),
+                           ", found ", DTypeName(b.dtype), " ", b.ShapeString()));
     }
     return absl::OkStatus();
   }
@@ -801,8 +788,9 @@ class CpuBackend final : public Backend {
 
   static absl::Status DenseOnly(const char* op, const Weight& w) {
     if (w.format == WeightFormat::kDense) return absl::OkStatus();
-    return Fail(op, absl::StrCat("w: ", WeightFormatName(w.format),
-                                 " weights must be uploaded with UploadMatrix (dense on the CPU)"));
+    return OperandError(
+        op, absl::StrCat("w: ", WeightFormatName(w.format),
+                         " weights must be uploaded with UploadMatrix (dense on the CPU)"));
   }
   bool Emulates(const Weight& w) const {
     return options_.emulate_activation_quant && w.source != WeightFormat::kDense;

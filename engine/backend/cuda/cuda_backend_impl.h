@@ -20,6 +20,7 @@
 #include "engine/backend/cuda/cuda_check.h"
 #include "engine/backend/cuda/cuda_resources.h"
 #include "engine/backend/op_timer.h"
+#include "engine/backend/operand_check.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/step_meta.h"
 
@@ -28,10 +29,14 @@ namespace moegraph::cuda_impl {
 using bf16 = __nv_bfloat16;
 
 // ---- operand checks (InvalidArgument naming the op and operand) -------------
-absl::Status Invalid(const char* op, const std::string& what);
-absl::Status ExpectType(const char* op, const char* name, const Tensor& t, DType want);
-absl::Status ExpectNumel(const char* op, const char* name, const Tensor& t, int64_t want);
-absl::Status ExpectRank(const char* op, const char* name, const Tensor& t, int rank);
+// (engine/backend/operand_check.h: the same checks and messages as the CPU
+// backend's; ExpectNumel and ExpectRank come from there as they are.)
+inline absl::Status Invalid(const char* op, const std::string& what) {
+  return OperandError(op, what);
+}
+inline absl::Status ExpectType(const char* op, const char* name, const Tensor& t, DType want) {
+  return ExpectDType(op, name, t, {want});
+}
 // A failed launch -> Internal naming the op.
 absl::Status LaunchStatus(const char* op, cudaError_t e);
 // Kernel-side validation message (null = fine) -> InvalidArgument.

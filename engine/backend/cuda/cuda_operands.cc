@@ -12,30 +12,6 @@ namespace moegraph::cuda_impl {
 
 // ---- operand checks ---------------------------------------------------------
 
-absl::Status Invalid(const char* op, const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat("cuda ", op, ": ", what));
-}
-
-absl::Status ExpectType(const char* op, const char* name, const Tensor& t, DType want) {
-  if (t.empty()) return Invalid(op, absl::StrCat(name, " is empty"));
-  if (t.dtype != want)
-    return Invalid(op, absl::StrCat(name, " must be ", DTypeName(want), ", got ",
-                                    DTypeName(t.dtype), " ", t.ShapeString()));
-  return absl::OkStatus();
-}
-
-absl::Status ExpectNumel(const char* op, const char* name, const Tensor& t, int64_t want) {
-  if (t.numel() != want)
-    return Invalid(op, absl::StrCat(name, " ", t.ShapeString(), " must hold ", want, " values"));
-  return absl::OkStatus();
-}
-
-absl::Status ExpectRank(const char* op, const char* name, const Tensor& t, int rank) {
-  if (t.rank != rank)
-    return Invalid(op, absl::StrCat(name, " ", t.ShapeString(), " must have rank ", rank));
-  return absl::OkStatus();
-}
-
 absl::Status LaunchStatus(const char* op, cudaError_t e) {
   if (e == cudaSuccess) return absl::OkStatus();
   return absl::InternalError(absl::StrFormat("cuda %s: launch failed: %s (%s)", op,

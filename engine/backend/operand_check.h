@@ -1,0 +1,31 @@
+// Operand checks shared by every backend, so that a bad call reads the same
+// on the CPU and the GPU: "OP: OPERAND: expected BF16|F32 [*, 64], found F32
+// [2, 3]".
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+#include "engine/backend/tensor.h"
+
+namespace moegraph {
+
+inline constexpr int64_t kAnyDim = -1;
+
+// INVALID_ARGUMENT "OP: what".
+absl::Status OperandError(absl::string_view op, absl::string_view what);
+// Not empty, one of `dtypes`, rank = dims.size() and each dim as given
+// (kAnyDim: any size).
+absl::Status ExpectOperand(absl::string_view op, absl::string_view operand, const Tensor& t,
+                           std::initializer_list<DType> dtypes,
+                           std::initializer_list<int64_t> dims);
+// Not empty and one of `dtypes`, any shape.
+absl::Status ExpectDType(absl::string_view op, absl::string_view operand, const Tensor& t,
+                         std::initializer_list<DType> dtypes);
+absl::Status ExpectNumel(absl::string_view op, absl::string_view operand, const Tensor& t,
+                         int64_t want);
+absl::Status ExpectRank(absl::string_view op, absl::string_view operand, const Tensor& t, int rank);
+
+}  // namespace moegraph
