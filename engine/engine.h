@@ -34,10 +34,21 @@ struct EngineOptions {
   std::string graphs = "auto";
   // Sample on the device where the request's parameters allow (CUDA).
   bool device_sampling = true;
+  // Several ranks in one engine (docs/expert-parallel.md): "cpu:0,cpu:1" runs
+  // two in-process CPU ranks. Empty: `device` alone.
+  std::string devices;
+  // How the model is split over `devices`: "ep" = routed experts split
+  // evenly, attention and shared expert replicated, slots shared out.
+  std::string layout = "ep";
+  // How long a rank waits for the others at an expert exchange before the
+  // step fails naming the missing ranks.
+  int exchange_timeout_ms = 60000;
 };
 
 // The accepted values of EngineOptions::graphs, for config validation.
 inline constexpr const char* kGraphModes[] = {"auto", "off", "piecewise", "full"};
+// The accepted values of EngineOptions::layout ("layers" is not built yet).
+inline constexpr const char* kLayouts[] = {"ep"};
 
 struct ModelInfo {
   std::string name;        // the model directory's base name

@@ -11,12 +11,14 @@
 #include "engine/backend/backend_factory.h"
 #include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
+#include "engine/parallel/expert_parallel_engine.h"
 #include "engine/weights/safetensors.h"
 #include "kernels/cuda/sample_row.h"
 
 namespace moegraph {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
+  if (!options.devices.empty()) return CreateExpertParallelEngine(options);
   ASSIGN_OR_RETURN(std::unique_ptr<Dsv4Engine> engine, Dsv4Engine::Create(options));
   return std::unique_ptr<Engine>(std::move(engine));
 }
@@ -28,6 +30,11 @@ Dsv4Engine::~Dsv4Engine() {
 }
 
 absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptions& options) {
+  return Create(options, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptions& options,
+                                                               ExpertExchange* exchange) {
   if (options.num_slots <= 0 || options.max_step_tokens <= 0 || options.context_limit < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "engine options: num_slots and max_step_tokens must be positive, context_limit >= 0 "
@@ -55,8 +62,8 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   e->graph_mode_ = options.graphs == "auto" ? (e->bucketed_ ? "full" : "off") : options.graphs;
   e->device_sampler_ = options.device_sampling && e->bucketed_;
   const int max_rows = std::min(options.num_slots, options.max_step_tokens);
-  ASSIGN_OR_RETURN(
-      e->model_, Dsv4Model::Create(&backend, *weights, config, options.max_step_tokens, max_rows));
+  ASSIGN_OR_RETURN(e->model_, Dsv4Model::Create(&backend, *weights, config, options.max_step_tokens,
+                                                max_rows, exchange));
   SequenceStateOptions so;
   so.num_slots = options.num_slots;
   so.context_limit =
