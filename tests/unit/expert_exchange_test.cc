@@ -244,7 +244,12 @@ TEST_CASE("experts over 1, 2, 4 and 8 ranks give MoeExperts' bits", "[ep]") {
       }
       auto ex = InProcessExchange::Create(Options(R, E, K, D, T)).value();
       std::vector<std::unique_ptr<Backend>> backends;
-      for (int r = 0; r < R; ++r) backends.push_back(CreateCpuBackend());
+      for (int r = 0; r < R; ++r) {
+        backends.push_back(CreateCpuBackend());
+        // Poisoned, so that a pair the experts did not write fails below.
+        const Tensor& send = ex->rank(r)->combine_send().out;
+        std::fill(send.as<float>(), send.as<float>() + send.numel(), std::nanf(""));
+      }
       auto s = OnRanks(R, [&](int r) {
         // The rank's share: a view of experts [first, first + count).
         const int64_t first = part.first(r), count = part.count(r);
@@ -267,6 +272,28 @@ TEST_CASE("experts over 1, 2, 4 and 8 ranks give MoeExperts' bits", "[ep]") {
         CHECK(std::memcmp(out[r].data(), ref[r].data(), n * sizeof(float)) == 0);
         if (n > 0) CHECK(std::isfinite(out[r][0]));
       }
+      // The experts' outputs are in the combine send buffer itself (the op's
+      // only output): every pair row there is, bit for bit, what its token's
+      // rank received, and every choice of every token is one pair.
+      int pairs = 0, choices = 0;
+      for (int r = 0; r < R; ++r) {
+        choices += tokens[r] * K;
+        const CombineSend& send = ex->rank(r)->combine_send();
+        const DispatchedRows& in = ex->rank(r)->received();
+        const int count = send.pair_count.as<int32_t>()[0];
+        pairs += count;
+        for (int q = 0; q < count; ++q) {
+          const int row = send.pair_dst.as<int32_t>()[q] / K;
+          const int choice = send.pair_dst.as<int32_t>()[q] % K;
+          const int origin = row / T, token = in.src_token.as<int32_t>()[row];
+          const float* sent = send.out.as<float>() + static_cast<size_t>(q) * D;
+          const float* got = ex->rank(origin)->combined().as<float>() +
+                             (static_cast<size_t>(token) * K + choice) * D;
+          CHECK(std::isfinite(sent[0]));
+          CHECK(std::memcmp(sent, got, D * sizeof(float)) == 0);
+        }
+      }
+      CHECK(pairs == choices);
     }
   }
 }
