@@ -172,6 +172,12 @@ class Engine {
   // engine that does not report its pool returns zeros.
   virtual StatePoolStats state_pool() const { return {}; }
 
+  // Slots grouped by the rank holding their state (expert parallelism,
+  // docs/expert-parallel.md): the scheduler gives a new request a slot of
+  // the group running the fewest sequences. One group by default.
+  virtual int num_slot_groups() const { return 1; }
+  virtual int slot_group(int /*slot*/) const { return 0; }
+
   // The memory of each device the engine runs on, for metrics; empty when it
   // runs on none (CPU). Asks the driver (microseconds): not for every step.
   virtual std::vector<DeviceMemoryStats> device_memory() const { return {}; }

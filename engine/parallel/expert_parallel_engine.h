@@ -34,6 +34,8 @@ class ExpertParallelEngine final : public Engine {
   absl::Status Step(const StepPlan& plan, std::vector<float>* logits) override;
   std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) override;
   StatePoolStats state_pool() const override;
+  int num_slot_groups() const override { return num_ranks(); }
+  int slot_group(int slot) const override { return rank_of(slot); }
 
   // Step with ForwardOptions::all_logits (per-layer capture is single-rank only).
   absl::Status StepWithOptions(const StepPlan& plan, const ForwardOptions& options,
