@@ -6,7 +6,8 @@
 // on the host, with CUDA events around it (device span) and the host's wall
 // clock; eager mode also splits the device time by kind of op. Each figure
 // stands next to its floors (bytes of weights + state that must be read /
-// 4.3 TB/s, flops / 890 TFLOP/s).
+// 4.3 TB/s, flops / 890 TFLOP/s). With --devices (several ranks,
+// docs/expert-parallel.md) it times the same decode steps by wall clock only.
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -32,7 +33,8 @@ namespace {
 
 constexpr char kUsage[] =
     "bench-decode MODEL_DIR [--device cuda[:N]] [--batches 1,8,64] [--context N] [--steps N] "
-    "[--warmup N] [--graphs off,full] [--prefill 2048,8192]";
+    "[--warmup N] [--graphs off,full] [--prefill 2048,8192] [--devices cpu:0,cpu:1,... "
+    "[--layout ep]]";
 constexpr double kBandwidth = 4.3e12;  // bytes/s, device-to-device copy (gpu.md)
 constexpr double kFlopRate = 890e12;   // bf16 dense, cuBLASLt 8192^3 (gpu.md)
 
@@ -304,8 +306,78 @@ absl::Status Bench(const std::string& model_dir, const std::string& device,
   return absl::OkStatus();
 }
 
+// Several ranks: every batch prefills its sequences to `context` random
+// tokens, then times `steps` greedy decode steps by the host's wall clock
+// (no op timer or floors: the ranks' backends are not exposed).
+absl::Status BenchRanks(const std::string& model_dir, const std::string& devices,
+                        const std::string& layout, const std::vector<int>& batches, int context,
+                        int steps, int warmup) {
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  EngineOptions options;
+  options.model_dir = model_dir;
+  options.devices = devices;
+  options.layout = layout;
+  options.num_slots = max_batch;
+  options.context_limit = context + warmup + steps + 2;
+  options.state_pool_tokens = int64_t{max_batch} * options.context_limit;
+  options.max_step_tokens = std::max(std::min(context, 1024), max_batch);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(options));
+  const int V = engine->info().vocab_size;
+  std::printf(
+      "bench-decode: %s on %s (%s), loaded in %.1f s; context %d, %d warm-up + %d timed "
+      "steps per batch\n",
+      model_dir.c_str(), engine->info().device.c_str(), engine->info().layout.c_str(),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), context, warmup,
+      steps);
+  std::mt19937 rng(1234);
+  auto random_id = [&] { return static_cast<int32_t>(2 + rng() % (V - 2)); };
+  std::vector<int32_t> prompt(context);
+  for (int32_t& id : prompt) id = random_id();
+  const int chunk = options.max_step_tokens;
+  for (int B : batches) {
+    if (B > options.num_slots) return absl::InvalidArgumentError("batch exceeds the slots");
+    for (int s = 0; s < B; ++s) {
+      RETURN_IF_ERROR(engine->AcquireSlot(s, options.context_limit));
+      for (int begin = 0; begin < context; begin += chunk) {
+        const int len = std::min(chunk, context - begin);
+        StepPlan plan;
+        plan.token_ids = prompt.data() + begin;
+        plan.num_tokens = len;
+        plan.seqs.push_back(SeqChunk{s, begin, 0, len, begin + len == context});
+        std::vector<float> unused;
+        RETURN_IF_ERROR(engine->Step(plan, &unused));
+      }
+    }
+    std::vector<int32_t> ids(B);
+    std::vector<double> wall_ms;
+    for (int i = 0; i < warmup + steps; ++i) {
+      for (int32_t& id : ids) id = random_id();
+      StepPlan plan;
+      plan.token_ids = ids.data();
+      plan.num_tokens = B;
+      for (int s = 0; s < B; ++s) plan.seqs.push_back(SeqChunk{s, context + i, s, 1, true});
+      std::vector<float> logits;
+      const auto w0 = std::chrono::steady_clock::now();
+      RETURN_IF_ERROR(engine->Step(plan, &logits));
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - w0).count();
+      if (i >= warmup) wall_ms.push_back(ms);
+    }
+    for (int s = 0; s < B; ++s) engine->ReleaseSlot(s);
+    std::sort(wall_ms.begin(), wall_ms.end());
+    const double median = wall_ms[wall_ms.size() / 2];
+    std::printf(
+        "DECODE devices=%s batch=%d: median %.3f ms/step (min %.3f, max %.3f), %.0f "
+        "tokens/s\n",
+        devices.c_str(), B, median, wall_ms.front(), wall_ms.back(), B * 1e3 / median);
+    std::fflush(stdout);
+  }
+  return absl::OkStatus();
+}
+
 int RunBenchDecode(int argc, char** argv) {
-  std::string model_dir, device = "cuda";
+  std::string model_dir, device = "cuda", devices, layout = "ep";
   std::vector<int> batches = {1, 8, 64};
   int context = 2100, steps = 50, warmup = 5;
   std::vector<std::string> modes = {"off", "full"};
@@ -315,6 +387,10 @@ int RunBenchDecode(int argc, char** argv) {
     const bool has_value = i + 1 < argc;
     if (a == "--device" && has_value) {
       device = argv[++i];
+    } else if (a == "--devices" && has_value) {
+      devices = argv[++i];
+    } else if (a == "--layout" && has_value) {
+      layout = argv[++i];
     } else if (a == "--batches" && has_value) {
       batches.clear();
       for (absl::string_view part : absl::StrSplit(argv[++i], ',')) {
@@ -351,6 +427,14 @@ int RunBenchDecode(int argc, char** argv) {
     }
   }
   if (model_dir.empty()) return Usage("bench-decode: MODEL_DIR is required");
+  if (!devices.empty()) {
+    const absl::Status s = BenchRanks(model_dir, devices, layout, batches, context, steps, warmup);
+    if (!s.ok()) {
+      std::fprintf(stderr, "bench-decode: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    return 0;
+  }
   for (const std::string& m : modes) {
     const absl::Status s = Bench(model_dir, device, batches, context, steps, warmup, m, prefills);
     if (!s.ok()) {
