@@ -103,6 +103,7 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
   std::unique_ptr<ExpertParallelEngine> e(new ExpertParallelEngine());
   e->num_slots_ = options.num_slots;
+  e->devices_ = devices;
   e->max_step_tokens_ = options.max_step_tokens;
   // A rank finishing its step late past every exchange deadline is stuck.
   e->step_timeout_ = std::chrono::milliseconds(options.exchange_timeout_ms) * 4;
@@ -155,7 +156,15 @@ absl::Status ExpertParallelEngine::AcquireSlot(int slot, int max_tokens) {
     return absl::InvalidArgumentError(
         absl::StrCat("slot ", slot, " outside [0, ", num_slots_, ")"));
   }
-  return ranks_[rank_of(slot)]->AcquireSlot(slot / num_ranks(), max_tokens);
+  return FromRank(rank_of(slot),
+                  ranks_[rank_of(slot)]->AcquireSlot(slot / num_ranks(), max_tokens));
+}
+
+absl::Status ExpertParallelEngine::FromRank(int r, const absl::Status& s) const {
+  if (s.ok()) return s;
+  return absl::Status(s.code(),
+                      absl::StrCat("rank ", r, " (", devices_[r], "; its slot i is slot i * ",
+                                   num_ranks(), " + ", r, "): ", s.message()));
 }
 
 void ExpertParallelEngine::ReleaseSlot(int slot) {
@@ -184,16 +193,27 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
     tokens_[r].clear();
     logits_[r].clear();
   }
+  // What names a chunk by its index in the plan is checked here, as one rank
+  // would (a rank would name its own index and slot).
+  seen_slots_.assign(num_slots_, false);
   for (size_t s = 0; s < plan.seqs.size(); ++s) {
     const SeqChunk& ch = plan.seqs[s];
-    if (ch.slot < 0 || ch.slot >= num_slots_) {
+    if (ch.slot < 0 || ch.slot >= num_slots_ || seen_slots_[ch.slot]) {
       return absl::InvalidArgumentError(
           absl::StrCat("seqs[", s, "]: slot ", ch.slot, " invalid or repeated in the step"));
     }
+    seen_slots_[ch.slot] = true;
     if (ch.len <= 0 || ch.token_offset < 0 || ch.token_offset + ch.len > plan.num_tokens) {
       return absl::InvalidArgumentError(absl::StrCat("seqs[", s, "]: tokens [", ch.token_offset,
                                                      ", +", ch.len, ") outside the step's ",
                                                      plan.num_tokens));
+    }
+    for (int i = 0; i < ch.len; ++i) {
+      const int32_t id = plan.token_ids[ch.token_offset + i];
+      if (id < 0 || id >= info_.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("seqs[", s, "]: token id ", id, " outside [0, ", info_.vocab_size, ")"));
+      }
     }
     const int r = rank_of(ch.slot);
     SeqChunk local = ch;
@@ -218,6 +238,7 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
     });
   }
   absl::Status first_error, root_cause;
+  int cause_rank = 0, first_rank = 0;
   for (int r = 0; r < R; ++r) {
     std::optional<absl::Status> s = workers_[r]->Wait(step_timeout_);
     if (!s.has_value()) {
@@ -227,14 +248,20 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
       return broken_;
     }
     if (s->ok()) continue;
-    if (first_error.ok()) first_error = *s;
+    if (first_error.ok()) {
+      first_error = *s;
+      first_rank = r;
+    }
     // The exchange's own ABORTED errors point at another rank's failure.
-    if (root_cause.ok() && !absl::IsAborted(*s)) root_cause = *s;
+    if (root_cause.ok() && !absl::IsAborted(*s)) {
+      root_cause = *s;
+      cause_rank = r;
+    }
   }
   if (!first_error.ok()) {
     // Every rank has returned, so nobody is inside the exchange.
     exchange_->Reset();
-    return root_cause.ok() ? first_error : root_cause;
+    return root_cause.ok() ? FromRank(first_rank, first_error) : FromRank(cause_rank, root_cause);
   }
   // Logits rows back in plan order (each rank's rows are in its chunks' order).
   std::vector<size_t> cursor(R, 0);

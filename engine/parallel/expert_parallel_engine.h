@@ -50,8 +50,11 @@ class ExpertParallelEngine final : public Engine {
 
  private:
   ExpertParallelEngine() = default;
+  // A rank's error, prefixed so that its local slot numbers can be read.
+  absl::Status FromRank(int r, const absl::Status& s) const;
 
   ModelInfo info_;
+  std::vector<std::string> devices_;
   int num_slots_ = 0;
   int max_step_tokens_ = 0;
   std::chrono::milliseconds step_timeout_{0};
@@ -65,6 +68,7 @@ class ExpertParallelEngine final : public Engine {
   std::vector<StepPlan> plans_;
   std::vector<std::vector<int32_t>> tokens_;
   std::vector<std::vector<float>> logits_;
+  std::vector<bool> seen_slots_;
   absl::Status broken_;  // set when a rank did not finish a step: no more steps
 };
 

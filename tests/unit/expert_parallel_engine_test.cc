@@ -245,8 +245,7 @@ TEST_CASE("ep: a bad step names its cause, and the next step runs", "[ep]") {
   ExpertParallelEngine& e = **ep;
   REQUIRE(e.AcquireSlot(0, 8).ok());
   REQUIRE(e.AcquireSlot(1, 8).ok());
-  // Slot 1 (rank 1) carries a token outside the vocabulary: rank 1 fails in
-  // its own checks, rank 0 is released from the exchange.
+  // What names a chunk by its plan index is checked before any rank runs.
   std::vector<int32_t> tokens = {5, 999};
   StepPlan plan;
   plan.token_ids = tokens.data();
@@ -255,7 +254,19 @@ TEST_CASE("ep: a bad step names its cause, and the next step runs", "[ep]") {
   std::vector<float> logits;
   absl::Status s = e.Step(plan, &logits);
   CHECK(s.code() == absl::StatusCode::kInvalidArgument);
-  CHECK(s.message() == "seqs[0]: token id 999 outside [0, 320)");
+  CHECK(s.message() == "seqs[1]: token id 999 outside [0, 320)");
+  plan.seqs = {SeqChunk{1, 0, 0, 1, true}, SeqChunk{1, 0, 1, 1, true}};
+  CHECK(e.Step(plan, &logits).message() == "seqs[1]: slot 1 invalid or repeated in the step");
+  // Slot 1 (rank 1's slot 0) does not continue its sequence: rank 1 fails in
+  // its own checks, rank 0 is released from the exchange at once, and the
+  // step returns rank 1's error, saying how to read its slot numbers.
+  tokens[1] = 6;
+  plan.seqs = {SeqChunk{0, 0, 0, 1, true}, SeqChunk{1, 3, 1, 1, true}};
+  s = e.Step(plan, &logits);
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(s.message() ==
+        "rank 1 (cpu:1; its slot i is slot i * 2 + 1): slot 0: chunk starts at position 3 but "
+        "the sequence holds 0 tokens");
   e.ReleaseSlot(0);
   e.ReleaseSlot(1);
   REQUIRE(e.AcquireSlot(1, 8).ok());
