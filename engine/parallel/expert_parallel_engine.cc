@@ -105,8 +105,11 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   e->num_slots_ = options.num_slots;
   e->devices_ = devices;
   e->max_step_tokens_ = options.max_step_tokens;
-  // A rank finishing its step late past every exchange deadline is stuck.
-  e->step_timeout_ = std::chrono::milliseconds(options.exchange_timeout_ms) * 4;
+  // A rank still busy long past every exchange deadline is stuck (a rank
+  // reaches an exchange at least once a layer, and fails there at once once
+  // the exchange has failed).
+  e->step_timeout_ = std::max<std::chrono::milliseconds>(
+      std::chrono::milliseconds(options.exchange_timeout_ms) * 4, std::chrono::seconds(10));
   InProcessExchangeOptions xo;
   xo.num_ranks = R;
   xo.num_experts = config.n_routed_experts;
@@ -242,9 +245,11 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
   for (int r = 0; r < R; ++r) {
     std::optional<absl::Status> s = workers_[r]->Wait(step_timeout_);
     if (!s.has_value()) {
+      const absl::Status exchange = exchange_->status();
       broken_ = absl::FailedPreconditionError(
           absl::StrCat("rank ", r, " did not finish a step within ", step_timeout_.count(),
-                       " ms; the engine cannot step again (restart it)"));
+                       " ms; the engine cannot step again (restart it)",
+                       exchange.ok() ? "" : absl::StrCat("; ", exchange.message())));
       return broken_;
     }
     if (s->ok()) continue;
