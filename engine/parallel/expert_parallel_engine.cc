@@ -264,9 +264,13 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
     }
   }
   if (!first_error.ok()) {
+    const absl::Status exchange = exchange_->status();
     // Every rank has returned, so nobody is inside the exchange.
     exchange_->Reset();
-    return root_cause.ok() ? FromRank(first_rank, first_error) : FromRank(cause_rank, root_cause);
+    const absl::Status& error = root_cause.ok() ? first_error : root_cause;
+    // The exchange's own failure (a timeout) names its ranks already.
+    if (error == exchange) return error;
+    return FromRank(root_cause.ok() ? first_rank : cause_rank, error);
   }
   // Logits rows back in plan order (each rank's rows are in its chunks' order).
   std::vector<size_t> cursor(R, 0);

@@ -341,7 +341,6 @@ TEST_CASE("ep: a rank that does not reach the exchange in time fails the step, n
   // the same error.
   CHECK(s.code() == absl::StatusCode::kDeadlineExceeded);
   CHECK(s.message() ==
-        "rank 0 (cpu:0; its slot i is slot i * 2 + 0): expert exchange: rank 0 did not reach "
-        "dispatch within 1 ms (rank 1 waited)");
+        "expert exchange: rank 0 did not reach dispatch within 1 ms (rank 1 waited)");
   CHECK(logits.empty());
 }
