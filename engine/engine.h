@@ -44,6 +44,15 @@ struct EngineOptions {
   // linears, FP4 experts, as released); "" = what the config says.
   int num_layers = 0;
   std::string weight_format;
+  // Several ranks in one engine (docs/expert-parallel.md): "cpu:0,cpu:1" runs
+  // two in-process CPU ranks. Empty: `device` alone.
+  std::string devices;
+  // How the model is split over `devices`: "ep" = routed experts split
+  // evenly, attention and shared expert replicated, slots shared out.
+  std::string layout = "ep";
+  // How long a rank waits for the others at an expert exchange before the
+  // step fails naming the missing ranks.
+  int exchange_timeout_ms = 60000;
 };
 
 // The accepted values of EngineOptions::weight_format.
@@ -51,6 +60,8 @@ inline constexpr const char* kWeightFormats[] = {"bf16", "fp8", "fp4"};
 
 // The accepted values of EngineOptions::graphs, for config validation.
 inline constexpr const char* kGraphModes[] = {"auto", "off", "piecewise", "full"};
+// The accepted values of EngineOptions::layout ("layers" is not built yet).
+inline constexpr const char* kLayouts[] = {"ep"};
 
 struct ModelInfo {
   std::string name;        // the model directory's base name
@@ -173,6 +184,12 @@ class Engine {
   // the thread that calls AcquireSlot and Step (the state is not locked). An
   // engine that does not report its pool returns zeros.
   virtual StatePoolStats state_pool() const { return {}; }
+
+  // Slots grouped by the rank holding their state (expert parallelism,
+  // docs/expert-parallel.md): the scheduler gives a new request a slot of
+  // the group running the fewest sequences. One group by default.
+  virtual int num_slot_groups() const { return 1; }
+  virtual int slot_group(int /*slot*/) const { return 0; }
 
   // The memory of each device the engine runs on, for metrics; empty when it
   // runs on none (CPU). Asks the driver (microseconds): not for every step.

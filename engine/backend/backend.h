@@ -292,6 +292,24 @@ class Backend {
   // x act [T, D]; out act [T, D] (overwritten).
   virtual absl::Status MoeExperts(const Tensor& x, const Tensor& idx, const Tensor& w,
                                   const ExpertWeights& experts, float swiglu_limit, Tensor out) = 0;
+
+  // ---- MoE over ranks (expert parallelism, docs/expert-parallel.md) ------------
+  // The experts this rank holds over the rows dispatched to it. x act [R*cap, D];
+  // experts i32 [R*cap, k] global ids, -1 where another rank holds the choice;
+  // counts i32 [R] (source s owns rows [s*cap, s*cap + counts[s])); `local` the
+  // rank's experts, stacked from global id first_expert. Writes one unweighted
+  // output row per (row, choice) pair into out act [P, D] (the combine send
+  // buffer), grouped by expert, with pair_dst i32 [P] = row * k + choice and
+  // pair_count i32 [1]. Default: UNIMPLEMENTED.
+  virtual absl::Status MoeExpertPairs(const Tensor& x, const Tensor& experts, const Tensor& counts,
+                                      int first_expert, const ExpertWeights& local,
+                                      float swiglu_limit, Tensor out, Tensor pair_dst,
+                                      Tensor pair_count);
+  // out[t] = sum_i w[t,i] * y[t,i,:], in increasing expert id idx[t,i] (ties in
+  // choice order): what MoeExperts computes, given every choice's output.
+  // y act [T, k, D]; idx i32 / w f32 [T, k]; out act [T, D]. Default: UNIMPLEMENTED.
+  virtual absl::Status MoeWeightedSum(const Tensor& y, const Tensor& idx, const Tensor& w,
+                                      Tensor out);
 };
 
 // The CPU backend (always available).

@@ -17,6 +17,7 @@
 #include "kernels/cpu/compressor.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/embedding.h"
+#include "kernels/cpu/expert_pairs.h"
 #include "kernels/cpu/experts.h"
 #include "kernels/cpu/hyper_connection.h"
 #include "kernels/cpu/indexer.h"
@@ -726,6 +727,79 @@ class CpuBackend final : public Backend {
     workspace_.resize(cpu::MoeExpertsWorkspaceBytes(T, D, F));
     if (!cpu::MoeExperts(p, workspace_.data()))
       return OperandError(op, "idx: expert id out of range");
+    return absl::OkStatus();
+  }
+
+  absl::Status MoeExpertPairs(const Tensor& x, const Tensor& experts, const Tensor& counts,
+                              int first_expert, const ExpertWeights& local, float swiglu_limit,
+                              Tensor out, Tensor pair_dst, Tensor pair_count) override {
+    const char* op = "MoeExpertPairs";
+    RETURN_IF_ERROR(ExpectOperand(op, "x", x, {DType::kF32}, {kAny, kAny}));
+    const int64_t N = x.dim(0), D = x.dim(1);
+    RETURN_IF_ERROR(ExpectOperand(op, "experts", experts, {DType::kI32}, {N, kAny}));
+    RETURN_IF_ERROR(ExpectOperand(op, "counts", counts, {DType::kI32}, {kAny}));
+    const int64_t R = counts.dim(0), k = experts.dim(1);
+    if (R < 1 || N % R != 0)
+      return OperandError(op, "x: rows must be a multiple of counts' length");
+    RETURN_IF_ERROR(ExpectOperand(op, "pair_count", pair_count, {DType::kI32}, {1}));
+    cpu::MoeExpertPairsParams p;
+    if (!local.w1.empty()) {
+      for (const Weight* e : {&local.w1, &local.w2, &local.w3}) RETURN_IF_ERROR(DenseOnly(op, *e));
+      const Tensor& w1 = local.w1.data;
+      RETURN_IF_ERROR(
+          ExpectOperand(op, "local.w1", w1, {DType::kF32, DType::kBF16}, {kAny, kAny, D}));
+      const int64_t E = w1.dim(0), F = w1.dim(1);
+      RETURN_IF_ERROR(ExpectOperand(op, "local.w3", local.w3.data, {w1.dtype}, {E, F, D}));
+      RETURN_IF_ERROR(ExpectOperand(op, "local.w2", local.w2.data, {w1.dtype}, {E, D, F}));
+      RETURN_IF_ERROR(ExpectOperand(op, "out", out, {DType::kF32}, {kAny, D}));
+      RETURN_IF_ERROR(ExpectOperand(op, "pair_dst", pair_dst, {DType::kI32}, {out.dim(0)}));
+      p.w1 = w1.data;
+      p.w2 = local.w2.data.data;
+      p.w3 = local.w3.data.data;
+      ASSIGN_OR_RETURN(p.w_type, WeightTypeOf(op, "local.w1", w1));
+      p.quantize_inputs = Emulates(local.w1);
+      p.pow2_scales = local.w1.pow2_act_scales;
+      p.local_experts = static_cast<int>(E);
+      p.ffn = F;
+      p.out = out.as<float>();
+      p.pair_dst = pair_dst.as<int32_t>();
+      p.pair_capacity = out.dim(0);
+    }
+    p.x = x.as<const float>();
+    p.experts = experts.as<const int32_t>();
+    p.counts = counts.as<const int32_t>();
+    p.sources = static_cast<int>(R);
+    p.capacity = static_cast<int>(N / R);
+    p.first_expert = first_expert;
+    p.dim = D;
+    p.k = static_cast<int>(k);
+    p.limit = swiglu_limit;
+    p.pair_count = pair_count.as<int32_t>();
+    workspace_.resize(cpu::MoeExpertPairsWorkspaceBytes(N * k, D, p.ffn));
+    if (!cpu::MoeExpertPairs(p, workspace_.data())) {
+      return OperandError(op, "counts, experts or the pair capacity out of range");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status MoeWeightedSum(const Tensor& y, const Tensor& idx, const Tensor& w,
+                              Tensor out) override {
+    const char* op = "MoeWeightedSum";
+    RETURN_IF_ERROR(ExpectOperand(op, "y", y, {DType::kF32}, {kAny, kAny, kAny}));
+    const int64_t T = y.dim(0), k = y.dim(1), D = y.dim(2);
+    if (k < 1 || k > 64) return OperandError(op, "y: k must be in [1, 64]");
+    RETURN_IF_ERROR(ExpectOperand(op, "idx", idx, {DType::kI32}, {T, k}));
+    RETURN_IF_ERROR(ExpectOperand(op, "w", w, {DType::kF32}, {T, k}));
+    RETURN_IF_ERROR(ExpectOperand(op, "out", out, {DType::kF32}, {T, D}));
+    cpu::MoeWeightedSumParams p;
+    p.y = y.as<const float>();
+    p.idx = idx.as<const int32_t>();
+    p.w = w.as<const float>();
+    p.out = out.as<float>();
+    p.tokens = T;
+    p.dim = D;
+    p.k = static_cast<int>(k);
+    cpu::MoeWeightedSum(p);
     return absl::OkStatus();
   }
 

@@ -27,6 +27,13 @@ absl::Status Backend::LaunchGraph(int) {
 absl::Status Backend::Sample(const Tensor&, const Tensor&, Tensor) {
   return absl::UnimplementedError(name() + " has no device sampler");
 }
+absl::Status Backend::MoeExpertPairs(const Tensor&, const Tensor&, const Tensor&, int,
+                                     const ExpertWeights&, float, Tensor, Tensor, Tensor) {
+  return absl::UnimplementedError(name() + " has no expert-parallel MoE ops yet");
+}
+absl::Status Backend::MoeWeightedSum(const Tensor&, const Tensor&, const Tensor&, Tensor) {
+  return absl::UnimplementedError(name() + " has no expert-parallel MoE ops yet");
+}
 
 const char* DTypeName(DType t) {
   switch (t) {

@@ -14,12 +14,14 @@
 #include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/weight_source.h"
+#include "engine/parallel/expert_parallel_engine.h"
 #include "engine/weights/safetensors.h"
 #include "kernels/cuda/sample_row.h"
 
 namespace moegraph {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
+  if (!options.devices.empty()) return CreateExpertParallelEngine(options);
   ASSIGN_OR_RETURN(std::unique_ptr<Dsv4Engine> engine, Dsv4Engine::Create(options));
   return std::unique_ptr<Engine>(std::move(engine));
 }
@@ -82,6 +84,11 @@ absl::StatusOr<ModelConfig> LoadEngineConfig(const EngineOptions& o) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptions& options) {
+  return Create(options, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptions& options,
+                                                               ExpertExchange* exchange) {
   if (options.num_slots <= 0 || options.max_step_tokens <= 0 || options.context_limit < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "engine options: num_slots and max_step_tokens must be positive, context_limit >= 0 "
@@ -117,8 +124,8 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   e->graph_mode_ = options.graphs == "auto" ? (e->bucketed_ ? "full" : "off") : options.graphs;
   e->device_sampler_ = options.device_sampling && e->bucketed_;
   const int max_rows = std::min(options.num_slots, options.max_step_tokens);
-  ASSIGN_OR_RETURN(e->model_,
-                   Dsv4Model::Create(&backend, *source, config, options.max_step_tokens, max_rows));
+  ASSIGN_OR_RETURN(e->model_, Dsv4Model::Create(&backend, *source, config, options.max_step_tokens,
+                                                max_rows, exchange));
   source.reset();
   weights.reset();
   SequenceStateOptions so;

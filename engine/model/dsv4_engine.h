@@ -15,9 +15,15 @@
 
 namespace moegraph {
 
+class ExpertExchange;
+
 class Dsv4Engine final : public Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Dsv4Engine>> Create(const EngineOptions& options);
+  // One rank of an expert-parallel engine (docs/expert-parallel.md): holds
+  // only `exchange`'s share of the routed experts (`exchange` must outlive it).
+  static absl::StatusOr<std::unique_ptr<Dsv4Engine>> Create(const EngineOptions& options,
+                                                            ExpertExchange* exchange);
   ~Dsv4Engine() override;
 
   const ModelInfo& info() const override { return info_; }
@@ -34,7 +40,10 @@ class Dsv4Engine final : public Engine {
   // Step with ForwardOptions (all logits, residual-stream capture).
   absl::Status StepWithOptions(const StepPlan& plan, const ForwardOptions& options,
                                std::vector<float>* logits);
+  // Expert parallelism: this rank's part of a step in which it has no tokens.
+  absl::Status StepIdle() { return model_->RunIdle(); }
   const ModelConfig& config() const { return model_->config(); }
+  const Dsv4Model& model() const { return *model_; }
   // The backend the model runs on (benchmarks read its op timer).
   Backend* backend() const { return backend_.get(); }
   SequenceState* state() const { return state_.get(); }

@@ -12,6 +12,8 @@
 #include "engine/common/status_macros.h"
 #include "engine/model/dsv4_tensors.h"
 #include "engine/model/weight_source.h"
+#include "engine/parallel/expert_exchange.h"
+#include "engine/parallel/expert_parallel_moe.h"
 #include "engine/sampling/device_row.h"
 
 namespace moegraph {
@@ -105,24 +107,20 @@ constexpr int kSampleWords = cuda::kSampleRowWords;
 
 Dsv4Model::~Dsv4Model() = default;
 
-absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
-                                                             const WeightStore& weights,
-                                                             const ModelConfig& config,
-                                                             int max_step_tokens,
-                                                             int max_logit_rows) {
+absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(
+    Backend* backend, const WeightStore& weights, const ModelConfig& config, int max_step_tokens,
+    int max_logit_rows, ExpertExchange* exchange) {
   if (!weights.has_data()) {
     return absl::InvalidArgumentError(
         absl::StrCat(weights.origin(), ": opened from headers only (no tensor data to load)"));
   }
   std::unique_ptr<WeightSource> source = CheckpointSource(weights, config);
-  return Create(backend, *source, config, max_step_tokens, max_logit_rows);
+  return Create(backend, *source, config, max_step_tokens, max_logit_rows, exchange);
 }
 
-absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
-                                                             WeightSource& weights,
-                                                             const ModelConfig& config,
-                                                             int max_step_tokens,
-                                                             int max_logit_rows) {
+absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(
+    Backend* backend, WeightSource& weights, const ModelConfig& config, int max_step_tokens,
+    int max_logit_rows, ExpertExchange* exchange) {
   if (max_step_tokens <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_step_tokens must be positive, got ", max_step_tokens));
@@ -153,6 +151,7 @@ absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(Backend* backend,
   m->config_ = config;
   m->max_tokens_ = max_step_tokens;
   m->max_rows_ = max_logit_rows > 0 ? max_logit_rows : max_step_tokens;
+  m->exchange_ = exchange;
   RETURN_IF_ERROR(m->LoadWeights(weights));
   RETURN_IF_ERROR(m->AllocateActivations());
   RETURN_IF_ERROR(m->AllocateStaging());
@@ -274,7 +273,14 @@ absl::Status Dsv4Model::LoadWeights(WeightSource& source) {
   };
 
   std::vector<HostWeight> stack;  // the routed experts of one (layer, w) so far
+  // The routed experts this model holds: all, or its rank's share.
+  int first_expert = 0, end_expert = c.n_routed_experts;
+  if (exchange_ != nullptr) {
+    first_expert = exchange_->partition().first(exchange_->rank());
+    end_expert = first_expert + exchange_->partition().count(exchange_->rank());
+  }
   for (const TensorSpec& spec : Dsv4TensorSpecs(c)) {
+    if (spec.expert >= 0 && (spec.expert < first_expert || spec.expert >= end_expert)) continue;
     if (spec.read != TensorRead::kMatrix) {
       Tensor* dst = tensor_of(spec);
       if (dst == nullptr) return absl::InternalError("dsv4_tensors: field without a tensor");
@@ -294,7 +300,7 @@ absl::Status Dsv4Model::LoadWeights(WeightSource& source) {
       continue;
     }
     stack.push_back(host);
-    if (spec.expert + 1 == c.n_routed_experts) {
+    if (spec.expert + 1 == end_expert) {
       ASSIGN_OR_RETURN(*dst, backend_->UploadStackedMatrices(stack, &weight_buffers_));
       stack.clear();
       source.Release();
@@ -532,7 +538,11 @@ absl::Status Dsv4Model::MoeBlock(int l, const Tensor& token_ids) {
   RETURN_IF_ERROR(b.Route(logits, L.gate_bias, L.tid2eid, token_ids,
                           static_cast<float>(c.routed_scaling_factor), idx, w));
   Tensor routed = A.moe_out.rows(0, T);
-  RETURN_IF_ERROR(b.MoeExperts(h, idx, w, L.experts, limit, routed));
+  if (exchange_ != nullptr) {
+    RETURN_IF_ERROR(ExpertParallelRouted(b, *exchange_, h, idx, w, L.experts, limit, routed));
+  } else {
+    RETURN_IF_ERROR(b.MoeExperts(h, idx, w, L.experts, limit, routed));
+  }
   Tensor sa = A.shared_a.rows(0, T), sb = A.shared_b.rows(0, T);
   RETURN_IF_ERROR(b.Linear(h, L.shared_w1, sa));
   RETURN_IF_ERROR(b.Linear(h, L.shared_w3, sb));
@@ -777,6 +787,23 @@ absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
                     {rows, kSampleWords});
       RETURN_IF_ERROR(b.Sample(lg, params, A.sampled.rows(0, rows)));
     }
+  }
+  return absl::OkStatus();
+}
+
+int Dsv4Model::routed_experts_loaded() const {
+  if (layers_.empty() || layers_.front().experts.w1.empty()) return 0;
+  return static_cast<int>(layers_.front().experts.w1.data.dim(0));
+}
+
+absl::Status Dsv4Model::RunIdle() {
+  if (exchange_ == nullptr) return absl::FailedPreconditionError("RunIdle without an exchange");
+  const float limit = static_cast<float>(config_.swiglu_limit);
+  Tensor none = act_->h.rows(0, 0);
+  for (const Layer& L : layers_) {
+    RETURN_IF_ERROR(ExpertParallelRouted(*backend_, *exchange_, none, act_->route_idx.rows(0, 0),
+                                         act_->route_w.rows(0, 0), L.experts, limit,
+                                         act_->moe_out.rows(0, 0)));
   }
   return absl::OkStatus();
 }

@@ -19,6 +19,8 @@
 
 namespace moegraph {
 
+class ExpertExchange;
+
 struct ForwardOptions {
   // Logits of every token of the step (rows in token order) instead of the
   // last token of each chunk with want_logits.
@@ -65,16 +67,18 @@ class Dsv4Model {
  public:
   // Uploads and checks every weight. `backend` must outlive the model.
   // `max_logit_rows` sizes the logits and sampling buffers (0 = max_step_tokens).
-  static absl::StatusOr<std::unique_ptr<Dsv4Model>> Create(Backend* backend,
-                                                           const WeightStore& weights,
-                                                           const ModelConfig& config,
-                                                           int max_step_tokens,
-                                                           int max_logit_rows = 0);
+  // With `exchange` (expert parallelism, docs/expert-parallel.md; must
+  // outlive the model) only this rank's routed experts are loaded and the
+  // MoE layers run through the exchange.
+  static absl::StatusOr<std::unique_ptr<Dsv4Model>> Create(
+      Backend* backend, const WeightStore& weights, const ModelConfig& config, int max_step_tokens,
+      int max_logit_rows = 0, ExpertExchange* exchange = nullptr);
   // The same from any source of weights (weight_source.h: e.g. random).
   static absl::StatusOr<std::unique_ptr<Dsv4Model>> Create(Backend* backend, WeightSource& weights,
                                                            const ModelConfig& config,
                                                            int max_step_tokens,
-                                                           int max_logit_rows = 0);
+                                                           int max_logit_rows = 0,
+                                                           ExpertExchange* exchange = nullptr);
   ~Dsv4Model();
   // Device bytes of the activations and the staging block Create allocates
   // for these sizes (weights, state and backend workspaces not included).
@@ -84,6 +88,9 @@ class Dsv4Model {
   const ModelConfig& config() const { return config_; }
   int max_step_tokens() const { return max_tokens_; }
   int max_logit_rows() const { return max_rows_; }
+  // Routed experts loaded per layer: all, or this rank's share under expert
+  // parallelism.
+  int routed_experts_loaded() const;
 
   // Runs one step over `plan` against `state` (slots acquired there) and
   // appends vocab_size floats per logits row to `logits`. On success every
@@ -104,6 +111,9 @@ class Dsv4Model {
   // load (capturable; `hidden` capture is eager-only).
   absl::Status Run(const StepShape& shape, SequenceState* state,
                    std::vector<std::vector<float>>* hidden = nullptr);
+  // Expert parallelism: a step of a rank without tokens, which still serves
+  // its experts to the other ranks in every MoE layer's exchange.
+  absl::Status RunIdle();
   // After Run: the real logits rows to the host (blocking).
   absl::Status DownloadLogits(const StepShape& shape, std::vector<float>* logits);
   // After Run with sampling: enqueues the ids' copy into pinned memory and
@@ -162,7 +172,8 @@ class Dsv4Model {
   Tensor rope_main_, rope_compress_;  // f32 [r/2]
   std::unique_ptr<Activations> act_;
   std::unique_ptr<Staging> staging_;
-  Pieces* capturing_ = nullptr;  // set while CapturePieces records
+  Pieces* capturing_ = nullptr;         // set while CapturePieces records
+  ExpertExchange* exchange_ = nullptr;  // expert parallelism, else null
 };
 
 }  // namespace moegraph

@@ -95,7 +95,7 @@ class Random final : public WeightSource {
 
   absl::StatusOr<Tensor> Vector(const TensorSpec& spec) override {
     using F = TensorField;
-    const uint64_t key = Key();
+    const uint64_t key = Key(spec);
     Tensor t(nullptr, DType::kF32, {});
     t.rank = static_cast<int>(spec.shape.size());
     std::copy(spec.shape.begin(), spec.shape.end(), t.shape.begin());
@@ -149,7 +149,7 @@ class Random final : public WeightSource {
 
   absl::StatusOr<HostWeight> Matrix(const TensorSpec& spec) override {
     const int64_t N = spec.shape[0], K = spec.shape[1];
-    const uint64_t key = Key();
+    const uint64_t key = Key(spec);
     HostWeight w;
     w.rows = N;
     w.cols = K;
@@ -195,7 +195,13 @@ class Random final : public WeightSource {
   void Release() override { buffers_.clear(); }
 
  private:
-  uint64_t Key() { return Mix(seed_ ^ Mix(++tensor_)); }
+  // From the tensor's name, not the load order: ranks that load only their
+  // own experts (docs/expert-parallel.md) still get the same replicated weights.
+  uint64_t Key(const TensorSpec& spec) const {
+    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
+    for (char ch : spec.names.front()) h = (h ^ static_cast<uint8_t>(ch)) * 0x100000001b3ull;
+    return Mix(seed_ ^ Mix(h));
+  }
   // Uniform in [-1, 1) from element i's hash.
   static float Uniform(uint64_t key, int64_t i) {
     return static_cast<float>(static_cast<int32_t>(Mix(key + i) >> 32)) * 0x1p-31f;
@@ -216,7 +222,6 @@ class Random final : public WeightSource {
 
   const ModelConfig& c_;
   uint64_t seed_;
-  uint64_t tensor_ = 0;
   std::vector<std::unique_ptr<uint8_t[]>> buffers_;
 };
 

@@ -8,7 +8,9 @@
 // stands next to its floors (bytes of weights + state that must be read /
 // 4.3 TB/s, flops / 890 TFLOP/s). `--random` needs no checkpoint: any config
 // (e.g. V4-Flash's, tests/fixtures/configs) with random weights, its first
-// `--layers` layers, in `--format` bf16, fp8 or fp4.
+// `--layers` layers, in `--format` bf16, fp8 or fp4. With --devices (several
+// ranks, docs/expert-parallel.md) it times the same decode steps by wall
+// clock only.
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -36,7 +38,7 @@ namespace {
 constexpr char kUsage[] =
     "bench-decode MODEL_DIR [--device cuda[:N]] [--batches 1,8,64] [--context N] [--steps N] "
     "[--warmup N] [--graphs off,full] [--prefill 2048,8192] [--random [--layers N] "
-    "[--format bf16|fp8|fp4]]\n"
+    "[--format bf16|fp8|fp4]] [--devices cpu:0,cpu:1,... [--layout ep]]\n"
     "  --random: no checkpoint; MODEL_DIR (or a config .json file) gives the config and the "
     "weights are random, generated at load; --layers keeps the config's first N layers, "
     "--format sets the weights' format (fp4: FP8 linears and FP4 experts, as released)";
@@ -334,6 +336,81 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
   return absl::OkStatus();
 }
 
+// Several ranks: every batch prefills its sequences to `context` random
+// tokens, then times `steps` greedy decode steps by the host's wall clock
+// (no op timer or floors: the ranks' backends are not exposed).
+absl::Status BenchRanks(const BenchArgs& args, const std::string& devices,
+                        const std::string& layout) {
+  const std::string& model_dir = args.model_dir;
+  const std::vector<int>& batches = args.batches;
+  const int context = args.context, steps = args.steps, warmup = args.warmup;
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  EngineOptions options;
+  options.model_dir = model_dir;
+  options.devices = devices;
+  options.layout = layout;
+  options.random_weights = args.random;
+  options.num_layers = args.layers;
+  options.weight_format = args.format;
+  options.num_slots = max_batch;
+  options.context_limit = context + warmup + steps + 2;
+  options.state_pool_tokens = int64_t{max_batch} * options.context_limit;
+  options.max_step_tokens = std::max(std::min(context, 1024), max_batch);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(options));
+  const int V = engine->info().vocab_size;
+  std::printf(
+      "bench-decode: %s on %s (%s), loaded in %.1f s; context %d, %d warm-up + %d timed "
+      "steps per batch\n",
+      model_dir.c_str(), engine->info().device.c_str(), engine->info().layout.c_str(),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), context, warmup,
+      steps);
+  std::mt19937 rng(1234);
+  auto random_id = [&] { return static_cast<int32_t>(2 + rng() % (V - 2)); };
+  std::vector<int32_t> prompt(context);
+  for (int32_t& id : prompt) id = random_id();
+  const int chunk = options.max_step_tokens;
+  for (int B : batches) {
+    if (B > options.num_slots) return absl::InvalidArgumentError("batch exceeds the slots");
+    for (int s = 0; s < B; ++s) {
+      RETURN_IF_ERROR(engine->AcquireSlot(s, options.context_limit));
+      for (int begin = 0; begin < context; begin += chunk) {
+        const int len = std::min(chunk, context - begin);
+        StepPlan plan;
+        plan.token_ids = prompt.data() + begin;
+        plan.num_tokens = len;
+        plan.seqs.push_back(SeqChunk{s, begin, 0, len, begin + len == context});
+        std::vector<float> unused;
+        RETURN_IF_ERROR(engine->Step(plan, &unused));
+      }
+    }
+    std::vector<int32_t> ids(B);
+    std::vector<double> wall_ms;
+    for (int i = 0; i < warmup + steps; ++i) {
+      for (int32_t& id : ids) id = random_id();
+      StepPlan plan;
+      plan.token_ids = ids.data();
+      plan.num_tokens = B;
+      for (int s = 0; s < B; ++s) plan.seqs.push_back(SeqChunk{s, context + i, s, 1, true});
+      std::vector<float> logits;
+      const auto w0 = std::chrono::steady_clock::now();
+      RETURN_IF_ERROR(engine->Step(plan, &logits));
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - w0).count();
+      if (i >= warmup) wall_ms.push_back(ms);
+    }
+    for (int s = 0; s < B; ++s) engine->ReleaseSlot(s);
+    std::sort(wall_ms.begin(), wall_ms.end());
+    const double median = wall_ms[wall_ms.size() / 2];
+    std::printf(
+        "DECODE devices=%s batch=%d: median %.3f ms/step (min %.3f, max %.3f), %.0f "
+        "tokens/s\n",
+        devices.c_str(), B, median, wall_ms.front(), wall_ms.back(), B * 1e3 / median);
+    std::fflush(stdout);
+  }
+  return absl::OkStatus();
+}
+
 int RunBenchDecode(int argc, char** argv) {
   BenchArgs args;
   std::string& model_dir = args.model_dir;
@@ -342,11 +419,16 @@ int RunBenchDecode(int argc, char** argv) {
   int &context = args.context, &steps = args.steps, &warmup = args.warmup;
   std::vector<std::string>& modes = args.modes;
   std::vector<int>& prefills = args.prefills;
+  std::string devices, layout = "ep";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
     if (a == "--device" && has_value) {
       device = argv[++i];
+    } else if (a == "--devices" && has_value) {
+      devices = argv[++i];
+    } else if (a == "--layout" && has_value) {
+      layout = argv[++i];
     } else if (a == "--batches" && has_value) {
       batches.clear();
       for (absl::string_view part : absl::StrSplit(argv[++i], ',')) {
@@ -392,6 +474,14 @@ int RunBenchDecode(int argc, char** argv) {
   if (model_dir.empty()) return Usage("bench-decode: MODEL_DIR is required");
   if (!args.random && (args.layers != 0 || !args.format.empty()))
     return Usage("bench-decode: --layers and --format need --random (no checkpoint)");
+  if (!devices.empty()) {
+    const absl::Status s = BenchRanks(args, devices, layout);
+    if (!s.ok()) {
+      std::fprintf(stderr, "bench-decode: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    return 0;
+  }
   for (const std::string& m : modes) {
     const absl::Status s = Bench(args, m);
     if (!s.ok()) {

@@ -1,6 +1,7 @@
-// `moegraph check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda]`:
-// replays the reference runs recorded by make_dsv4_fixture.py (prefill,
-// chunked prefill, teacher-forced decode) and compares every logit.
+// `moegraph check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda]
+// [--devices cpu:0,cpu:1 --layout ep]`: replays the reference runs recorded
+// by make_dsv4_fixture.py (prefill, chunked prefill, teacher-forced decode)
+// on one rank or several (docs/expert-parallel.md) and compares every logit.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -9,14 +10,17 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "engine/common/cli_registry.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/dsv4_engine.h"
+#include "engine/parallel/expert_parallel_engine.h"
 #include "engine/weights/safetensors.h"
 #include "nlohmann/json.hpp"
 
@@ -25,7 +29,8 @@ namespace {
 
 constexpr char kUsage[] =
     "check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda[:N]] [--tolerance REL] "
-    "[--argmax FRACTION] [--quantile Q] [--graphs auto|off|full]";
+    "[--argmax FRACTION] [--quantile Q] [--graphs auto|off|full] [--devices cpu:0,cpu:1,...] "
+    "[--layout ep]";
 
 // Pass criteria. The CPU backend computes in fp32 like the reference: every
 // logit within 1e-4 (relative to the largest) and every argmax equal.
@@ -201,7 +206,8 @@ absl::Status DiagnoseLayers(Dsv4Engine& engine, const WeightStore& golden, const
 }
 
 // Feeds tokens [begin, end) of `ids` to `slot` as one chunk at position `begin`.
-absl::Status Feed(Dsv4Engine& engine, int slot, const std::vector<int32_t>& ids, int begin, int end,
+template <typename E>
+absl::Status Feed(E& engine, int slot, const std::vector<int32_t>& ids, int begin, int end,
                   bool all_logits, std::vector<float>* logits) {
   StepPlan plan;
   plan.token_ids = ids.data() + begin;
@@ -214,8 +220,10 @@ absl::Status Feed(Dsv4Engine& engine, int slot, const std::vector<int32_t>& ids,
   return engine.StepWithOptions(plan, opt, logits);
 }
 
-absl::StatusOr<bool> CheckPrompt(Dsv4Engine& engine, const WeightStore& golden,
-                                 const GoldenPrompt& p) {
+// On a Dsv4Engine or an ExpertParallelEngine (slot 0 on rank 0, the other
+// ranks idle but serving their experts).
+template <typename E>
+absl::StatusOr<bool> CheckPrompt(E& engine, const WeightStore& golden, const GoldenPrompt& p) {
   const int V = engine.info().vocab_size;
   const int L = static_cast<int>(p.prompt.size());
   const int N = static_cast<int>(p.decode_ids.size());
@@ -237,7 +245,8 @@ absl::StatusOr<bool> CheckPrompt(Dsv4Engine& engine, const WeightStore& golden,
   ok &= prefill.ok();
   if (!prefill.ok()) {
     engine.ReleaseSlot(0);
-    RETURN_IF_ERROR(DiagnoseLayers(engine, golden, p));
+    // Per-layer capture runs on one rank only.
+    if constexpr (std::is_same_v<E, Dsv4Engine>) RETURN_IF_ERROR(DiagnoseLayers(engine, golden, p));
     RETURN_IF_ERROR(engine.AcquireSlot(0, L + std::max(N, 1)));
     logits.clear();
     RETURN_IF_ERROR(Feed(engine, 0, p.prompt, 0, L, true, &logits));
@@ -289,16 +298,19 @@ int Usage(const char* why) {
 
 int RunCheckGolden(int argc, char** argv) {
   std::string model_dir, golden, device = "cpu", tolerance, argmax, quantile, graphs = "auto";
+  std::string devices, layout = "ep";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "--golden" || a == "--device" || a == "--tolerance" || a == "--argmax" ||
-         a == "--quantile" || a == "--graphs") &&
+         a == "--quantile" || a == "--graphs" || a == "--devices" || a == "--layout") &&
         i + 1 < argc) {
       (a == "--golden"      ? golden
        : a == "--device"    ? device
        : a == "--tolerance" ? tolerance
        : a == "--argmax"    ? argmax
        : a == "--graphs"    ? graphs
+       : a == "--devices"   ? devices
+       : a == "--layout"    ? layout
                             : quantile) = argv[++i];
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: moegraph %s\n", kUsage);
@@ -360,31 +372,48 @@ int RunCheckGolden(int argc, char** argv) {
   options.context_limit = context;
   options.max_step_tokens = longest;
   options.graphs = graphs;
+  options.devices = devices;
+  options.layout = layout;
   auto t0 = std::chrono::steady_clock::now();
-  auto engine = Dsv4Engine::Create(options);
-  if (!engine.ok()) {
-    std::fprintf(stderr, "check-golden: %s\n", engine.status().ToString().c_str());
-    return 1;
-  }
-  std::printf("model %s on %s: %d layers, vocab %d, loaded in %.1f ms; golden %s\n",
-              model_dir.c_str(), (*engine)->info().device.c_str(), (*engine)->info().num_layers,
-              (*engine)->info().vocab_size, Ms(t0, std::chrono::steady_clock::now()),
-              golden.c_str());
-  bool all_ok = true;
-  for (const GoldenPrompt& p : *prompts) {
-    auto ok = CheckPrompt(**engine, **store, p);
-    if (!ok.ok()) {
-      std::fprintf(stderr, "check-golden: prompt %s: %s\n", p.name.c_str(),
-                   ok.status().ToString().c_str());
+  // Loads, prints what and where, and checks every prompt: 1 on an error.
+  auto check = [&](auto created, bool* all_ok) -> int {
+    if (!created.ok()) {
+      std::fprintf(stderr, "check-golden: %s\n", created.status().ToString().c_str());
       return 1;
     }
-    all_ok &= *ok;
+    auto& engine = **created;
+    std::printf("model %s on %s (%s): %d layers, vocab %d, loaded in %.1f ms; golden %s\n",
+                model_dir.c_str(), engine.info().device.c_str(), engine.info().layout.c_str(),
+                engine.info().num_layers, engine.info().vocab_size,
+                Ms(t0, std::chrono::steady_clock::now()), golden.c_str());
+    for (const GoldenPrompt& p : *prompts) {
+      auto ok = CheckPrompt(engine, **store, p);
+      if (!ok.ok()) {
+        std::fprintf(stderr, "check-golden: prompt %s: %s\n", p.name.c_str(),
+                     ok.status().ToString().c_str());
+        return 1;
+      }
+      *all_ok &= *ok;
+    }
+    return 0;
+  };
+  bool all_ok = true;
+  std::string graph_mode = "off";
+  if (devices.empty()) {
+    auto engine = Dsv4Engine::Create(options);
+    if (engine.ok()) graph_mode = (*engine)->graph_mode();
+    if (check(std::move(engine), &all_ok) != 0) return 1;
+  } else {
+    // One slot a rank: the prompts run in slot 0 (rank 0), the rest idle.
+    const std::vector<std::string> ranks = absl::StrSplit(devices, ',');
+    options.num_slots = static_cast<int>(ranks.size());
+    if (check(ExpertParallelEngine::Create(options), &all_ok) != 0) return 1;
   }
   if (g_tolerance.bf16) {
     std::printf(
         "%s (bf16 criterion per phase: median position error <= 1e-2, p95 <= 5e-2, argmax equal "
         "on >= 97%% of positions, reference argmax in our top 5 everywhere; decode graphs %s)\n",
-        all_ok ? "PASS" : "FAIL", (*engine)->graph_mode().c_str());
+        all_ok ? "PASS" : "FAIL", graph_mode.c_str());
     return all_ok ? 0 : 1;
   }
   std::printf(

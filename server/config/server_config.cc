@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "engine/common/logging.h"
 #include "engine/engine.h"
 #include "server/config/host_port.h"
@@ -169,6 +170,34 @@ absl::Status CheckDevice(absl::string_view text) {
   return Invalid("auto, cpu, cuda or cuda:N (N = a GPU index)", absl::StrCat("\"", text, "\""));
 }
 
+// "" or a comma-separated list of cpu, cpu:N, cuda, cuda:N (the engine
+// refuses what it cannot run yet, naming the entry).
+absl::Status CheckDevices(absl::string_view text) {
+  if (text.empty()) return absl::OkStatus();
+  for (absl::string_view entry : absl::StrSplit(text, ',')) {
+    absl::string_view index;
+    if (entry == "cpu" || entry == "cuda") continue;
+    if (absl::StartsWith(entry, "cpu:")) index = entry.substr(4);
+    if (absl::StartsWith(entry, "cuda:")) index = entry.substr(5);
+    int n = -1;
+    const auto [end, ec] = std::from_chars(index.data(), index.data() + index.size(), n);
+    if (index.empty() || !absl::ascii_isdigit(index[0]) || ec != std::errc() ||
+        end != index.data() + index.size()) {
+      return Invalid("\"\" or a comma-separated list of cpu:N or cuda:N",
+                     absl::StrCat("\"", text, "\""));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLayout(absl::string_view text) {
+  for (const char* layout : kLayouts) {
+    if (text == layout) return absl::OkStatus();
+  }
+  return Invalid(absl::StrCat("one of ", absl::StrJoin(kLayouts, ", ")),
+                 absl::StrCat("\"", text, "\""));
+}
+
 absl::Status CheckLogLevel(absl::string_view text) {
   LogLevel level;
   if (ParseLogLevel(std::string_view(text.data(), text.size()), &level)) return absl::OkStatus();
@@ -211,6 +240,17 @@ const std::vector<Field>& Fields() {
           "indexer and attention ops, which run eagerly sized by the real positions; auto = full "
           "on a GPU, off on the CPU.",
           CheckGraphs),
+      StringField(
+          "devices", [](ServerConfig& c) -> std::string& { return c.devices; }, "LIST",
+          "\"\" or a comma-separated list of cpu:N or cuda:N",
+          "Several ranks in one daemon; \"\" = device alone. cpu:0,cpu:1,... runs that many "
+          "in-process CPU ranks (expert parallelism without GPUs).",
+          CheckDevices),
+      StringField(
+          "layout", [](ServerConfig& c) -> std::string& { return c.layout; }, "LAYOUT", "ep",
+          "How the model is split over devices: ep = routed experts split evenly, attention "
+          "and shared expert replicated, slots shared out (layers: not built yet).",
+          CheckLayout),
       IntField(
           "slots", [](ServerConfig& c) -> int& { return c.slots; }, 1, 65536,
           "Sequence slots: requests running at once."),

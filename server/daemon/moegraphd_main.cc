@@ -217,6 +217,8 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     options.context_limit = config.context_limit;
     options.max_step_tokens = config.max_step_tokens;
     options.graphs = config.graphs;
+    options.devices = config.devices;
+    options.layout = config.layout;
     options.state_pool_tokens = config.state_pool_tokens;
     absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(options);
     if (!created.ok()) {

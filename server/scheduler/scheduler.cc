@@ -1,6 +1,7 @@
 #include "server/scheduler/scheduler.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -73,6 +74,8 @@ Scheduler::Scheduler(Engine* engine, const TextCodec* codec, const SchedulerOpti
       buffers_(std::move(buffers)) {
   // Lowest slot first: pop_back hands out 0, 1, 2, ...
   for (int s = num_slots_ - 1; s >= 0; --s) free_slots_.push_back(s);
+  group_slots_.assign(std::max(1, engine->num_slot_groups()), 0);
+  for (int s = 0; s < num_slots_; ++s) ++group_slots_[engine->slot_group(s)];
   running_.reserve(num_slots_);
   ReportPool();
   ReportDeviceMemory(/*force=*/true);
@@ -248,9 +251,10 @@ void Scheduler::Run() {
       }
       while (!waiting_.empty() && !free_slots_.empty()) {
         DecrementWaitingLocked(*waiting_.front());
-        admitted.emplace_back(std::move(waiting_.front()), free_slots_.back());
+        const size_t pick = PickFreeSlotLocked();
+        admitted.emplace_back(std::move(waiting_.front()), free_slots_[pick]);
         waiting_.pop_front();
-        free_slots_.pop_back();
+        free_slots_.erase(free_slots_.begin() + static_cast<std::ptrdiff_t>(pick));
         ++num_running_;
       }
     }
@@ -287,6 +291,24 @@ void Scheduler::Run() {
     ReportPool();
     ReportDeviceMemory(/*force=*/false);
   }
+}
+
+size_t Scheduler::PickFreeSlotLocked() {
+  if (group_slots_.size() <= 1) return free_slots_.size() - 1;
+  group_free_.assign(group_slots_.size(), 0);
+  for (int s : free_slots_) ++group_free_[engine_->slot_group(s)];
+  size_t best = 0;
+  int best_running = 0;
+  for (size_t i = 0; i < free_slots_.size(); ++i) {
+    const int g = engine_->slot_group(free_slots_[i]);
+    const int running = group_slots_[g] - group_free_[g];
+    if (i == 0 || running < best_running ||
+        (running == best_running && free_slots_[i] < free_slots_[best])) {
+      best = i;
+      best_running = running;
+    }
+  }
+  return best;
 }
 
 void Scheduler::CheckBacklogs() {

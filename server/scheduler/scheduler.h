@@ -104,6 +104,10 @@ class Scheduler {
   // past the timeout.
   void CheckBacklogs();
   void DecrementWaitingLocked(const GenerationRequest& request);
+  // The index in free_slots_ of the slot a new request gets: the last (the
+  // lowest slot, or the one freed last) with one slot group; with several,
+  // the lowest free slot of the group running the fewest sequences.
+  size_t PickFreeSlotLocked();
   // The key of a request in active_ids_ and aborts_: its owner and id
   // (ids are printable ASCII, so the newline cannot occur in one).
   static std::string ActiveKey(const std::string& owner, const std::string& id) {
@@ -132,6 +136,8 @@ class Scheduler {
   std::condition_variable idle_cv_;                         // a request left (Drain waits on it)
   std::deque<std::unique_ptr<GenerationRequest>> waiting_;  // guarded by mu_
   std::vector<int> free_slots_;                             // guarded by mu_
+  std::vector<int> group_slots_;                            // slots per Engine::slot_group
+  std::vector<int> group_free_;                  // scratch of PickFreeSlotLocked; guarded by mu_
   absl::flat_hash_set<std::string> active_ids_;  // ActiveKey of queued + running; guarded by mu_
   absl::flat_hash_set<std::string> aborts_;      // ActiveKeys to abort; guarded by mu_
   int num_running_ = 0;                          // guarded by mu_

@@ -4,7 +4,9 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <string>
 
+#include "absl/strings/str_split.h"
 #include "engine/common/logging.h"
 #include "server/service/grpc_status.h"
 #include "server/service/wire_message.h"
@@ -294,7 +296,10 @@ void GenerationService::SetReady(Scheduler* scheduler, const TextCodec* codec,
   model_info_.set_vocab_size(info.vocab_size);
   model_info_.set_bos_token_id(info.bos_token_id);
   for (int id : info.eos_token_ids) model_info_.add_eos_token_ids(id);
-  model_info_.add_devices(info.device);
+  // Several ranks list their devices with commas (docs/expert-parallel.md).
+  for (absl::string_view device : absl::StrSplit(info.device, ',')) {
+    model_info_.add_devices(std::string(device));
+  }
   model_info_.set_layout(info.layout);
   model_info_.set_num_layers(info.num_layers);
   model_info_.set_hidden_size(info.hidden_size);

@@ -26,6 +26,8 @@ struct FakeEngineOptions {
   // AcquireSlot fails with RESOURCE_EXHAUSTED beyond it.
   int state_pool_tokens = 0;
   bool record_steps = true;  // keep every plan for steps() (tests)
+  // Engine::slot_group: slot s in group s % slot_groups (as expert-parallel ranks).
+  int slot_groups = 1;
   // What device_memory() reports (tests of the GPU memory metrics; empty: none).
   std::vector<DeviceMemoryStats> device_memory;
 };
@@ -45,6 +47,8 @@ class FakeEngine final : public Engine {
   // context per slot when that is 0.
   StatePoolStats state_pool() const override;
   std::vector<DeviceMemoryStats> device_memory() const override { return options_.device_memory; }
+  int num_slot_groups() const override { return options_.slot_groups; }
+  int slot_group(int slot) const override { return slot % options_.slot_groups; }
 
   // The logits the engine returns after `history` (vocab_size values).
   static void LogitsFor(const std::vector<int32_t>& history, int vocab_size,

@@ -4,7 +4,8 @@ greedy Generate of the golden prompts a and b (token ids, add_bos false,
 ignore_eos, 40 tokens) returns the golden decode_ids, alone and concurrently;
 32 concurrent streams with mixed parameters are complete and correct (greedy
 = golden, seeded sampling = the same request alone); text prompts round-trip
-through the tokenizer; stop strings cut the text. Exits 77 (skipped) when the
+through the tokenizer; stop strings cut the text; three in-process expert-
+parallel CPU ranks give the golden tokens too. Exits 77 (skipped) when the
 build has no engine to load the model with."""
 
 import json
@@ -226,6 +227,33 @@ class ChunkedPrefillTest(unittest.TestCase):
             for t in threads:
                 t.start()
                 time.sleep(0.002)  # staggered: later prompts join running decodes
+            for t in threads:
+                t.join()
+            for i, name in enumerate(names):
+                self.assertEqual(out[i][0], GOLDEN[name]["decode_ids"], (i, name))
+        finally:
+            self.assertEqual(daemon.stop(), 0)
+
+    def test_expert_parallel_ranks(self):
+        # Three in-process CPU ranks (docs/expert-parallel.md): the same golden
+        # tokens, with requests joining running decodes on other ranks.
+        daemon = Daemon(flags=["--slots=6", "--devices=cpu:0,cpu:1,cpu:2", "--layout=ep"])
+        daemon.start(timeout=300)
+        try:
+            stub = daemon.generation()
+            info = stub.GetModelInfo(pb.GetModelInfoRequest())
+            self.assertEqual(list(info.devices), ["cpu:0", "cpu:1", "cpu:2"])
+            self.assertIn("8 routed experts split 2/3/3", info.layout)
+            out = {}
+            names = ["a", "b", "a", "b", "b"]
+
+            def run(i, name):
+                out[i] = collect(stub.Generate(golden_request(name), timeout=120))
+
+            threads = [threading.Thread(target=run, args=(i, n)) for i, n in enumerate(names)]
+            for t in threads:
+                t.start()
+                time.sleep(0.003)
             for t in threads:
                 t.join()
             for i, name in enumerate(names):

@@ -28,9 +28,9 @@ EngineOptions RandomOptions() {
 
 // A 12-token prefill and 3 decode steps; the logits of every step.
 std::vector<float> Run(const EngineOptions& o) {
-  auto created = Dsv4Engine::Create(o);
+  auto created = Engine::Create(o);
   REQUIRE(created.ok());
-  Dsv4Engine& engine = **created;
+  Engine& engine = **created;
   REQUIRE(engine.AcquireSlot(0, 16).ok());
   std::vector<int32_t> ids = {5, 9, 3, 17, 2, 8, 11, 4, 7, 6, 13, 10};
   std::vector<float> all;
@@ -67,6 +67,17 @@ TEST_CASE("random weights: finite, seeded, in every format", "[random]") {
     o.weight_format = format;
     for (float v : Run(o)) REQUIRE(std::isfinite(v));
   }
+}
+
+TEST_CASE("random weights: expert-parallel ranks get the same model", "[random][ep]") {
+  // Each rank generates only its own experts; the replicated weights must
+  // still agree, or the ranks would run different models.
+  EngineOptions o = RandomOptions();
+  o.weight_format = "fp4";
+  const std::vector<float> one = Run(o);
+  o.devices = "cpu:0,cpu:1,cpu:2";
+  o.num_slots = 3;
+  CHECK(Run(o) == one);
 }
 
 TEST_CASE("random weights: a config file, the first N layers", "[random]") {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -139,6 +140,42 @@ TEST_CASE("scheduler: concurrent requests share steps and keep their own outputs
   for (const auto& step : engine.steps()) widest = std::max(widest, step.seqs.size());
   CHECK(widest >= 2);
   CHECK(engine.acquired_slots() == 0);
+}
+
+TEST_CASE("scheduler: new requests go to the slot group running the fewest", "[scheduler][ep]") {
+  // Two groups (as two expert-parallel ranks): slots 0, 2 and 1, 3.
+  FakeEngineOptions eo;
+  eo.num_slots = 4;
+  eo.slot_groups = 2;
+  eo.step_seconds = 0.001;
+  FakeEngine engine(eo);
+  auto scheduler = MakeScheduler(&engine);
+  // a -> 0, b -> 1, c -> 2 (group 0); b ends, then a (freeing slot 0 last:
+  // a last-freed-first choice would take it), c runs on.
+  Req a = MakeRequest("a", Prompt(3), 3), b = MakeRequest("b", Prompt(4), 1);
+  Req c = MakeRequest("c", Prompt(5), 1000);
+  for (Req* r : {&a, &b, &c}) REQUIRE(scheduler->Submit(std::move(r->request)).ok());
+  a.sink->WaitFinish();
+  b.sink->WaitFinish();
+  c.sink->WaitTokens(2);
+  // Group 0 runs c, group 1 nothing: d goes to group 1 (its lowest slot, 1).
+  Req d = MakeRequest("d", Prompt(6), 1000);
+  REQUIRE(scheduler->Submit(std::move(d.request)).ok());
+  d.sink->WaitTokens(1);
+  std::map<int, int> slot_of_prompt;  // prompt length -> slot of its first chunk
+  for (const auto& step : engine.steps()) {
+    for (const SeqChunk& ch : step.seqs) {
+      if (ch.start_pos == 0) slot_of_prompt.emplace(ch.len, ch.slot);
+    }
+  }
+  CHECK(slot_of_prompt[3] == 0);
+  CHECK(slot_of_prompt[4] == 1);
+  CHECK(slot_of_prompt[5] == 2);
+  CHECK(slot_of_prompt[6] == 1);
+  CHECK(scheduler->Abort("c"));
+  CHECK(scheduler->Abort("d"));
+  c.sink->WaitFinish();
+  d.sink->WaitFinish();
 }
 
 TEST_CASE("scheduler: prefill is chunked within the step budget and decodes keep going",

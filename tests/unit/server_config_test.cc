@@ -36,6 +36,8 @@ const std::vector<std::string> kAllKeys = {
     "model_dir",
     "device",
     "graphs",
+    "devices",
+    "layout",
     "slots",
     "queue_size",
     "max_step_tokens",
@@ -104,6 +106,8 @@ metrics_address: ""
 model_dir: /models/dsv4
 device: cuda:3
 graphs: full
+devices: "cpu:0,cpu:1"
+layout: ep
 slots: 32
 queue_size: 0
 max_step_tokens: 4096
@@ -135,6 +139,8 @@ max_waiting_per_peer: 4
   CHECK(c.model_dir == "/models/dsv4");
   CHECK(c.device == "cuda:3");
   CHECK(c.graphs == "full");
+  CHECK(c.devices == "cpu:0,cpu:1");
+  CHECK(c.layout == "ep");
   CHECK(c.slots == 32);
   CHECK(c.queue_size == 0);
   CHECK(c.max_step_tokens == 4096);
@@ -198,6 +204,13 @@ TEST_CASE("config: each invalid value names the key, the range and the value", "
        "device: must be auto, cpu, cuda or cuda:N (N = a GPU index), got \"cuda:-1\" (line 1)"},
       {"device: \"cuda:\"",
        "device: must be auto, cpu, cuda or cuda:N (N = a GPU index), got \"cuda:\" (line 1)"},
+      {"devices: \"cpu:0,,cpu:1\"",
+       "devices: must be \"\" or a comma-separated list of cpu:N or cuda:N, got "
+       "\"cpu:0,,cpu:1\" (line 1)"},
+      {"devices: gpu:0",
+       "devices: must be \"\" or a comma-separated list of cpu:N or cuda:N, got \"gpu:0\" "
+       "(line 1)"},
+      {"layout: layers", "layout: must be one of ep, got \"layers\" (line 1)"},
       {"graphs: partial",
        "graphs: must be one of auto, off, piecewise, full, got \"partial\" (line 1)"},
       {"log_level: debug",

@@ -1,0 +1,62 @@
+// One rank's view of the expert-parallel exchange (docs/expert-parallel.md):
+// dispatch sends each token once to every rank holding one of its experts,
+// combine returns the experts' outputs to the token's own rank. Buffers have
+// fixed capacities sized at creation and counts that live in device memory,
+// so a transport can sit inside a captured step. Every call is collective:
+// all ranks make the same calls, in the same order, every step (a rank
+// without tokens dispatches zero rows).
+#pragma once
+
+#include "absl/status/status.h"
+#include "engine/backend/tensor.h"
+#include "engine/parallel/expert_partition.h"
+
+namespace moegraph {
+
+// What Dispatch delivered to this rank. Source rank r owns rows
+// [r * capacity, r * capacity + counts[r]) of each tensor.
+struct DispatchedRows {
+  int capacity = 0;  // rows per source rank (the step token limit)
+  Tensor x;          // act [num_ranks * capacity, D]
+  Tensor experts;    // i32 [num_ranks * capacity, k]: global expert id, -1 = held elsewhere
+  Tensor src_token;  // i32 [num_ranks * capacity]: the row's token index on its rank
+  Tensor counts;     // i32 [num_ranks]
+};
+
+// Where this rank's expert outputs go before Combine: the expert GEMM writes
+// here directly (Backend::MoeExpertPairs), one row per (row, choice) pair.
+struct CombineSend {
+  Tensor out;         // act [pair_capacity, D]
+  Tensor pair_dst;    // i32 [pair_capacity]: received row * k + choice
+  Tensor pair_count;  // i32 [1]
+};
+
+class ExpertExchange {
+ public:
+  virtual ~ExpertExchange() = default;
+
+  virtual int rank() const = 0;
+  virtual const ExpertPartition& partition() const = 0;
+  // Most tokens one rank may dispatch in one call.
+  virtual int capacity() const = 0;
+
+  // Sends row t of x (act [T, D]) once to each rank holding one of
+  // idx[t, :] (i32 [T, k]); T may be 0. Returns when every rank's rows for
+  // this rank have arrived in received().
+  virtual absl::Status Dispatch(const Tensor& x, const Tensor& idx) = 0;
+  virtual const DispatchedRows& received() const = 0;
+  virtual const CombineSend& combine_send() const = 0;
+  // Returns every pair of combine_send() to its token's rank. Afterwards
+  // combined() row t * k + i holds the output of expert idx[t, i] of this
+  // rank's last Dispatch.
+  virtual absl::Status Combine() = 0;
+  // act [capacity, k, D]
+  virtual const Tensor& combined() const = 0;
+
+  // Marks the exchange failed (this rank cannot take part in the step): the
+  // other ranks' pending and later calls return an error naming this rank
+  // instead of waiting for it.
+  virtual void Abort(const absl::Status& why) = 0;
+};
+
+}  // namespace moegraph

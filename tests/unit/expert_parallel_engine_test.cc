@@ -1,0 +1,346 @@
+// Expert parallelism end to end on the CPU (docs/expert-parallel.md): 2, 4 and
+// 8 in-process ranks against one rank on every golden fixture, with requests
+// joining and leaving, idle ranks, every sequence on one rank, and the
+// fixtures' hash-routed layers; plus the options' errors.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/model/dsv4_engine.h"
+#include "engine/parallel/expert_parallel_engine.h"
+#include "engine/weights/safetensors.h"
+
+using namespace moegraph;
+
+namespace {
+
+std::string Fixture(const std::string& name) {
+  return std::string(MOEGRAPH_SOURCE_DIR) + "/tests/fixtures/" + name;
+}
+
+std::vector<int32_t> Ids(const WeightStore& g, const std::string& key) {
+  Tensor t = g.Get(key).value();
+  std::vector<int32_t> out(t.numel());
+  for (int64_t i = 0; i < t.numel(); ++i) out[i] = static_cast<int32_t>(t.as<const int64_t>()[i]);
+  return out;
+}
+
+EngineOptions Options(const std::string& dir, int max_step_tokens) {
+  EngineOptions o;
+  o.model_dir = dir;
+  o.num_slots = 8;
+  o.context_limit = 1024;
+  o.max_step_tokens = max_step_tokens;
+  return o;
+}
+
+int Argmax(const float* row, int V) {
+  return static_cast<int>(std::max_element(row, row + V) - row);
+}
+
+// A run of steps: what each step carries and what it returned.
+struct Trace {
+  std::vector<std::vector<float>> logits;  // per step
+  std::vector<int32_t> tokens;             // greedy tokens, in step order
+};
+
+// The scenario, on any engine with StepWithOptions: prompt a prefills in slot
+// `sa` and decodes greedily; prompt b joins in slot `sb` at step 3 beside a's
+// decode; a leaves after step 7 and b's prompt joins again in slot `sc` as
+// two chunks; b and c decode to the end.
+template <typename E>
+Trace Run(E& engine, const std::vector<int32_t>& a, const std::vector<int32_t>& b, int sa, int sb,
+          int sc) {
+  const int V = engine.info().vocab_size;
+  Trace tr;
+  struct Seq {
+    int slot = 0, pos = 0;
+    std::vector<int32_t> prompt;
+    int32_t next = -1;  // the token to feed at `pos` once the prompt is in
+    bool live = false;
+  };
+  Seq A, B, C;
+  A.slot = sa;
+  B.slot = sb;
+  C.slot = sc;
+  A.prompt = a;
+  B.prompt = b;
+  C.prompt = b;
+  const int steps = 14;
+  for (int step = 0; step < steps; ++step) {
+    std::vector<Seq*> join;
+    if (step == 0) join.push_back(&A);
+    if (step == 3) join.push_back(&B);
+    if (step == 8 || step == 9) join.push_back(&C);
+    if (step == 8) {
+      engine.ReleaseSlot(A.slot);
+      A.live = false;
+    }
+    std::vector<int32_t> tokens;
+    StepPlan plan;
+    bool all = false;
+    std::vector<Seq*> order;
+    for (Seq* s : {&A, &B, &C}) {
+      const bool joining = std::find(join.begin(), join.end(), s) != join.end();
+      if (!s->live && !joining) continue;
+      if (joining && s->pos == 0) {
+        REQUIRE(engine.AcquireSlot(s->slot, static_cast<int>(s->prompt.size()) + steps).ok());
+      }
+      int len = 1;
+      const int offset = static_cast<int>(tokens.size());
+      if (joining) {
+        // C comes in two chunks (chunked prefill); A and B in one.
+        const int total = static_cast<int>(s->prompt.size());
+        const int end = (s == &C && step == 8) ? total / 2 : total;
+        len = end - s->pos;
+        tokens.insert(tokens.end(), s->prompt.begin() + s->pos, s->prompt.begin() + end);
+        s->live = end == total;
+        all = all || s == &A;
+      } else {
+        tokens.push_back(s->next);
+      }
+      plan.seqs.push_back(SeqChunk{s->slot, s->pos, offset, len, s->live});
+      order.push_back(s);
+    }
+    plan.token_ids = tokens.data();
+    plan.num_tokens = static_cast<int>(tokens.size());
+    ForwardOptions fo;
+    fo.all_logits = all;  // step 0: every prompt token's logits
+    std::vector<float> logits;
+    absl::Status st = engine.StepWithOptions(plan, fo, &logits);
+    INFO("step " << step << ": " << st.ToString());
+    REQUIRE(st.ok());
+    size_t row = 0;
+    for (size_t i = 0; i < order.size(); ++i) {
+      Seq* s = order[i];
+      const SeqChunk& ch = plan.seqs[i];
+      s->pos += ch.len;
+      const size_t rows = all ? ch.len : (ch.want_logits ? 1 : 0);
+      row += rows;
+      if (ch.want_logits) {
+        s->next = Argmax(logits.data() + (row - 1) * V, V);
+        tr.tokens.push_back(s->next);
+      }
+    }
+    REQUIRE(row * V == logits.size());
+    tr.logits.push_back(std::move(logits));
+  }
+  for (Seq* s : {&A, &B, &C}) {
+    if (s->live) engine.ReleaseSlot(s->slot);
+  }
+  return tr;
+}
+
+double MaxRel(const Trace& got, const Trace& ref) {
+  double err = 0, scale = 0;
+  for (size_t s = 0; s < ref.logits.size(); ++s) {
+    REQUIRE(got.logits[s].size() == ref.logits[s].size());
+    for (size_t i = 0; i < ref.logits[s].size(); ++i) {
+      err = std::max(err, std::fabs(static_cast<double>(got.logits[s][i]) - ref.logits[s][i]));
+      scale = std::max(scale, std::fabs(static_cast<double>(ref.logits[s][i])));
+    }
+  }
+  return scale > 0 ? err / scale : err;
+}
+
+}  // namespace
+
+TEST_CASE("2, 4 and 8 CPU ranks give the single-rank logits and tokens on every fixture", "[ep]") {
+  for (const char* name :
+       {"dsv4-tiny", "dsv4-topk2", "dsv4-shape", "dsv4-tiny-fp4", "dsv4-tiny-fp8"}) {
+    const std::string dir = Fixture(name);
+    auto golden = WeightStore::OpenFile(dir + "/golden.safetensors").value();
+    const std::vector<int32_t> a = Ids(*golden, "a.prompt_ids"), b = Ids(*golden, "b.prompt_ids");
+    const int max_tokens = static_cast<int>(a.size() + b.size()) + 8;
+    auto single = Dsv4Engine::Create(Options(dir, max_tokens));
+    INFO(name << ": " << single.status().ToString());
+    REQUIRE(single.ok());
+    // Slots 0, 5, 2: on 2 ranks a and c share rank 0; on 8, five ranks stay idle.
+    const Trace ref = Run(**single, a, b, 0, 5, 2);
+
+    // The scenario's first step is the reference's prefill of prompt a.
+    {
+      Tensor t = golden->Get("a.prefill_logits").value();
+      const float* want = t.as<const float>();
+      REQUIRE(static_cast<size_t>(t.numel()) == ref.logits[0].size());
+      double err = 0, scale = 0;
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        err = std::max(err, std::fabs(static_cast<double>(ref.logits[0][i]) - want[i]));
+        scale = std::max(scale, std::fabs(static_cast<double>(want[i])));
+      }
+      CHECK(err / scale <= 1e-4);
+    }
+    for (int ranks : {2, 4, 8}) {
+      EngineOptions o = Options(dir, max_tokens);
+      o.devices = "cpu:0";
+      for (int r = 1; r < ranks; ++r) o.devices += ",cpu:" + std::to_string(r);
+      auto ep = ExpertParallelEngine::Create(o);
+      INFO(name << " on " << ranks << " ranks: " << ep.status().ToString());
+      REQUIRE(ep.ok());
+      REQUIRE((*ep)->num_ranks() == ranks);
+      const Trace got = Run(**ep, a, b, 0, 5, 2);
+      const double rel = MaxRel(got, ref);
+      std::printf("ep: %-14s %d ranks: max relative logits difference %.3g over %zu steps\n", name,
+                  ranks, rel, ref.logits.size());
+      CHECK(rel <= 1e-6);
+      CHECK(got.tokens == ref.tokens);
+
+      // Every sequence on rank 0 (slots 0, R, 2R mod 8 differ), the others idle.
+      if (ranks <= 4) {
+        const Trace one_ref = Run(**single, a, b, 0, ranks, 2 * ranks % 8);
+        const Trace one = Run(**ep, a, b, 0, ranks, 2 * ranks % 8);
+        const double rel1 = MaxRel(one, one_ref);
+        std::printf("ep: %-14s %d ranks, every sequence on rank 0: max relative %.3g\n", name,
+                    ranks, rel1);
+        CHECK(rel1 <= 1e-6);
+        CHECK(one.tokens == one_ref.tokens);
+      }
+    }
+  }
+}
+
+TEST_CASE("ep ranks hold only their share of the experts; info says the layout", "[ep]") {
+  EngineOptions o = Options(Fixture("dsv4-shape"), 64);  // 6 experts
+  o.devices = "cpu:0,cpu:1,cpu:2,cpu:3";
+  auto ep = ExpertParallelEngine::Create(o);
+  REQUIRE(ep.ok());
+  const ExpertPartition& p = (*ep)->partition();
+  CHECK(p.count(0) + p.count(1) + p.count(2) + p.count(3) == 6);
+  for (int r = 0; r < 4; ++r) {
+    INFO("rank " << r);
+    CHECK((*ep)->rank(r)->model().routed_experts_loaded() == (r % 2 == 0 ? 1 : 2));
+  }
+  o.devices = "cpu:0,cpu:1,cpu:2,cpu:3,cpu:4,cpu:5,cpu:6,cpu:7";  // ranks 0 and 4 hold none
+  auto eight = ExpertParallelEngine::Create(o);
+  REQUIRE(eight.ok());
+  CHECK((*eight)->rank(0)->model().routed_experts_loaded() == 0);
+  CHECK((*eight)->rank(4)->model().routed_experts_loaded() == 0);
+  CHECK((*eight)->rank(7)->model().routed_experts_loaded() == 1);
+  CHECK((*ep)->info().device == "cpu:0,cpu:1,cpu:2,cpu:3");
+  CHECK((*ep)->info().layout.find("6 routed experts split 1/2/1/2") != std::string::npos);
+  CHECK((*ep)->num_slots() == 8);
+  // Slots 0..7 land on ranks 0,1,2,3,0,1,2,3: rank 1 holds slots 1 and 5.
+  REQUIRE((*ep)->AcquireSlot(5, 16).ok());
+  CHECK((*ep)->rank(1)->state()->in_use(1));
+  CHECK_FALSE((*ep)->rank(0)->state()->in_use(1));
+  (*ep)->ReleaseSlot(5);
+  CHECK_FALSE((*ep)->rank(1)->state()->in_use(1));
+  // The pool is the ranks' pools together.
+  const StatePoolStats all = (*ep)->state_pool();
+  int64_t capacity = 0;
+  for (int r = 0; r < 4; ++r) capacity += (*ep)->rank(r)->state_pool().capacity_tokens;
+  CHECK(all.capacity_tokens == capacity);
+  CHECK(all.capacity_tokens > 0);
+}
+
+TEST_CASE("ep: a bad step names its cause, and the next step runs", "[ep]") {
+  EngineOptions o = Options(Fixture("dsv4-tiny"), 64);
+  o.devices = "cpu:0,cpu:1";
+  auto ep = ExpertParallelEngine::Create(o);
+  REQUIRE(ep.ok());
+  ExpertParallelEngine& e = **ep;
+  REQUIRE(e.AcquireSlot(0, 8).ok());
+  REQUIRE(e.AcquireSlot(1, 8).ok());
+  // What names a chunk by its plan index is checked before any rank runs.
+  std::vector<int32_t> tokens = {5, 999};
+  StepPlan plan;
+  plan.token_ids = tokens.data();
+  plan.num_tokens = 2;
+  plan.seqs = {SeqChunk{0, 0, 0, 1, true}, SeqChunk{1, 0, 1, 1, true}};
+  std::vector<float> logits;
+  absl::Status s = e.Step(plan, &logits);
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(s.message() == "seqs[1]: token id 999 outside [0, 320)");
+  plan.seqs = {SeqChunk{1, 0, 0, 1, true}, SeqChunk{1, 0, 1, 1, true}};
+  CHECK(e.Step(plan, &logits).message() == "seqs[1]: slot 1 invalid or repeated in the step");
+  // Slot 1 (rank 1's slot 0) does not continue its sequence: rank 1 fails in
+  // its own checks, rank 0 is released from the exchange at once, and the
+  // step returns rank 1's error, saying how to read its slot numbers.
+  tokens[1] = 6;
+  plan.seqs = {SeqChunk{0, 0, 0, 1, true}, SeqChunk{1, 3, 1, 1, true}};
+  s = e.Step(plan, &logits);
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(s.message() ==
+        "rank 1 (cpu:1; its slot i is slot i * 2 + 1): slot 0: chunk starts at position 3 but "
+        "the sequence holds 0 tokens");
+  e.ReleaseSlot(0);
+  e.ReleaseSlot(1);
+  REQUIRE(e.AcquireSlot(1, 8).ok());
+  plan.seqs = {SeqChunk{1, 0, 0, 1, true}};
+  tokens[0] = 7;
+  plan.num_tokens = 1;
+  logits.clear();
+  s = e.Step(plan, &logits);
+  INFO(s.ToString());
+  CHECK(s.ok());
+  CHECK(logits.size() == 320);
+  // Out-of-range slots are refused before any rank runs.
+  plan.seqs = {SeqChunk{8, 0, 0, 1, true}};
+  CHECK(e.Step(plan, &logits).message() == "seqs[0]: slot 8 invalid or repeated in the step");
+}
+
+TEST_CASE("ep options: bad devices, layouts and slot counts name the field", "[ep]") {
+  EngineOptions o = Options(Fixture("dsv4-tiny"), 64);
+  auto error = [&](const std::string& devices, const std::string& layout = "ep") {
+    EngineOptions x = o;
+    x.devices = devices;
+    x.layout = layout;
+    auto e = Engine::Create(x);
+    REQUIRE_FALSE(e.ok());
+    return e.status();
+  };
+  CHECK(error("cpu:0,,cpu:1").message() == "devices: entry 1 of 'cpu:0,,cpu:1' is empty");
+  CHECK(error("cpu:0,gpu:1").message() == "devices: entry 1 'gpu:1' is not cpu or cpu:N");
+  CHECK(error("cpu:0,cpu:0").message() == "devices: 'cpu:0' appears more than once");
+  absl::Status cuda = error("cuda:0,cuda:1");
+  CHECK(cuda.code() == absl::StatusCode::kUnimplemented);
+  CHECK(cuda.message().find("devices: 'cuda:0'") == 0);
+  CHECK(error("cpu:0,cpu:1", "layers").message() ==
+        "layout: 'layers' is not built yet; allowed: ep");
+  CHECK(error("cpu:0,cpu:1", "rows").message() == "layout: 'rows' is not a layout; allowed: ep");
+  o.num_slots = 2;
+  CHECK(error("cpu:0,cpu:1,cpu:2").message() ==
+        "num_slots: 2 is fewer than the 3 devices (each rank needs a slot)");
+  // One device is the single-rank engine, as before.
+  o.num_slots = 2;
+  EngineOptions one = o;
+  one.devices = "cpu:0";
+  auto e = Engine::Create(one);
+  REQUIRE(e.ok());
+  CHECK((*e)->info().layout.find("1 device, all layers, all experts") == 0);
+}
+
+TEST_CASE("ep: a rank that does not reach the exchange in time fails the step, no hang", "[ep]") {
+  // A 1 ms exchange timeout: rank 1 has no tokens and waits at the first
+  // dispatch while rank 0 is still in layer 0's attention over 600 tokens.
+  const std::string dir = Fixture("dsv4-topk2");
+  auto golden = WeightStore::OpenFile(dir + "/golden.safetensors").value();
+  const std::vector<int32_t> a = Ids(*golden, "a.prompt_ids");
+  EngineOptions o = Options(dir, static_cast<int>(a.size()));
+  o.num_slots = 2;
+  o.devices = "cpu:0,cpu:1";
+  o.exchange_timeout_ms = 1;
+  auto ep = ExpertParallelEngine::Create(o);
+  REQUIRE(ep.ok());
+  REQUIRE((*ep)->AcquireSlot(0, static_cast<int>(a.size())).ok());
+  StepPlan plan;
+  plan.token_ids = a.data();
+  plan.num_tokens = static_cast<int>(a.size());
+  plan.seqs = {SeqChunk{0, 0, 0, plan.num_tokens, true}};
+  std::vector<float> logits;
+  const auto t0 = std::chrono::steady_clock::now();
+  const absl::Status s = (*ep)->Step(plan, &logits);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+  INFO(s.ToString());
+  // Rank 1 gave up waiting; rank 0 failed at its next exchange and returned
+  // the same error.
+  CHECK(s.code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(s.message() ==
+        "expert exchange: rank 0 did not reach dispatch within 1 ms (rank 1 waited)");
+  CHECK(logits.empty());
+}
