@@ -194,7 +194,23 @@ const std::vector<Field>& Fields() {
       StringField(
           "metrics_address", [](ServerConfig& c) -> std::string& { return c.metrics_address; },
           "HOST:PORT", "host:port, or \"\" for no metrics server",
-          "Prometheus /metrics HTTP address.", CheckOptionalAddress),
+          "Prometheus /metrics HTTP address (plain HTTP; keep it on loopback or a private "
+          "network).",
+          CheckOptionalAddress),
+      StringField(
+          "metrics_basic_auth_file",
+          [](ServerConfig& c) -> std::string& { return c.metrics_basic_auth_file; }, "FILE",
+          "a file path, or \"\" for no authentication",
+          "Lines of \"USER SHA256\" (the hex SHA-256 of each user's password; use random "
+          "passwords); set, every scrape must send one user's HTTP basic auth, others get 401.",
+          nullptr),
+      StringField(
+          "metrics_tls_cert_file",
+          [](ServerConfig& c) -> std::string& { return c.metrics_tls_cert_file; }, "FILE",
+          "\"\" only (TLS on /metrics is not available in this build)",
+          "Reserved: set, start-up fails with the reason (Debian 12's civetweb cannot serve "
+          "TLS); put a TLS-terminating proxy in front of a loopback metrics_address instead.",
+          nullptr),
       StringField(
           "model_dir", [](ServerConfig& c) -> std::string& { return c.model_dir; }, "DIR",
           "a directory path", "Model directory (config.json, *.safetensors, tokenizer.json).",
@@ -510,6 +526,20 @@ absl::Status ValidateServerConfig(const ServerConfig& config) {
     return absl::InvalidArgumentError(
         "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates are "
         "checked over TLS)");
+  }
+  if (!config.metrics_tls_cert_file.empty()) {
+    // Debian 12's libcivetweb1 (1.15, under prometheus-cpp's Exposer) opens
+    // OpenSSL with dlopen and looks its functions up by name; OpenSSL 3 has
+    // SSL_get_peer_certificate only as a macro, so the pointer stays null and
+    // civetweb calls it on every HTTPS connection: the process dies with
+    // SIGSEGV (seen with curl; upstream civetweb issue 1334 reports the
+    // missing function). tests/unit/metrics_test.cc notices when the
+    // libraries change.
+    return absl::InvalidArgumentError(
+        "metrics_tls_cert_file: TLS on /metrics is not available: Debian 12's civetweb 1.15 "
+        "looks up SSL_get_peer_certificate, which OpenSSL 3 does not export, and would crash "
+        "the daemon on the first HTTPS connection; leave it \"\", keep metrics_address on "
+        "loopback and put a TLS-terminating proxy in front (README, \"Security\")");
   }
   if (config.max_message_bytes > config.max_stream_backlog_bytes) {
     return absl::InvalidArgumentError(

@@ -24,6 +24,10 @@ struct SamplingDefaults {
 struct ServerConfig {
   std::string listen_address = "127.0.0.1:50051";  // gRPC
   std::string metrics_address = "127.0.0.1:9464";  // HTTP /metrics ("" = off)
+  // "USER SHA256" lines ("" = none): scrapes must send one user's basic auth.
+  std::string metrics_basic_auth_file;
+  // Refused when set: Debian 12's civetweb cannot serve TLS (ValidateServerConfig).
+  std::string metrics_tls_cert_file;
   std::string model_dir = "tests/fixtures/dsv4-tiny";
   std::string device = "auto";  // auto | cpu | cuda | cuda:N  (auto: cuda if a GPU is present)
   std::string graphs = "auto";  // auto | off | full (EngineOptions::graphs)

@@ -33,6 +33,8 @@ ServerConfig MustParse(const std::string& yaml) {
 const std::vector<std::string> kAllKeys = {
     "listen_address",
     "metrics_address",
+    "metrics_basic_auth_file",
+    "metrics_tls_cert_file",
     "model_dir",
     "device",
     "graphs",
@@ -101,6 +103,7 @@ TEST_CASE("config: every key is read", "[config]") {
   const ServerConfig c = MustParse(R"(
 listen_address: "[::1]:6000"
 metrics_address: ""
+metrics_basic_auth_file: /etc/moegraph/metrics-users
 model_dir: /models/dsv4
 device: cuda:3
 graphs: full
@@ -132,6 +135,7 @@ max_waiting_per_peer: 4
 )");
   CHECK(c.listen_address == "[::1]:6000");
   CHECK(c.metrics_address.empty());
+  CHECK(c.metrics_basic_auth_file == "/etc/moegraph/metrics-users");
   CHECK(c.model_dir == "/models/dsv4");
   CHECK(c.device == "cuda:3");
   CHECK(c.graphs == "full");
@@ -332,6 +336,12 @@ TEST_CASE("config: limits that depend on each other are checked before anything 
   CHECK(ValidateServerConfig(c).message() ==
         "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates are "
         "checked over TLS)");
+  c = ServerConfig{};
+  c.metrics_tls_cert_file = "metrics.pem";
+  CHECK(std::string(ValidateServerConfig(c).message())
+            .rfind("metrics_tls_cert_file: TLS on /metrics is not available: Debian 12's "
+                   "civetweb 1.15 ",
+                   0) == 0);
   c = ServerConfig{};
   c.max_message_bytes = 4 << 20;
   CHECK(ValidateServerConfig(c).message() ==
