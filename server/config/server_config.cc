@@ -316,10 +316,11 @@ const std::vector<Field>& Fields() {
           {1, false, 3600, false},
           "A connection that leaves a ping unanswered this long is closed."),
       IntField(
-          "max_waiting_per_peer", [](ServerConfig& c) -> int& { return c.max_waiting_per_peer; }, 0,
-          1000000,
-          "Requests one client address may have waiting in the queue (RESOURCE_EXHAUSTED "
-          "beyond it); 0 = no limit."),
+          "max_waiting_per_identity",
+          [](ServerConfig& c) -> int& { return c.max_waiting_per_identity; }, 0, 1000000,
+          "Requests one caller may have waiting in the queue (RESOURCE_EXHAUSTED beyond it); "
+          "the caller is its API key's name, else its client certificate's name, else (no "
+          "identity) its IP address. 0 = no limit."),
       StringField(
           "tls_cert_file", [](ServerConfig& c) -> std::string& { return c.tls_cert_file; }, "FILE",
           "a PEM file, or \"\" for no TLS",
@@ -386,10 +387,18 @@ const char* KindOf(const YAML::Node& node) {
   }
 }
 
+// Keys that were renamed: the old name is refused, pointing to the new one.
+const char* RenamedTo(absl::string_view key) {
+  if (key == "max_waiting_per_peer") return "max_waiting_per_identity";
+  return nullptr;
+}
+
 absl::Status UnknownKey(const std::string& path, const YAML::Node& at) {
   std::string hint;
   const std::string underscored = absl::StrReplaceAll(path, {{"-", "_"}});
-  if (underscored != path && (FindField(underscored) != nullptr || IsGroup(underscored))) {
+  if (const char* renamed = RenamedTo(underscored); renamed != nullptr) {
+    hint = absl::StrCat(" (renamed ", renamed, ")");
+  } else if (underscored != path && (FindField(underscored) != nullptr || IsGroup(underscored))) {
     hint = absl::StrCat(" (did you mean ", underscored, "?)");
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown key \"", path, "\"", hint, LineOf(at)));
@@ -494,8 +503,10 @@ absl::Status ApplyServerFlags(const std::vector<std::string>& args, ServerConfig
     const std::string key = absl::StrReplaceAll(flag.substr(2), {{"-", "_"}});
     const Field* field = FindField(key);
     if (field == nullptr) {
+      const char* renamed = RenamedTo(key);
       return absl::InvalidArgumentError(
-          absl::StrCat("unknown flag ", flag, " (--help lists the flags)"));
+          renamed != nullptr ? absl::StrCat("unknown flag ", flag, " (renamed --", renamed, ")")
+                             : absl::StrCat("unknown flag ", flag, " (--help lists the flags)"));
     }
     std::string value;
     if (eq != std::string::npos) {

@@ -56,8 +56,10 @@ struct ServerConfig {
   int max_streams_per_connection = 100;   // concurrent HTTP/2 streams per connection
   double keepalive_time_seconds = 60;     // server pings an idle connection this often
   double keepalive_timeout_seconds = 20;  // ...and closes it when no answer comes in this time
-  // Requests one peer address (client IP) may have waiting in the queue; 0 = no limit.
-  int max_waiting_per_peer = 0;
+  // Requests one caller identity (API key name or client certificate name;
+  // the client's IP address for anonymous callers) may have waiting in the
+  // queue; 0 = no limit.
+  int max_waiting_per_identity = 0;
   // Transport security of the gRPC listener ("" = off). Cert and key turn on
   // TLS; a client CA as well makes client certificates required (mTLS).
   std::string tls_cert_file;

@@ -260,7 +260,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   SchedulerOptions scheduler_options;
   scheduler_options.max_queue = config.queue_size;
   scheduler_options.max_step_tokens = config.max_step_tokens;
-  scheduler_options.max_waiting_per_peer = config.max_waiting_per_peer;
+  scheduler_options.max_waiting_per_identity = config.max_waiting_per_identity;
   scheduler_options.stall_timeout_seconds = config.stall_timeout_seconds;
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
       Scheduler::Create(engine.get(), codec.get(), scheduler_options, server_metrics->get());

@@ -61,7 +61,7 @@ const std::vector<std::string> kAllKeys = {
     "max_streams_per_connection",
     "keepalive_time_seconds",
     "keepalive_timeout_seconds",
-    "max_waiting_per_peer",
+    "max_waiting_per_identity",
     "tls_cert_file",
     "tls_key_file",
     "tls_client_ca_file",
@@ -131,7 +131,7 @@ stall_timeout_seconds: 1.5
 max_streams_per_connection: 7
 keepalive_time_seconds: 30
 keepalive_timeout_seconds: 5
-max_waiting_per_peer: 4
+max_waiting_per_identity: 4
 )");
   CHECK(c.listen_address == "[::1]:6000");
   CHECK(c.metrics_address.empty());
@@ -162,7 +162,7 @@ max_waiting_per_peer: 4
   CHECK(c.max_streams_per_connection == 7);
   CHECK(c.keepalive_time_seconds == 30);
   CHECK(c.keepalive_timeout_seconds == 5);
-  CHECK(c.max_waiting_per_peer == 4);
+  CHECK(c.max_waiting_per_identity == 4);
 
   CHECK(MustParse("device: cpu").device == "cpu");
   CHECK(MustParse("device: cuda").device == "cuda");
@@ -246,6 +246,8 @@ TEST_CASE("config: unknown and repeated keys are refused by name", "[config]") {
         "unknown key \"queue-size\" (did you mean queue_size?) (line 1)");
   CHECK(ParseError("top_p: 0.5") == "unknown key \"top_p\" (line 1)");  // belongs under sampling
   CHECK(ParseError("slots: 4\nslots: 5") == "slots: given twice (line 2)");
+  CHECK(ParseError("max_waiting_per_peer: 2") ==
+        "unknown key \"max_waiting_per_peer\" (renamed max_waiting_per_identity) (line 1)");
 }
 
 TEST_CASE("config: YAML syntax errors say where", "[config]") {
@@ -283,6 +285,8 @@ TEST_CASE("config: bad flags are errors naming the flag", "[config]") {
         "unexpected argument \"serve\" (flags are --key=value or --key value)");
   CHECK(FlagError({"-v"}) == "unexpected argument \"-v\" (flags are --key=value or --key value)");
   CHECK(FlagError({"--config=x.yaml"}) == "unknown flag --config (--help lists the flags)");
+  CHECK(FlagError({"--max-waiting-per-peer=2"}) ==
+        "unknown flag --max-waiting-per-peer (renamed --max_waiting_per_identity)");
 }
 
 TEST_CASE("config: a config file, then flags on top", "[config]") {
