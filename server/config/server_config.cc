@@ -223,7 +223,23 @@ const std::vector<Field>& Fields() {
       StringField(
           "metrics_address", [](ServerConfig& c) -> std::string& { return c.metrics_address; },
           "HOST:PORT", "host:port, or \"\" for no metrics server",
-          "Prometheus /metrics HTTP address.", CheckOptionalAddress),
+          "Prometheus /metrics HTTP address (plain HTTP; keep it on loopback or a private "
+          "network).",
+          CheckOptionalAddress),
+      StringField(
+          "metrics_basic_auth_file",
+          [](ServerConfig& c) -> std::string& { return c.metrics_basic_auth_file; }, "FILE",
+          "a file path, or \"\" for no authentication",
+          "Lines of \"USER SHA256\" (the hex SHA-256 of each user's password; use random "
+          "passwords); set, every scrape must send one user's HTTP basic auth, others get 401.",
+          nullptr),
+      StringField(
+          "metrics_tls_cert_file",
+          [](ServerConfig& c) -> std::string& { return c.metrics_tls_cert_file; }, "FILE",
+          "\"\" only (TLS on /metrics is not available in this build)",
+          "Reserved: set, start-up fails with the reason (Debian 12's civetweb cannot serve "
+          "TLS); put a TLS-terminating proxy in front of a loopback metrics_address instead.",
+          nullptr),
       StringField(
           "model_dir", [](ServerConfig& c) -> std::string& { return c.model_dir; }, "DIR",
           "a directory path", "Model directory (config.json, *.safetensors, tokenizer.json).",
@@ -340,10 +356,11 @@ const std::vector<Field>& Fields() {
           {1, false, 3600, false},
           "A connection that leaves a ping unanswered this long is closed."),
       IntField(
-          "max_waiting_per_peer", [](ServerConfig& c) -> int& { return c.max_waiting_per_peer; }, 0,
-          1000000,
-          "Requests one client address may have waiting in the queue (RESOURCE_EXHAUSTED "
-          "beyond it); 0 = no limit."),
+          "max_waiting_per_identity",
+          [](ServerConfig& c) -> int& { return c.max_waiting_per_identity; }, 0, 1000000,
+          "Requests one caller may have waiting in the queue (RESOURCE_EXHAUSTED beyond it); "
+          "the caller is its API key's name, else its client certificate's name, else (no "
+          "identity) its IP address. 0 = no limit."),
       StringField(
           "tls_cert_file", [](ServerConfig& c) -> std::string& { return c.tls_cert_file; }, "FILE",
           "a PEM file, or \"\" for no TLS",
@@ -410,10 +427,18 @@ const char* KindOf(const YAML::Node& node) {
   }
 }
 
+// Keys that were renamed: the old name is refused, pointing to the new one.
+const char* RenamedTo(absl::string_view key) {
+  if (key == "max_waiting_per_peer") return "max_waiting_per_identity";
+  return nullptr;
+}
+
 absl::Status UnknownKey(const std::string& path, const YAML::Node& at) {
   std::string hint;
   const std::string underscored = absl::StrReplaceAll(path, {{"-", "_"}});
-  if (underscored != path && (FindField(underscored) != nullptr || IsGroup(underscored))) {
+  if (const char* renamed = RenamedTo(underscored); renamed != nullptr) {
+    hint = absl::StrCat(" (renamed ", renamed, ")");
+  } else if (underscored != path && (FindField(underscored) != nullptr || IsGroup(underscored))) {
     hint = absl::StrCat(" (did you mean ", underscored, "?)");
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown key \"", path, "\"", hint, LineOf(at)));
@@ -518,8 +543,10 @@ absl::Status ApplyServerFlags(const std::vector<std::string>& args, ServerConfig
     const std::string key = absl::StrReplaceAll(flag.substr(2), {{"-", "_"}});
     const Field* field = FindField(key);
     if (field == nullptr) {
+      const char* renamed = RenamedTo(key);
       return absl::InvalidArgumentError(
-          absl::StrCat("unknown flag ", flag, " (--help lists the flags)"));
+          renamed != nullptr ? absl::StrCat("unknown flag ", flag, " (renamed --", renamed, ")")
+                             : absl::StrCat("unknown flag ", flag, " (--help lists the flags)"));
     }
     std::string value;
     if (eq != std::string::npos) {
@@ -550,6 +577,20 @@ absl::Status ValidateServerConfig(const ServerConfig& config) {
     return absl::InvalidArgumentError(
         "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates are "
         "checked over TLS)");
+  }
+  if (!config.metrics_tls_cert_file.empty()) {
+    // Debian 12's libcivetweb1 (1.15, under prometheus-cpp's Exposer) opens
+    // OpenSSL with dlopen and looks its functions up by name; OpenSSL 3 has
+    // SSL_get_peer_certificate only as a macro, so the pointer stays null and
+    // civetweb calls it on every HTTPS connection: the process dies with
+    // SIGSEGV (seen with curl; upstream civetweb issue 1334 reports the
+    // missing function). tests/unit/metrics_test.cc notices when the
+    // libraries change.
+    return absl::InvalidArgumentError(
+        "metrics_tls_cert_file: TLS on /metrics is not available: Debian 12's civetweb 1.15 "
+        "looks up SSL_get_peer_certificate, which OpenSSL 3 does not export, and would crash "
+        "the daemon on the first HTTPS connection; leave it \"\", keep metrics_address on "
+        "loopback and put a TLS-terminating proxy in front (README, \"Security\")");
   }
   if (config.max_message_bytes > config.max_stream_backlog_bytes) {
     return absl::InvalidArgumentError(

@@ -24,6 +24,10 @@ struct SamplingDefaults {
 struct ServerConfig {
   std::string listen_address = "127.0.0.1:50051";  // gRPC
   std::string metrics_address = "127.0.0.1:9464";  // HTTP /metrics ("" = off)
+  // "USER SHA256" lines ("" = none): scrapes must send one user's basic auth.
+  std::string metrics_basic_auth_file;
+  // Refused when set: Debian 12's civetweb cannot serve TLS (ValidateServerConfig).
+  std::string metrics_tls_cert_file;
   std::string model_dir = "tests/fixtures/dsv4-tiny";
   std::string device = "auto";  // auto | cpu | cuda | cuda:N  (auto: cuda if a GPU is present)
   std::string graphs = "auto";  // auto | off | full (EngineOptions::graphs)
@@ -56,8 +60,10 @@ struct ServerConfig {
   int max_streams_per_connection = 100;   // concurrent HTTP/2 streams per connection
   double keepalive_time_seconds = 60;     // server pings an idle connection this often
   double keepalive_timeout_seconds = 20;  // ...and closes it when no answer comes in this time
-  // Requests one peer address (client IP) may have waiting in the queue; 0 = no limit.
-  int max_waiting_per_peer = 0;
+  // Requests one caller identity (API key name or client certificate name;
+  // the client's IP address for anonymous callers) may have waiting in the
+  // queue; 0 = no limit.
+  int max_waiting_per_identity = 0;
   // Transport security of the gRPC listener ("" = off). Cert and key turn on
   // TLS; a client CA as well makes client certificates required (mTLS).
   std::string tls_cert_file;

@@ -127,12 +127,28 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   }
   std::unique_ptr<metrics::MetricsHttpServer> metrics_http;
   if (!config.metrics_address.empty()) {
+    std::unique_ptr<const metrics::BasicAuthCredentials> basic_auth;
+    if (!config.metrics_basic_auth_file.empty()) {
+      absl::StatusOr<std::unique_ptr<metrics::BasicAuthCredentials>> loaded =
+          metrics::BasicAuthCredentials::Load(config.metrics_basic_auth_file,
+                                              "metrics_basic_auth_file");
+      if (!loaded.ok()) {
+        LOG_ERROR << loaded.status().message();
+        return 1;
+      }
+      basic_auth = std::move(*loaded);
+    } else if (!IsLoopbackAddress(config.metrics_address)) {
+      LOG_WARN << "metrics on " << config.metrics_address
+               << " beyond loopback without metrics_basic_auth_file: anyone who can reach it "
+                  "can read the metrics (README, \"Security\")";
+    }
     absl::StatusOr<std::unique_ptr<metrics::MetricsHttpServer>> started =
-        metrics::MetricsHttpServer::Start(config.metrics_address, registry);
+        metrics::MetricsHttpServer::Start(config.metrics_address, registry, std::move(basic_auth));
     if (started.ok()) {
       metrics_http = std::move(*started);
       LOG_INFO << "metrics on http://" << config.metrics_address << "/metrics (port "
-               << metrics_http->port() << ")";
+               << metrics_http->port() << ")"
+               << (config.metrics_basic_auth_file.empty() ? "" : ", basic auth required");
     } else {
       // Names the address and the reason ("Address already in use", ...).
       LOG_ERROR << started.status().message();
@@ -246,7 +262,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
   SchedulerOptions scheduler_options;
   scheduler_options.max_queue = config.queue_size;
   scheduler_options.max_step_tokens = config.max_step_tokens;
-  scheduler_options.max_waiting_per_peer = config.max_waiting_per_peer;
+  scheduler_options.max_waiting_per_identity = config.max_waiting_per_identity;
   scheduler_options.stall_timeout_seconds = config.stall_timeout_seconds;
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
       Scheduler::Create(engine.get(), codec.get(), scheduler_options, server_metrics->get());

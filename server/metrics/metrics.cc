@@ -35,7 +35,8 @@ namespace moegraph::metrics {
 namespace {}  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& address, std::shared_ptr<prometheus::Registry> registry) {
+    const std::string& address, std::shared_ptr<prometheus::Registry> registry,
+    std::unique_ptr<const BasicAuthCredentials> basic_auth) {
   absl::StatusOr<HostPort> host_port = ParseHostPort(address);
   if (!host_port.ok()) {
     return absl::InvalidArgumentError(
@@ -49,6 +50,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   }
   std::unique_ptr<MetricsHttpServer> self(new MetricsHttpServer());
   self->registry_ = std::move(registry);
+  self->basic_auth_ = std::move(basic_auth);
   try {
     // civetweb serves one connection per worker thread: with two, two idle
     // connections blocked every scrape. Eight threads, and a connection that
@@ -65,6 +67,16 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   }
   const std::vector<int> ports = self->exposer_->GetListeningPorts();
   self->port_ = ports.empty() ? host_port->port : ports.front();
+  // The auth handler first: registering the collectable creates /metrics,
+  // and it must never answer unauthenticated.
+  if (self->basic_auth_ != nullptr) {
+    const BasicAuthCredentials* auth = self->basic_auth_.get();
+    self->exposer_->RegisterAuth(
+        [auth](const std::string& user, const std::string& password) {
+          return auth->Matches(user, password);
+        },
+        "moegraph metrics");
+  }
   self->exposer_->RegisterCollectable(self->registry_);
   LOG_VERBOSE << "metrics: serving http://" << host_port->host << ":" << self->port_ << "/metrics";
   return self;

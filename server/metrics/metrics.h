@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/metrics/basic_auth_credentials.h"
 
 namespace prometheus {
 class Exposer;
@@ -29,15 +30,19 @@ namespace moegraph::metrics {
 // Serves GET /metrics in the text format (Content-Type: text/plain;
 // charset=utf-8, gzip when the client accepts it) from civetweb's threads.
 // civetweb matches handlers by path prefix, so /metrics/anything serves the
-// same; other paths get 404.
+// same; other paths get 404. Plain HTTP only: Debian 12's civetweb cannot
+// serve TLS (server_config.cc, ValidateServerConfig, says why).
 class MetricsHttpServer {
  public:
   // address "host:port" with an IPv4 address or a name (port 0 picks a free
   // one). INVALID_ARGUMENT for a malformed or IPv6 address (Debian's
   // civetweb is built without IPv6); UNAVAILABLE, naming the address and the
-  // reason, when it cannot be bound. Never throws.
+  // reason, when it cannot be bound. Never throws. With `basic_auth`, a
+  // scrape without a user and password it matches gets 401 and a
+  // WWW-Authenticate challenge (the server owns it).
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
-      const std::string& address, std::shared_ptr<prometheus::Registry> registry);
+      const std::string& address, std::shared_ptr<prometheus::Registry> registry,
+      std::unique_ptr<const BasicAuthCredentials> basic_auth = nullptr);
   // Stops civetweb and joins its threads (up to ~2 s: civetweb's listener
   // polls with a 2 s timeout).
   ~MetricsHttpServer();
@@ -46,6 +51,9 @@ class MetricsHttpServer {
  private:
   MetricsHttpServer() = default;
   std::shared_ptr<prometheus::Registry> registry_;  // the Exposer holds a weak_ptr
+  // Read by the Exposer's auth handler: declared before exposer_, so it
+  // outlives civetweb's threads.
+  std::unique_ptr<const BasicAuthCredentials> basic_auth_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
 };

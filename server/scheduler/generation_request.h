@@ -77,9 +77,10 @@ struct GenerationRequest {
   // The caller's identity (CallerIdentity; "" for anonymous callers): ids
   // are unique per owner, and Abort reaches only the owner's requests.
   std::string owner;
-  // Whom the queue's per-peer share counts this against: the owner, or the
-  // client's address for anonymous callers. Empty: no share applies.
-  std::string peer;
+  // Whose share of the queue (SchedulerOptions::max_waiting_per_identity)
+  // this counts against: the owner, or the client's address for anonymous
+  // callers. Empty: no share applies.
+  std::string queue_share;
 };
 
 }  // namespace moegraph

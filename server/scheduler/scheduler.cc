@@ -132,16 +132,16 @@ absl::Status Scheduler::Submit(std::unique_ptr<GenerationRequest> request) {
           "the request queue is full (%d waiting, queue_size %d, all %d slots busy); retry later",
           waiting_.size(), options_.max_queue, num_slots_));
     }
-    if (options_.max_waiting_per_peer > 0 && !request->peer.empty()) {
+    if (options_.max_waiting_per_identity > 0 && !request->queue_share.empty()) {
       // Only requests that would wait count: one client cannot fill the queue.
-      int& mine = waiting_per_peer_[request->peer];
-      if (waiting_.size() >= free_slots_.size() && mine >= options_.max_waiting_per_peer) {
-        if (mine == 0) waiting_per_peer_.erase(request->peer);
+      int& mine = waiting_per_share_[request->queue_share];
+      if (waiting_.size() >= free_slots_.size() && mine >= options_.max_waiting_per_identity) {
+        if (mine == 0) waiting_per_share_.erase(request->queue_share);
         if (observer_ != nullptr) observer_->OnRejected("queue_full");
         return absl::ResourceExhaustedError(
-            absl::StrFormat("this client already has %d requests waiting, its share of the queue "
-                            "(max_waiting_per_peer %d); retry when one has started",
-                            mine, options_.max_waiting_per_peer));
+            absl::StrFormat("this caller already has %d requests waiting, its share of the queue "
+                            "(max_waiting_per_identity %d); retry when one has started",
+                            mine, options_.max_waiting_per_identity));
       }
       ++mine;
     }
@@ -154,9 +154,9 @@ absl::Status Scheduler::Submit(std::unique_ptr<GenerationRequest> request) {
 }
 
 void Scheduler::DecrementWaitingLocked(const GenerationRequest& request) {
-  if (options_.max_waiting_per_peer <= 0 || request.peer.empty()) return;
-  auto it = waiting_per_peer_.find(request.peer);
-  if (it != waiting_per_peer_.end() && --it->second <= 0) waiting_per_peer_.erase(it);
+  if (options_.max_waiting_per_identity <= 0 || request.queue_share.empty()) return;
+  auto it = waiting_per_share_.find(request.queue_share);
+  if (it != waiting_per_share_.end() && --it->second <= 0) waiting_per_share_.erase(it);
 }
 
 void Scheduler::Wake() {
@@ -364,8 +364,8 @@ void Scheduler::Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, 
         free_slots_.push_back((*admitted)[j].second);
         --num_running_;
         const GenerationRequest& back = *(*admitted)[j].first;
-        if (options_.max_waiting_per_peer > 0 && !back.peer.empty()) {
-          ++waiting_per_peer_[back.peer];
+        if (options_.max_waiting_per_identity > 0 && !back.queue_share.empty()) {
+          ++waiting_per_share_[back.queue_share];
         }
         waiting_.push_front(std::move((*admitted)[j].first));
       }

@@ -32,8 +32,9 @@ namespace moegraph {
 struct SchedulerOptions {
   int max_queue = 64;         // requests waiting for a slot beyond the free slots, >= 0
   int max_step_tokens = 256;  // token budget of one step (clamped to the engine's)
-  // Requests of one peer (GenerationRequest::peer) waiting at once; 0 = no limit.
-  int max_waiting_per_peer = 0;
+  // Requests of one caller (GenerationRequest::queue_share) waiting at once;
+  // 0 = no limit.
+  int max_waiting_per_identity = 0;
   // A sequence whose sink stays Backlogged this long is ended (FinishEvent::stalled).
   double stall_timeout_seconds = 30;
 };
@@ -145,8 +146,8 @@ class Scheduler {
   bool abort_all_ = false;                       // guarded by mu_
   bool shutdown_ = false;                        // guarded by mu_
   bool woken_ = false;                           // guarded by mu_
-  absl::flat_hash_map<std::string, int> waiting_per_peer_;  // guarded by mu_
-  Totals totals_;                                           // guarded by mu_
+  absl::flat_hash_map<std::string, int> waiting_per_share_;  // guarded by mu_
+  Totals totals_;                                            // guarded by mu_
 
   // Scheduler thread only.
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order

@@ -409,7 +409,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
     return new RefusedCall(ToGrpcStatus(built.status()));
   }
   (*built)->owner = *owner;
-  (*built)->peer = owner->empty() ? PeerAddress(context->peer()) : *owner;
+  // One share of the queue per identity; anonymous callers, having none,
+  // get one per IP address.
+  (*built)->queue_share = owner->empty() ? PeerAddress(context->peer()) : *owner;
   auto* call = new GenerateCall(this, scheduler_, stream_limits_);
   call->Begin(std::move(*built));
   return call;

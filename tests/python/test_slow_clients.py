@@ -4,14 +4,17 @@ larger than max_message_bytes (a catch-up goes in several); a client that
 stops reading pauses its sequence (no tokens generated, slot kept) and, past
 stall_timeout_seconds, its call ends with RESOURCE_EXHAUSTED; a frozen client
 loses its connection to the server's keepalive pings and its request ends; one
-connection holds at most max_streams_per_connection calls; one client address
-gets at most max_waiting_per_peer places in the queue."""
+connection holds at most max_streams_per_connection calls; one caller (its
+API key's name, else its client address) gets at most max_waiting_per_identity
+places in the queue, and one that has filled its share blocks no other."""
 
+import hashlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -173,7 +176,8 @@ class GreedyClientTest(unittest.TestCase):
             ch.close()
 
     def test_one_client_gets_its_share_of_the_queue(self):
-        flags = ["--fake-step-ms=5", "--slots=1", "--queue_size=10", "--max_waiting_per_peer=1",
+        flags = ["--fake-step-ms=5", "--slots=1", "--queue_size=10",
+                 "--max_waiting_per_identity=1",
                  "--context_limit=200000", "--sampling.max_tokens=150000"]
         with Daemon(fake_engine=True, flags=flags) as d:
             stub = d.generation()
@@ -188,11 +192,51 @@ class GreedyClientTest(unittest.TestCase):
                 collect(stub.Generate(long_request("third", 10), timeout=10))
             self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
             self.assertEqual(ctx.exception.details(),
-                             "this client already has 1 requests waiting, its share of the "
-                             "queue (max_waiting_per_peer 1); retry when one has started")
+                             "this caller already has 1 requests waiting, its share of the "
+                             "queue (max_waiting_per_identity 1); retry when one has started")
             running.cancel()
             ids, _, final, _ = collect(waiting)
             self.assertEqual(len(ids), 10)
+
+    def test_each_identity_gets_its_own_share_of_the_queue(self):
+        # alice and bob call from the same address (127.0.0.1) with their own
+        # API keys: alice filling her share must not cost bob his.
+        tmp = tempfile.TemporaryDirectory(prefix="moegraph-share-")
+        self.addCleanup(tmp.cleanup)
+        keys = os.path.join(tmp.name, "keys")
+        with open(keys, "w") as f:
+            f.write("alice %s\nbob %s\n" % (hashlib.sha256(b"key-a").hexdigest(),
+                                            hashlib.sha256(b"key-b").hexdigest()))
+        alice = [("authorization", "Bearer key-a")]
+        bob = [("authorization", "Bearer key-b")]
+        flags = ["--fake-step-ms=5", "--slots=1", "--queue_size=10",
+                 "--max_waiting_per_identity=1", "--api_keys_file=" + keys,
+                 "--context_limit=200000", "--sampling.max_tokens=150000"]
+        with Daemon(fake_engine=True, flags=flags) as d:
+            stub = d.generation()
+            running = stub.Generate(long_request("running", 100000), timeout=60, metadata=alice)
+            next(running)
+            waiting = stub.Generate(long_request("waiting", 10), timeout=60, metadata=alice)
+            deadline = time.monotonic() + 10
+            while metric(d, "moegraph_requests_waiting") != 1:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.05)
+            with self.assertRaises(grpc.RpcError) as ctx:
+                collect(stub.Generate(long_request("third", 10), timeout=10, metadata=alice))
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("(max_waiting_per_identity 1)", ctx.exception.details())
+            # bob still gets a place, from the same address.
+            bobs = stub.Generate(long_request("bobs", 10), timeout=60, metadata=bob)
+            deadline = time.monotonic() + 10
+            while metric(d, "moegraph_requests_waiting") != 2:
+                if bobs.done():
+                    self.fail("bob was refused: %s: %s" % (bobs.code(), bobs.details()))
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.05)
+            running.cancel()
+            for stream in (waiting, bobs):
+                ids, _, final, _ = collect(stream)
+                self.assertEqual(len(ids), 10)
 
 
 if __name__ == "__main__":

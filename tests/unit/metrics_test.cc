@@ -2,12 +2,14 @@
 // names, labels and buckets in the text format, the scheduler observer that
 // feeds them, and the /metrics HTTP server answered over a real socket.
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +19,7 @@
 #include "server/metrics/metric_names.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/server_metrics.h"
+#include "tests/unit/temp_dir.h"
 
 namespace moegraph::metrics {
 namespace {
@@ -51,8 +54,9 @@ struct HttpResponse {
   std::string body;
 };
 
-// GET http://127.0.0.1:port/path with HTTP/1.0 (the server closes after it).
-HttpResponse HttpGet(int port, const std::string& path) {
+// GET http://127.0.0.1:port/path with HTTP/1.0 (the server closes after it);
+// `headers`: extra "Name: value\r\n" lines.
+HttpResponse HttpGet(int port, const std::string& path, const std::string& headers = "") {
   HttpResponse r;
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   REQUIRE(fd >= 0);
@@ -64,7 +68,7 @@ HttpResponse HttpGet(int port, const std::string& path) {
     close(fd);
     return r;
   }
-  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n" + headers + "\r\n";
   REQUIRE(send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()));
   std::string reply;
   char buf[4096];
@@ -372,6 +376,56 @@ TEST_CASE("metrics: bind failures and bad addresses are errors naming the addres
   REQUIRE_FALSE(v6.ok());
   CHECK(v6.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(Contains(std::string(v6.status().message()), "IPv6 is not supported"));
+}
+
+TEST_CASE("metrics: with basic auth, only a listed user and password may scrape",
+          "[metrics][http]") {
+  testing::TempDir dir;
+  const std::string users = dir.File("users");
+  // printf %s secret-a | sha256sum
+  std::ofstream(users) << "prometheus 8766b9cb08e6040b704f1e3ee1e186efccf2635b1d2634d6525333007e6"
+                          "aeae1\n";
+  auto auth = BasicAuthCredentials::Load(users, "metrics_basic_auth_file");
+  REQUIRE(auth.ok());
+  auto registry = std::make_shared<prometheus::Registry>();
+  prometheus::BuildCounter().Name("moegraph_x_total").Help("X.").Register(*registry).Add({});
+  auto server = MetricsHttpServer::Start("127.0.0.1:0", registry, std::move(*auth));
+  REQUIRE(server.ok());
+  const int port = (*server)->port();
+
+  HttpResponse none = HttpGet(port, "/metrics");
+  CHECK(none.status == 401);
+  CHECK(Contains(none.headers, "WWW-Authenticate: Basic realm=\"moegraph metrics\""));
+  CHECK_FALSE(Contains(none.body, "moegraph_x_total"));
+  // base64("prometheus:secret-b"), then base64("prometheus:secret-a").
+  CHECK(HttpGet(port, "/metrics", "Authorization: Basic cHJvbWV0aGV1czpzZWNyZXQtYg==\r\n").status ==
+        401);
+  CHECK(HttpGet(port, "/metrics", "Authorization: Bearer secret-a\r\n").status == 401);
+  HttpResponse ok =
+      HttpGet(port, "/metrics", "Authorization: Basic cHJvbWV0aGV1czpzZWNyZXQtYQ==\r\n");
+  CHECK(ok.status == 200);
+  CHECK(Contains(ok.body, "moegraph_x_total 0\n"));
+}
+
+// Why metrics_tls_cert_file is refused (server_config.cc): Debian 12's
+// civetweb is built with TLS, but loads OpenSSL by name at run time and needs
+// SSL_get_peer_certificate, which OpenSSL 3 exports no longer (a macro for
+// SSL_get1_peer_certificate); civetweb calls the null pointer on every HTTPS
+// connection. When this fails, the libraries changed: try TLS on /metrics again.
+TEST_CASE("metrics: Debian's civetweb still cannot serve TLS with this OpenSSL", "[metrics]") {
+  void* civetweb = dlopen("libcivetweb.so.1", RTLD_NOW | RTLD_LOCAL);
+  REQUIRE(civetweb != nullptr);
+  using CheckFeature = unsigned (*)(unsigned);
+  auto check_feature = reinterpret_cast<CheckFeature>(dlsym(civetweb, "mg_check_feature"));
+  REQUIRE(check_feature != nullptr);
+  CHECK(check_feature(2) == 2);  // MG_FEATURES_SSL: built with TLS
+  // The name civetweb asks for (libssl-dev's libssl.so -> libssl.so.3).
+  void* ssl = dlopen("libssl.so", RTLD_NOW | RTLD_LOCAL);
+  REQUIRE(ssl != nullptr);
+  CHECK(dlsym(ssl, "SSL_get1_peer_certificate") != nullptr);
+  CHECK(dlsym(ssl, "SSL_get_peer_certificate") == nullptr);
+  dlclose(ssl);
+  dlclose(civetweb);
 }
 
 TEST_CASE("metrics: a server started and destroyed at once shuts down cleanly", "[metrics][http]") {

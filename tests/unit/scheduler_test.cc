@@ -644,20 +644,20 @@ TEST_CASE("scheduler: a sequence stalled past the timeout ends, naming the limit
   CHECK(scheduler.queue_stats().slots_in_use == 0);
 }
 
-TEST_CASE("scheduler: one peer gets at most its share of the queue", "[scheduler]") {
+TEST_CASE("scheduler: one caller gets at most its share of the queue", "[scheduler]") {
   FakeEngineOptions eo;
   eo.num_slots = 1;
   eo.step_seconds = 0.005;
   FakeEngine engine(eo);
   SchedulerOptions options;
   options.max_queue = 10;
-  options.max_waiting_per_peer = 2;
+  options.max_waiting_per_identity = 2;
   auto created = Scheduler::Create(&engine, nullptr, options, nullptr);
   REQUIRE(created.ok());
   Scheduler& scheduler = **created;
-  auto submit = [&](const std::string& id, const std::string& peer, Req* out) {
+  auto submit = [&](const std::string& id, const std::string& share, Req* out) {
     *out = MakeRequest(id, Prompt(4), 200);
-    out->request->peer = peer;
+    out->request->queue_share = share;
     return scheduler.Submit(std::move(out->request));
   };
   Req running, a1, a2, a3, b1;
@@ -668,9 +668,9 @@ TEST_CASE("scheduler: one peer gets at most its share of the queue", "[scheduler
   absl::Status third = submit("a3", "ipv4:10.0.0.1", &a3);
   CHECK(absl::IsResourceExhausted(third));
   CHECK(third.message() ==
-        "this client already has 2 requests waiting, its share of the queue "
-        "(max_waiting_per_peer 2); retry when one has started");
-  CHECK(submit("b1", "ipv4:10.0.0.2", &b1).ok());  // another peer still gets in
+        "this caller already has 2 requests waiting, its share of the queue "
+        "(max_waiting_per_identity 2); retry when one has started");
+  CHECK(submit("b1", "key:bob", &b1).ok());  // another caller still gets in
   // A waiting request that leaves gives its place back.
   CHECK(scheduler.Abort("a1"));
   CHECK(a1.sink->WaitFinish().reason == FinishReason::kAbort);

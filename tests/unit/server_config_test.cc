@@ -33,6 +33,8 @@ ServerConfig MustParse(const std::string& yaml) {
 const std::vector<std::string> kAllKeys = {
     "listen_address",
     "metrics_address",
+    "metrics_basic_auth_file",
+    "metrics_tls_cert_file",
     "model_dir",
     "device",
     "graphs",
@@ -61,7 +63,7 @@ const std::vector<std::string> kAllKeys = {
     "max_streams_per_connection",
     "keepalive_time_seconds",
     "keepalive_timeout_seconds",
-    "max_waiting_per_peer",
+    "max_waiting_per_identity",
     "tls_cert_file",
     "tls_key_file",
     "tls_client_ca_file",
@@ -103,6 +105,7 @@ TEST_CASE("config: every key is read", "[config]") {
   const ServerConfig c = MustParse(R"(
 listen_address: "[::1]:6000"
 metrics_address: ""
+metrics_basic_auth_file: /etc/moegraph/metrics-users
 model_dir: /models/dsv4
 device: cuda:3
 graphs: full
@@ -132,10 +135,11 @@ stall_timeout_seconds: 1.5
 max_streams_per_connection: 7
 keepalive_time_seconds: 30
 keepalive_timeout_seconds: 5
-max_waiting_per_peer: 4
+max_waiting_per_identity: 4
 )");
   CHECK(c.listen_address == "[::1]:6000");
   CHECK(c.metrics_address.empty());
+  CHECK(c.metrics_basic_auth_file == "/etc/moegraph/metrics-users");
   CHECK(c.model_dir == "/models/dsv4");
   CHECK(c.device == "cuda:3");
   CHECK(c.graphs == "full");
@@ -164,7 +168,7 @@ max_waiting_per_peer: 4
   CHECK(c.max_streams_per_connection == 7);
   CHECK(c.keepalive_time_seconds == 30);
   CHECK(c.keepalive_timeout_seconds == 5);
-  CHECK(c.max_waiting_per_peer == 4);
+  CHECK(c.max_waiting_per_identity == 4);
 
   CHECK(MustParse("device: cpu").device == "cpu");
   CHECK(MustParse("device: cuda").device == "cuda");
@@ -255,6 +259,8 @@ TEST_CASE("config: unknown and repeated keys are refused by name", "[config]") {
         "unknown key \"queue-size\" (did you mean queue_size?) (line 1)");
   CHECK(ParseError("top_p: 0.5") == "unknown key \"top_p\" (line 1)");  // belongs under sampling
   CHECK(ParseError("slots: 4\nslots: 5") == "slots: given twice (line 2)");
+  CHECK(ParseError("max_waiting_per_peer: 2") ==
+        "unknown key \"max_waiting_per_peer\" (renamed max_waiting_per_identity) (line 1)");
 }
 
 TEST_CASE("config: YAML syntax errors say where", "[config]") {
@@ -292,6 +298,8 @@ TEST_CASE("config: bad flags are errors naming the flag", "[config]") {
         "unexpected argument \"serve\" (flags are --key=value or --key value)");
   CHECK(FlagError({"-v"}) == "unexpected argument \"-v\" (flags are --key=value or --key value)");
   CHECK(FlagError({"--config=x.yaml"}) == "unknown flag --config (--help lists the flags)");
+  CHECK(FlagError({"--max-waiting-per-peer=2"}) ==
+        "unknown flag --max-waiting-per-peer (renamed --max_waiting_per_identity)");
 }
 
 TEST_CASE("config: a config file, then flags on top", "[config]") {
@@ -345,6 +353,12 @@ TEST_CASE("config: limits that depend on each other are checked before anything 
   CHECK(ValidateServerConfig(c).message() ==
         "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates are "
         "checked over TLS)");
+  c = ServerConfig{};
+  c.metrics_tls_cert_file = "metrics.pem";
+  CHECK(std::string(ValidateServerConfig(c).message())
+            .rfind("metrics_tls_cert_file: TLS on /metrics is not available: Debian 12's "
+                   "civetweb 1.15 ",
+                   0) == 0);
   c = ServerConfig{};
   c.max_message_bytes = 4 << 20;
   CHECK(ValidateServerConfig(c).message() ==
