@@ -28,14 +28,21 @@ bool MoeExperts(const MoeExpertsParams& p, void* workspace) {
   const int64_t elem = p.w_type == WeightType::kBF16 ? 2 : 4;
   for (int e = 0; e < p.experts; ++e) {
     int64_t n = 0;
+    // One row per token: a token that lists e more than once (a hash table
+    // may) gets the sum of its weights, so n <= tokens (the workspace's rows).
     for (int64_t t = 0; t < p.tokens; ++t) {
+      bool routed = false;
+      float weight = 0.0f;
       for (int i = 0; i < p.k; ++i) {
         if (p.idx[t * p.k + i] != e) continue;
-        rows[n] = static_cast<int32_t>(t);
-        row_w[n] = p.w[t * p.k + i];
-        std::copy(p.x + t * p.dim, p.x + (t + 1) * p.dim, xe + n * p.dim);
-        ++n;
+        weight = routed ? weight + p.w[t * p.k + i] : p.w[t * p.k + i];
+        routed = true;
       }
+      if (!routed) continue;
+      rows[n] = static_cast<int32_t>(t);
+      row_w[n] = weight;
+      std::copy(p.x + t * p.dim, p.x + (t + 1) * p.dim, xe + n * p.dim);
+      ++n;
     }
     if (n == 0) continue;
     if (p.quantize_inputs) {

@@ -535,6 +535,13 @@ TEST_CASE("clamped SwiGLU and routed experts", "[kernels]") {
   std::vector<char> ws(MoeExpertsWorkspaceBytes(1, 1, 1));
   REQUIRE(MoeExperts(p, ws.data()));
   CHECK(y[0] == Approx(2.825156f));
+  // A token listing expert 1 twice (a hash table may) counts it twice, within
+  // the one-row-per-token workspace (it overran it before): 0.75 * 5.284782.
+  // The workspace is exactly its size, so ASan sees any overrun.
+  idx = {1, 1};
+  std::vector<char> exact(MoeExpertsWorkspaceBytes(1, 1, 1));
+  REQUIRE(MoeExperts(p, exact.data()));
+  CHECK(y[0] == Approx(0.75f * 5.284782f));
   idx[0] = 2;
   CHECK_FALSE(MoeExperts(p, ws.data()));
 }
