@@ -105,7 +105,10 @@ struct SeqChunk {
 // want_logits, in plan order.
 struct StepResult {
   bool sampled = false;
-  std::vector<int32_t> ids;   // when sampled
+  std::vector<int32_t> ids;  // when sampled
+  // When sampled and a row asked for logprobs: one per row (id, and the
+  // logprobs where that row's request asked for them).
+  std::vector<sampling::SampleResult> samples;
   std::vector<float> logits;  // otherwise: rows of vocab_size floats
 };
 
@@ -166,6 +169,7 @@ class Engine {
   virtual absl::Status StepAndSample(const StepPlan& plan, StepResult* result) {
     result->sampled = false;
     result->ids.clear();
+    result->samples.clear();
     result->logits.clear();
     return Step(plan, &result->logits);
   }

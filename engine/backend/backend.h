@@ -227,7 +227,9 @@ class Backend {
   virtual absl::Status ScatterPairs(Tensor dst, const Tensor& pairs, const Tensor& count) = 0;
 
   // Samples one id per row: logits f32 [R, V]; params the rows'
-  // cuda::SampleRowParams (48 bytes each) as i32 [R, 12]; ids i32 [R].
+  // cuda::SampleRowParams (52 bytes each) as i32 [R, 13]; ids i32 [R], or
+  // i32 [cuda::SampleOutputWords(R)]: the ids, then one cuda::SampleLogprobs
+  // per row, written for rows whose params ask for logprobs.
   // UNIMPLEMENTED where the backend has no sampler (the host samples).
   virtual absl::Status Sample(const Tensor& logits, const Tensor& params, Tensor ids);
 

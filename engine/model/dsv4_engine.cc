@@ -289,7 +289,7 @@ bool Dsv4Engine::CanSampleOnDevice(const StepPlan& plan) const {
   for (const SeqChunk& ch : plan.seqs) {
     if (!ch.want_logits) continue;
     const sampling::SamplingParams* p = ch.sampling;
-    if (p == nullptr || p->has_penalties() || p->logprobs || p->top_logprobs > 0 ||
+    if (p == nullptr || p->has_penalties() || p->top_logprobs > cuda::kSampleMaxTopLogprobs ||
         ch.banned.size() > static_cast<size_t>(cuda::kSampleMaxBanned)) {
       return false;
     }
@@ -300,6 +300,7 @@ bool Dsv4Engine::CanSampleOnDevice(const StepPlan& plan) const {
 absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepResult* result) {
   result->sampled = false;
   result->ids.clear();
+  result->samples.clear();
   result->logits.clear();
   const auto host_start = std::chrono::steady_clock::now();
   StageOptions so;
@@ -345,13 +346,34 @@ absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepRes
     RETURN_IF_ERROR(model_->Run(shape, state_.get()));
   }
   if (want_sample && shape.sample) {
-    RETURN_IF_ERROR(model_->DownloadIds(shape));
+    // The rows' parameters in row order; any asking for logprobs brings the records.
+    std::vector<const sampling::SamplingParams*> row_params;
+    bool logprobs = false;
+    for (const SeqChunk& ch : plan.seqs) {
+      if (!ch.want_logits) continue;
+      row_params.push_back(ch.sampling);
+      logprobs = logprobs || ch.sampling->logprobs || ch.sampling->top_logprobs > 0;
+    }
+    RETURN_IF_ERROR(model_->DownloadIds(shape, logprobs));
     last_host_us_ =
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host_start)
             .count();
     ASSIGN_OR_RETURN(const int32_t* ids, model_->WaitIds());
     result->ids.assign(ids, ids + shape.real_rows);
     result->sampled = true;
+    result->samples.clear();
+    if (logprobs) {
+      const cuda::SampleLogprobs* rec = model_->SampledLogprobs(shape);
+      result->samples.resize(shape.real_rows);
+      for (int r = 0; r < shape.real_rows; ++r) {
+        sampling::SampleResult& out = result->samples[r];
+        out.token_id = ids[r];
+        const sampling::SamplingParams* p = row_params[r];
+        if (!p->logprobs && p->top_logprobs == 0) continue;
+        out.logprob = rec[r].chosen;
+        for (int j = 0; j < rec[r].count; ++j) out.top.push_back({rec[r].ids[j], rec[r].values[j]});
+      }
+    }
     return absl::OkStatus();
   }
   return model_->DownloadLogits(shape, &result->logits);

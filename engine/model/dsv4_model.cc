@@ -63,7 +63,7 @@ struct Dsv4Model::Activations {
   Tensor head_x;               // [T, n * D]
   Tensor head_y;               // [T, D]
   Tensor logits;               // f32 [max_rows, V]
-  Tensor sampled;              // i32 [max_rows]
+  Tensor sampled;              // i32 [SampleOutputWords(max_rows)]: ids, logprob records
 };
 
 // The step's inputs as one block of i32 words, at fixed offsets: two pinned
@@ -80,7 +80,7 @@ struct Dsv4Model::Staging {
   int64_t rows = 0;    // [T] token index of each logits row
   int64_t count = 0;   // [1] page-table pairs staged
   int64_t pairs = 0;   // [2 * pair_capacity] (index, page id)
-  int64_t sample = 0;  // [max_rows * 12] cuda::SampleRowParams
+  int64_t sample = 0;  // [max_rows * kSampleRowWords] cuda::SampleRowParams
   int64_t words = 0;
   int pair_capacity = 0;
   HostMemory host[2] = {HostMemory(nullptr, [](void*) {}), HostMemory(nullptr, [](void*) {})};
@@ -357,7 +357,7 @@ std::vector<Tensor*> Dsv4Model::PlanActivations(const ModelConfig& c, int64_t T,
   plan(&A.head_x, act, {T, n * D});
   plan(&A.head_y, act, {T, D});
   plan(&A.logits, DType::kF32, {max_rows, c.vocab_size});
-  plan(&A.sampled, DType::kI32, {max_rows});
+  plan(&A.sampled, DType::kI32, {cuda::SampleOutputWords(max_rows)});
   return tensors;
 }
 
@@ -416,7 +416,8 @@ absl::Status Dsv4Model::AllocateStaging() {
   for (int i = 0; i < 2; ++i) {
     ASSIGN_OR_RETURN(S.host[i], backend_->AllocateHost(S.words * sizeof(int32_t)));
     std::memset(S.host[i].get(), 0, S.words * sizeof(int32_t));
-    ASSIGN_OR_RETURN(S.ids_host[i], backend_->AllocateHost(max_rows_ * sizeof(int32_t)));
+    ASSIGN_OR_RETURN(S.ids_host[i],
+                     backend_->AllocateHost(cuda::SampleOutputWords(max_rows_) * sizeof(int32_t)));
   }
   ASSIGN_OR_RETURN(S.device, backend_->Allocate(S.words * sizeof(int32_t)));
   S.pair_scratch.reserve(2 * S.pair_capacity);
@@ -785,7 +786,9 @@ absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
     if (shape.sample) {
       Tensor params(static_cast<int32_t*>(st.device.data()) + st.sample, DType::kI32,
                     {rows, kSampleWords});
-      RETURN_IF_ERROR(b.Sample(lg, params, A.sampled.rows(0, rows)));
+      // The ids, then the rows' logprob records (written where asked).
+      RETURN_IF_ERROR(b.Sample(
+          lg, params, Tensor(A.sampled.data, DType::kI32, {cuda::SampleOutputWords(rows)})));
     }
   }
   return absl::OkStatus();
@@ -869,12 +872,13 @@ absl::Status Dsv4Model::DownloadLogits(const StepShape& shape, std::vector<float
   return backend_->Download(logits->data() + old, lg.data, lg.bytes());
 }
 
-absl::Status Dsv4Model::DownloadIds(const StepShape& shape) {
+absl::Status Dsv4Model::DownloadIds(const StepShape& shape, bool logprobs) {
   Staging& st = *staging_;
   if (!shape.sample) return absl::FailedPreconditionError("DownloadIds: the step did not sample");
   const int set = 1 - st.ids_current;
-  RETURN_IF_ERROR(backend_->DownloadAsync(st.ids_host[set].get(), act_->sampled.data,
-                                          shape.real_rows * sizeof(int32_t)));
+  const int64_t words = logprobs ? cuda::SampleOutputWords(shape.rows) : shape.real_rows;
+  RETURN_IF_ERROR(
+      backend_->DownloadAsync(st.ids_host[set].get(), act_->sampled.data, words * sizeof(int32_t)));
   RETURN_IF_ERROR(backend_->RecordFence(kFenceIds + set));
   st.ids_current = set;
   return absl::OkStatus();
@@ -884,6 +888,12 @@ absl::StatusOr<const int32_t*> Dsv4Model::WaitIds() {
   Staging& st = *staging_;
   RETURN_IF_ERROR(backend_->WaitFence(kFenceIds + st.ids_current));
   return static_cast<const int32_t*>(st.ids_host[st.ids_current].get());
+}
+
+const cuda::SampleLogprobs* Dsv4Model::SampledLogprobs(const StepShape& shape) const {
+  const Staging& st = *staging_;
+  return reinterpret_cast<const cuda::SampleLogprobs*>(
+      static_cast<const int32_t*>(st.ids_host[st.ids_current].get()) + shape.rows);
 }
 
 }  // namespace moegraph

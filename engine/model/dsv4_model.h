@@ -16,6 +16,7 @@
 #include "engine/model/model_config.h"
 #include "engine/state/sequence_state.h"
 #include "engine/weights/safetensors.h"
+#include "kernels/cuda/sample_row.h"
 
 namespace moegraph {
 
@@ -119,8 +120,11 @@ class Dsv4Model {
   // After Run with sampling: enqueues the ids' copy into pinned memory and
   // records a fence; WaitIds blocks on it and returns the ids (one per real
   // row, valid until the next step's SampledIds).
-  absl::Status DownloadIds(const StepShape& shape);
+  // With `logprobs`, the rows' logprob records come too (SampledLogprobs).
+  absl::Status DownloadIds(const StepShape& shape, bool logprobs = false);
   absl::StatusOr<const int32_t*> WaitIds();
+  // After WaitIds of a step downloaded with logprobs: one record per row.
+  const cuda::SampleLogprobs* SampledLogprobs(const StepShape& shape) const;
 
   // Piecewise graphs of one step shape: the stretches of Run between the
   // length-shaped ops (indexer top-k, attention), each captured as a graph,

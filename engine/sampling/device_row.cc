@@ -10,6 +10,10 @@ absl::StatusOr<cuda::SampleRowParams> DeviceRow(const SamplingParams& p, uint64_
     return absl::InvalidArgumentError(absl::StrCat(
         banned.size(), " banned ids; the device sampler takes ", cuda::kSampleMaxBanned));
   }
+  if (p.top_logprobs > cuda::kSampleMaxTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        p.top_logprobs, " top logprobs; the device sampler reports ", cuda::kSampleMaxTopLogprobs));
+  }
   cuda::SampleRowParams r;
   r.temperature = p.temperature;
   r.top_k = p.top_k;
@@ -20,6 +24,7 @@ absl::StatusOr<cuda::SampleRowParams> DeviceRow(const SamplingParams& p, uint64_
   r.index_lo = static_cast<uint32_t>(index);
   r.index_hi = static_cast<uint32_t>(index >> 32);
   for (size_t b = 0; b < banned.size(); ++b) r.banned[b] = banned[b];
+  r.logprobs = p.logprobs || p.top_logprobs > 0 ? p.top_logprobs : -1;
   return r;
 }
 

@@ -87,6 +87,54 @@ __device__ uint32_t SelectKey(int vocab, const Row& r, float target, Weight weig
   return prefix;
 }
 
+// The host sampler's log-probabilities of row `l` (raw logits, every id):
+// the chosen id's, and the `n` most likely (ties: lower id first) by n
+// block argmax passes. Every thread of the block calls it.
+__device__ void WriteLogprobs(const float* l, int V, int chosen, int n, float* red_v, int* red_i,
+                              int* picked, SampleLogprobs* out) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float m = -INFINITY;
+  for (int i = threadIdx.x; i < V; i += kThreads) m = fmaxf(m, l[i]);
+  m = BlockMax(m, red_v);
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < V; i += kThreads) sum += __expf(l[i] - m);
+  __syncthreads();
+  sum = BlockSum(sum, red_v);
+  const float log_z = m + logf(sum);
+  n = min(n, min(V, kSampleMaxTopLogprobs));
+  for (int j = 0; j < n; ++j) {
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < V; i += kThreads) {
+      bool taken = false;
+      for (int q = 0; q < j; ++q) taken |= picked[q] == i;
+      const float v = l[i];
+      if (!taken && (v > bv || (v == bv && i < bi))) bv = v, bi = i;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+    }
+    __syncthreads();
+    if (lane == 0) red_v[warp] = bv, red_i[warp] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      bv = red_v[0], bi = red_i[0];
+      for (int w = 1; w < kThreads / 32; ++w)
+        if (red_v[w] > bv || (red_v[w] == bv && red_i[w] < bi)) bv = red_v[w], bi = red_i[w];
+      picked[j] = bi;
+      out->ids[j] = bi;
+      out->values[j] = bv - log_z;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    out->count = n;
+    out->chosen = l[chosen] - log_z;
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
   using Scan = cub::BlockScan<float, kThreads>;
   __shared__ typename Scan::TempStorage scan;
@@ -96,6 +144,7 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
   __shared__ uint32_t s_prefix;
   __shared__ float s_remaining;
   __shared__ int s_choice;
+  __shared__ int s_picked[kSampleMaxTopLogprobs];
 
   Row r;
   r.l = p.logits + int64_t{blockIdx.x} * p.vocab;
@@ -130,8 +179,14 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
   float max_logit;
   int best = argmax(true, &max_logit);
   if (max_logit == -INFINITY) best = argmax(false, &max_logit), max_logit = -INFINITY;
+  auto finish = [&](int id) {
+    if (threadIdx.x == 0) p.ids[blockIdx.x] = id;
+    if (r.prm.logprobs >= 0 && p.logprobs != nullptr) {
+      WriteLogprobs(r.l, V, id, r.prm.logprobs, red_v, red_i, s_picked, p.logprobs + blockIdx.x);
+    }
+  };
   if (r.prm.temperature == 0.0f || r.prm.top_k == 1 || max_logit == -INFINITY) {
-    if (threadIdx.x == 0) p.ids[blockIdx.x] = best;
+    finish(best);
     return;
   }
   const float inv_t = 1.0f / r.prm.temperature;
@@ -243,7 +298,7 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
   // Rounding can put the target past the last boundary: the last kept id.
   if (s_choice < 0 && last_kept >= 0) atomicMax(&s_choice, last_kept);
   __syncthreads();
-  if (threadIdx.x == 0) p.ids[blockIdx.x] = s_choice >= 0 ? s_choice : best;
+  finish(s_choice >= 0 ? s_choice : best);
 }
 
 }  // namespace

@@ -27,6 +27,9 @@ struct SampleParams {
   const float* logits = nullptr;            // [rows, vocab]
   const SampleRowParams* params = nullptr;  // [rows]
   int32_t* ids = nullptr;                   // [rows] out
+  // [rows] out, written for rows whose params ask for logprobs (may be null
+  // when none does).
+  SampleLogprobs* logprobs = nullptr;
   int rows = 0;
   int vocab = 0;
 };

@@ -464,6 +464,7 @@ bool Scheduler::RunStep() {
     sampling::SampleResult result;
     if (result_.sampled) {
       result.token_id = result_.ids[row];
+      if (!result_.samples.empty()) result = result_.samples[row];  // logprobs from the device
     } else {
       sampler_.Sample(std::span<const float>(logits.data() + static_cast<size_t>(row) * vocab,
                                              static_cast<size_t>(vocab)),

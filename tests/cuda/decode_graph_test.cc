@@ -235,7 +235,9 @@ TEST_CASE("decode graphs: a step copies, launches and waits only what it must", 
   std::vector<int32_t> prompt = {5, 9, 2, 7, 11, 4, 4};
   REQUIRE(e->AcquireSlot(0, 64).ok());
   REQUIRE(e->AcquireSlot(1, 64).ok());
-  sampling::SamplingParams greedy;
+  sampling::SamplingParams greedy, with_logprobs;
+  with_logprobs.logprobs = true;  // still on the device, inside the graph
+  with_logprobs.top_logprobs = 3;
   for (int s : {0, 1}) {
     StepPlan p;
     p.token_ids = prompt.data();
@@ -251,7 +253,7 @@ TEST_CASE("decode graphs: a step copies, launches and waits only what it must", 
     p.num_tokens = 2;
     for (int s = 0; s < 2; ++s) {
       SeqChunk ch(s, 7 + step, s, 1, true);
-      ch.sampling = &greedy;
+      ch.sampling = s == 1 ? &with_logprobs : &greedy;
       p.seqs.push_back(ch);
     }
     const BackendCounters c0 = b.counters();
@@ -269,6 +271,14 @@ TEST_CASE("decode graphs: a step copies, launches and waits only what it must", 
     CHECK(c1.downloads - c0.downloads == 1);
     CHECK(c1.fence_records - c0.fence_records == 2);  // staging copy, ids copy
     CHECK(c1.fence_waits - c0.fence_waits <= 2);
+    // Greedy: the chosen id is the most likely, its logprob the top one's.
+    REQUIRE(r.samples.size() == 2);
+    REQUIRE(r.samples[1].top.size() == 3);
+    CHECK(r.samples[1].top[0].token_id == r.ids[1]);
+    CHECK(r.samples[1].logprob == r.samples[1].top[0].logprob);
+    CHECK(r.samples[1].logprob <= 0.0f);
+    CHECK(r.samples[1].top[1].logprob <= r.samples[1].top[0].logprob);
+    CHECK(r.samples[0].top.empty());
     ids = r.ids;
   }
 }

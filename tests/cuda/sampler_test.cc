@@ -166,3 +166,71 @@ TEST_CASE("Sample: a row's draw does not depend on the rest of the batch", "[cud
 
 }  // namespace
 }  // namespace moegraph::cuda_test
+
+namespace moegraph::cuda_test {
+namespace {
+
+TEST_CASE("Sample: logprobs on the device equal the host sampler's", "[cuda]") {
+  // Greedy and seeded rows, with no, chosen-only, 5 and 20 top logprobs, a
+  // tie in the top entries (lower id first) and a banned top id (its logprob
+  // still reported, as the host does over the raw logits).
+  ReseedRng("SampleLogprobs");
+  const int V = 129280, R = 6;
+  std::vector<float> logits = RandomBf16(int64_t{R} * V, 3.0f);
+  logits[2 * V + 500] = logits[2 * V + 400] = 40.0f;
+  logits[4 * V + 9] = 45.0f;
+  std::vector<sampling::SamplingParams> params(R);
+  const int tops[R] = {0, 0, 5, 20, 3, 20};
+  std::vector<Row> rows(R);
+  std::vector<std::vector<int32_t>> banned(R);
+  banned[4] = {9};
+  for (int r = 0; r < R; ++r) {
+    params[r].logprobs = r != 0;
+    params[r].top_logprobs = tops[r];
+    if (r % 2 == 1) {
+      params[r].temperature = 0.8f;
+      params[r].top_p = 0.9f;
+      params[r].seed = 1000 + r;
+    }
+    absl::StatusOr<Row> row = sampling::DeviceRow(params[r], 7, banned[r]);
+    REQUIRE(row.ok());
+    rows[r] = *row;
+  }
+  auto lg = Make(Kind::kF32, logits, {R, V});
+  std::vector<int32_t> words(rows.size() * cuda::kSampleRowWords);
+  std::memcpy(words.data(), rows.data(), rows.size() * sizeof(Row));
+  auto prm = MakeI32(words, {R, cuda::kSampleRowWords});
+  auto out = MakeOut(Kind::kI32, {cuda::SampleOutputWords(R)});
+  REQUIRE(Gpu().Sample(lg->gpu, prm->gpu, out->gpu).ok());
+  const std::vector<int32_t> got = FetchI32(Gpu(), out->gpu);
+  const auto* rec = reinterpret_cast<const cuda::SampleLogprobs*>(got.data() + R);
+
+  sampling::Sampler host;
+  for (int r = 0; r < R; ++r) {
+    INFO("row " << r);
+    sampling::SampleResult want;
+    host.Sample(std::span<const float>(logits.data() + int64_t{r} * V, V), params[r], nullptr,
+                banned[r], 7, &want);
+    // Seeded draws may differ from the host's at a float boundary; the
+    // chosen logprob is checked at the device's own choice.
+    if (params[r].greedy()) CHECK(got[r] == want.token_id);
+    if (r == 0) continue;  // no logprobs asked: no record read
+    const float* l = logits.data() + int64_t{r} * V;
+    const double m = *std::max_element(l, l + V);
+    double sum = 0;
+    for (int i = 0; i < V; ++i) sum += std::exp(double{l[i]} - m);
+    CHECK(rec[r].chosen == Approx(l[got[r]] - (m + std::log(sum))).margin(2e-4));
+    REQUIRE(rec[r].count == static_cast<int>(want.top.size()));
+    for (int j = 0; j < rec[r].count; ++j) {
+      CHECK(rec[r].ids[j] == want.top[j].token_id);
+      CHECK(rec[r].values[j] == Approx(want.top[j].logprob).margin(2e-4));
+    }
+  }
+  CHECK(rec[2].ids[0] == 400);  // the tie: lower id first
+  CHECK(rec[2].ids[1] == 500);
+  CHECK(rec[4].ids[0] == 9);  // banned from the draw, still the most likely
+  CHECK(got[4] != 9);
+}
+
+}  // namespace
+}  // namespace moegraph::cuda_test

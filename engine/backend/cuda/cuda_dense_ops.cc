@@ -277,10 +277,15 @@ absl::Status CudaBackendImpl::Sample(const Tensor& logits, const Tensor& params,
   p.vocab = static_cast<int>(logits.dim(1));
   constexpr int64_t kWords = cuda::kSampleRowWords;
   RETURN_IF_ERROR(ExpectNumel(op, "params", params, p.rows * kWords));
-  RETURN_IF_ERROR(ExpectNumel(op, "ids", ids, p.rows));
+  if (ids.numel() != p.rows && ids.numel() != cuda::SampleOutputWords(p.rows)) {
+    return Invalid(op,
+                   absl::StrCat("ids: expected ", p.rows, " or ", cuda::SampleOutputWords(p.rows),
+                                " values (with logprobs), found ", ids.ShapeString()));
+  }
   p.logits = logits.as<float>();
   p.params = static_cast<const cuda::SampleRowParams*>(params.data);
   p.ids = ids.as<int32_t>();
+  if (ids.numel() > p.rows) p.logprobs = reinterpret_cast<cuda::SampleLogprobs*>(p.ids + p.rows);
   RETURN_IF_ERROR(KernelCheck(op, cuda::Validate(p)));
   return LaunchStatus(op, cuda::LaunchSample(p, stream()));
 }
