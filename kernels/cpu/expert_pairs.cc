@@ -2,9 +2,7 @@
 
 #include <algorithm>
 
-#include "kernels/cpu/elementwise.h"
-#include "kernels/cpu/linear.h"
-#include "kernels/cpu/quant.h"
+#include "kernels/cpu/experts.h"
 
 namespace moegraph::cpu {
 
@@ -46,35 +44,19 @@ bool MoeExpertPairs(const MoeExpertPairsParams& p, void* workspace) {
       }
     }
     if (n == 0) continue;
-    if (p.quantize_inputs) {
-      for (int64_t r = 0; r < n; ++r)
-        quant::QuantizeActivationRow(xe + r * p.dim, p.dim, p.pow2_scales);
-    }
-    LinearParams lp;
-    lp.x = xe;
-    lp.w_type = p.w_type;
-    lp.rows = n;
-    lp.in = p.dim;
-    lp.out = p.ffn;
-    lp.w = static_cast<const char*>(p.w1) + le * p.ffn * p.dim * elem;
-    lp.y = a;
-    Linear(lp);
-    lp.w = static_cast<const char*>(p.w3) + le * p.ffn * p.dim * elem;
-    lp.y = b;
-    Linear(lp);
-    SwiGlu(a, b, p.limit, a, n * p.ffn);
-    if (p.quantize_inputs) {
-      for (int64_t r = 0; r < n; ++r)
-        quant::QuantizeActivationRow(a + r * p.ffn, p.ffn, p.pow2_scales);
-    }
+    ExpertFfn f;
+    f.w1 = static_cast<const char*>(p.w1) + le * p.ffn * p.dim * elem;
+    f.w3 = static_cast<const char*>(p.w3) + le * p.ffn * p.dim * elem;
+    f.w2 = static_cast<const char*>(p.w2) + le * p.dim * p.ffn * elem;
+    f.w_type = p.w_type;
+    f.dim = p.dim;
+    f.ffn = p.ffn;
+    f.limit = p.limit;
+    f.quantize_inputs = p.quantize_inputs;
+    f.pow2_scales = p.pow2_scales;
     // The down projection lands in the caller's buffer (the combine send
     // buffer): no staging copy between the GEMM and the exchange.
-    lp.x = a;
-    lp.in = p.ffn;
-    lp.out = p.dim;
-    lp.w = static_cast<const char*>(p.w2) + le * p.dim * p.ffn * elem;
-    lp.y = p.out + total * p.dim;
-    Linear(lp);
+    RunExpertFfn(f, n, xe, a, b, p.out + total * p.dim);
     total += n;
   }
   p.pair_count[0] = static_cast<int32_t>(total);

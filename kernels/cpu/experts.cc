@@ -14,6 +14,36 @@ int64_t MoeExpertsWorkspaceBytes(int64_t tokens, int64_t dim, int64_t ffn) {
          tokens * static_cast<int64_t>(sizeof(int32_t) + sizeof(float));
 }
 
+void RunExpertFfn(const ExpertFfn& f, int64_t n, float* x, float* a, float* b, float* y) {
+  if (f.quantize_inputs) {
+    for (int64_t r = 0; r < n; ++r)
+      quant::QuantizeActivationRow(x + r * f.dim, f.dim, f.pow2_scales);
+  }
+  LinearParams lp;
+  lp.x = x;
+  lp.w_type = f.w_type;
+  lp.rows = n;
+  lp.in = f.dim;
+  lp.out = f.ffn;
+  lp.w = f.w1;
+  lp.y = a;
+  Linear(lp);
+  lp.w = f.w3;
+  lp.y = b;
+  Linear(lp);
+  SwiGlu(a, b, f.limit, a, n * f.ffn);
+  if (f.quantize_inputs) {
+    for (int64_t r = 0; r < n; ++r)
+      quant::QuantizeActivationRow(a + r * f.ffn, f.ffn, f.pow2_scales);
+  }
+  lp.x = a;
+  lp.in = f.ffn;
+  lp.out = f.dim;
+  lp.w = f.w2;
+  lp.y = y;
+  Linear(lp);
+}
+
 bool MoeExperts(const MoeExpertsParams& p, void* workspace) {
   for (int64_t i = 0; i < p.tokens * p.k; ++i) {
     if (p.idx[i] < 0 || p.idx[i] >= p.experts) return false;
@@ -45,33 +75,17 @@ bool MoeExperts(const MoeExpertsParams& p, void* workspace) {
       ++n;
     }
     if (n == 0) continue;
-    if (p.quantize_inputs) {
-      for (int64_t r = 0; r < n; ++r)
-        quant::QuantizeActivationRow(xe + r * p.dim, p.dim, p.pow2_scales);
-    }
-    LinearParams lp;
-    lp.x = xe;
-    lp.w_type = p.w_type;
-    lp.rows = n;
-    lp.in = p.dim;
-    lp.out = p.ffn;
-    lp.w = static_cast<const char*>(p.w1) + e * p.ffn * p.dim * elem;
-    lp.y = a;
-    Linear(lp);
-    lp.w = static_cast<const char*>(p.w3) + e * p.ffn * p.dim * elem;
-    lp.y = b;
-    Linear(lp);
-    SwiGlu(a, b, p.limit, a, n * p.ffn);
-    if (p.quantize_inputs) {
-      for (int64_t r = 0; r < n; ++r)
-        quant::QuantizeActivationRow(a + r * p.ffn, p.ffn, p.pow2_scales);
-    }
-    lp.x = a;
-    lp.in = p.ffn;
-    lp.out = p.dim;
-    lp.w = static_cast<const char*>(p.w2) + e * p.dim * p.ffn * elem;
-    lp.y = ye;
-    Linear(lp);
+    ExpertFfn f;
+    f.w1 = static_cast<const char*>(p.w1) + e * p.ffn * p.dim * elem;
+    f.w3 = static_cast<const char*>(p.w3) + e * p.ffn * p.dim * elem;
+    f.w2 = static_cast<const char*>(p.w2) + e * p.dim * p.ffn * elem;
+    f.w_type = p.w_type;
+    f.dim = p.dim;
+    f.ffn = p.ffn;
+    f.limit = p.limit;
+    f.quantize_inputs = p.quantize_inputs;
+    f.pow2_scales = p.pow2_scales;
+    RunExpertFfn(f, n, xe, a, b, ye);
     for (int64_t r = 0; r < n; ++r) {
       float* o = p.out + static_cast<int64_t>(rows[r]) * p.dim;
       const float* y = ye + r * p.dim;

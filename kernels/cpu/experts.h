@@ -26,6 +26,22 @@ struct MoeExpertsParams {
   bool pow2_scales = false;
 };
 
+// One expert's clamped SwiGLU FFN over `rows` gathered rows: y = w2 (silu(min(w1 x,
+// L)) * clamp(w3 x, -L, L)), the inputs of w1/w3 and of w2 quantized first when
+// asked (as MoeExpertsParams). `x` is quantized in place; a, b: [rows, ffn]
+// scratch. Shared by MoeExperts and the expert-parallel pair op.
+struct ExpertFfn {
+  const void* w1 = nullptr;  // this expert's [ffn, dim]
+  const void* w3 = nullptr;  // [ffn, dim]
+  const void* w2 = nullptr;  // [dim, ffn]
+  WeightType w_type = WeightType::kF32;
+  int64_t dim = 0, ffn = 0;
+  float limit = 0.0f;
+  bool quantize_inputs = false;
+  bool pow2_scales = false;
+};
+void RunExpertFfn(const ExpertFfn& f, int64_t rows, float* x, float* a, float* b, float* y);
+
 // Workspace bytes for `tokens` rows.
 int64_t MoeExpertsWorkspaceBytes(int64_t tokens, int64_t dim, int64_t ffn);
 

@@ -34,6 +34,13 @@ __device__ __forceinline__ float E8M0ToFloat(uint32_t e) {
   return e ? __uint_as_float(e << 23) : __uint_as_float(0x00400000u);  // 2^-127 is subnormal
 }
 
+// An E8M0 scale as a bf16 pair: the same exponent bits (2^-127 is a bf16 subnormal).
+__device__ __forceinline__ __nv_bfloat162 E8M0ToBf16x2(uint32_t e) {
+  const uint32_t bits = e ? (e << 7) : 0x0040u;
+  const uint32_t pair = bits | (bits << 16);
+  return *reinterpret_cast<const __nv_bfloat162*>(&pair);
+}
+
 // e2m1 code (4 bits) -> float: bits 1-2 exponent, bit 0 mantissa, bit 3 sign.
 __device__ __forceinline__ float E2M1ToFloat(uint32_t c) {
   const uint32_t e = (c >> 1) & 3, m = c & 1;
@@ -121,10 +128,7 @@ struct QuantTile {
     for (int j = 0; j < 2; ++j) {
       const int r = c0 + 8 * j + (lane >> 2);
       const uint8_t* row = s + r * kRowBytes + ks * 8 + (lane & 3);
-      const uint32_t e = s[kRawBytes + r * 2 + (ks >> 1)];
-      const uint32_t bits = e ? (e << 7) : 0x0040u;
-      const uint32_t pair = bits | (bits << 16);
-      const __nv_bfloat162 sc = *reinterpret_cast<const __nv_bfloat162*>(&pair);
+      const __nv_bfloat162 sc = E8M0ToBf16x2(s[kRawBytes + r * 2 + (ks >> 1)]);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const uint32_t v = lut[row[4 * h]];
@@ -149,10 +153,7 @@ struct QuantTile {
       if constexpr (F == WeightFmt::kFp8) {
         fsc = *reinterpret_cast<const float*>(s + kRawBytes);
       } else {
-        const uint32_t e = s[kRawBytes + r * 2 + ch];  // E8M0 -> bf16: the same exponent bits
-        const uint32_t bits = e ? (e << 7) : 0x0040u;  // 2^-127 is a bf16 subnormal
-        const uint32_t pair = bits | (bits << 16);
-        sc = *reinterpret_cast<const __nv_bfloat162*>(&pair);
+        sc = E8M0ToBf16x2(s[kRawBytes + r * 2 + ch]);
       }
 #pragma unroll
       for (int j = 0; j < kVals / 2; ++j) {

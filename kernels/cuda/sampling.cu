@@ -87,12 +87,33 @@ __device__ uint32_t SelectKey(int vocab, const Row& r, float target, Weight weig
   return prefix;
 }
 
+// The block's largest (value, id) pair, lower id on ties: every thread
+// passes its own best and gets the block's. Two __syncthreads().
+__device__ void BlockArgmax(float* bv, int* bi, float* red_v, int* red_i) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float v = *bv;
+  int i = *bi;
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, i, o);
+    if (ov > v || (ov == v && oi < i)) v = ov, i = oi;
+  }
+  __syncthreads();
+  if (lane == 0) red_v[warp] = v, red_i[warp] = i;
+  __syncthreads();
+  v = red_v[0];
+  i = red_i[0];
+  for (int w = 1; w < kThreads / 32; ++w)
+    if (red_v[w] > v || (red_v[w] == v && red_i[w] < i)) v = red_v[w], i = red_i[w];
+  *bv = v;
+  *bi = i;
+}
+
 // The host sampler's log-probabilities of row `l` (raw logits, every id):
 // the chosen id's, and the `n` most likely (ties: lower id first) by n
 // block argmax passes. Every thread of the block calls it.
 __device__ void WriteLogprobs(const float* l, int V, int chosen, int n, float* red_v, int* red_i,
                               int* picked, SampleLogprobs* out) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float m = -INFINITY;
   for (int i = threadIdx.x; i < V; i += kThreads) m = fmaxf(m, l[i]);
   m = BlockMax(m, red_v);
@@ -111,18 +132,8 @@ __device__ void WriteLogprobs(const float* l, int V, int chosen, int n, float* r
       const float v = l[i];
       if (!taken && (v > bv || (v == bv && i < bi))) bv = v, bi = i;
     }
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
-    }
-    __syncthreads();
-    if (lane == 0) red_v[warp] = bv, red_i[warp] = bi;
-    __syncthreads();
+    BlockArgmax(&bv, &bi, red_v, red_i);
     if (threadIdx.x == 0) {
-      bv = red_v[0], bi = red_i[0];
-      for (int w = 1; w < kThreads / 32; ++w)
-        if (red_v[w] > bv || (red_v[w] == bv && red_i[w] < bi)) bv = red_v[w], bi = red_i[w];
       picked[j] = bi;
       out->ids[j] = bi;
       out->values[j] = bv - log_z;
@@ -150,7 +161,6 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
   r.l = p.logits + int64_t{blockIdx.x} * p.vocab;
   r.prm = p.params[blockIdx.x];
   const int V = p.vocab;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 
   // Argmax over the allowed ids (lowest id on ties); all banned: the raw argmax.
   auto argmax = [&](bool skip_banned, float* out_max) {
@@ -161,18 +171,7 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
       const float v = r.l[i];
       if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
     }
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
-    }
-    __syncthreads();
-    if (lane == 0) red_v[warp] = bv, red_i[warp] = bi;
-    __syncthreads();
-    bv = red_v[0];
-    bi = red_i[0];
-    for (int w = 1; w < kThreads / 32; ++w)
-      if (red_v[w] > bv || (red_v[w] == bv && red_i[w] < bi)) bv = red_v[w], bi = red_i[w];
+    BlockArgmax(&bv, &bi, red_v, red_i);
     *out_max = bv;
     return bi;
   };

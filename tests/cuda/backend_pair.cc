@@ -55,6 +55,17 @@ std::vector<float> RandomBf16(int64_t n, float std, float mean) {
   return v;
 }
 
+std::vector<int32_t> RandomRouting(int tokens, int experts, int k) {
+  std::vector<int32_t> idx(int64_t{tokens} * k);
+  std::vector<int32_t> perm(experts);
+  for (int t = 0; t < tokens; ++t) {
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), Rng());
+    std::copy(perm.begin(), perm.begin() + k, idx.begin() + int64_t{t} * k);
+  }
+  return idx;
+}
+
 std::vector<float> RandomUniformBf16(int64_t n, float lo, float hi) {
   std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> v(n);

@@ -27,6 +27,8 @@ void ReseedRng(const std::string& name);
 // n values ~ N(mean, std), rounded to bf16.
 std::vector<float> RandomBf16(int64_t n, float std, float mean = 0.0f);
 std::vector<float> RandomUniformBf16(int64_t n, float lo, float hi);
+// Routing for `tokens` tokens: k distinct experts of `experts` each, [tokens, k].
+std::vector<int32_t> RandomRouting(int tokens, int experts, int k);
 
 enum class Kind { kAct, kF32, kI32, kMatrix };
 

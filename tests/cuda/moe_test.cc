@@ -67,13 +67,7 @@ TEST_CASE("MoeExperts", "[cuda]") {
         Make(Kind::kMatrix, RandomBf16(int64_t{c.E} * c.D * c.F, 1.0f / std::sqrt(float(c.F))),
              {c.E, c.D, c.F});
     auto x = Make(Kind::kAct, RandomBf16(int64_t{c.T} * c.D, 1.0f), {c.T, c.D});
-    std::vector<int32_t> idx(int64_t{c.T} * c.k);
-    for (int t = 0; t < c.T; ++t) {
-      std::vector<int32_t> perm(c.E);
-      std::iota(perm.begin(), perm.end(), 0);
-      std::shuffle(perm.begin(), perm.end(), Rng());
-      std::copy(perm.begin(), perm.begin() + c.k, idx.begin() + int64_t{t} * c.k);
-    }
+    const std::vector<int32_t> idx = RandomRouting(c.T, c.E, c.k);
     auto im = MakeI32(idx, {c.T, c.k});
     auto wm = Make(Kind::kF32, RandomUniformBf16(int64_t{c.T} * c.k, 0.1f, 1.0f), {c.T, c.k});
     auto out = MakeOut(Kind::kAct, {c.T, c.D});

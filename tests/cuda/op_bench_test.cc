@@ -220,17 +220,9 @@ TEST_CASE("OpBenchMoe", "[.bench][moe]") {
     // Routed experts: 32 experts, top 6.
     {
       auto x = G(DType::kBF16, {B, D});
-      std::vector<int32_t> idx(B * 6);
+      const std::vector<int32_t> idx = RandomRouting(B, E, 6);
       std::vector<bool> used(E, false);
-      for (int t = 0; t < B; ++t) {
-        std::vector<int32_t> perm(E);
-        std::iota(perm.begin(), perm.end(), 0);
-        std::shuffle(perm.begin(), perm.end(), Rng());
-        for (int k = 0; k < 6; ++k) {
-          idx[t * 6 + k] = perm[k];
-          used[perm[k]] = true;
-        }
-      }
+      for (int32_t e : idx) used[e] = true;
       const int distinct = static_cast<int>(std::count(used.begin(), used.end(), true));
       auto im = GI(idx, {B, 6});
       auto wm = G(DType::kF32, {B, 6});
@@ -305,14 +297,9 @@ TEST_CASE("OpBenchQuant", "[.bench][quant]") {
   auto w2 = GQ(WeightFormat::kFp4, E, D, F);
   for (int B : {1, 8, 64}) {
     auto x = G(DType::kBF16, {B, D});
-    std::vector<int32_t> idx(B * 6);
+    const std::vector<int32_t> idx = RandomRouting(B, E, 6);
     std::vector<bool> used(E, false);
-    for (int t = 0; t < B; ++t) {
-      std::vector<int32_t> perm(E);
-      std::iota(perm.begin(), perm.end(), 0);
-      std::shuffle(perm.begin(), perm.end(), Rng());
-      for (int k = 0; k < 6; ++k) used[idx[t * 6 + k] = perm[k]] = true;
-    }
+    for (int32_t e : idx) used[e] = true;
     const int distinct = static_cast<int>(std::count(used.begin(), used.end(), true));
     auto im = GI(idx, {B, 6});
     auto wm = G(DType::kF32, {B, 6});
