@@ -26,7 +26,6 @@ bool MoeExpertPairs(const MoeExpertPairsParams& p, void* workspace) {
   float* xe = static_cast<float*>(workspace);
   float* a = xe + max_rows * p.dim;
   float* b = a + max_rows * p.ffn;
-  const int64_t elem = p.w_type == WeightType::kBF16 ? 2 : 4;
   int64_t total = 0;
   for (int le = 0; le < p.local_experts; ++le) {
     const int32_t expert = p.first_expert + le;
@@ -44,19 +43,9 @@ bool MoeExpertPairs(const MoeExpertPairsParams& p, void* workspace) {
       }
     }
     if (n == 0) continue;
-    ExpertFfn f;
-    f.w1 = static_cast<const char*>(p.w1) + le * p.ffn * p.dim * elem;
-    f.w3 = static_cast<const char*>(p.w3) + le * p.ffn * p.dim * elem;
-    f.w2 = static_cast<const char*>(p.w2) + le * p.dim * p.ffn * elem;
-    f.w_type = p.w_type;
-    f.dim = p.dim;
-    f.ffn = p.ffn;
-    f.limit = p.limit;
-    f.quantize_inputs = p.quantize_inputs;
-    f.pow2_scales = p.pow2_scales;
     // The down projection lands in the caller's buffer (the combine send
     // buffer): no staging copy between the GEMM and the exchange.
-    RunExpertFfn(f, n, xe, a, b, p.out + total * p.dim);
+    RunExpertFfn(ExpertFfnOf(p, le), n, xe, a, b, p.out + total * p.dim);
     total += n;
   }
   p.pair_count[0] = static_cast<int32_t>(total);

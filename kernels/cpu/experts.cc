@@ -55,7 +55,6 @@ bool MoeExperts(const MoeExpertsParams& p, void* workspace) {
   int32_t* rows = reinterpret_cast<int32_t*>(ye + p.tokens * p.dim);
   float* row_w = reinterpret_cast<float*>(rows + p.tokens);
   std::fill(p.out, p.out + p.tokens * p.dim, 0.0f);
-  const int64_t elem = p.w_type == WeightType::kBF16 ? 2 : 4;
   for (int e = 0; e < p.experts; ++e) {
     int64_t n = 0;
     // One row per token: a token that lists e more than once (a hash table
@@ -75,17 +74,7 @@ bool MoeExperts(const MoeExpertsParams& p, void* workspace) {
       ++n;
     }
     if (n == 0) continue;
-    ExpertFfn f;
-    f.w1 = static_cast<const char*>(p.w1) + e * p.ffn * p.dim * elem;
-    f.w3 = static_cast<const char*>(p.w3) + e * p.ffn * p.dim * elem;
-    f.w2 = static_cast<const char*>(p.w2) + e * p.dim * p.ffn * elem;
-    f.w_type = p.w_type;
-    f.dim = p.dim;
-    f.ffn = p.ffn;
-    f.limit = p.limit;
-    f.quantize_inputs = p.quantize_inputs;
-    f.pow2_scales = p.pow2_scales;
-    RunExpertFfn(f, n, xe, a, b, ye);
+    RunExpertFfn(ExpertFfnOf(p, e), n, xe, a, b, ye);
     for (int64_t r = 0; r < n; ++r) {
       float* o = p.out + static_cast<int64_t>(rows[r]) * p.dim;
       const float* y = ye + r * p.dim;

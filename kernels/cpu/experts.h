@@ -41,6 +41,23 @@ struct ExpertFfn {
   bool pow2_scales = false;
 };
 void RunExpertFfn(const ExpertFfn& f, int64_t rows, float* x, float* a, float* b, float* y);
+// Expert `e` of a stack described by params with w1/w3/w2, w_type, dim, ffn,
+// limit, quantize_inputs and pow2_scales (MoeExpertsParams, MoeExpertPairsParams).
+template <typename P>
+ExpertFfn ExpertFfnOf(const P& p, int64_t e) {
+  const int64_t elem = p.w_type == WeightType::kBF16 ? 2 : 4;
+  ExpertFfn f;
+  f.w1 = static_cast<const char*>(p.w1) + e * p.ffn * p.dim * elem;
+  f.w3 = static_cast<const char*>(p.w3) + e * p.ffn * p.dim * elem;
+  f.w2 = static_cast<const char*>(p.w2) + e * p.dim * p.ffn * elem;
+  f.w_type = p.w_type;
+  f.dim = p.dim;
+  f.ffn = p.ffn;
+  f.limit = p.limit;
+  f.quantize_inputs = p.quantize_inputs;
+  f.pow2_scales = p.pow2_scales;
+  return f;
+}
 
 // Workspace bytes for `tokens` rows.
 int64_t MoeExpertsWorkspaceBytes(int64_t tokens, int64_t dim, int64_t ffn);
