@@ -127,6 +127,21 @@ int Usage(const char* why) {
   return 2;
 }
 
+// Prefills `slot` (acquired) with ids[0, len) in chunks of `chunk` tokens,
+// the last chunk's logits returned to the host as a request's first token would.
+absl::Status Prefill(Engine& engine, int slot, const int32_t* ids, int len, int chunk) {
+  for (int begin = 0; begin < len; begin += chunk) {
+    const int n = std::min(chunk, len - begin);
+    StepPlan plan;
+    plan.token_ids = ids + begin;
+    plan.num_tokens = n;
+    plan.seqs.push_back(SeqChunk(slot, begin, 0, n, begin + n == len));
+    std::vector<float> logits;
+    RETURN_IF_ERROR(engine.Step(plan, &logits));
+  }
+  return absl::OkStatus();
+}
+
 struct BenchArgs {
   std::string model_dir, device = "cuda";
   std::vector<int> batches = {1, 8, 64};
@@ -207,15 +222,7 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
     for (int run = 0; run < 2; ++run) {
       RETURN_IF_ERROR(engine->AcquireSlot(0, L + 1));
       const auto w0 = std::chrono::steady_clock::now();
-      for (int begin = 0; begin < L; begin += chunk) {
-        const int len = std::min(chunk, L - begin);
-        StepPlan plan;
-        plan.token_ids = ids.data() + begin;
-        plan.num_tokens = len;
-        plan.seqs.push_back(SeqChunk(0, begin, 0, len, begin + len == L));
-        std::vector<float> logits;
-        RETURN_IF_ERROR(engine->Step(plan, &logits));
-      }
+      RETURN_IF_ERROR(Prefill(*engine, 0, ids.data(), L, chunk));
       ms[run] =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - w0).count();
       engine->ReleaseSlot(0);
@@ -235,15 +242,7 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
   for (int B : batches) {
     for (int s = 0; s < B; ++s) {
       RETURN_IF_ERROR(engine->AcquireSlot(s, decode_tokens));
-      for (int begin = 0; begin < context; begin += chunk) {
-        const int len = std::min(chunk, context - begin);
-        StepPlan plan;
-        plan.token_ids = prompt.data() + begin;
-        plan.num_tokens = len;
-        plan.seqs.push_back(SeqChunk{s, begin, 0, len, begin + len == context});
-        std::vector<float> unused;
-        RETURN_IF_ERROR(engine->Step(plan, &unused));
-      }
+      RETURN_IF_ERROR(Prefill(*engine, s, prompt.data(), context, chunk));
     }
     std::vector<int32_t> ids(B);
     sampling::SamplingParams greedy;
@@ -374,15 +373,7 @@ absl::Status BenchRanks(const BenchArgs& args, const std::string& devices,
     if (B > options.num_slots) return absl::InvalidArgumentError("batch exceeds the slots");
     for (int s = 0; s < B; ++s) {
       RETURN_IF_ERROR(engine->AcquireSlot(s, options.context_limit));
-      for (int begin = 0; begin < context; begin += chunk) {
-        const int len = std::min(chunk, context - begin);
-        StepPlan plan;
-        plan.token_ids = prompt.data() + begin;
-        plan.num_tokens = len;
-        plan.seqs.push_back(SeqChunk{s, begin, 0, len, begin + len == context});
-        std::vector<float> unused;
-        RETURN_IF_ERROR(engine->Step(plan, &unused));
-      }
+      RETURN_IF_ERROR(Prefill(*engine, s, prompt.data(), context, chunk));
     }
     std::vector<int32_t> ids(B);
     std::vector<double> wall_ms;
