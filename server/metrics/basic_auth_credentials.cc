@@ -4,33 +4,24 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
+#include <algorithm>
+#include <array>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "engine/common/status_macros.h"
+#include "server/config/name_hash_file.h"
 
 namespace moegraph::metrics {
 namespace {
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;  // uppercase is refused too: one spelling per hash, as sha256sum prints it
-}
+int HexValue(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
 
-// 64 lowercase hex digits into 32 bytes; false for anything else.
-bool ParseSha256Hex(absl::string_view hex, std::array<uint8_t, 32>* out) {
-  if (hex.size() != 64) return false;
-  for (size_t i = 0; i < 32; ++i) {
-    const int hi = HexValue(hex[2 * i]);
-    const int lo = HexValue(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    (*out)[i] = static_cast<uint8_t>(hi << 4 | lo);
-  }
-  return true;
+// 64 lowercase hex digits (ReadNameHashFile checked them) into 32 bytes.
+std::array<uint8_t, 32> DigestOfHex(const std::string& hex) {
+  std::array<uint8_t, 32> out{};
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = static_cast<uint8_t>(HexValue(hex[2 * i]) << 4 | HexValue(hex[2 * i + 1]));
+  return out;
 }
 
 }  // namespace
@@ -44,48 +35,25 @@ BasicAuthCredentials::Digest BasicAuthCredentials::Sha256(const std::string& dat
 
 absl::StatusOr<std::unique_ptr<BasicAuthCredentials>> BasicAuthCredentials::Load(
     const std::string& path, const std::string& field) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": cannot open ", path, ": ", std::strerror(errno)));
-  }
+  ASSIGN_OR_RETURN(std::vector<NameHashLine> users,
+                   ReadNameHashFile(path, field, {"USER", "password", "users"}));
   auto credentials = std::unique_ptr<BasicAuthCredentials>(new BasicAuthCredentials());
   std::vector<std::string> names;
-  std::string line;
-  for (int n = 1; std::getline(in, line); ++n) {
-    const std::string uncommented = line.substr(0, line.find('#'));
-    const absl::string_view text = absl::StripAsciiWhitespace(uncommented);
-    if (text.empty()) continue;
-    const std::vector<absl::string_view> parts =
-        absl::StrSplit(text, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-    Entry entry;
-    if (parts.size() != 2 || !ParseSha256Hex(parts[1], &entry.password)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": ", path, " line ", n,
-          ": expected \"USER SHA256\" (the password's SHA-256 as 64 lowercase hex digits)"));
-    }
+  for (const NameHashLine& user : users) {
     // RFC 7617: the user name ends at the first colon of the credentials.
-    if (parts[0].find(':') != absl::string_view::npos) {
+    if (user.name.find(':') != std::string::npos) {
       return absl::InvalidArgumentError(
-          absl::StrCat(field, ": ", path, " line ", n, ": a user name cannot hold ':'"));
+          absl::StrCat(field, ": ", path, " line ", user.line, ": a user name cannot hold ':'"));
     }
-    const std::string name(parts[0]);
-    for (const std::string& seen : names) {
-      if (seen == name) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, ": ", path, " line ", n, ": user \"", name, "\" given twice"));
-      }
+    if (std::find(names.begin(), names.end(), user.name) != names.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", path, " line ", user.line,
+                                                     ": user \"", user.name, "\" given twice"));
     }
-    names.push_back(name);
-    entry.user = Sha256(name);
+    names.push_back(user.name);
+    Entry entry;
+    entry.user = Sha256(user.name);
+    entry.password = DigestOfHex(user.sha256_hex);
     credentials->entries_.push_back(entry);
-  }
-  if (in.bad()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": cannot read ", path, ": ", std::strerror(errno)));
-  }
-  if (credentials->entries_.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": ", path, " holds no users"));
   }
   return credentials;
 }

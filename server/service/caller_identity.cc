@@ -2,30 +2,20 @@
 
 #include <openssl/evp.h>
 
-#include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "engine/common/status_macros.h"
 #include "grpc/grpc_security_constants.h"
 #include "grpcpp/security/auth_context.h"
+#include "server/config/name_hash_file.h"
 
 namespace moegraph {
 namespace {
 
 constexpr char kBearer[] = "Bearer ";
-
-bool IsSha256Hex(absl::string_view s) {
-  if (s.size() != 64) return false;
-  for (const char c : s) {
-    if (!absl::ascii_isxdigit(c) || absl::ascii_isupper(c)) return false;
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -46,31 +36,13 @@ absl::StatusOr<std::unique_ptr<CallerIdentity>> CallerIdentity::Create(
     const std::string& api_keys_file) {
   auto identity = std::unique_ptr<CallerIdentity>(new CallerIdentity());
   if (api_keys_file.empty()) return identity;
-  std::ifstream in(api_keys_file);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("api_keys_file: cannot open ", api_keys_file, ": ", std::strerror(errno)));
-  }
-  std::string line;
-  for (int n = 1; std::getline(in, line); ++n) {
-    const std::string uncommented = line.substr(0, line.find('#'));
-    const absl::string_view text = absl::StripAsciiWhitespace(uncommented);
-    if (text.empty()) continue;
-    const std::vector<absl::string_view> parts =
-        absl::StrSplit(text, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-    if (parts.size() != 2 || !IsSha256Hex(parts[1])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "api_keys_file: ", api_keys_file, " line ", n,
-          ": expected \"NAME SHA256\" (the key's SHA-256 as 64 lowercase hex digits)"));
+  ASSIGN_OR_RETURN(std::vector<NameHashLine> keys,
+                   ReadNameHashFile(api_keys_file, "api_keys_file", {"NAME", "key", "keys"}));
+  for (NameHashLine& key : keys) {
+    if (!identity->key_names_.emplace(std::move(key.sha256_hex), std::move(key.name)).second) {
+      return absl::InvalidArgumentError(absl::StrCat("api_keys_file: ", api_keys_file, " line ",
+                                                     key.line, ": the same key twice"));
     }
-    if (!identity->key_names_.emplace(std::string(parts[1]), std::string(parts[0])).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("api_keys_file: ", api_keys_file, " line ", n, ": the same key twice"));
-    }
-  }
-  if (identity->key_names_.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("api_keys_file: ", api_keys_file, " holds no keys"));
   }
   return identity;
 }
