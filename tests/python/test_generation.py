@@ -208,6 +208,25 @@ class GenerationTest(unittest.TestCase):
         self.assertEqual(kept, text[:text.index(stop)] + stop)
 
 
+def assert_golden_staggered(test, stub, names):
+    """Generates the golden prompts `names` concurrently, each started 2 ms
+    after the previous one (later prompts join running decodes), and checks
+    every output is the golden greedy decode."""
+    out = {}
+
+    def run(i, name):
+        out[i] = collect(stub.Generate(golden_request(name), timeout=120))
+
+    threads = [threading.Thread(target=run, args=(i, n)) for i, n in enumerate(names)]
+    for t in threads:
+        t.start()
+        time.sleep(0.002)
+    for t in threads:
+        t.join()
+    for i, name in enumerate(names):
+        test.assertEqual(out[i][0], GOLDEN[name]["decode_ids"], (i, name))
+
+
 class ChunkedPrefillTest(unittest.TestCase):
     """A 16-token step budget: prompt a (45 tokens) prefills in chunks, in the
     same steps as the decodes of the others; greedy outputs stay golden."""
@@ -216,21 +235,7 @@ class ChunkedPrefillTest(unittest.TestCase):
         daemon = Daemon(flags=["--slots=4", "--max_step_tokens=16"])
         daemon.start(timeout=300)
         try:
-            stub = daemon.generation()
-            out = {}
-            names = ["b", "a", "b", "a", "a", "b"]
-
-            def run(i, name):
-                out[i] = collect(stub.Generate(golden_request(name), timeout=120))
-
-            threads = [threading.Thread(target=run, args=(i, n)) for i, n in enumerate(names)]
-            for t in threads:
-                t.start()
-                time.sleep(0.002)  # staggered: later prompts join running decodes
-            for t in threads:
-                t.join()
-            for i, name in enumerate(names):
-                self.assertEqual(out[i][0], GOLDEN[name]["decode_ids"], (i, name))
+            assert_golden_staggered(self, daemon.generation(), ["b", "a", "b", "a", "a", "b"])
         finally:
             self.assertEqual(daemon.stop(), 0)
 
@@ -244,20 +249,7 @@ class ChunkedPrefillTest(unittest.TestCase):
             info = stub.GetModelInfo(pb.GetModelInfoRequest())
             self.assertEqual(list(info.devices), ["cpu:0", "cpu:1", "cpu:2"])
             self.assertIn("8 routed experts split 2/3/3", info.layout)
-            out = {}
-            names = ["a", "b", "a", "b", "b"]
-
-            def run(i, name):
-                out[i] = collect(stub.Generate(golden_request(name), timeout=120))
-
-            threads = [threading.Thread(target=run, args=(i, n)) for i, n in enumerate(names)]
-            for t in threads:
-                t.start()
-                time.sleep(0.003)
-            for t in threads:
-                t.join()
-            for i, name in enumerate(names):
-                self.assertEqual(out[i][0], GOLDEN[name]["decode_ids"], (i, name))
+            assert_golden_staggered(self, stub, ["a", "b", "a", "b", "b"])
         finally:
             self.assertEqual(daemon.stop(), 0)
 
