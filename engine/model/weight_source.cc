@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/common/bf16.h"
+#include "engine/common/splitmix.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/weight_loader.h"
 #include "kernels/cpu/quant.h"
@@ -62,13 +63,6 @@ class Checkpoint final : public WeightSource {
   const ModelConfig& c_;
 };
 
-uint64_t Mix(uint64_t x) {  // splitmix64's finalizer
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 // fn(i) for i in [0, n), over the machine's cores (a V4-Flash layer is ~3 GB).
 template <typename Fn>
 void ParallelFor(int64_t n, Fn fn) {
@@ -113,7 +107,7 @@ class Random final : public WeightSource {
         auto* v = static_cast<int32_t*>(Take(t.bytes(), &t));
         const int64_t E = c_.n_routed_experts;
         ParallelFor(spec.shape[0], [&](int64_t tok) {
-          const int64_t first = static_cast<int64_t>(Mix(key + tok) % E);
+          const int64_t first = static_cast<int64_t>(SplitMix64(key + tok) % E);
           for (int64_t j = 0; j < cols; ++j)
             v[tok * cols + j] = static_cast<int32_t>((first + j) % E);
         });
@@ -200,17 +194,17 @@ class Random final : public WeightSource {
   uint64_t Key(const TensorSpec& spec) const {
     uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
     for (char ch : spec.names.front()) h = (h ^ static_cast<uint8_t>(ch)) * 0x100000001b3ull;
-    return Mix(seed_ ^ Mix(h));
+    return SplitMix64(seed_ ^ SplitMix64(h));
   }
   // Uniform in [-1, 1) from element i's hash.
   static float Uniform(uint64_t key, int64_t i) {
-    return static_cast<float>(static_cast<int32_t>(Mix(key + i) >> 32)) * 0x1p-31f;
+    return static_cast<float>(static_cast<int32_t>(SplitMix64(key + i) >> 32)) * 0x1p-31f;
   }
   void FillBytes(uint64_t key, Tensor* t, uint8_t mask) {
     auto* bytes = static_cast<uint8_t*>(Take(t->bytes(), t));
     const int64_t n = static_cast<int64_t>(t->bytes());
     ParallelFor((n + 7) / 8, [&](int64_t w) {
-      uint64_t r = Mix(key + w);
+      uint64_t r = SplitMix64(key + w);
       for (int64_t i = w * 8; i < std::min(n, w * 8 + 8); ++i, r >>= 8) bytes[i] = (r & mask);
     });
   }

@@ -11,18 +11,12 @@
 #include <numeric>
 
 #include "absl/strings/str_format.h"
+#include "engine/common/splitmix.h"
 
 namespace moegraph::sampling {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // Most likely first; equal logits by ascending id, so the order is total.
 struct ByLogitDesc {

@@ -5,18 +5,9 @@
 #include <thread>
 
 #include "absl/strings/str_format.h"
+#include "engine/common/splitmix.h"
 
 namespace moegraph {
-namespace {
-
-uint64_t Mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 FakeEngine::FakeEngine(const FakeEngineOptions& options)
     : options_(options), slots_(static_cast<size_t>(options.num_slots)) {
@@ -35,9 +26,9 @@ FakeEngine::FakeEngine(const FakeEngineOptions& options)
 void FakeEngine::LogitsFor(const std::vector<int32_t>& history, int vocab_size,
                            const std::vector<int>& eos_token_ids, float* out) {
   uint64_t h = 0x12345678ull;
-  for (int32_t t : history) h = Mix(h ^ static_cast<uint32_t>(t));
+  for (int32_t t : history) h = SplitMix64(h ^ static_cast<uint32_t>(t));
   for (int i = 0; i < vocab_size; ++i) {
-    const uint64_t bits = Mix(h + static_cast<uint64_t>(i));
+    const uint64_t bits = SplitMix64(h + static_cast<uint64_t>(i));
     out[i] = static_cast<float>(static_cast<double>(bits >> 11) * 0x1.0p-53 * 8.0 - 4.0);
   }
   // Keep EOS unlikely so that generations run to max_tokens unless a test
