@@ -622,6 +622,10 @@ TEST_CASE("scheduler: a backlogged sink pauses its sequence, which resumes on Wa
 
 TEST_CASE("scheduler: a sequence stalled past the timeout ends, naming the limits", "[scheduler]") {
   FakeEngineOptions eo;
+  // Steps of 2 ms: the 1000 tokens take 2 s, so the sink is backlogged long
+  // before they could all be generated (without a step time they were, in
+  // 4.6 ms on a loaded CI machine, and the request finished by length).
+  eo.step_seconds = 0.002;
   FakeEngine engine(eo);
   SchedulerOptions options;
   options.stall_timeout_seconds = 0.2;
