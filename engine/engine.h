@@ -98,6 +98,10 @@ struct SeqChunk {
   const sampling::SamplingParams* sampling = nullptr;
   uint64_t sample_index = 0;
   std::span<const int32_t> banned;
+  // Pipelined steps only (Engine::pipelines()): a one-token chunk whose token
+  // is the id the engine sampled for this slot in the step launched just
+  // before, which the host may not have yet; token_ids holds 0 in its place.
+  bool token_from_last_sample = false;
 };
 
 // What StepAndSample returns: either the sampled ids (the engine sampled on
@@ -114,7 +118,7 @@ struct StepResult {
 
 struct StepPlan {
   // Host memory owned by the caller (from Engine::AllocateHostTokens); read
-  // during Step only.
+  // during Step (or Launch) only.
   const int32_t* token_ids = nullptr;
   int num_tokens = 0;
   std::vector<SeqChunk> seqs;
@@ -172,6 +176,26 @@ class Engine {
     result->samples.clear();
     result->logits.clear();
     return Step(plan, &result->logits);
+  }
+
+  // Whether StepAndSample samples this want_logits chunk on the device (then
+  // its id comes back in StepResult::ids, not as logits). Default: never.
+  virtual bool SamplesOnDevice(const SeqChunk& /*chunk*/) const { return false; }
+
+  // Pipelined steps (docs/decode-step.md): Launch enqueues a step and returns
+  // before its results reach the host; Collect waits for the oldest launched
+  // step and returns what StepAndSample would have. At most two steps are
+  // launched and not yet collected. A chunk of the second may take
+  // token_from_last_sample when every want_logits chunk of the first was
+  // sampled on the device; slots stay acquired until every step naming them
+  // is collected. Engines that cannot run ahead return false (the default)
+  // and never see Launch or Collect.
+  virtual bool pipelines() const { return false; }
+  virtual absl::Status Launch(const StepPlan& /*plan*/) {
+    return absl::UnimplementedError("this engine does not pipeline steps");
+  }
+  virtual absl::Status Collect(StepResult* /*result*/) {
+    return absl::UnimplementedError("this engine does not pipeline steps");
   }
 
   // What the last step ran as, for metrics: "eager", "piecewise" or "full"

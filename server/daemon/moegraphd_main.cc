@@ -46,6 +46,8 @@ constexpr const char* kUsage =
     "  --config FILE        YAML configuration (config/moegraphd.yaml)\n"
     "  --fake-engine        serve a deterministic stand-in model (testing; no weights)\n"
     "  --fake-step-ms N     with --fake-engine: pretend each step takes N ms\n"
+    "  --fake-pipelined     with --fake-engine: sample on its \"device\" and pipeline steps\n"
+    "                       as a GPU engine does (step N+1 launched before N's ids are back)\n"
     "  --fake-load-ms N     with --fake-engine: pretend loading takes N ms\n"
     "  --help               this text\n"
     "\n";
@@ -53,6 +55,7 @@ constexpr const char* kUsage =
 struct DaemonFlags {
   std::string config_path;
   bool fake_engine = false;
+  bool fake_pipelined = false;
   double fake_step_ms = 0;
   double fake_load_ms = 0;
   std::vector<std::string> config_flags;  // for ApplyServerFlags
@@ -82,6 +85,10 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, char** argv) {
     }
     if (arg == "--fake-engine" || arg == "--fake_engine") {
       flags.fake_engine = true;
+      continue;
+    }
+    if (arg == "--fake-pipelined" || arg == "--fake_pipelined") {
+      flags.fake_pipelined = true;
       continue;
     }
     absl::StatusOr<bool> got = value_of("--config", &flags.config_path);
@@ -224,6 +231,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     fake.state_pool_tokens = config.state_pool_tokens;
     fake.step_seconds = flags.fake_step_ms / 1e3;
     fake.record_steps = false;
+    fake.device_sampling = fake.pipelined = flags.fake_pipelined;
     engine = std::make_unique<FakeEngine>(fake);
   } else {
     EngineOptions options;

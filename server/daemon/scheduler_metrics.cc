@@ -29,6 +29,8 @@ void SchedulerMetrics::OnStep(const StepStats& s) {
   m_.engine_step_seconds->Increment(s.engine_seconds);
   m_.scheduler_overhead_seconds->Increment(std::max(0.0, s.step_seconds - s.engine_seconds));
   m_.steps->Increment();
+  if (s.launched_ahead) m_.steps_ahead->Increment();
+  m_.dropped_tokens->Increment(s.dropped_tokens);
   m_.prefill_tokens->Increment(s.prefill_tokens);
   m_.decode_tokens->Increment(s.decode_tokens);
 }

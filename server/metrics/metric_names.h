@@ -86,6 +86,15 @@ inline constexpr char kSchedulerOverheadSecondsHelp[] =
     "Scheduler step time outside the engine (planning, sampling, detokenizing, handing tokens "
     "to the streams).";
 
+inline constexpr char kStepsAheadTotal[] = "moegraph_steps_launched_ahead_total";
+inline constexpr char kStepsAheadHelp[] =
+    "Steps launched before the previous step's sampled ids reached the host (pipelined "
+    "engines).";
+inline constexpr char kDroppedTokensTotal[] = "moegraph_dropped_tokens_total";
+inline constexpr char kDroppedTokensHelp[] =
+    "Tokens computed by a step launched ahead for sequences that had ended by then "
+    "(at most one a stopped sequence), and dropped.";
+
 // Admission refusals by reason.
 inline constexpr char kRequestsRejectedTotal[] = "moegraph_requests_rejected_total";
 inline constexpr char kRequestsRejectedHelp[] = "Requests refused at admission, by reason.";

@@ -107,6 +107,8 @@ absl::StatusOr<ServerMetrics> RegisterServerMetrics(prometheus::Registry* r) {
     m.engine_step_seconds = AddCounter(r, kEngineStepSecondsTotal, kEngineStepSecondsHelp);
     m.scheduler_overhead_seconds =
         AddCounter(r, kSchedulerOverheadSecondsTotal, kSchedulerOverheadSecondsHelp);
+    m.steps_ahead = AddCounter(r, kStepsAheadTotal, kStepsAheadHelp);
+    m.dropped_tokens = AddCounter(r, kDroppedTokensTotal, kDroppedTokensHelp);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics: registering the families: ", e.what()));

@@ -60,6 +60,8 @@ struct ServerMetrics {
   prometheus::Counter* steps = nullptr;
   prometheus::Counter* engine_step_seconds = nullptr;
   prometheus::Counter* scheduler_overhead_seconds = nullptr;
+  prometheus::Counter* steps_ahead = nullptr;
+  prometheus::Counter* dropped_tokens = nullptr;
 
   // The step-time histogram of `mode` and `bucket` (created on first use,
   // with FineLatencyBuckets; later calls return the same child).

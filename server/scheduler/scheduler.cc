@@ -25,7 +25,9 @@ struct Scheduler::Sequence {
   SequenceOutput output;
   std::vector<int32_t> tokens;  // the prompt, then each generated token
   int prompt_len = 0;
-  int num_computed = 0;  // tokens the engine has seen (its state covers them)
+  int num_computed = 0;    // tokens given to the engine (launched steps included)
+  int awaiting = 0;        // launched samples not yet on the host (0-2)
+  int inflight_steps = 0;  // launched steps naming this sequence, not yet collected
   sampling::PenaltyHistory history;
   SteadyClock::time_point scheduled{};
   SteadyClock::time_point first_token{};
@@ -234,9 +236,9 @@ void Scheduler::Run() {
       std::unique_lock<std::mutex> lock(mu_);
       work_cv_.wait(lock, [&] {
         return shutdown_ || abort_all_ || !aborts_.empty() || !running_.empty() ||
-               (!waiting_.empty() && !free_slots_.empty());
+               !inflight_.empty() || (!waiting_.empty() && !free_slots_.empty());
       });
-      if (shutdown_ && running_.empty() && waiting_.empty()) break;
+      if (shutdown_ && running_.empty() && inflight_.empty() && waiting_.empty()) break;
       abort_all = abort_all_ || shutdown_;
       aborts.clear();
       aborts.swap(aborts_);
@@ -274,10 +276,10 @@ void Scheduler::Run() {
           Finish(seq.get(), FinishReason::kAbort, FinishEvent{});
         }
       }
-      std::erase_if(running_, [](const auto& s) { return s->finished; });
+      RemoveFinished();
     }
     if (!running_.empty()) CheckBacklogs();
-    if (!running_.empty() && !RunStep()) {
+    if ((!running_.empty() || !inflight_.empty()) && !RunStep()) {
       // Every sequence waits for its client: sleep until a sink's backlog
       // clears (Wake), new work comes, or it is time to check for stalls.
       std::unique_lock<std::mutex> lock(mu_);
@@ -338,7 +340,7 @@ void Scheduler::CheckBacklogs() {
       ended = true;
     }
   }
-  if (ended) std::erase_if(running_, [](const auto& s) { return s->finished; });
+  if (ended) RemoveFinished();
 }
 
 void Scheduler::Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, int>>* admitted) {
@@ -347,7 +349,7 @@ void Scheduler::Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, 
     const int total = static_cast<int>(request->prompt.size()) + request->stop.max_tokens;
     absl::Status status = engine_->AcquireSlot(slot, total);
     if (!status.ok()) {
-      if (running_.empty()) {
+      if (running_.empty() && retiring_.empty()) {
         // Nothing else holds engine state: this request can never fit.
         {
           std::lock_guard<std::mutex> lock(mu_);
@@ -383,23 +385,53 @@ void Scheduler::Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, 
 }
 
 bool Scheduler::RunStep() {
+  if (!engine_->pipelines()) {
+    if (!LaunchNext(/*ahead=*/false)) return false;
+    CollectOldest();
+    return true;
+  }
+  // Run ahead: step N+1 goes out before step N's ids are on the host, when
+  // every id N samples stays on the device for N+1 to read.
+  bool progressed = false;
+  if (!inflight_.empty() && !inflight_.back().device_only) {
+    CollectOldest();
+    progressed = true;
+  }
+  const bool launched = LaunchNext(/*ahead=*/!inflight_.empty());
+  if (inflight_.size() > (launched ? 1u : 0u)) {
+    CollectOldest();
+    progressed = true;
+  }
+  return launched || progressed;
+}
+
+bool Scheduler::LaunchNext(bool ahead) {
   const auto step_start = SteadyClock::now();
   HostStepBuffers::Set& buf = buffers_->Next();
   plan_.seqs.clear();
   step_seqs_.clear();
   int n = 0;
   int budget = step_budget_;
+  bool device_only = true;
   auto add_chunk = [&](Sequence* seq, int len, bool want_logits) {
     const int start = seq->num_computed;
-    for (int i = 0; i < len; ++i) {
-      buf.token_ids[n + i] = seq->tokens[start + i];
-    }
     SeqChunk chunk{seq->slot, start, n, len, want_logits};
-    if (want_logits) {
-      chunk.sampling = &seq->request->sampling;
-      chunk.sample_index = static_cast<uint64_t>(seq->output.num_tokens());
-      chunk.banned = seq->output.banned_ids();
+    if (static_cast<int>(seq->tokens.size()) > start) {
+      for (int i = 0; i < len; ++i) buf.token_ids[n + i] = seq->tokens[start + i];
+    } else {
+      buf.token_ids[n] = 0;  // the previous step's sample, on the device
+      chunk.token_from_last_sample = true;
     }
+    if (want_logits) {
+      const int index = seq->output.num_tokens() + seq->awaiting;
+      chunk.sampling = &seq->request->sampling;
+      chunk.sample_index = static_cast<uint64_t>(index);
+      chunk.banned = seq->output.banned_ids_at(index);
+      device_only = device_only && engine_->SamplesOnDevice(chunk);
+      ++seq->awaiting;
+    }
+    seq->num_computed += len;
+    ++seq->inflight_steps;
     plan_.seqs.push_back(chunk);
     step_seqs_.push_back(seq);
     n += len;
@@ -407,14 +439,17 @@ bool Scheduler::RunStep() {
   };
   int decode_tokens = 0;
   for (auto& seq : running_) {
-    if (seq->prefilled() && !seq->paused) {
-      add_chunk(seq.get(), 1, true);
-      ++decode_tokens;
-    }
+    if (!seq->prefilled() || seq->paused || seq->finished) continue;
+    // Its token still on its way to the host (not running ahead), or its
+    // pending sample is its last allowed one: nothing to compute yet.
+    if (seq->awaiting > 0 && !ahead) continue;
+    if (seq->output.num_tokens() + seq->awaiting >= seq->request->stop.max_tokens) continue;
+    add_chunk(seq.get(), 1, true);
+    ++decode_tokens;
   }
   for (auto& seq : running_) {
     if (budget == 0) break;
-    if (seq->prefilled()) continue;
+    if (seq->prefilled() || seq->finished) continue;
     if (seq->num_computed == 0) {
       seq->scheduled = step_start;
       const double queue_s = SecondsBetween(seq->request->arrival, step_start);
@@ -427,53 +462,89 @@ bool Scheduler::RunStep() {
   plan_.token_ids = buf.token_ids;
   plan_.num_tokens = n;
 
-  const auto engine_start = SteadyClock::now();
-  absl::Status status = engine_->StepAndSample(plan_, &result_);
+  InFlight& step = inflight_.emplace_back();
+  step.start = step_start;
+  step.buffers = &buf;
+  step.chunks = plan_.seqs;
+  step.seqs = step_seqs_;
+  step.num_tokens = n;
+  step.decode_tokens = decode_tokens;
+  step.device_only = device_only;
+  step.launched_ahead = inflight_.size() > 1;
+  step.engine_start = SteadyClock::now();
+  step.status =
+      engine_->pipelines() ? engine_->Launch(plan_) : engine_->StepAndSample(plan_, &step.result);
+  step.launch_end = SteadyClock::now();
+  step.mode = engine_->last_step_mode();
+  step.bucket = engine_->last_step_bucket();
+  return true;
+}
+
+void Scheduler::CollectOldest() {
+  InFlight step = std::move(inflight_.front());
+  inflight_.pop_front();
+  const auto collect_start = SteadyClock::now();
+  if (step.status.ok() && engine_->pipelines()) step.status = engine_->Collect(&step.result);
   const auto engine_end = SteadyClock::now();
-  const std::vector<float>& logits = result_.logits;
+  const StepResult& res = step.result;
+  absl::Status& status = step.status;
+  const std::vector<float>& logits = res.logits;
   const int vocab = engine_->info().vocab_size;
   int num_sampled = 0;
-  for (const SeqChunk& c : plan_.seqs) num_sampled += c.want_logits ? 1 : 0;
-  if (status.ok() && result_.sampled && result_.ids.size() != static_cast<size_t>(num_sampled)) {
+  for (const SeqChunk& c : step.chunks) num_sampled += c.want_logits ? 1 : 0;
+  if (status.ok() && res.sampled && res.ids.size() != static_cast<size_t>(num_sampled)) {
     status = absl::InternalError(
-        absl::StrFormat("engine sampled %d ids, expected %d", result_.ids.size(), num_sampled));
+        absl::StrFormat("engine sampled %d ids, expected %d", res.ids.size(), num_sampled));
   }
-  if (status.ok() && !result_.sampled &&
-      logits.size() != static_cast<size_t>(num_sampled) * vocab) {
+  if (status.ok() && !res.sampled && logits.size() != static_cast<size_t>(num_sampled) * vocab) {
     status = absl::InternalError(absl::StrFormat("engine returned %d logits, expected %d x %d",
                                                  logits.size(), num_sampled, vocab));
   }
+  if (status.ok() && !res.sampled && num_sampled > 0 && step.device_only) {
+    status =
+        absl::InternalError("engine returned logits for rows it said it samples on the device");
+  }
   if (!status.ok()) {
-    LOG_ERROR << "engine step failed, ending its " << step_seqs_.size() << " sequences: " << status;
-    for (Sequence* seq : step_seqs_) {
+    LOG_ERROR << "engine step failed, ending its " << step.seqs.size() << " sequences: " << status;
+  }
+
+  // The engine is done with this step's slots: a sequence it names that
+  // ends now frees its slot at once unless a later launched step names it.
+  for (Sequence* seq : step.seqs) --seq->inflight_steps;
+  // Sample every sequence first (ids land in the step's sampled buffer, as
+  // they will from the GPU), then stream and retire. A sequence that ended
+  // after this step went out (a stop in the step before, an abort) drops
+  // its result: at most one token computed past its end.
+  int row = 0, dropped = 0;
+  for (size_t i = 0; i < step.chunks.size(); ++i) {
+    Sequence* seq = step.seqs[i];
+    const SeqChunk& chunk = step.chunks[i];
+    if (chunk.want_logits) --seq->awaiting;
+    if (seq->finished) {
+      if (chunk.want_logits) ++row;
+      dropped += chunk.len;
+      continue;
+    }
+    if (!status.ok()) {
       FinishEvent event;
       event.error_message = std::string(status.message());
       Finish(seq, FinishReason::kError, std::move(event));
+      continue;
     }
-    std::erase_if(running_, [](const auto& s) { return s->finished; });
-    return true;
-  }
-
-  // Sample every sequence first (ids land in the step's sampled buffer, as
-  // they will from the GPU), then stream and retire.
-  int row = 0;
-  for (size_t i = 0; i < plan_.seqs.size(); ++i) {
-    Sequence* seq = step_seqs_[i];
-    seq->num_computed += plan_.seqs[i].len;
-    if (!plan_.seqs[i].want_logits) continue;
+    if (!chunk.want_logits) continue;
     sampling::SampleResult result;
-    if (result_.sampled) {
-      result.token_id = result_.ids[row];
-      if (!result_.samples.empty()) result = result_.samples[row];  // logprobs from the device
+    if (res.sampled) {
+      result.token_id = res.ids[row];
+      if (!res.samples.empty()) result = res.samples[row];  // logprobs from the device
     } else {
       sampler_.Sample(std::span<const float>(logits.data() + static_cast<size_t>(row) * vocab,
                                              static_cast<size_t>(vocab)),
-                      seq->request->sampling, &seq->history, seq->output.banned_ids(),
-                      static_cast<uint64_t>(seq->output.num_tokens()), &result);
+                      seq->request->sampling, &seq->history, chunk.banned, chunk.sample_index,
+                      &result);
     }
-    buf.sampled_ids[row] = result.token_id;
+    step.buffers->sampled_ids[row] = result.token_id;
     const auto now = SteadyClock::now();
-    const int32_t token = buf.sampled_ids[row];
+    const int32_t token = step.buffers->sampled_ids[row];
     ++row;
     seq->tokens.push_back(token);
     if (seq->request->sampling.has_penalties()) seq->history.AddOutput(token);
@@ -501,17 +572,24 @@ bool Scheduler::RunStep() {
       Finish(seq, out.reason, std::move(fin));
     }
   }
-  std::erase_if(running_, [](const auto& s) { return s->finished; });
+  RemoveFinished();
+  if (!status.ok()) return;
 
   const auto step_end = SteadyClock::now();
   StepStats stats;
-  stats.step_seconds = SecondsBetween(step_start, step_end);
-  stats.engine_seconds = SecondsBetween(engine_start, engine_end);
-  stats.decode_tokens = decode_tokens;
-  stats.prefill_tokens = n - decode_tokens;
-  stats.sequences = static_cast<int>(plan_.seqs.size());
-  stats.mode = engine_->last_step_mode();
-  stats.bucket = engine_->last_step_bucket();
+  // Overlapping steps: a step's time is from when it was planned, or the
+  // previous step's end when later, to the end of its results.
+  stats.step_seconds = SecondsBetween(std::max(step.start, last_step_end_), step_end);
+  stats.engine_seconds = SecondsBetween(step.engine_start, step.launch_end) +
+                         SecondsBetween(collect_start, engine_end);
+  last_step_end_ = step_end;
+  stats.decode_tokens = step.decode_tokens;
+  stats.prefill_tokens = step.num_tokens - step.decode_tokens;
+  stats.sequences = static_cast<int>(step.chunks.size());
+  stats.mode = step.mode;
+  stats.bucket = step.bucket;
+  stats.launched_ahead = step.launched_ahead;
+  stats.dropped_tokens = dropped;
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++totals_.steps;
@@ -521,7 +599,30 @@ bool Scheduler::RunStep() {
     totals_.prompt_tokens += static_cast<uint64_t>(stats.prefill_tokens);
   }
   if (observer_ != nullptr) observer_->OnStep(stats);
-  return true;
+}
+
+void Scheduler::RemoveFinished() {
+  for (auto& seq : running_) {
+    if (seq->finished && seq->inflight_steps > 0) retiring_.push_back(std::move(seq));
+  }
+  std::erase_if(running_, [](const auto& s) { return s == nullptr || s->finished; });
+  for (auto& seq : retiring_) {
+    if (seq->inflight_steps == 0) {
+      ReleaseSlotOf(*seq);
+      seq.reset();
+    }
+  }
+  std::erase_if(retiring_, [](const auto& s) { return s == nullptr; });
+}
+
+void Scheduler::ReleaseSlotOf(const Sequence& seq) {
+  engine_->ReleaseSlot(seq.slot);
+  ReportPool();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_slots_.push_back(seq.slot);
+    --num_running_;
+  }
 }
 
 void Scheduler::Finish(Sequence* seq, FinishReason reason, FinishEvent event) {
@@ -538,12 +639,11 @@ void Scheduler::Finish(Sequence* seq, FinishReason reason, FinishEvent event) {
   }
   if (event.completion_tokens > 0) event.ttft_seconds = SecondsBetween(r.arrival, seq->first_token);
   event.total_seconds = SecondsBetween(r.arrival, now);
-  engine_->ReleaseSlot(seq->slot);
-  ReportPool();
+  // A launched step still writes the slot's state: RemoveFinished frees it
+  // once every step naming it is collected.
+  if (seq->inflight_steps == 0) ReleaseSlotOf(*seq);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    free_slots_.push_back(seq->slot);
-    --num_running_;
     active_ids_.erase(ActiveKey(r));
   }
   idle_cv_.notify_all();

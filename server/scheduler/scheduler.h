@@ -3,7 +3,10 @@
 // prompt chunks of the sequences still prefilling, up to a per-step token
 // budget (so long prompts never starve running decodes). New requests join
 // at the next step; finished, aborted and cancelled ones leave the batch and
-// free their slot in the step they end.
+// free their slot in the step they end. With an engine that pipelines
+// (Engine::pipelines), step N+1 is launched before step N's ids reach the
+// host, its decode tokens read from the device; a sequence that stops at
+// step N then frees its slot when N+1 is collected, its extra token dropped.
 #pragma once
 
 #include <condition_variable>
@@ -99,8 +102,22 @@ class Scheduler {
   // Gives admitted requests their slot's engine state; one the engine cannot
   // hold yet goes back to the head of the queue with those after it.
   void Admit(std::vector<std::pair<std::unique_ptr<GenerationRequest>, int>>* admitted);
-  // False when no sequence could take part (all paused for their clients).
+  // Runs the next step, or with a pipelining engine launches it and collects
+  // the one before (docs/decode-step.md). False when nothing happened: no
+  // sequence could take part (all paused for their clients) and none was in flight.
   bool RunStep();
+  // Plans a step over running_ and launches it (or, with an engine that does
+  // not pipeline, runs it): appends to inflight_. `ahead`: a step is in
+  // flight and every id it samples stays on the device, so sequences
+  // awaiting one take it as token_from_last_sample. False when no sequence
+  // could take part.
+  bool LaunchNext(bool ahead);
+  // Takes the oldest in-flight step's results: streams, stops, retires.
+  void CollectOldest();
+  // Moves finished sequences out of running_: those a launched step still
+  // names wait in retiring_, holding their slot; the rest free it.
+  void RemoveFinished();
+  void ReleaseSlotOf(const Sequence& seq);
   // Pauses running sequences whose sinks are backlogged; ends those stalled
   // past the timeout.
   void CheckBacklogs();
@@ -153,9 +170,25 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
   std::unique_ptr<HostStepBuffers> buffers_;
   sampling::Sampler sampler_;
-  StepResult result_;                 // the engine's sampled ids or logits of the current step
-  std::vector<Sequence*> step_seqs_;  // the sequence of each chunk of the current plan
+  std::vector<Sequence*> step_seqs_;  // the sequence of each chunk of the plan being built
   StepPlan plan_;
+  // A launched step, until CollectOldest takes its results (at most two).
+  struct InFlight {
+    std::vector<SeqChunk> chunks;
+    std::vector<Sequence*> seqs;  // of each chunk: in running_ or retiring_ until collected
+    HostStepBuffers::Set* buffers = nullptr;
+    int num_tokens = 0, decode_tokens = 0;
+    bool device_only = true;      // every want_logits chunk SamplesOnDevice
+    bool launched_ahead = false;  // another step was in flight at its launch
+    absl::Status status;          // of the launch (then of the collect)
+    StepResult result;
+    const char* mode = "eager";
+    int bucket = 0;
+    SteadyClock::time_point start, engine_start, launch_end;
+  };
+  std::deque<InFlight> inflight_;
+  std::vector<std::unique_ptr<Sequence>> retiring_;  // finished, named by a launched step
+  SteadyClock::time_point last_step_end_{};
   SteadyClock::time_point last_memory_report_{};  // ReportDeviceMemory's
 
   std::thread thread_;

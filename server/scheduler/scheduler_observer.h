@@ -22,6 +22,11 @@ struct StepStats {
   // the number of sequences).
   std::string mode = "eager";
   int bucket = 0;
+  // Pipelined engines: the step was launched before the previous one's ids
+  // reached the host; tokens it computed for sequences that had ended by
+  // then (dropped).
+  bool launched_ahead = false;
+  int dropped_tokens = 0;
 };
 
 struct QueueStats {

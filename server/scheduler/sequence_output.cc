@@ -30,8 +30,8 @@ SequenceOutput::SequenceOutput(StopCriteria criteria,
     max_stop_len_ = std::max(max_stop_len_, s.size());
 }
 
-std::span<const int32_t> SequenceOutput::banned_ids() const {
-  if (num_tokens_ < criteria_.min_tokens) return stop_ids_;
+std::span<const int32_t> SequenceOutput::banned_ids_at(int index) const {
+  if (index < criteria_.min_tokens) return stop_ids_;
   return {};
 }
 

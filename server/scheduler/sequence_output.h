@@ -33,9 +33,10 @@ class SequenceOutput {
   std::string Flush();
 
   int num_tokens() const { return num_tokens_; }
-  // Ids the sampler must not pick for the next token (EOS and stop ids while
-  // fewer than min_tokens are out).
-  std::span<const int32_t> banned_ids() const;
+  // Ids the sampler must not pick for output token `index` (EOS and stop ids
+  // below min_tokens); banned_ids() for the next one.
+  std::span<const int32_t> banned_ids_at(int index) const;
+  std::span<const int32_t> banned_ids() const { return banned_ids_at(num_tokens_); }
 
  private:
   size_t HeldBackSuffix() const;

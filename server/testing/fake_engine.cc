@@ -65,6 +65,12 @@ absl::Status FakeEngine::AcquireSlot(int slot, int max_tokens) {
 }
 
 void FakeEngine::ReleaseSlot(int slot) {
+  {
+    std::lock_guard<std::mutex> lock(launched_mu_);
+    for (const Launched& l : launched_) {
+      if (std::find(l.slots.begin(), l.slots.end(), slot) != l.slots.end()) ++releases_in_flight_;
+    }
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (slot < 0 || slot >= options_.num_slots) return;
   Slot& s = slots_[slot];
@@ -78,12 +84,17 @@ absl::Status FakeEngine::Step(const StepPlan& plan, std::vector<float>* logits) 
     std::this_thread::sleep_for(std::chrono::duration<double>(options_.step_seconds));
   }
   std::lock_guard<std::mutex> lock(mu_);
+  return ApplyLocked(plan, logits);
+}
+
+absl::Status FakeEngine::ApplyLocked(const StepPlan& plan, std::vector<float>* logits) {
   if (plan.num_tokens < 1 || plan.num_tokens > options_.max_step_tokens) {
     return absl::InvalidArgumentError(
         absl::StrFormat("fake engine: plan has %d tokens, max_step_tokens is %d", plan.num_tokens,
                         options_.max_step_tokens));
   }
   int covered = 0;
+  StepRecord record{plan.num_tokens, plan.seqs, {}};
   for (const SeqChunk& c : plan.seqs) {
     if (c.slot < 0 || c.slot >= options_.num_slots || !slots_[c.slot].acquired) {
       return absl::FailedPreconditionError(
@@ -103,8 +114,18 @@ absl::Status FakeEngine::Step(const StepPlan& plan, std::vector<float>* logits) 
           "fake engine: slot %d grows past its reservation of %d", c.slot, s.reserved));
     }
     covered += c.len;
-    s.history.insert(s.history.end(), plan.token_ids + c.token_offset,
-                     plan.token_ids + c.token_offset + c.len);
+    if (c.token_from_last_sample) {
+      if (!options_.pipelined || c.len != 1 || last_sampled_.empty() || last_sampled_[c.slot] < 0) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "fake engine: slot %d takes the last step's sample, which sampled none for it",
+            c.slot));
+      }
+      s.history.push_back(last_sampled_[c.slot]);
+    } else {
+      s.history.insert(s.history.end(), plan.token_ids + c.token_offset,
+                       plan.token_ids + c.token_offset + c.len);
+    }
+    record.tokens.insert(record.tokens.end(), s.history.end() - c.len, s.history.end());
     if (c.want_logits) {
       const size_t at = logits->size();
       logits->resize(at + static_cast<size_t>(options_.vocab_size));
@@ -114,8 +135,91 @@ absl::Status FakeEngine::Step(const StepPlan& plan, std::vector<float>* logits) 
   if (covered != plan.num_tokens) {
     return absl::InvalidArgumentError("fake engine: chunks do not cover the plan's tokens");
   }
-  if (options_.record_steps) steps_.push_back(StepRecord{plan.num_tokens, plan.seqs});
+  if (options_.record_steps) steps_.push_back(std::move(record));
   return absl::OkStatus();
+}
+
+bool FakeEngine::SamplesOnDevice(const SeqChunk& chunk) const {
+  return options_.device_sampling && chunk.want_logits && chunk.sampling != nullptr &&
+         !chunk.sampling->has_penalties();
+}
+
+absl::Status FakeEngine::RunLocked(const StepPlan& plan, StepResult* result) {
+  result->sampled = false;
+  result->ids.clear();
+  result->samples.clear();
+  result->logits.clear();
+  bool device = options_.device_sampling;
+  for (const SeqChunk& c : plan.seqs) device = device && (!c.want_logits || SamplesOnDevice(c));
+  std::vector<float> logits;
+  if (absl::Status s = ApplyLocked(plan, &logits); !s.ok()) return s;
+  last_sampled_.assign(static_cast<size_t>(options_.num_slots), -1);
+  if (!device) {
+    result->logits = std::move(logits);
+    return absl::OkStatus();
+  }
+  result->sampled = true;
+  const size_t vocab = static_cast<size_t>(options_.vocab_size);
+  size_t row = 0;
+  for (const SeqChunk& c : plan.seqs) {
+    if (!c.want_logits) continue;
+    sampling::SampleResult r;
+    sampler_.Sample(std::span<const float>(logits.data() + row * vocab, vocab), *c.sampling,
+                    nullptr, c.banned, c.sample_index, &r);
+    ++row;
+    last_sampled_[c.slot] = r.token_id;
+    result->ids.push_back(r.token_id);
+    result->samples.push_back(std::move(r));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FakeEngine::StepAndSample(const StepPlan& plan, StepResult* result) {
+  if (options_.step_seconds > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(options_.step_seconds));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  return RunLocked(plan, result);
+}
+
+absl::Status FakeEngine::Launch(const StepPlan& plan) {
+  if (!options_.pipelined) return Engine::Launch(plan);
+  std::lock_guard<std::mutex> launched_lock(launched_mu_);
+  if (launched_.size() >= 2) {
+    return absl::FailedPreconditionError("fake engine: two steps are launched and not collected");
+  }
+  if (!launched_.empty()) ++launches_ahead_;
+  Launched l;
+  for (const SeqChunk& c : plan.seqs) l.slots.push_back(c.slot);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    l.status = RunLocked(plan, &l.result);
+  }
+  const auto step = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(options_.step_seconds));
+  device_free_ = std::max(device_free_, Clock::now()) + step;
+  l.done = device_free_;
+  launched_.push_back(std::move(l));
+  return absl::OkStatus();
+}
+
+absl::Status FakeEngine::Collect(StepResult* result) {
+  if (!options_.pipelined) return Engine::Collect(result);
+  Clock::time_point done;
+  {
+    std::lock_guard<std::mutex> lock(launched_mu_);
+    if (launched_.empty()) return absl::FailedPreconditionError("fake engine: nothing launched");
+    done = launched_.front().done;
+  }
+  std::this_thread::sleep_until(done);
+  Launched l;
+  {
+    std::lock_guard<std::mutex> lock(launched_mu_);
+    l = std::move(launched_.front());
+    launched_.pop_front();
+  }
+  *result = std::move(l.result);
+  return l.status;
 }
 
 std::unique_ptr<int32_t[], void (*)(int32_t*)> FakeEngine::AllocateHostTokens(size_t count) {

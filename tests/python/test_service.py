@@ -5,7 +5,9 @@ freeing the slot (slots=1: a follow-up request succeeds), request ids,
 logprobs, stop ids, GetModelInfo, health, reflection and metrics.
 
     test_service.py          on the real dsv4-tiny model
-    test_service.py --fake   on the fake engine (5 ms steps; deterministic)"""
+    test_service.py --fake   on the fake engine (5 ms steps; deterministic)
+    test_service.py --fake --pipelined   the fake engine sampling on its "device"
+                             and pipelining steps as the GPU engine does"""
 
 import os
 import shutil
@@ -25,6 +27,9 @@ pb = stubs().generation_pb2
 FAKE = "--fake" in sys.argv
 if FAKE:
     sys.argv.remove("--fake")
+PIPELINED = "--pipelined" in sys.argv
+if PIPELINED:
+    sys.argv.remove("--pipelined")
 # Long requests must still run while the test acts on them: 3000 steps of
 # 5 ms on the fake engine; on the tiny model (~0.1 ms a token) a context
 # beyond the model's 4096 positions makes room for ~2 s of decoding.
@@ -56,6 +61,8 @@ class ServiceTest(unittest.TestCase):
                  "--max_stop_string_length=16", "--max_logprobs=5"]
         if FAKE:
             flags.append("--fake-step-ms=5")
+        if PIPELINED:
+            flags.append("--fake-pipelined")
         cls.daemon = Daemon(fake_engine=FAKE, flags=flags)
         cls.daemon.start()
         cls.stub = cls.daemon.generation()

@@ -228,6 +228,8 @@ TEST_CASE("metrics: the scheduler observer feeds every family", "[metrics]") {
   step.step_seconds = 0.001;
   step.engine_seconds = 0.002;  // more than the step: no negative overhead
   step.prefill_tokens = 0;
+  step.launched_ahead = true;
+  step.dropped_tokens = 1;
   o.OnStep(step);
   o.OnQueue(QueueStats{.waiting = 2, .running = 3, .slots_in_use = 3, .slots = 4});
   o.OnScheduled(0.05, 7);
@@ -282,6 +284,8 @@ TEST_CASE("metrics: the scheduler observer feeds every family", "[metrics]") {
   one("moegraph_decode_tokens_total 6");
   one("moegraph_engine_step_seconds_total 0.01");
   one("moegraph_scheduler_overhead_seconds_total 0.012");
+  one("moegraph_steps_launched_ahead_total 1");
+  one("moegraph_dropped_tokens_total 1");
   one("moegraph_requests_waiting 2");
   one("moegraph_requests_running 3");
   one("moegraph_slots_used 3");
