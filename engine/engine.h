@@ -15,6 +15,8 @@
 
 namespace moegraph {
 
+inline constexpr int kDefaultW8A8MinRows = 0;
+
 struct EngineOptions {
   std::string model_dir;
   std::string device = "cpu";  // "cpu" or "cuda" / "cuda:N"
@@ -53,6 +55,12 @@ struct EngineOptions {
   // How long a rank waits for the others at an expert exchange before the
   // step fails naming the missing ranks.
   int exchange_timeout_ms = 60000;
+  // FP8 products (CUDA) of at least this many rows quantize their activations
+  // to e4m3 in 1x128 groups, as the released checkpoints' reference does, and
+  // run cuBLASLt's block-scaled FP8 GEMM (W8A8); smaller ones keep bf16
+  // activations (W8A16, our kernel). 0 = never. The default is where W8A8
+  // became the faster one (kernels/cuda/NOTES.md).
+  int w8a8_min_rows = kDefaultW8A8MinRows;
 };
 
 // The accepted values of EngineOptions::weight_format.

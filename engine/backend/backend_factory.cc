@@ -9,7 +9,8 @@
 
 namespace moegraph {
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device) {
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device,
+                                                       const BackendOptions& options) {
   if (device == "cpu") return CreateCpuBackend();
   if (device == "cuda" || absl::StartsWith(device, "cuda:")) {
     int index = 0;
@@ -18,8 +19,11 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device
           absl::StrCat("device \"", device, "\": expected cuda:N with N >= 0"));
     }
 #if MOEGRAPH_HAVE_CUDA
-    return CreateCudaBackend(index);
+    CudaBackendOptions cuda;
+    cuda.w8a8_min_rows = options.w8a8_min_rows;
+    return CreateCudaBackend(index, cuda);
 #else
+    (void)options;
     return absl::UnimplementedError("CUDA backend not built");
 #endif
   }

@@ -111,7 +111,13 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
     return absl::InvalidArgumentError(
         absl::StrCat("graphs: '", options.graphs, "' is not one of auto, off, piecewise, full"));
   }
-  ASSIGN_OR_RETURN(e->backend_, CreateBackend(options.device));
+  if (options.w8a8_min_rows < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("w8a8_min_rows: ", options.w8a8_min_rows, " is not >= 0 (0 = never W8A8)"));
+  }
+  ASSIGN_OR_RETURN(
+      e->backend_,
+      CreateBackend(options.device, BackendOptions{.w8a8_min_rows = options.w8a8_min_rows}));
   Backend& backend = *e->backend_;
   // Backends with graphs tune or capture per shape: their steps are padded to
   // buckets so that every shape is known at load.

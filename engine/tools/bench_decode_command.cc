@@ -38,10 +38,12 @@ namespace {
 constexpr char kUsage[] =
     "bench-decode MODEL_DIR [--device cuda[:N]] [--batches 1,8,64] [--context N] [--steps N] "
     "[--warmup N] [--graphs off,full] [--prefill 2048,8192] [--random [--layers N] "
-    "[--format bf16|fp8|fp4]] [--devices cpu:0,cpu:1,... [--layout ep]]\n"
+    "[--format bf16|fp8|fp4]] [--devices cpu:0,cpu:1,... [--layout ep]] [--w8a8-min-rows N]\n"
     "  --random: no checkpoint; MODEL_DIR (or a config .json file) gives the config and the "
     "weights are random, generated at load; --layers keeps the config's first N layers, "
-    "--format sets the weights' format (fp4: FP8 linears and FP4 experts, as released)";
+    "--format sets the weights' format (fp4: FP8 linears and FP4 experts, as released)\n"
+    "  --w8a8-min-rows: FP8 products of at least N rows quantize their activations (W8A8); "
+    "0 = never";
 constexpr double kBandwidth = 4.3e12;  // bytes/s, device-to-device copy (gpu.md)
 constexpr double kFlopRate = 890e12;   // bf16 dense, cuBLASLt 8192^3 (gpu.md)
 
@@ -152,6 +154,7 @@ struct BenchArgs {
   bool random = false;
   int layers = 0;
   std::string format;
+  int w8a8_min_rows = kDefaultW8A8MinRows;
 };
 
 absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
@@ -167,6 +170,7 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
   options.random_weights = args.random;
   options.num_layers = args.layers;
   options.weight_format = args.format;
+  options.w8a8_min_rows = args.w8a8_min_rows;
   options.num_slots = max_batch;
   // Each decode sequence holds `decode_tokens`; the pool holds all of them
   // plus the longest prefill prompt.
@@ -184,7 +188,7 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
   const std::string mode = engine->graph_mode();
   std::printf(
       "bench-decode: %s%s on %s, %d layers, loaded (tuned%s) in %.1f s; context %d, %d warm-up + "
-      "%d timed steps per batch, graphs %s\n",
+      "%d timed steps per batch, graphs %s, w8a8_min_rows %d\n",
       model_dir.c_str(),
       args.random ? absl::StrCat(" (random weights, ", cfg.quant.fp8 ? "fp8 linears, " : "bf16, ",
                                  cfg.quant.expert_dtype.empty() ? "" : cfg.quant.expert_dtype,
@@ -193,7 +197,7 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
                   : "",
       engine->info().device.c_str(), cfg.num_layers, mode == "full" ? ", graphs captured" : "",
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), context, warmup,
-      steps, mode.c_str());
+      steps, mode.c_str(), args.w8a8_min_rows);
   OpTimer* timer = nullptr;
 #if MOEGRAPH_HAVE_CUDA
   timer = CudaOpTimer(engine->backend());
@@ -351,6 +355,7 @@ absl::Status BenchRanks(const BenchArgs& args, const std::string& devices,
   options.random_weights = args.random;
   options.num_layers = args.layers;
   options.weight_format = args.format;
+  options.w8a8_min_rows = args.w8a8_min_rows;
   options.num_slots = max_batch;
   options.context_limit = context + warmup + steps + 2;
   options.state_pool_tokens = int64_t{max_batch} * options.context_limit;
@@ -451,6 +456,9 @@ int RunBenchDecode(int argc, char** argv) {
         return Usage("bench-decode: --layers takes a positive count");
     } else if (a == "--format" && has_value) {
       args.format = argv[++i];
+    } else if (a == "--w8a8-min-rows" && has_value) {
+      if (!absl::SimpleAtoi(argv[++i], &args.w8a8_min_rows) || args.w8a8_min_rows < 0)
+        return Usage("bench-decode: --w8a8-min-rows takes a count >= 0 (0 = never)");
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: moegraph %s\n", kUsage);
       return 0;

@@ -30,7 +30,8 @@ namespace {
 constexpr char kUsage[] =
     "check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda[:N]] [--tolerance REL] "
     "[--argmax FRACTION] [--quantile Q] [--graphs auto|off|full] [--devices cpu:0,cpu:1,...] "
-    "[--layout ep]";
+    "[--layout ep] [--w8a8-min-rows N]\n"
+    "  --w8a8-min-rows: FP8 products of at least N rows run W8A8 on a GPU (0 = never)";
 
 // Pass criteria. The CPU backend computes in fp32 like the reference: every
 // logit within 1e-4 (relative to the largest) and every argmax equal.
@@ -299,8 +300,14 @@ int Usage(const char* why) {
 int RunCheckGolden(int argc, char** argv) {
   std::string model_dir, golden, device = "cpu", tolerance, argmax, quantile, graphs = "auto";
   std::string devices, layout = "ep";
+  int w8a8_min_rows = kDefaultW8A8MinRows;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--w8a8-min-rows" && i + 1 < argc) {
+      if (!absl::SimpleAtoi(argv[++i], &w8a8_min_rows) || w8a8_min_rows < 0)
+        return Usage("check-golden: --w8a8-min-rows takes a count >= 0 (0 = never)");
+      continue;
+    }
     if ((a == "--golden" || a == "--device" || a == "--tolerance" || a == "--argmax" ||
          a == "--quantile" || a == "--graphs" || a == "--devices" || a == "--layout") &&
         i + 1 < argc) {
@@ -374,6 +381,7 @@ int RunCheckGolden(int argc, char** argv) {
   options.graphs = graphs;
   options.devices = devices;
   options.layout = layout;
+  options.w8a8_min_rows = w8a8_min_rows;
   auto t0 = std::chrono::steady_clock::now();
   // Loads, prints what and where, and checks every prompt: 1 on an error.
   auto check = [&](auto created, bool* all_ok) -> int {

@@ -285,6 +285,12 @@ const std::vector<Field>& Fields() {
           "Tokens of compressed state the pool holds over all slots; 0 = slots x context "
           "limit, capped at 262144. A request one sequence's share can never hold is "
           "refused (RESOURCE_EXHAUSTED)."),
+      IntField(
+          "w8a8_min_rows", [](ServerConfig& c) -> int& { return c.w8a8_min_rows; }, 0, kIntMax,
+          "FP8 checkpoints on a GPU: products of at least this many rows (prefill chunks) "
+          "quantize their activations to e4m3 in 1x128 groups, as the released reference "
+          "does, and run cuBLASLt's block-scaled FP8 GEMM; smaller ones keep bf16 "
+          "activations. 0 = never."),
       NumberField(
           "sampling.temperature", [](ServerConfig& c) -> double& { return c.sampling.temperature; },
           {0, false, kInf, false}, "Default temperature of requests that set none; 0 = greedy."),

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/engine.h"
 
 namespace moegraph {
 
@@ -42,6 +43,7 @@ struct ServerConfig {
   // Tokens of compressed state the state pool holds over all slots, >= 0;
   // 0 = slots * context limit, capped at 262144.
   int state_pool_tokens = 0;
+  int w8a8_min_rows = kDefaultW8A8MinRows;  // EngineOptions::w8a8_min_rows
   SamplingDefaults sampling;
   double drain_grace_seconds = 30;  // SIGTERM: time for running requests to finish, >= 0
   std::string log_level = "info";   // error | warn | info | verbose

@@ -12,7 +12,16 @@
 namespace moegraph::cuda_test {
 
 namespace {
-std::unique_ptr<Backend> g_cpu, g_gpu;
+std::unique_ptr<Backend> g_cpu, g_gpu, g_cpu_emulating, g_gpu_w8a8;
+
+std::unique_ptr<Backend> MakeGpu(const CudaBackendOptions& options) {
+  auto created = CreateCudaBackend(0, options);
+  if (!created.ok()) {
+    std::fprintf(stderr, "cuda backend: %s\n", created.status().ToString().c_str());
+    std::abort();
+  }
+  return std::move(*created);
+}
 }  // namespace
 
 Backend& Cpu() {
@@ -21,19 +30,25 @@ Backend& Cpu() {
 }
 
 Backend& Gpu() {
-  if (!g_gpu) {
-    auto created = CreateCudaBackend(0);
-    if (!created.ok()) {
-      std::fprintf(stderr, "cuda backend: %s\n", created.status().ToString().c_str());
-      std::abort();
-    }
-    g_gpu = std::move(*created);
-  }
+  if (!g_gpu) g_gpu = MakeGpu({});
   return *g_gpu;
 }
 
+Backend& GpuW8A8() {
+  if (!g_gpu_w8a8) g_gpu_w8a8 = MakeGpu(CudaBackendOptions{.w8a8_min_rows = 1});
+  return *g_gpu_w8a8;
+}
+
+Backend& CpuEmulatingW8A8() {
+  if (!g_cpu_emulating)
+    g_cpu_emulating = CreateCpuBackend(CpuBackendOptions{.emulate_activation_quant = true});
+  return *g_cpu_emulating;
+}
+
 void ReleaseBackends() {
+  g_gpu_w8a8.reset();
   g_gpu.reset();
+  g_cpu_emulating.reset();
   g_cpu.reset();
 }
 

@@ -17,6 +17,11 @@ namespace moegraph::cuda_test {
 
 Backend& Cpu();
 Backend& Gpu();
+// The same device with every FP8 product W8A8 (CudaBackendOptions), and the
+// CPU emulating that activation quantization (CpuBackendOptions): tensors and
+// weights made on Gpu() / Cpu() work on them too.
+Backend& GpuW8A8();
+Backend& CpuEmulatingW8A8();
 // Destroys both backends (before main returns: CUDA must still be up).
 void ReleaseBackends();
 

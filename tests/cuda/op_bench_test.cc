@@ -59,8 +59,8 @@ std::unique_ptr<GpuTensor> GI(const std::vector<int32_t>& v, std::initializer_li
 struct Timing {
   double eager_us, graph_us;
 };
-Timing MedianUs(const std::function<absl::Status()>& op, int iters = 20) {
-  OpTimer* timer = CudaOpTimer(&Gpu());
+Timing MedianUs(const std::function<absl::Status()>& op, int iters = 20, Backend& backend = Gpu()) {
+  OpTimer* timer = CudaOpTimer(&backend);
   REQUIRE(timer != nullptr);
   for (int i = 0; i < 3; ++i) REQUIRE(op().ok());
   std::vector<double> us;
@@ -81,8 +81,10 @@ Timing MedianUs(const std::function<absl::Status()>& op, int iters = 20) {
   return {us[us.size() / 2], *graph_ms * 1e3 / iters};
 }
 
-void Row(const char* op, int batch, Timing t, double bytes) {
-  const double floor_us = bytes / kBandwidth * 1e6;
+// The floor is the larger of bytes / 4.3 TB/s and flops / 890 TFLOP/s (bf16
+// dense; FP8 tensor cores peak at twice that).
+void Row(const char* op, int batch, Timing t, double bytes, double flops = 0) {
+  const double floor_us = std::max(bytes / kBandwidth, flops / 890e12) * 1e6;
   std::printf("OP-BENCH|%s|B=%d|eager %.1f us|graph %.1f us|floor %.1f us|graph %.1fx floor\n", op,
               batch, t.eager_us, t.graph_us, floor_us, t.graph_us / floor_us);
   std::fflush(stdout);
@@ -290,6 +292,31 @@ TEST_CASE("OpBenchQuant", "[.bench][quant]") {
       Row((std::string("Linear fp8 ") + sh.name).c_str(), B,
           MedianUs([&] { return Gpu().Linear(x->t, w8->w, y->t); }),
           1.0 * sh.n * sh.k + 4.0 * sh.n * sh.k / (128 * 128));
+      Row((std::string("Linear fp8 W8A8 ") + sh.name).c_str(), B,
+          MedianUs([&] { return GpuW8A8().Linear(x->t, w8->w, y->t); }, 20, GpuW8A8()),
+          1.0 * sh.n * sh.k + 4.0 * sh.n * sh.k / (128 * 128));
+    }
+  }
+  // Prefill sizes: W8A16 (our kernel) against W8A8 (activations quantized,
+  // cuBLASLt's block-scaled FP8) and bf16 cuBLASLt, to choose w8a8_min_rows.
+  for (int B : {16, 64, 128, 256, 512, 1024, 2048}) {
+    for (Shape sh : {Shape{"wq_a 4096->1024", 1024, 4096}, Shape{"wq_b 1024->32768", 32768, 1024},
+                     Shape{"wo_b 8192->4096", 4096, 8192}}) {
+      auto x = G(DType::kBF16, {B, sh.k});
+      auto y = G(DType::kBF16, {B, sh.n});
+      auto wb = G(DType::kBF16, {sh.n, sh.k}, 0.02f);
+      auto w8 = GQ(WeightFormat::kFp8, 1, sh.n, sh.k);
+      const double flops = 2.0 * B * sh.n * sh.k;
+      const double act = 2.0 * B * (sh.k + sh.n);
+      Row((std::string("Linear bf16 ") + sh.name).c_str(), B,
+          MedianUs([&] { return Gpu().Linear(x->t, wb->t, y->t); }), 2.0 * sh.n * sh.k + act,
+          flops);
+      Row((std::string("Linear fp8 W8A16 ") + sh.name).c_str(), B,
+          MedianUs([&] { return Gpu().Linear(x->t, w8->w, y->t); }), 1.0 * sh.n * sh.k + act,
+          flops);
+      Row((std::string("Linear fp8 W8A8 ") + sh.name).c_str(), B,
+          MedianUs([&] { return GpuW8A8().Linear(x->t, w8->w, y->t); }, 20, GpuW8A8()),
+          1.0 * sh.n * sh.k + act, flops);
     }
   }
   const int D = 4096, E = 32, F = 2048;

@@ -16,6 +16,8 @@
 #            fp4 checkpoint and of the same weights dequantized (bf16) in the
 #            same run, the [bench][quant] op timings, moegraphd serving
 #            the tiny fp4 fixture
+#   w8a8     FP8 products with quantized activations (cuBLASLt block-scaled
+#            FP8) against the W8A16 kernel: op timings, prefill, golden error
 #   serve    moegraphd on the GPU (tiny model): graphs, clients, metrics, drain
 #   peer     transformers' DeepseekV4ForCausalLM on that fixture, same GPU
 #   tokbench tokenizer encode MB/s vs the `tokenizers` library, same file
@@ -35,7 +37,7 @@ export LD_LIBRARY_PATH="$LIBS:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 # The [cuda] tests read tests/fixtures from this checkout.
 export MOEGRAPH_SOURCE_DIR="${MOEGRAPH_SOURCE_DIR:-$PWD}"
 export NCCL_NVLS_ENABLE=0
-steps=${*:-tests opbench golden bench random quant serve peer tokbench}
+steps=${*:-tests opbench golden bench random quant w8a8 serve peer tokbench}
 declare -a table
 failed=0
 note() { table+=("$1"); }
@@ -175,6 +177,38 @@ for step in $steps; do
       grep -q finish "$OUT/serve_fp4_client.log" || ok=1
       kill -TERM $pid; wait $pid
       check "serve dsv4-tiny-fp4 on cuda through moegraphd" $ok
+      ;;
+    w8a8)
+      # FP8 products with quantized activations (cuBLASLt block-scaled FP8)
+      # against the W8A16 kernel, same run: op timings at decode and prefill
+      # rows, prefill of the random V4-Flash fp4 model with W8A8 never / from
+      # W8A8_ROWS rows, and the end-to-end error of W8A8 everywhere and from
+      # W8A8_ROWS rows on the fp4 fixture against the fp32 reference.
+      "$STAGE/moegraph_cuda_tests" "[bench][quant]" > "$OUT/opbench_w8a8.log" 2>&1
+      check "opbench quant (W8A16 vs W8A8)" $?
+      while read -r l; do note "  $(echo "$l" | cut -c1-150)"; done \
+        < <(grep -E "^OP-BENCH\|Linear (fp8|bf16)" "$OUT/opbench_w8a8.log")
+      cfg="$STAGE/v4-flash-base.config.json"
+      for rows in 0 ${W8A8_ROWS:-128}; do
+        t0=$SECONDS
+        "$STAGE/moegraph" bench-decode "$cfg" --random --layers 4 --format fp4 --context 1024 \
+          --batches ${W8A8_BATCHES:-1,64} --graphs full --device cuda --steps 20 \
+          --prefill ${W8A8_PREFILL:-2048,8192,32768} --w8a8-min-rows $rows \
+          >> "$OUT/bench_w8a8.log" 2>&1
+        check "bench random fp4 w8a8_min_rows=$rows in $((SECONDS - t0)) s" $?
+      done
+      while read -r l; do note "  $(echo "$l" | cut -c1-250)"; done \
+        < <(grep -E "^(bench-decode|BENCH|PREFILL)" "$OUT/bench_w8a8.log")
+      make_flash_fp4 || { check "fixture flash4 fp4" 1; continue; }
+      for rows in 1 ${W8A8_ROWS:-128}; do
+        t0=$SECONDS
+        "$STAGE/moegraph" check-golden "$FLASH_FP4" --device cuda --graphs full \
+          --w8a8-min-rows $rows > "$OUT/golden_flash4_fp4_w8a8_$rows.log" 2>&1
+        check "golden flash4-fp4 w8a8_min_rows=$rows in $((SECONDS - t0)) s" $?
+        while read -r l; do note "  w8a8 $rows: $(echo "$l" | cut -c1-220)"; done \
+          < <(grep -E "^(a|b) +(prefill|decode|chunked)|PASS|FAIL" \
+                "$OUT/golden_flash4_fp4_w8a8_$rows.log")
+      done
       ;;
     serve)
       # The daemon on the GPU: graphs by default, streams through the C++

@@ -77,6 +77,7 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmProblem& p, 
                 p.batch_stride_w,
                 p.batch_stride_y,
                 p.out_f32,
+                p.fp8_block_scaled,
                 alignment,
                 workspace_bytes};
   if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
@@ -88,8 +89,19 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmProblem& p, 
       cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof(trans)));
   CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB,
                                                         &no_trans, sizeof(no_trans)));
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, p.k, p.n, p.ldw));
-  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, p.k, p.rows, p.ldx));
+  if (p.fp8_block_scaled) {
+    if (p.batch != 1) return absl::InvalidArgumentError("cublasLt: fp8 block-scaled batch != 1");
+    // W is cuBLASLt's A (128x128 blocks), X its B (1x128 groups along K).
+    const cublasLtMatmulMatrixScale_t a_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F,
+                                      b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &a_mode, sizeof(a_mode)));
+    CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &b_mode, sizeof(b_mode)));
+  }
+  const cudaDataType_t in_type = p.fp8_block_scaled ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->a, in_type, p.k, p.n, p.ldw));
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->b, in_type, p.k, p.rows, p.ldx));
   CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->c, p.out_f32 ? CUDA_R_32F : CUDA_R_16BF,
                                                     p.n, p.rows, p.ldy));
   if (auto s = SetBatch(plan->a, p.batch, p.batch_stride_w); !s.ok()) return s;
@@ -116,8 +128,8 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmProblem& p, 
   CUBLAS_RETURN_IF_ERROR(st);
   if (found == 0) {
     return absl::InternalError(absl::StrFormat(
-        "cuBLASLt has no algorithm for rows=%d n=%d k=%d batch=%d out_f32=%d alignment=%d", p.rows,
-        p.n, p.k, p.batch, p.out_f32, alignment));
+        "cuBLASLt has no algorithm for rows=%d n=%d k=%d batch=%d out_f32=%d fp8=%d alignment=%d",
+        p.rows, p.n, p.k, p.batch, p.out_f32, p.fp8_block_scaled, alignment));
   }
   plan->algo = results[0].algo;
   plan->workspace = results[0].workspaceSize;
@@ -128,7 +140,7 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmProblem& p, 
     if (plan->candidates.size() < 2) plan->candidates.clear();
   }
   LOG_VERBOSE << "cublasLt plan rows=" << p.rows << " n=" << p.n << " k=" << p.k
-              << " batch=" << p.batch << " out_f32=" << p.out_f32
+              << " batch=" << p.batch << " out_f32=" << p.out_f32 << " fp8=" << p.fp8_block_scaled
               << " workspace=" << plan->workspace;
   Plan* raw = plan.get();
   plans_.emplace(key, std::move(plan));
@@ -171,9 +183,22 @@ absl::Status CublasLtGemm::Tune(Plan& plan, const void* x, const void* w, void* 
   return absl::OkStatus();
 }
 
+// The scale pointers live in the cached descriptor: set before every use (a
+// captured graph keeps the values of its capture).
+absl::Status CublasLtGemm::SetScales(Plan& plan, const GemmScales& scales) {
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+      plan.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scales.w, sizeof(scales.w)));
+  CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+      plan.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scales.x, sizeof(scales.x)));
+  return absl::OkStatus();
+}
+
 absl::Status CublasLtGemm::Run(const GemmProblem& p, const void* x, const void* w, void* y,
-                               void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+                               void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                               const GemmScales& scales) {
   if (p.rows == 0 || p.n == 0 || p.batch == 0) return absl::OkStatus();
+  if (p.fp8_block_scaled && (scales.x == nullptr || scales.w == nullptr))
+    return absl::InvalidArgumentError("cublasLt: fp8 block-scaled product without scales");
   int alignment = PointerAlignment(x);
   for (const void* ptr : {w, static_cast<const void*>(y)})
     alignment = std::min(alignment, PointerAlignment(ptr));
@@ -184,6 +209,7 @@ absl::Status CublasLtGemm::Run(const GemmProblem& p, const void* x, const void* 
   }
   auto plan = GetPlan(p, alignment, workspace_bytes);
   if (!plan.ok()) return plan.status();
+  if (p.fp8_block_scaled) RETURN_IF_ERROR(SetScales(**plan, scales));
   if (!(*plan)->candidates.empty()) {
     cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
     CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capturing));

@@ -1,10 +1,10 @@
-// Matrix products through cuBLASLt: bf16 operands, fp32 compute, bf16 or fp32
-// output. The algorithm of each distinct problem (sizes, strides, batch,
-// output type, pointer alignment) is chosen once and cached with its
-// descriptors: the first Run outside stream capture times cuBLASLt's top
-// heuristic candidates on the real operands and keeps the fastest
-// (MOEGRAPH_CUBLASLT_AUTOTUNE=0 keeps the heuristic's first choice). The
-// workspace is the caller's, passed to every Run.
+// Matrix products through cuBLASLt: bf16 operands, or e4m3 operands with the
+// DeepSeek block scales (W8A8: activations one f32 per 1x128, weights one per
+// 128x128), fp32 compute, bf16 or fp32 output. The algorithm of each distinct problem (sizes,
+// strides, batch, output type, pointer alignment) is chosen once and cached with its descriptors:
+// the first Run outside stream capture times cuBLASLt's top heuristic candidates on the real
+// operands and keeps the fastest (MOEGRAPH_CUBLASLT_AUTOTUNE=0 keeps the heuristic's first choice).
+// The workspace is the caller's, passed to every Run.
 #pragma once
 
 #include <cublasLt.h>
@@ -28,6 +28,16 @@ struct GemmProblem {
   int batch = 1;
   int64_t batch_stride_x = 0, batch_stride_w = 0, batch_stride_y = 0;
   bool out_f32 = false;  // Y in fp32 instead of bf16
+  // X and W e4m3 (x_scale [ceil(k/128), rows], w_scale [ceil(n/128),
+  // ceil(k/128)] with ceil(k/128) a multiple of 4): cuBLASLt's sm_90
+  // VEC128_32F x BLK128x128_32F modes. batch must be 1.
+  bool fp8_block_scaled = false;
+};
+
+// The f32 block scales of a fp8_block_scaled problem (device pointers).
+struct GemmScales {
+  const float* x = nullptr;
+  const float* w = nullptr;
 };
 
 class CublasLtGemm {
@@ -38,19 +48,22 @@ class CublasLtGemm {
   CublasLtGemm(const CublasLtGemm&) = delete;
   CublasLtGemm& operator=(const CublasLtGemm&) = delete;
 
-  // Enqueues the product on `stream`. x, w bf16; y bf16 or f32.
+  // Enqueues the product on `stream`. x, w bf16 (e4m3 with `scales` when
+  // problem.fp8_block_scaled); y bf16 or f32.
   absl::Status Run(const GemmProblem& problem, const void* x, const void* w, void* y,
-                   void* workspace, size_t workspace_bytes, cudaStream_t stream);
+                   void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                   const GemmScales& scales = {});
 
   size_t cached_plans() const { return plans_.size(); }
 
  private:
   struct Plan;
   using Key = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, int64_t, int64_t, int64_t,
-                         bool, int, size_t>;
+                         bool, bool, int, size_t>;
   absl::StatusOr<Plan*> GetPlan(const GemmProblem& p, int alignment, size_t workspace_bytes);
   absl::Status Tune(Plan& plan, const void* x, const void* w, void* y, void* workspace,
                     size_t workspace_bytes, cudaStream_t stream);
+  static absl::Status SetScales(Plan& plan, const GemmScales& scales);
 
   cublasLtHandle_t handle_;
   bool autotune_ = true;

@@ -53,6 +53,7 @@ absl::StatusOr<int> MaxPositionOf(const char* op, const StepMeta& m);
 class CudaBackendImpl final : public Backend, public OpTimer {
  public:
   static absl::StatusOr<std::unique_ptr<CudaBackendImpl>> Create(int device);
+  void set_w8a8_min_rows(int rows) { w8a8_min_rows_ = rows; }
   ~CudaBackendImpl() override;
 
   std::string name() const override { return name_; }
@@ -159,6 +160,12 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   absl::Status QuantGemm(const char* op, const Tensor& x, const Weight& w, int64_t row0,
                          int64_t rows_of_w, int64_t k, int64_t ldx, Tensor y, int64_t y_offset,
                          int64_t ldy);
+  // Whether an FP8 product of `rows` rows runs W8A8 (activations quantized,
+  // cuBLASLt's block-scaled FP8 GEMM) rather than our W8A16 kernel.
+  bool UsesW8A8(const Weight& w, int64_t rows, int64_t k) const;
+  absl::Status W8A8Gemm(const char* op, const Tensor& x, const Weight& w, int64_t row0,
+                        int64_t rows_of_w, int64_t k, int64_t ldx, Tensor y, int64_t y_offset,
+                        int64_t ldy);
   // Appends `host` (data, then scales) to `buf` at `offset`, as stored on the device.
   absl::Status UploadQuantized(const HostWeight& host, char* data, char* scale);
   // Ends the stream capture and instantiates what it recorded.
@@ -168,6 +175,7 @@ class CudaBackendImpl final : public Backend, public OpTimer {
 
   int device_;
   int num_sms_ = 132;
+  int w8a8_min_rows_ = 0;  // CudaBackendOptions::w8a8_min_rows
   std::string name_;
   CudaStream stream_;  // declared first: destroyed after everything using it
   CublasLtHandle lt_;

@@ -11,6 +11,7 @@
 #include "engine/backend/cuda/cuda_check.h"
 #include "engine/common/status_macros.h"
 #include "kernels/cpu/quant.h"
+#include "kernels/cuda/act_quant.h"
 #include "kernels/cuda/quant_gemm.h"
 
 namespace moegraph::cuda_impl {
@@ -138,9 +139,57 @@ absl::StatusOr<Weight> CudaBackendImpl::UploadStackedMatrices(const std::vector<
   return w;
 }
 
+bool CudaBackendImpl::UsesW8A8(const Weight& w, int64_t rows, int64_t k) const {
+  const int64_t b = quant::kFp8Block;
+  // cuBLASLt reads the 128x128 scales with their K-block count padded to 4;
+  // ours are unpadded, so only shapes where the two agree qualify.
+  return w.format == WeightFormat::kFp8 && w8a8_min_rows_ > 0 && rows >= w8a8_min_rows_ &&
+         k % b == 0 && (w.cols() / b) % 4 == 0 && w.cols() == k;
+}
+
+// W8A8: x quantized to e4m3 in 1x128 groups into scratch, then cuBLASLt's
+// block-scaled FP8 product.
+absl::Status CudaBackendImpl::W8A8Gemm(const char* op, const Tensor& x, const Weight& w,
+                                       int64_t row0, int64_t rows_of_w, int64_t k, int64_t ldx,
+                                       Tensor y, int64_t y_offset, int64_t ldy) {
+  const int64_t rows = x.numel() / ldx, b = quant::kFp8Block;
+  const size_t q_bytes = (static_cast<size_t>(rows * k) + 255) & ~size_t{255};
+  ASSIGN_OR_RETURN(void* ws, Scratch(q_bytes + static_cast<size_t>(rows * (k / b)) * 4));
+  cuda::ActQuantParams q;
+  q.x = x.as<bf16>();
+  q.q = static_cast<uint8_t*>(ws);
+  q.scale = reinterpret_cast<float*>(static_cast<char*>(ws) + q_bytes);
+  q.rows = static_cast<int>(rows);
+  q.k = static_cast<int>(k);
+  q.ldx = static_cast<int>(ldx);
+  q.pow2_scales = w.pow2_act_scales;
+  RETURN_IF_ERROR(KernelCheck(op, cuda::Validate(q)));
+  RETURN_IF_ERROR(LaunchStatus(op, cuda::LaunchActQuant(q, stream())));
+  GemmProblem p;
+  p.rows = q.rows;
+  p.n = static_cast<int>(rows_of_w);
+  p.k = q.k;
+  p.ldx = k;
+  p.ldw = w.cols();
+  p.ldy = ldy;
+  p.out_f32 = y.dtype == DType::kF32;
+  p.fp8_block_scaled = true;
+  GemmScales scales;
+  scales.x = q.scale;
+  scales.w = w.scale.as<float>() + (row0 / b) * (w.cols() / b);
+  return gemm_->Run(p, q.q, w.data.as<uint8_t>() + row0 * w.cols(),
+                    static_cast<char*>(y.data) + y_offset * DTypeSize(y.dtype),
+                    gemm_workspace_.data(), gemm_workspace_.bytes(), stream(), scales);
+}
+
 absl::Status CudaBackendImpl::QuantGemm(const char* op, const Tensor& x, const Weight& w,
                                         int64_t row0, int64_t rows_of_w, int64_t k, int64_t ldx,
                                         Tensor y, int64_t y_offset, int64_t ldy) {
+  if (UsesW8A8(w, x.numel() / ldx, k)) {
+    if (row0 % quant::kFp8Block != 0)
+      return Invalid(op, "fp8 weight row blocks must start at a multiple of 128");
+    return W8A8Gemm(op, x, w, row0, rows_of_w, k, ldx, y, y_offset, ldy);
+  }
   cuda::QuantLinearParams p;
   p.x = x.as<bf16>();
   p.rows = static_cast<int>(x.numel() / ldx);
