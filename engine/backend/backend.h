@@ -123,6 +123,7 @@ class Backend {
   virtual ~Backend() = default;
 
   virtual std::string name() const = 0;        // "cpu", "cuda:0 (NVIDIA H200)"
+  virtual std::string id() const = 0;          // "cpu", "cuda:0": the device alone
   virtual DType activation_dtype() const = 0;  // kF32 (cpu) or kBF16 (cuda)
 
   // ---- memory -------------------------------------------------------------

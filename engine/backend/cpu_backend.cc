@@ -136,6 +136,7 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const CpuBackendOptions& options) : options_(options) {}
   std::string name() const override { return "cpu"; }
+  std::string id() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::kF32; }
 
   absl::StatusOr<Buffer> Allocate(size_t bytes) override {

@@ -129,6 +129,7 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   }
   e->graph_mode_ = options.graphs == "auto" ? (e->bucketed_ ? "full" : "off") : options.graphs;
   e->device_sampler_ = options.device_sampling && e->bucketed_;
+  e->row_params_.reserve(static_cast<size_t>(options.num_slots));
   const int max_rows = std::min(options.num_slots, options.max_step_tokens);
   ASSIGN_OR_RETURN(e->model_, Dsv4Model::Create(&backend, *source, config, options.max_step_tokens,
                                                 max_rows, exchange));
@@ -353,7 +354,8 @@ absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepRes
   }
   if (want_sample && shape.sample) {
     // The rows' parameters in row order; any asking for logprobs brings the records.
-    std::vector<const sampling::SamplingParams*> row_params;
+    std::vector<const sampling::SamplingParams*>& row_params = row_params_;
+    row_params.clear();  // keeps its capacity: no allocation in a step
     bool logprobs = false;
     for (const SeqChunk& ch : plan.seqs) {
       if (!ch.want_logits) continue;
@@ -416,8 +418,7 @@ std::vector<DeviceMemoryStats> Dsv4Engine::device_memory() const {
   if (used < 0 || total < 0) return {};
   // The metric's device label is the id alone ("cuda:0"), not the display
   // name with the product ("cuda:0 (NVIDIA H200)").
-  const std::string name = backend_->name();
-  return {DeviceMemoryStats{name.substr(0, name.find(' ')), used, total}};
+  return {DeviceMemoryStats{backend_->id(), used, total}};
 }
 
 }  // namespace moegraph

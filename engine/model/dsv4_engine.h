@@ -86,6 +86,7 @@ class Dsv4Engine final : public Engine {
   const char* last_mode_ = "eager";
   int last_bucket_ = 0;
   double last_host_us_ = 0;
+  std::vector<const sampling::SamplingParams*> row_params_;  // RunStep's, reused
 };
 
 }  // namespace moegraph

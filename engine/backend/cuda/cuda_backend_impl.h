@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/cuda/cublaslt_gemm.h"
 #include "engine/backend/cuda/cuda_check.h"
@@ -57,6 +58,7 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   ~CudaBackendImpl() override;
 
   std::string name() const override { return name_; }
+  std::string id() const override { return absl::StrCat("cuda:", device_); }
   DType activation_dtype() const override { return DType::kBF16; }
 
   absl::StatusOr<Buffer> Allocate(size_t bytes) override;
