@@ -186,8 +186,9 @@ class Engine {
     return Step(plan, &result->logits);
   }
 
-  // Whether StepAndSample samples this want_logits chunk on the device (then
-  // its id comes back in StepResult::ids, not as logits). Default: never.
+  // Whether the engine can sample this want_logits chunk on the device;
+  // StepAndSample does (the ids come back in StepResult::ids, not as logits)
+  // when it can for every want_logits chunk of the plan. Default: never.
   virtual bool SamplesOnDevice(const SeqChunk& /*chunk*/) const { return false; }
 
   // Pipelined steps (docs/decode-step.md): Launch enqueues a step and returns

@@ -291,15 +291,17 @@ absl::Status Dsv4Engine::Prepare() {
   return absl::OkStatus();
 }
 
+bool Dsv4Engine::SamplesOnDevice(const SeqChunk& ch) const {
+  const sampling::SamplingParams* p = ch.sampling;
+  return device_sampler_ && ch.want_logits && p != nullptr && !p->has_penalties() &&
+         p->top_logprobs <= cuda::kSampleMaxTopLogprobs &&
+         ch.banned.size() <= static_cast<size_t>(cuda::kSampleMaxBanned);
+}
+
 bool Dsv4Engine::CanSampleOnDevice(const StepPlan& plan) const {
   if (!device_sampler_) return false;
   for (const SeqChunk& ch : plan.seqs) {
-    if (!ch.want_logits) continue;
-    const sampling::SamplingParams* p = ch.sampling;
-    if (p == nullptr || p->has_penalties() || p->top_logprobs > cuda::kSampleMaxTopLogprobs ||
-        ch.banned.size() > static_cast<size_t>(cuda::kSampleMaxBanned)) {
-      return false;
-    }
+    if (ch.want_logits && !SamplesOnDevice(ch)) return false;
   }
   return true;
 }

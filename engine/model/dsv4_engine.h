@@ -33,6 +33,7 @@ class Dsv4Engine final : public Engine {
   void ReleaseSlot(int slot) override;
   absl::Status Step(const StepPlan& plan, std::vector<float>* logits) override;
   absl::Status StepAndSample(const StepPlan& plan, StepResult* result) override;
+  bool SamplesOnDevice(const SeqChunk& chunk) const override;
   std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) override;
   StatePoolStats state_pool() const override { return state_->pool_stats(); }
   std::vector<DeviceMemoryStats> device_memory() const override;
