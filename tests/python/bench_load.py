@@ -9,6 +9,9 @@ and reports requests/s, generated tokens/s, client-side inter-token latency
     /usr/bin/python3 tests/python/bench_load.py                 # 1 and 32 streams
     /usr/bin/python3 tests/python/bench_load.py --concurrency 1 8 32 --requests 128
     /usr/bin/python3 tests/python/bench_load.py --fake-engine    # the server alone
+    /usr/bin/python3 tests/python/bench_load.py --fake-engine --fake-step-ms 2 [--pipelined]
+        # steps that take 2 ms on the fake engine's modelled device, one at a
+        # time or pipelined (step N+1 launched before step N's ids are back)
 """
 
 import argparse
@@ -76,6 +79,10 @@ def run_level(args, concurrency):
     prompts = [p["prompt_ids"] for p in golden()["prompts"].values()]
     flags = ["--slots=%d" % max(concurrency, 1), "--queue_size=%d" % (2 * args.requests),
              "--max_step_tokens=%d" % args.max_step_tokens]
+    if args.fake_step_ms > 0:
+        flags.append("--fake-step-ms=%g" % args.fake_step_ms)
+    if args.pipelined:
+        flags.append("--fake-pipelined")
     daemon = Daemon(fake_engine=args.fake_engine, flags=flags, log_level="info")
     daemon.start(timeout=300)
     stub = daemon.generation()
@@ -174,6 +181,10 @@ def main():
     ap.add_argument("--requests", type=int, default=64, help="requests per level")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-step-tokens", type=int, default=256)
+    ap.add_argument("--fake-step-ms", type=float, default=0,
+                    help="with --fake-engine: each step's modelled device time")
+    ap.add_argument("--pipelined", action="store_true",
+                    help="with --fake-engine: pipeline the steps (--fake-pipelined)")
     ap.add_argument("--fake-engine", action="store_true",
                     help="the deterministic stand-in engine: measures the server alone")
     args = ap.parse_args()

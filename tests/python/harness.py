@@ -102,7 +102,9 @@ class Daemon:
 
     config_yaml: YAML text written to a temporary file and passed as --config.
     flags: extra command-line flags (they override the YAML).
-    fake_engine: serve the deterministic stand-in model (no weights).
+    fake_engine: serve the deterministic stand-in model (no weights); with
+        MOEGRAPH_FAKE_PIPELINED=1 in the environment it pipelines its steps
+        as a GPU engine does (--fake-pipelined).
     The gRPC and metrics ports are picked here unless the flags set them.
     """
 
@@ -124,6 +126,8 @@ class Daemon:
                  "--model_dir=" + model_dir, "--log_level=" + log_level]
         if fake_engine:
             args.append("--fake-engine")
+            if os.environ.get("MOEGRAPH_FAKE_PIPELINED"):
+                args.append("--fake-pipelined")
         args += list(flags)
         self.args = args
         self.proc = None
