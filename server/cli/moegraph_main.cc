@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/common/cli_registry.h"
+#include "engine/parallel/nccl_environment.h"
 
 namespace {
 void PrintHelp(FILE* out) {
@@ -20,6 +21,7 @@ void PrintHelp(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  moegraph::ApplyNcclDefaults();  // before any thread starts
   if (argc < 2) {
     PrintHelp(stderr);
     return 2;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/common/logging.h"
 #include "engine/engine.h"
+#include "engine/parallel/nccl_environment.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -352,6 +353,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
 }  // namespace moegraph
 
 int main(int argc, char** argv) {
+  const std::vector<std::string> nccl_defaults = moegraph::ApplyNcclDefaults();  // no threads yet
   // Every thread inherits this mask, so the signals reach only sigwait below.
   sigset_t signals;
   sigemptyset(&signals);
@@ -391,5 +393,6 @@ int main(int argc, char** argv) {
   moegraph::LogLevel level;
   if (moegraph::ParseLogLevel(config.log_level, &level)) moegraph::SetLogLevel(level);
   moegraph::InstallProtobufLogLimit(/*lines_per_minute=*/10);
+  for (const std::string& set : nccl_defaults) LOG_INFO << "environment: " << set << " (default)";
   return moegraph::Serve(config, *flags, signals);
 }
