@@ -127,7 +127,7 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmProblem& p, 
   CUBLAS_CHECK_OR_ABORT(cublasLtMatmulPreferenceDestroy(pref));
   CUBLAS_RETURN_IF_ERROR(st);
   if (found == 0) {
-    return absl::InternalError(absl::StrFormat(
+    return absl::UnimplementedError(absl::StrFormat(
         "cuBLASLt has no algorithm for rows=%d n=%d k=%d batch=%d out_f32=%d fp8=%d alignment=%d",
         p.rows, p.n, p.k, p.batch, p.out_f32, p.fp8_block_scaled, alignment));
   }

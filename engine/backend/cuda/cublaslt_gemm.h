@@ -49,7 +49,8 @@ class CublasLtGemm {
   CublasLtGemm& operator=(const CublasLtGemm&) = delete;
 
   // Enqueues the product on `stream`. x, w bf16 (e4m3 with `scales` when
-  // problem.fp8_block_scaled); y bf16 or f32.
+  // problem.fp8_block_scaled); y bf16 or f32. UNIMPLEMENTED when cuBLASLt
+  // has no algorithm for the problem (nothing enqueued).
   absl::Status Run(const GemmProblem& problem, const void* x, const void* w, void* y,
                    void* workspace, size_t workspace_bytes, cudaStream_t stream,
                    const GemmScales& scales = {});

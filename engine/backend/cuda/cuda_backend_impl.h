@@ -10,9 +10,11 @@
 #include <array>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -164,10 +166,13 @@ class CudaBackendImpl final : public Backend, public OpTimer {
                          int64_t ldy);
   // Whether an FP8 product of `rows` rows runs W8A8 (activations quantized,
   // cuBLASLt's block-scaled FP8 GEMM) rather than our W8A16 kernel.
-  bool UsesW8A8(const Weight& w, int64_t rows, int64_t k) const;
+  bool UsesW8A8(const Weight& w, int64_t rows, int64_t n, int64_t k) const;
   absl::Status W8A8Gemm(const char* op, const Tensor& x, const Weight& w, int64_t row0,
                         int64_t rows_of_w, int64_t k, int64_t ldx, Tensor y, int64_t y_offset,
                         int64_t ldy);
+  absl::Status QuantGemmW8A16(const char* op, const Tensor& x, const Weight& w, int64_t row0,
+                              int64_t rows_of_w, int64_t k, int64_t ldx, Tensor y, int64_t y_offset,
+                              int64_t ldy);
   // Appends `host` (data, then scales) to `buf` at `offset`, as stored on the device.
   absl::Status UploadQuantized(const HostWeight& host, char* data, char* scale);
   // Ends the stream capture and instantiates what it recorded.
@@ -178,6 +183,8 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   int device_;
   int num_sms_ = 132;
   int w8a8_min_rows_ = 0;  // CudaBackendOptions::w8a8_min_rows
+  // (rows, n, k) of FP8 products cuBLASLt has no block-scaled algorithm for.
+  absl::flat_hash_set<std::tuple<int64_t, int64_t, int64_t>> w8a8_refused_;
   std::string name_;
   CudaStream stream_;  // declared first: destroyed after everything using it
   CublasLtHandle lt_;

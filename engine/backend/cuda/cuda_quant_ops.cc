@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cuda/cuda_backend_impl.h"
 #include "engine/backend/cuda/cuda_check.h"
+#include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
 #include "kernels/cpu/quant.h"
 #include "kernels/cuda/act_quant.h"
@@ -139,12 +140,13 @@ absl::StatusOr<Weight> CudaBackendImpl::UploadStackedMatrices(const std::vector<
   return w;
 }
 
-bool CudaBackendImpl::UsesW8A8(const Weight& w, int64_t rows, int64_t k) const {
+bool CudaBackendImpl::UsesW8A8(const Weight& w, int64_t rows, int64_t n, int64_t k) const {
   const int64_t b = quant::kFp8Block;
   // cuBLASLt reads the 128x128 scales with their K-block count padded to 4;
   // ours are unpadded, so only shapes where the two agree qualify.
   return w.format == WeightFormat::kFp8 && w8a8_min_rows_ > 0 && rows >= w8a8_min_rows_ &&
-         k % b == 0 && (w.cols() / b) % 4 == 0 && w.cols() == k;
+         k % b == 0 && (w.cols() / b) % 4 == 0 && w.cols() == k &&
+         !w8a8_refused_.contains({rows, n, k});
 }
 
 // W8A8: x quantized to e4m3 in 1x128 groups into scratch, then cuBLASLt's
@@ -185,11 +187,21 @@ absl::Status CudaBackendImpl::W8A8Gemm(const char* op, const Tensor& x, const We
 absl::Status CudaBackendImpl::QuantGemm(const char* op, const Tensor& x, const Weight& w,
                                         int64_t row0, int64_t rows_of_w, int64_t k, int64_t ldx,
                                         Tensor y, int64_t y_offset, int64_t ldy) {
-  if (UsesW8A8(w, x.numel() / ldx, k)) {
+  if (UsesW8A8(w, x.numel() / ldx, rows_of_w, k)) {
     if (row0 % quant::kFp8Block != 0)
       return Invalid(op, "fp8 weight row blocks must start at a multiple of 128");
-    return W8A8Gemm(op, x, w, row0, rows_of_w, k, ldx, y, y_offset, ldy);
+    const absl::Status s = W8A8Gemm(op, x, w, row0, rows_of_w, k, ldx, y, y_offset, ldy);
+    if (!absl::IsUnimplemented(s)) return s;
+    // cuBLASLt has no block-scaled algorithm for this shape: W8A16 from now on.
+    LOG_WARN << name_ << " " << op << ": " << s.message() << "; this shape runs W8A16";
+    w8a8_refused_.insert({x.numel() / ldx, rows_of_w, k});
   }
+  return QuantGemmW8A16(op, x, w, row0, rows_of_w, k, ldx, y, y_offset, ldy);
+}
+
+absl::Status CudaBackendImpl::QuantGemmW8A16(const char* op, const Tensor& x, const Weight& w,
+                                             int64_t row0, int64_t rows_of_w, int64_t k,
+                                             int64_t ldx, Tensor y, int64_t y_offset, int64_t ldy) {
   cuda::QuantLinearParams p;
   p.x = x.as<bf16>();
   p.rows = static_cast<int>(x.numel() / ldx);
