@@ -462,11 +462,16 @@ bool Scheduler::LaunchNext(bool ahead) {
   plan_.token_ids = buf.token_ids;
   plan_.num_tokens = n;
 
-  InFlight& step = inflight_.emplace_back();
+  // A record from an earlier step keeps its vectors' capacity (the logits
+  // rows of host-sampled steps are vocab floats each).
+  if (spare_.empty()) spare_.emplace_back();
+  inflight_.push_back(std::move(spare_.back()));
+  spare_.pop_back();
+  InFlight& step = inflight_.back();
   step.start = step_start;
   step.buffers = &buf;
-  step.chunks = plan_.seqs;
-  step.seqs = step_seqs_;
+  step.chunks.assign(plan_.seqs.begin(), plan_.seqs.end());
+  step.seqs.assign(step_seqs_.begin(), step_seqs_.end());
   step.num_tokens = n;
   step.decode_tokens = decode_tokens;
   step.device_only = device_only;
@@ -481,7 +486,7 @@ bool Scheduler::LaunchNext(bool ahead) {
 }
 
 void Scheduler::CollectOldest() {
-  InFlight step = std::move(inflight_.front());
+  InFlight& step = spare_.emplace_back(std::move(inflight_.front()));
   inflight_.pop_front();
   const auto collect_start = SteadyClock::now();
   if (step.status.ok() && engine_->pipelines()) step.status = engine_->Collect(&step.result);

@@ -187,6 +187,7 @@ class Scheduler {
     SteadyClock::time_point start, engine_start, launch_end;
   };
   std::deque<InFlight> inflight_;
+  std::vector<InFlight> spare_;  // collected records, reused (their vectors keep capacity)
   std::vector<std::unique_ptr<Sequence>> retiring_;  // finished, named by a launched step
   SteadyClock::time_point last_step_end_{};
   SteadyClock::time_point last_memory_report_{};  // ReportDeviceMemory's
