@@ -1,6 +1,7 @@
 // server/scheduler with the FakeEngine: batching, chunked prefill within the
 // step budget, cancellation, admission, stop ids, seeded determinism
-// independent of the batch, and drain.
+// independent of the batch, and drain; each both one step at a time and with
+// the engine pipelining its steps (GENERATE).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -25,6 +26,7 @@ using namespace scheduler_testing;
 
 TEST_CASE("scheduler: one greedy request matches the engine's argmax chain", "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   FakeEngine engine(eo);
   auto scheduler = MakeScheduler(&engine);
   Req r = MakeRequest("a", Prompt(5), 12);
@@ -38,6 +40,7 @@ TEST_CASE("scheduler: one greedy request matches the engine's argmax chain", "[s
 
 TEST_CASE("scheduler: concurrent requests share steps and keep their own outputs", "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 4;
   eo.step_seconds = 0.002;  // so that all four are in flight together
   FakeEngine engine(eo);
@@ -63,6 +66,7 @@ TEST_CASE("scheduler: concurrent requests share steps and keep their own outputs
 TEST_CASE("scheduler: new requests go to the slot group running the fewest", "[scheduler][ep]") {
   // Two groups (as two expert-parallel ranks): slots 0, 2 and 1, 3.
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 4;
   eo.slot_groups = 2;
   eo.step_seconds = 0.001;
@@ -99,6 +103,7 @@ TEST_CASE("scheduler: new requests go to the slot group running the fewest", "[s
 TEST_CASE("scheduler: prefill is chunked within the step budget and decodes keep going",
           "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 2;
   eo.max_step_tokens = 8;
   eo.step_seconds = 0.001;
@@ -136,6 +141,7 @@ TEST_CASE("scheduler: prefill is chunked within the step budget and decodes keep
 
 TEST_CASE("scheduler: abort frees the slot for the next request", "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 1;
   eo.step_seconds = 0.002;
   FakeEngine engine(eo);
@@ -159,6 +165,7 @@ TEST_CASE("scheduler: abort frees the slot for the next request", "[scheduler]")
 
 TEST_CASE("scheduler: a queued request can be aborted before it runs", "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 1;
   eo.step_seconds = 0.002;
   FakeEngine engine(eo);
@@ -177,6 +184,7 @@ TEST_CASE("scheduler: a queued request can be aborted before it runs", "[schedul
 
 TEST_CASE("scheduler: admission refuses a full queue and duplicate ids", "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 1;
   eo.step_seconds = 0.005;
   FakeEngine engine(eo);
@@ -219,6 +227,7 @@ TEST_CASE("scheduler: stop token ids end the request with their id", "[scheduler
 TEST_CASE("scheduler: seeded sampling does not depend on the batch", "[scheduler]") {
   auto run = [](int companions) {
     FakeEngineOptions eo;
+    eo.device_sampling = eo.pipelined = GENERATE(false, true);
     eo.num_slots = 4;
     FakeEngine engine(eo);
     auto scheduler = MakeScheduler(&engine);
@@ -248,6 +257,7 @@ TEST_CASE("scheduler: seeded sampling does not depend on the batch", "[scheduler
 
 TEST_CASE("scheduler: a request waits for state the pool cannot hold yet", "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 2;
   eo.state_pool_tokens = 40;
   FakeEngine engine(eo);
@@ -308,6 +318,7 @@ class RecordingObserver final : public SchedulerObserver {
 
 TEST_CASE("scheduler: admission refuses a request the state pool can never hold", "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 2;
   eo.state_pool_tokens = 40;
   FakeEngine engine(eo);
@@ -357,8 +368,9 @@ TEST_CASE("scheduler: admission refuses a request the state pool can never hold"
   }
   CHECK(most_reserved == 40);
   // After step 29: the prompt and 28 generated tokens run (step 30 ends the
-  // request and releases its slot before the next report).
-  CHECK(most_used == 38);
+  // request and releases its slot before the next report). Pipelined, step
+  // 30 (the 29th token) is already launched when step 29's report is made.
+  CHECK(most_used == (eo.pipelined ? 39 : 38));
   CHECK(pools.back().reserved_tokens == 0);
   CHECK(pools.back().used_tokens == 0);
 
@@ -378,6 +390,7 @@ TEST_CASE("scheduler: admission refuses a request the state pool can never hold"
 TEST_CASE("scheduler: device memory is reported at start and at most once a second",
           "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.step_seconds = 0.25;
   eo.device_memory = {{"cuda:0", 100, 1000}, {"cuda:1", 200, 1000}};
   FakeEngine engine(eo);
@@ -418,6 +431,7 @@ TEST_CASE("scheduler: device memory is reported at start and at most once a seco
 TEST_CASE("scheduler: drain finishes running requests, then aborts at the deadline",
           "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 2;
   eo.step_seconds = 0.002;
   FakeEngine engine(eo);
@@ -439,6 +453,7 @@ TEST_CASE("scheduler: drain finishes running requests, then aborts at the deadli
 
 TEST_CASE("scheduler: destruction aborts what is left", "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 1;
   eo.step_seconds = 0.001;
   FakeEngine engine(eo);
@@ -507,6 +522,7 @@ std::shared_ptr<BackloggedSink> SubmitLong(Scheduler& scheduler, const std::stri
 TEST_CASE("scheduler: a backlogged sink pauses its sequence, which resumes on Wake",
           "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 2;
   eo.step_seconds = 0.001;
   FakeEngine engine(eo);
@@ -540,6 +556,7 @@ TEST_CASE("scheduler: a backlogged sink pauses its sequence, which resumes on Wa
 
 TEST_CASE("scheduler: a sequence stalled past the timeout ends, naming the limits", "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   // Steps of 2 ms: the 1000 tokens take 2 s, so the sink is backlogged long
   // before they could all be generated (without a step time they were, in
   // 4.6 ms on a loaded CI machine, and the request finished by length).
@@ -568,6 +585,7 @@ TEST_CASE("scheduler: a sequence stalled past the timeout ends, naming the limit
 
 TEST_CASE("scheduler: one caller gets at most its share of the queue", "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 1;
   eo.step_seconds = 0.005;
   FakeEngine engine(eo);
@@ -603,6 +621,7 @@ TEST_CASE("scheduler: one caller gets at most its share of the queue", "[schedul
 
 TEST_CASE("scheduler: ids are per owner; Abort reaches only the owner's", "[scheduler]") {
   FakeEngineOptions eo;
+  eo.device_sampling = eo.pipelined = GENERATE(false, true);
   eo.num_slots = 2;
   eo.step_seconds = 0.002;
   FakeEngine engine(eo);
