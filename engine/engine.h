@@ -48,10 +48,11 @@ struct EngineOptions {
   // two in-process CPU ranks. Empty: `device` alone.
   std::string devices;
   // How the model is split over `devices`: "ep" = routed experts split
-  // evenly, attention and shared expert replicated, slots shared out.
+  // evenly, attention and shared expert replicated, slots shared out;
+  // "layers" = contiguous blocks of layers, one a device, every slot on each.
   std::string layout = "ep";
-  // How long a rank waits for the others at an expert exchange before the
-  // step fails naming the missing ranks.
+  // How long a rank waits for the others at an expert exchange or a layer
+  // handoff before the step fails naming the missing ranks.
   int exchange_timeout_ms = 60000;
 };
 
@@ -60,8 +61,8 @@ inline constexpr const char* kWeightFormats[] = {"bf16", "fp8", "fp4"};
 
 // The accepted values of EngineOptions::graphs, for config validation.
 inline constexpr const char* kGraphModes[] = {"auto", "off", "piecewise", "full"};
-// The accepted values of EngineOptions::layout ("layers" is not built yet).
-inline constexpr const char* kLayouts[] = {"ep"};
+// The accepted values of EngineOptions::layout ("ep+layers" is not built yet).
+inline constexpr const char* kLayouts[] = {"ep", "layers"};
 
 struct ModelInfo {
   std::string name;        // the model directory's base name

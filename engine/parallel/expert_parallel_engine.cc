@@ -2,80 +2,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <iterator>
-#include <optional>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/model_config.h"
+#include "engine/parallel/multi_rank_engine.h"
 
 namespace moegraph {
-namespace {
-
-// The entries of `devices`, checked: non-empty, "cpu" or "cpu:N", no repeats.
-absl::StatusOr<std::vector<std::string>> ParseDevices(const std::string& devices) {
-  std::vector<std::string> out;
-  for (absl::string_view entry : absl::StrSplit(devices, ',')) {
-    const std::string name(absl::StripAsciiWhitespace(entry));
-    const size_t i = out.size();
-    if (name.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("devices: entry ", i, " of '", devices, "' is empty"));
-    }
-    int index = 0;
-    const bool cpu = name == "cpu" || (absl::StartsWith(name, "cpu:") &&
-                                       absl::SimpleAtoi(name.substr(4), &index) && index >= 0);
-    if (!cpu) {
-      if (absl::StartsWith(name, "cuda")) {
-        return absl::UnimplementedError(absl::StrCat(
-            "devices: '", name,
-            "': several CUDA ranks are not built yet (issue #10); cpu:0,cpu:1,... runs "
-            "in-process CPU ranks"));
-      }
-      return absl::InvalidArgumentError(
-          absl::StrCat("devices: entry ", i, " '", name, "' is not cpu or cpu:N"));
-    }
-    if (std::find(out.begin(), out.end(), name) != out.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("devices: '", name, "' appears more than once"));
-    }
-    out.push_back(name);
-  }
-  return out;
-}
-
-absl::Status CheckLayout(const std::string& layout) {
-  if (std::find(std::begin(kLayouts), std::end(kLayouts), layout) != std::end(kLayouts)) {
-    return absl::OkStatus();
-  }
-  const bool later = layout == "layers" || layout == "ep+layers" || layout == "layers+ep";
-  return absl::InvalidArgumentError(absl::StrCat("layout: '", layout, "' is ",
-                                                 later ? "not built yet" : "not a layout",
-                                                 "; allowed: ", absl::StrJoin(kLayouts, ", ")));
-}
-
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Engine>> CreateExpertParallelEngine(const EngineOptions& options) {
-  ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
-  RETURN_IF_ERROR(CheckLayout(options.layout));
-  if (devices.size() == 1) {
-    EngineOptions one = options;
-    one.device = "cpu";
-    one.devices.clear();
-    ASSIGN_OR_RETURN(std::unique_ptr<Dsv4Engine> engine, Dsv4Engine::Create(one));
-    return std::unique_ptr<Engine>(std::move(engine));
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<ExpertParallelEngine> engine,
-                   ExpertParallelEngine::Create(options));
-  return std::unique_ptr<Engine>(std::move(engine));
-}
-
 ExpertParallelEngine::~ExpertParallelEngine() {
   workers_.clear();
   ranks_.clear();
@@ -86,6 +20,10 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
     const EngineOptions& options) {
   ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
   RETURN_IF_ERROR(CheckLayout(options.layout));
+  if (options.layout != "ep") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layout: '", options.layout, "' is not ep (Engine::Create picks the engine)"));
+  }
   const int R = static_cast<int>(devices.size());
   if (options.num_slots < R) {
     return absl::InvalidArgumentError(absl::StrCat("num_slots: ", options.num_slots,
@@ -128,8 +66,9 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
       ro.state_pool_tokens =
           std::max<int64_t>(1, options.state_pool_tokens * ro.num_slots / options.num_slots);
     }
-    absl::StatusOr<std::unique_ptr<Dsv4Engine>> rank =
-        Dsv4Engine::Create(ro, e->exchange_->rank(r));
+    ModelShard shard;
+    shard.exchange = e->exchange_->rank(r);
+    absl::StatusOr<std::unique_ptr<Dsv4Engine>> rank = Dsv4Engine::Create(ro, shard);
     if (!rank.ok()) {
       return absl::Status(rank.status().code(),
                           absl::StrCat(devices[r], ": ", rank.status().message()));
@@ -240,37 +179,22 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
       return s;
     });
   }
-  absl::Status first_error, root_cause;
-  int cause_rank = 0, first_rank = 0;
-  for (int r = 0; r < R; ++r) {
-    std::optional<absl::Status> s = workers_[r]->Wait(step_timeout_);
-    if (!s.has_value()) {
-      const absl::Status exchange = exchange_->status();
-      broken_ = absl::FailedPreconditionError(
-          absl::StrCat("rank ", r, " did not finish a step within ", step_timeout_.count(),
-                       " ms; the engine cannot step again (restart it)",
-                       exchange.ok() ? "" : absl::StrCat("; ", exchange.message())));
-      return broken_;
-    }
-    if (s->ok()) continue;
-    if (first_error.ok()) {
-      first_error = *s;
-      first_rank = r;
-    }
-    // The exchange's own ABORTED errors point at another rank's failure.
-    if (root_cause.ok() && !absl::IsAborted(*s)) {
-      root_cause = *s;
-      cause_rank = r;
-    }
+  const RanksOutcome outcome = WaitForRanks(workers_, step_timeout_);
+  if (outcome.stuck >= 0) {
+    const absl::Status exchange = exchange_->status();
+    broken_ = absl::FailedPreconditionError(
+        absl::StrCat("rank ", outcome.stuck, " did not finish a step within ",
+                     step_timeout_.count(), " ms; the engine cannot step again (restart it)",
+                     exchange.ok() ? "" : absl::StrCat("; ", exchange.message())));
+    return broken_;
   }
-  if (!first_error.ok()) {
+  if (!outcome.error.ok()) {
     const absl::Status exchange = exchange_->status();
     // Every rank has returned, so nobody is inside the exchange.
     exchange_->Reset();
-    const absl::Status& error = root_cause.ok() ? first_error : root_cause;
     // The exchange's own failure (a timeout) names its ranks already.
-    if (error == exchange) return error;
-    return FromRank(root_cause.ok() ? first_rank : cause_rank, error);
+    if (outcome.error == exchange) return outcome.error;
+    return FromRank(outcome.error_rank, outcome.error);
   }
   // Logits rows back in plan order (each rank's rows are in its chunks' order).
   std::vector<size_t> cursor(R, 0);

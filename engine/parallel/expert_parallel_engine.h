@@ -16,11 +16,6 @@
 
 namespace moegraph {
 
-// Engine::Create's choice when EngineOptions::devices is set: one device runs
-// the single-rank engine on it, several an ExpertParallelEngine. Errors name
-// the field (devices, layout, num_slots, exchange_timeout_ms).
-absl::StatusOr<std::unique_ptr<Engine>> CreateExpertParallelEngine(const EngineOptions& options);
-
 class ExpertParallelEngine final : public Engine {
  public:
   static absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> Create(const EngineOptions& options);

@@ -6,9 +6,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -38,5 +40,17 @@ class RankWorker {
   absl::Status result_;
   std::thread thread_;  // last: starts after the fields above exist
 };
+
+// How the jobs of one step, one per rank, ended.
+struct RanksOutcome {
+  int stuck = -1;  // a rank still running after the timeout (then the rest is unset)
+  // The root cause: the first error that is not ABORTED (a transport's "a
+  // peer failed"), else the first error; OK when every rank succeeded.
+  absl::Status error;
+  int error_rank = -1;
+};
+// Waits for every worker's posted job, each up to `timeout`.
+RanksOutcome WaitForRanks(const std::vector<std::unique_ptr<RankWorker>>& workers,
+                          std::chrono::milliseconds timeout);
 
 }  // namespace moegraph

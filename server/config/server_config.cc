@@ -265,7 +265,9 @@ const std::vector<Field>& Fields() {
       StringField(
           "layout", [](ServerConfig& c) -> std::string& { return c.layout; }, "LAYOUT", "ep",
           "How the model is split over devices: ep = routed experts split evenly, attention "
-          "and shared expert replicated, slots shared out (layers: not built yet).",
+          "and shared expert replicated, slots shared out; layers = contiguous blocks of "
+          "layers, one a device (2 to the model's layer count), every slot on each "
+          "(ep+layers: not built yet).",
           CheckLayout),
       IntField(
           "slots", [](ServerConfig& c) -> int& { return c.slots; }, 1, 65536,

@@ -1,0 +1,170 @@
+#include "engine/parallel/layer_parallel_engine.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/common/status_macros.h"
+#include "engine/parallel/multi_rank_engine.h"
+
+namespace moegraph {
+
+LayerParallelEngine::~LayerParallelEngine() {
+  workers_.clear();
+  ranks_.clear();
+  handoff_.reset();
+}
+
+absl::StatusOr<std::unique_ptr<LayerParallelEngine>> LayerParallelEngine::Create(
+    const EngineOptions& options) {
+  ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
+  RETURN_IF_ERROR(CheckLayout(options.layout));
+  if (options.layout != "layers") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layout: '", options.layout, "' is not layers (Engine::Create picks the engine)"));
+  }
+  if (options.exchange_timeout_ms <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("exchange_timeout_ms must be positive, got ", options.exchange_timeout_ms));
+  }
+  ASSIGN_OR_RETURN(ModelConfig config, Dsv4Engine::LoadConfig(options));
+  const int R = static_cast<int>(devices.size()), L = config.num_layers;
+  if (R < 2 || R > L) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "devices: ", R, " devices with layout 'layers' on a model of ", L,
+        " layers; allowed: 2 to ", L, " devices (each holds a block of at least one layer)"));
+  }
+  std::unique_ptr<LayerParallelEngine> e(new LayerParallelEngine());
+  e->num_slots_ = options.num_slots;
+  e->devices_ = devices;
+  e->max_step_tokens_ = options.max_step_tokens;
+  // A rank waits at most one barrier per boundary, each up to the timeout.
+  e->step_timeout_ = std::max<std::chrono::milliseconds>(
+      std::chrono::milliseconds(options.exchange_timeout_ms) * (R + 3), std::chrono::seconds(10));
+  InProcessHandoffOptions ho;
+  ho.num_ranks = R;
+  ho.capacity = options.max_step_tokens;
+  ho.streams = config.hc_mult;
+  ho.hidden = config.hidden_size;
+  ho.timeout = std::chrono::milliseconds(options.exchange_timeout_ms);
+  ASSIGN_OR_RETURN(e->handoff_, InProcessHandoff::Create(ho));
+  std::vector<std::string> blocks;
+  for (int r = 0; r < R; ++r) {
+    EngineOptions ro = options;
+    ro.device = "cpu";
+    ro.devices.clear();
+    ModelShard shard;
+    shard.layers = LayerBlock(L, R, r);
+    shard.handoff = e->handoff_->rank(r);
+    absl::StatusOr<std::unique_ptr<Dsv4Engine>> rank = Dsv4Engine::Create(ro, shard);
+    if (!rank.ok()) {
+      return absl::Status(rank.status().code(),
+                          absl::StrCat(devices[r], ": ", rank.status().message()));
+    }
+    e->ranks_.push_back(std::move(rank).value());
+    e->workers_.push_back(std::make_unique<RankWorker>());
+    blocks.push_back(absl::StrCat(devices[r], " [", shard.layers.first, ", ", shard.layers.end, ")",
+                                  r == 0 ? " + embedding" : "", r == R - 1 ? " + head" : ""));
+  }
+  e->logits_.resize(R);
+  e->info_ = e->ranks_[0]->info();
+  e->info_.device = absl::StrJoin(devices, ",");
+  e->info_.layout =
+      absl::StrCat(R, " devices (in-process CPU ranks); layers: ", absl::StrJoin(blocks, ", "),
+                   "; all experts and every slot on each");
+  return e;
+}
+
+absl::Status LayerParallelEngine::FromRank(int r, const absl::Status& s) const {
+  if (s.ok()) return s;
+  const LayerRange l = layers(r);
+  return absl::Status(s.code(), absl::StrCat("rank ", r, " (", devices_[r], ", layers [", l.first,
+                                             ", ", l.end, ")): ", s.message()));
+}
+
+absl::Status LayerParallelEngine::AcquireSlot(int slot, int max_tokens) {
+  for (int r = 0; r < num_ranks(); ++r) {
+    absl::Status s = ranks_[r]->AcquireSlot(slot, max_tokens);
+    if (s.ok()) continue;
+    for (int q = 0; q < r; ++q) ranks_[q]->ReleaseSlot(slot);
+    // The ranks check the slot and its bounds alike: rank 0's error is the engine's.
+    return r == 0 ? s : FromRank(r, s);
+  }
+  return absl::OkStatus();
+}
+
+void LayerParallelEngine::ReleaseSlot(int slot) {
+  for (const auto& rank : ranks_) rank->ReleaseSlot(slot);
+}
+
+absl::Status LayerParallelEngine::Step(const StepPlan& plan, std::vector<float>* logits) {
+  return StepWithOptions(plan, ForwardOptions{}, logits);
+}
+
+absl::Status LayerParallelEngine::StepWithOptions(const StepPlan& plan,
+                                                  const ForwardOptions& options,
+                                                  std::vector<float>* logits) {
+  if (!broken_.ok()) return broken_;
+  if (options.hidden != nullptr) {
+    return absl::InvalidArgumentError("hidden-state capture runs on one rank only");
+  }
+  const int R = num_ranks();
+  // Every rank stages the whole plan (token ids feed the hash-routed layers,
+  // positions every attention) and checks it as one rank would.
+  for (int r = 0; r < R; ++r) {
+    Dsv4Engine* rank = ranks_[r].get();
+    std::vector<float>* out = &logits_[r];
+    out->clear();
+    ResidualHandoff* handoff = handoff_->rank(r);
+    workers_[r]->Post([rank, &plan, options, out, handoff]() -> absl::Status {
+      absl::Status s = rank->StepWithOptions(plan, options, out);
+      if (!s.ok()) handoff->Abort(s);
+      return s;
+    });
+  }
+  const RanksOutcome outcome = WaitForRanks(workers_, step_timeout_);
+  if (outcome.stuck >= 0) {
+    const absl::Status handoff = handoff_->status();
+    broken_ = absl::FailedPreconditionError(
+        absl::StrCat("rank ", outcome.stuck, " did not finish a step within ",
+                     step_timeout_.count(), " ms; the engine cannot step again (restart it)",
+                     handoff.ok() ? "" : absl::StrCat("; ", handoff.message())));
+    return broken_;
+  }
+  if (!outcome.error.ok()) {
+    const absl::Status handoff = handoff_->status();
+    handoff_->Reset();  // every rank has returned: nobody is inside the handoff
+    if (outcome.error == handoff) return outcome.error;
+    // A plan error is every rank's: rank 0's is the engine's, as on one rank.
+    return outcome.error_rank == 0 ? outcome.error : FromRank(outcome.error_rank, outcome.error);
+  }
+  const std::vector<float>& last = logits_[R - 1];
+  logits->insert(logits->end(), last.begin(), last.end());
+  return absl::OkStatus();
+}
+
+std::unique_ptr<int32_t[], void (*)(int32_t*)> LayerParallelEngine::AllocateHostTokens(
+    size_t count) {
+  return ranks_[0]->AllocateHostTokens(count);
+}
+
+StatePoolStats LayerParallelEngine::state_pool() const {
+  // Every rank holds every slot: a sequence needs room on each, so the
+  // tightest rank's tokens bound admission; pages add up.
+  StatePoolStats total = ranks_[0]->state_pool();
+  for (int r = 1; r < num_ranks(); ++r) {
+    const StatePoolStats s = ranks_[r]->state_pool();
+    if (s.capacity_tokens < total.capacity_tokens) {
+      total.capacity_tokens = s.capacity_tokens;
+      total.reserved_tokens = s.reserved_tokens;
+      total.used_tokens = s.used_tokens;
+    }
+    total.capacity_pages += s.capacity_pages;
+    total.reserved_pages += s.reserved_pages;
+    total.used_pages += s.used_pages;
+    total.max_sequence_tokens = std::min(total.max_sequence_tokens, s.max_sequence_tokens);
+  }
+  return total;
+}
+
+}  // namespace moegraph

@@ -1,0 +1,80 @@
+#include "engine/parallel/multi_rank_engine.h"
+
+#include <algorithm>
+#include <iterator>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "engine/common/status_macros.h"
+#include "engine/model/dsv4_engine.h"
+#include "engine/parallel/expert_parallel_engine.h"
+#include "engine/parallel/layer_parallel_engine.h"
+
+namespace moegraph {
+
+absl::StatusOr<std::vector<std::string>> ParseDevices(const std::string& devices) {
+  std::vector<std::string> out;
+  for (absl::string_view entry : absl::StrSplit(devices, ',')) {
+    const std::string name(absl::StripAsciiWhitespace(entry));
+    const size_t i = out.size();
+    if (name.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("devices: entry ", i, " of '", devices, "' is empty"));
+    }
+    int index = 0;
+    const bool cpu = name == "cpu" || (absl::StartsWith(name, "cpu:") &&
+                                       absl::SimpleAtoi(name.substr(4), &index) && index >= 0);
+    if (!cpu) {
+      if (absl::StartsWith(name, "cuda")) {
+        return absl::UnimplementedError(absl::StrCat(
+            "devices: '", name,
+            "': several CUDA ranks are not built yet (issue #10); cpu:0,cpu:1,... runs "
+            "in-process CPU ranks"));
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat("devices: entry ", i, " '", name, "' is not cpu or cpu:N"));
+    }
+    if (std::find(out.begin(), out.end(), name) != out.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("devices: '", name, "' appears more than once"));
+    }
+    out.push_back(name);
+  }
+  return out;
+}
+
+absl::Status CheckLayout(const std::string& layout) {
+  if (std::find(std::begin(kLayouts), std::end(kLayouts), layout) != std::end(kLayouts)) {
+    return absl::OkStatus();
+  }
+  const bool later = layout == "ep+layers" || layout == "layers+ep";
+  return absl::InvalidArgumentError(absl::StrCat("layout: '", layout, "' is ",
+                                                 later ? "not built yet" : "not a layout",
+                                                 "; allowed: ", absl::StrJoin(kLayouts, ", ")));
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateMultiRankEngine(const EngineOptions& options) {
+  ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
+  RETURN_IF_ERROR(CheckLayout(options.layout));
+  if (devices.size() == 1) {
+    EngineOptions one = options;
+    one.device = "cpu";
+    one.devices.clear();
+    ASSIGN_OR_RETURN(std::unique_ptr<Dsv4Engine> engine, Dsv4Engine::Create(one));
+    return std::unique_ptr<Engine>(std::move(engine));
+  }
+  if (options.layout == "layers") {
+    ASSIGN_OR_RETURN(std::unique_ptr<LayerParallelEngine> engine,
+                     LayerParallelEngine::Create(options));
+    return std::unique_ptr<Engine>(std::move(engine));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<ExpertParallelEngine> engine,
+                   ExpertParallelEngine::Create(options));
+  return std::unique_ptr<Engine>(std::move(engine));
+}
+
+}  // namespace moegraph
