@@ -179,23 +179,9 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
       return s;
     });
   }
-  const RanksOutcome outcome = WaitForRanks(workers_, step_timeout_);
-  if (outcome.stuck >= 0) {
-    const absl::Status exchange = exchange_->status();
-    broken_ = absl::FailedPreconditionError(
-        absl::StrCat("rank ", outcome.stuck, " did not finish a step within ",
-                     step_timeout_.count(), " ms; the engine cannot step again (restart it)",
-                     exchange.ok() ? "" : absl::StrCat("; ", exchange.message())));
-    return broken_;
-  }
-  if (!outcome.error.ok()) {
-    const absl::Status exchange = exchange_->status();
-    // Every rank has returned, so nobody is inside the exchange.
-    exchange_->Reset();
-    // The exchange's own failure (a timeout) names its ranks already.
-    if (outcome.error == exchange) return outcome.error;
-    return FromRank(outcome.error_rank, outcome.error);
-  }
+  RETURN_IF_ERROR(StepStatus(
+      WaitForRanks(workers_, step_timeout_), step_timeout_, *exchange_,
+      [this](int r, const absl::Status& s) { return FromRank(r, s); }, &broken_));
   // Logits rows back in plan order (each rank's rows are in its chunks' order).
   std::vector<size_t> cursor(R, 0);
   const size_t V = static_cast<size_t>(info_.vocab_size);

@@ -122,22 +122,10 @@ absl::Status LayerParallelEngine::StepWithOptions(const StepPlan& plan,
       return s;
     });
   }
-  const RanksOutcome outcome = WaitForRanks(workers_, step_timeout_);
-  if (outcome.stuck >= 0) {
-    const absl::Status handoff = handoff_->status();
-    broken_ = absl::FailedPreconditionError(
-        absl::StrCat("rank ", outcome.stuck, " did not finish a step within ",
-                     step_timeout_.count(), " ms; the engine cannot step again (restart it)",
-                     handoff.ok() ? "" : absl::StrCat("; ", handoff.message())));
-    return broken_;
-  }
-  if (!outcome.error.ok()) {
-    const absl::Status handoff = handoff_->status();
-    handoff_->Reset();  // every rank has returned: nobody is inside the handoff
-    if (outcome.error == handoff) return outcome.error;
-    // A plan error is every rank's: rank 0's is the engine's, as on one rank.
-    return outcome.error_rank == 0 ? outcome.error : FromRank(outcome.error_rank, outcome.error);
-  }
+  // A plan error is every rank's: rank 0's is the engine's, as on one rank.
+  RETURN_IF_ERROR(StepStatus(
+      WaitForRanks(workers_, step_timeout_), step_timeout_, *handoff_,
+      [this](int r, const absl::Status& s) { return r == 0 ? s : FromRank(r, s); }, &broken_));
   const std::vector<float>& last = logits_[R - 1];
   logits->insert(logits->end(), last.begin(), last.end());
   return absl::OkStatus();

@@ -38,7 +38,7 @@ namespace {
 constexpr char kUsage[] =
     "bench-decode MODEL_DIR [--device cuda[:N]] [--batches 1,8,64] [--context N] [--steps N] "
     "[--warmup N] [--graphs off,full] [--prefill 2048,8192] [--random [--layers N] "
-    "[--format bf16|fp8|fp4]] [--devices cpu:0,cpu:1,... [--layout ep]]\n"
+    "[--format bf16|fp8|fp4]] [--devices cpu:0,cpu:1,... [--layout ep|layers]]\n"
     "  --random: no checkpoint; MODEL_DIR (or a config .json file) gives the config and the "
     "weights are random, generated at load; --layers keeps the config's first N layers, "
     "--format sets the weights' format (fp4: FP8 linears and FP4 experts, as released)";

@@ -1,5 +1,5 @@
 // `moegraph check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda]
-// [--devices cpu:0,cpu:1 --layout ep]`: replays the reference runs recorded
+// [--devices cpu:0,cpu:1 --layout ep|layers]`: replays the reference runs recorded
 // by make_dsv4_fixture.py (prefill, chunked prefill, teacher-forced decode)
 // on one rank or several (docs/expert-parallel.md) and compares every logit.
 #include <algorithm>
@@ -21,6 +21,7 @@
 #include "engine/common/status_macros.h"
 #include "engine/model/dsv4_engine.h"
 #include "engine/parallel/expert_parallel_engine.h"
+#include "engine/parallel/layer_parallel_engine.h"
 #include "engine/weights/safetensors.h"
 #include "nlohmann/json.hpp"
 
@@ -30,7 +31,7 @@ namespace {
 constexpr char kUsage[] =
     "check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda[:N]] [--tolerance REL] "
     "[--argmax FRACTION] [--quantile Q] [--graphs auto|off|full] [--devices cpu:0,cpu:1,...] "
-    "[--layout ep]";
+    "[--layout ep|layers]";
 
 // Pass criteria. The CPU backend computes in fp32 like the reference: every
 // logit within 1e-4 (relative to the largest) and every argmax equal.
@@ -220,8 +221,9 @@ absl::Status Feed(E& engine, int slot, const std::vector<int32_t>& ids, int begi
   return engine.StepWithOptions(plan, opt, logits);
 }
 
-// On a Dsv4Engine or an ExpertParallelEngine (slot 0 on rank 0, the other
-// ranks idle but serving their experts).
+// On a Dsv4Engine, an ExpertParallelEngine (slot 0 on rank 0, the other
+// ranks idle but serving their experts) or a LayerParallelEngine (every
+// step through every rank's block).
 template <typename E>
 absl::StatusOr<bool> CheckPrompt(E& engine, const WeightStore& golden, const GoldenPrompt& p) {
   const int V = engine.info().vocab_size;
@@ -403,6 +405,8 @@ int RunCheckGolden(int argc, char** argv) {
     auto engine = Dsv4Engine::Create(options);
     if (engine.ok()) graph_mode = (*engine)->graph_mode();
     if (check(std::move(engine), &all_ok) != 0) return 1;
+  } else if (layout == "layers") {
+    if (check(LayerParallelEngine::Create(options), &all_ok) != 0) return 1;
   } else {
     // One slot a rank: the prompts run in slot 0 (rank 0), the rest idle.
     const std::vector<std::string> ranks = absl::StrSplit(devices, ',');

@@ -6,11 +6,13 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/model/dsv4_engine.h"
 #include "engine/model/dsv4_model.h"
 #include "engine/weights/safetensors.h"
 
@@ -143,6 +145,33 @@ inline double MaxRel(const Trace& got, const Trace& ref) {
     }
   }
   return scale > 0 ? err / scale : err;
+}
+
+// A 600-token prefill (dsv4-topk2's prompt a) on 2 ranks of `layout` with a
+// 1 ms exchange timeout, which rank 1 runs out of waiting for rank 0: the
+// step's status, checked to come within 10 s and without logits.
+inline absl::Status PrefillPastTimeout(const std::string& layout) {
+  const std::string dir = Fixture("dsv4-topk2");
+  auto golden = WeightStore::OpenFile(dir + "/golden.safetensors").value();
+  const std::vector<int32_t> a = Ids(*golden, "a.prompt_ids");
+  EngineOptions o = Options(dir, static_cast<int>(a.size()));
+  o.num_slots = 2;
+  o.devices = "cpu:0,cpu:1";
+  o.layout = layout;
+  o.exchange_timeout_ms = 1;
+  auto engine = Engine::Create(o);
+  REQUIRE(engine.ok());
+  REQUIRE((*engine)->AcquireSlot(0, static_cast<int>(a.size())).ok());
+  StepPlan plan;
+  plan.token_ids = a.data();
+  plan.num_tokens = static_cast<int>(a.size());
+  plan.seqs = {SeqChunk{0, 0, 0, plan.num_tokens, true}};
+  std::vector<float> logits;
+  const auto t0 = std::chrono::steady_clock::now();
+  const absl::Status s = (*engine)->Step(plan, &logits);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+  CHECK(logits.empty());
+  return s;
 }
 
 }  // namespace moegraph::testing
