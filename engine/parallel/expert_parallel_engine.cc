@@ -10,6 +10,7 @@
 #include "engine/parallel/multi_rank_engine.h"
 
 namespace moegraph {
+
 ExpertParallelEngine::~ExpertParallelEngine() {
   workers_.clear();
   ranks_.clear();
@@ -18,12 +19,7 @@ ExpertParallelEngine::~ExpertParallelEngine() {
 
 absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Create(
     const EngineOptions& options) {
-  ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
-  RETURN_IF_ERROR(CheckLayout(options.layout));
-  if (options.layout != "ep") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layout: '", options.layout, "' is not ep (Engine::Create picks the engine)"));
-  }
+  ASSIGN_OR_RETURN(std::vector<std::string> devices, CheckRankOptions(options, "ep"));
   const int R = static_cast<int>(devices.size());
   if (options.num_slots < R) {
     return absl::InvalidArgumentError(absl::StrCat("num_slots: ", options.num_slots,
@@ -33,10 +29,6 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   if (options.max_step_tokens <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_step_tokens must be positive, got ", options.max_step_tokens));
-  }
-  if (options.exchange_timeout_ms <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("exchange_timeout_ms must be positive, got ", options.exchange_timeout_ms));
   }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
   std::unique_ptr<ExpertParallelEngine> e(new ExpertParallelEngine());

@@ -17,15 +17,10 @@ LayerParallelEngine::~LayerParallelEngine() {
 
 absl::StatusOr<std::unique_ptr<LayerParallelEngine>> LayerParallelEngine::Create(
     const EngineOptions& options) {
-  ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
-  RETURN_IF_ERROR(CheckLayout(options.layout));
-  if (options.layout != "layers") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "layout: '", options.layout, "' is not layers (Engine::Create picks the engine)"));
-  }
-  if (options.exchange_timeout_ms <= 0) {
+  ASSIGN_OR_RETURN(std::vector<std::string> devices, CheckRankOptions(options, "layers"));
+  if (options.max_step_tokens <= 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("exchange_timeout_ms must be positive, got ", options.exchange_timeout_ms));
+        absl::StrCat("max_step_tokens must be positive, got ", options.max_step_tokens));
   }
   ASSIGN_OR_RETURN(ModelConfig config, Dsv4Engine::LoadConfig(options));
   const int R = static_cast<int>(devices.size()), L = config.num_layers;

@@ -57,6 +57,21 @@ absl::Status CheckLayout(const std::string& layout) {
                                                  "; allowed: ", absl::StrJoin(kLayouts, ", ")));
 }
 
+absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& options,
+                                                          const char* layout) {
+  ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
+  RETURN_IF_ERROR(CheckLayout(options.layout));
+  if (options.layout != layout) {
+    return absl::InvalidArgumentError(absl::StrCat("layout: '", options.layout, "' is not ", layout,
+                                                   " (Engine::Create picks the engine)"));
+  }
+  if (options.exchange_timeout_ms <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("exchange_timeout_ms must be positive, got ", options.exchange_timeout_ms));
+  }
+  return devices;
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> CreateMultiRankEngine(const EngineOptions& options) {
   ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
   RETURN_IF_ERROR(CheckLayout(options.layout));

@@ -20,5 +20,9 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateMultiRankEngine(const EngineOption
 absl::StatusOr<std::vector<std::string>> ParseDevices(const std::string& devices);
 // OK when `layout` is one of kLayouts.
 absl::Status CheckLayout(const std::string& layout);
+// What every multi-rank engine checks first: the devices (returned), the
+// layout (one of kLayouts and `layout`), and exchange_timeout_ms.
+absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& options,
+                                                          const char* layout);
 
 }  // namespace moegraph
