@@ -106,17 +106,10 @@ void ExpertParallelEngine::ReleaseSlot(int slot) {
   ranks_[rank_of(slot)]->ReleaseSlot(slot / num_ranks());
 }
 
-absl::Status ExpertParallelEngine::Step(const StepPlan& plan, std::vector<float>* logits) {
-  return StepWithOptions(plan, ForwardOptions{}, logits);
-}
-
 absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
                                                    const ForwardOptions& options,
                                                    std::vector<float>* logits) {
-  if (!broken_.ok()) return broken_;
-  if (options.hidden != nullptr) {
-    return absl::InvalidArgumentError("hidden-state capture runs on one rank only");
-  }
+  RETURN_IF_ERROR(CanStep(options));
   const int R = num_ranks();
   if (plan.seqs.empty() || plan.token_ids == nullptr) {
     return absl::InvalidArgumentError("step has no sequences or no token ids");
@@ -189,11 +182,6 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
     cursor[r] += rows;
   }
   return absl::OkStatus();
-}
-
-std::unique_ptr<int32_t[], void (*)(int32_t*)> ExpertParallelEngine::AllocateHostTokens(
-    size_t count) {
-  return ranks_[0]->AllocateHostTokens(count);
 }
 
 StatePoolStats ExpertParallelEngine::state_pool() const {

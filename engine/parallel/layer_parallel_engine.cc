@@ -92,17 +92,10 @@ void LayerParallelEngine::ReleaseSlot(int slot) {
   for (const auto& rank : ranks_) rank->ReleaseSlot(slot);
 }
 
-absl::Status LayerParallelEngine::Step(const StepPlan& plan, std::vector<float>* logits) {
-  return StepWithOptions(plan, ForwardOptions{}, logits);
-}
-
 absl::Status LayerParallelEngine::StepWithOptions(const StepPlan& plan,
                                                   const ForwardOptions& options,
                                                   std::vector<float>* logits) {
-  if (!broken_.ok()) return broken_;
-  if (options.hidden != nullptr) {
-    return absl::InvalidArgumentError("hidden-state capture runs on one rank only");
-  }
+  RETURN_IF_ERROR(CanStep(options));
   const int R = num_ranks();
   // Every rank stages the whole plan (token ids feed the hash-routed layers,
   // positions every attention) and checks it as one rank would.
@@ -124,11 +117,6 @@ absl::Status LayerParallelEngine::StepWithOptions(const StepPlan& plan,
   const std::vector<float>& last = logits_[R - 1];
   logits->insert(logits->end(), last.begin(), last.end());
   return absl::OkStatus();
-}
-
-std::unique_ptr<int32_t[], void (*)(int32_t*)> LayerParallelEngine::AllocateHostTokens(
-    size_t count) {
-  return ranks_[0]->AllocateHostTokens(count);
 }
 
 StatePoolStats LayerParallelEngine::state_pool() const {

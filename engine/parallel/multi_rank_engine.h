@@ -1,15 +1,18 @@
 // Engine::Create's choice when EngineOptions::devices is set
 // (docs/expert-parallel.md): the devices and layout checked, then one rank
 // (the single-rank engine), an ExpertParallelEngine (`ep`) or a
-// LayerParallelEngine (`layers`).
+// LayerParallelEngine (`layers`); and what those two share.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
+#include "engine/model/dsv4_engine.h"
+#include "engine/parallel/rank_worker.h"
 
 namespace moegraph {
 
@@ -24,5 +27,47 @@ absl::Status CheckLayout(const std::string& layout);
 // layout (one of kLayouts and `layout`), and exchange_timeout_ms.
 absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& options,
                                                           const char* layout);
+
+// An engine of several Dsv4Engine ranks, each driven by its own worker thread.
+class MultiRankEngine : public Engine {
+ public:
+  const ModelInfo& info() const override { return info_; }
+  int num_slots() const override { return num_slots_; }
+  int max_step_tokens() const override { return max_step_tokens_; }
+  absl::Status Step(const StepPlan& plan, std::vector<float>* logits) final {
+    return StepWithOptions(plan, ForwardOptions{}, logits);
+  }
+  std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) override {
+    return ranks_[0]->AllocateHostTokens(count);
+  }
+  // Step with ForwardOptions::all_logits (per-layer capture is single-rank only).
+  virtual absl::Status StepWithOptions(const StepPlan& plan, const ForwardOptions& options,
+                                       std::vector<float>* logits) = 0;
+
+  int num_ranks() const { return static_cast<int>(ranks_.size()); }
+  Dsv4Engine* rank(int r) const { return ranks_[r].get(); }
+
+ protected:
+  // OK when a step may run: no rank got stuck before, and `options` asks
+  // for nothing that only one rank can do.
+  absl::Status CanStep(const ForwardOptions& options) const {
+    if (!broken_.ok()) return broken_;
+    if (options.hidden != nullptr) {
+      return absl::InvalidArgumentError("hidden-state capture runs on one rank only");
+    }
+    return absl::OkStatus();
+  }
+
+  ModelInfo info_;
+  std::vector<std::string> devices_;
+  int num_slots_ = 0;
+  int max_step_tokens_ = 0;
+  std::chrono::milliseconds step_timeout_{0};
+  // The engines' destructors stop the workers first, then the ranks they
+  // drive, then the transport the ranks point at.
+  std::vector<std::unique_ptr<Dsv4Engine>> ranks_;
+  std::vector<std::unique_ptr<RankWorker>> workers_;
+  absl::Status broken_;  // set when a rank did not finish a step: no more steps
+};
 
 }  // namespace moegraph
