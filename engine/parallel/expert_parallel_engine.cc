@@ -26,10 +26,6 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
                                                    " is fewer than the ", R,
                                                    " devices (each rank needs a slot)"));
   }
-  if (options.max_step_tokens <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_step_tokens must be positive, got ", options.max_step_tokens));
-  }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
   std::unique_ptr<ExpertParallelEngine> e(new ExpertParallelEngine());
   e->num_slots_ = options.num_slots;

@@ -18,10 +18,6 @@ LayerParallelEngine::~LayerParallelEngine() {
 absl::StatusOr<std::unique_ptr<LayerParallelEngine>> LayerParallelEngine::Create(
     const EngineOptions& options) {
   ASSIGN_OR_RETURN(std::vector<std::string> devices, CheckRankOptions(options, "layers"));
-  if (options.max_step_tokens <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_step_tokens must be positive, got ", options.max_step_tokens));
-  }
   ASSIGN_OR_RETURN(ModelConfig config, Dsv4Engine::LoadConfig(options));
   const int R = static_cast<int>(devices.size()), L = config.num_layers;
   if (R < 2 || R > L) {

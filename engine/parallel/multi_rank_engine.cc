@@ -65,6 +65,10 @@ absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& o
     return absl::InvalidArgumentError(absl::StrCat("layout: '", options.layout, "' is not ", layout,
                                                    " (Engine::Create picks the engine)"));
   }
+  if (options.max_step_tokens <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_step_tokens must be positive, got ", options.max_step_tokens));
+  }
   if (options.exchange_timeout_ms <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("exchange_timeout_ms must be positive, got ", options.exchange_timeout_ms));

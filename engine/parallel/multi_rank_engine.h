@@ -24,7 +24,8 @@ absl::StatusOr<std::vector<std::string>> ParseDevices(const std::string& devices
 // OK when `layout` is one of kLayouts.
 absl::Status CheckLayout(const std::string& layout);
 // What every multi-rank engine checks first: the devices (returned), the
-// layout (one of kLayouts and `layout`), and exchange_timeout_ms.
+// layout (one of kLayouts and `layout`), max_step_tokens and
+// exchange_timeout_ms.
 absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& options,
                                                           const char* layout);
 
