@@ -70,6 +70,31 @@ TEST_CASE("layers: 2, 3 and 4 CPU ranks give the single-rank logits and tokens o
   }
 }
 
+TEST_CASE("layers: random weights (bench-decode's) are the single rank's too",
+          "[parallel][layers]") {
+  const std::string dir = Fixture("dsv4-shape");
+  auto golden = WeightStore::OpenFile(dir + "/golden.safetensors").value();
+  const std::vector<int32_t> a = Ids(*golden, "a.prompt_ids"), b = Ids(*golden, "b.prompt_ids");
+  const int max_tokens = static_cast<int>(a.size() + b.size()) + 8;
+  EngineOptions o = Options(dir, max_tokens);
+  o.random_weights = true;
+  o.weight_format = "fp8";
+  o.num_layers = 4;
+  auto single = Dsv4Engine::Create(o);
+  INFO(single.status().ToString());
+  REQUIRE(single.ok());
+  const Trace ref = Run(**single, a, b, 0, 5, 2);
+  o.devices = Devices(3);
+  o.layout = "layers";
+  auto layers = LayerParallelEngine::Create(o);
+  INFO(layers.status().ToString());
+  REQUIRE(layers.ok());
+  CHECK((*layers)->layers(2) == LayerRange{2, 4});  // the first 4 of the config's 6
+  const Trace got = Run(**layers, a, b, 0, 5, 2);
+  CHECK(MaxRel(got, ref) == 0);
+  CHECK(got.tokens == ref.tokens);
+}
+
 TEST_CASE("layers: each rank loads only its layers' weights and state; info says the layout",
           "[parallel][layers]") {
   const std::string dir = Fixture("dsv4-tiny");  // 5 layers
