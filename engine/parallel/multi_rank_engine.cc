@@ -51,10 +51,8 @@ absl::Status CheckLayout(const std::string& layout) {
   if (std::find(std::begin(kLayouts), std::end(kLayouts), layout) != std::end(kLayouts)) {
     return absl::OkStatus();
   }
-  const bool later = layout == "ep+layers" || layout == "layers+ep";
-  return absl::InvalidArgumentError(absl::StrCat("layout: '", layout, "' is ",
-                                                 later ? "not built yet" : "not a layout",
-                                                 "; allowed: ", absl::StrJoin(kLayouts, ", ")));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "layout: '", layout, "' is not a layout; allowed: ", absl::StrJoin(kLayouts, ", ")));
 }
 
 absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& options,
@@ -68,6 +66,11 @@ absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& o
   if (options.max_step_tokens <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_step_tokens must be positive, got ", options.max_step_tokens));
+  }
+  if (options.layer_blocks != 0 && options.layout != "ep+layers") {
+    return absl::InvalidArgumentError(absl::StrCat("layer_blocks: ", options.layer_blocks,
+                                                   " applies to layout ep+layers only, not '",
+                                                   options.layout, "'"));
   }
   if (options.exchange_timeout_ms <= 0) {
     return absl::InvalidArgumentError(

@@ -191,9 +191,6 @@ TEST_CASE("layers options: more ranks than layers names devices, layout and the 
   auto five = Engine::Create(o);
   REQUIRE(five.ok());
   CHECK((*five)->info().layout.find("cpu:4 [4, 5) + head") != std::string::npos);
-  o.layout = "ep+layers";
-  CHECK(Engine::Create(o).status().message() ==
-        "layout: 'ep+layers' is not built yet; allowed: ep, layers");
   // The blocks: as even as integer division allows, none empty.
   CHECK(LayerBlock(5, 3, 0) == LayerRange{0, 1});
   CHECK(LayerBlock(5, 3, 1) == LayerRange{1, 3});
