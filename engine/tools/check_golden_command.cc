@@ -1,7 +1,7 @@
 // `moegraph check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda]
-// [--devices cpu:0,cpu:1 --layout ep|layers]`: replays the reference runs recorded
-// by make_dsv4_fixture.py (prefill, chunked prefill, teacher-forced decode)
-// on one rank or several (docs/expert-parallel.md) and compares every logit.
+// [--devices cpu:0,cpu:1 --layout ep|layers|ep+layers [--layer-blocks N]]`: replays the reference
+// runs recorded by make_dsv4_fixture.py (prefill, chunked prefill, teacher-forced decode) on one
+// rank or several (docs/expert-parallel.md) and compares every logit.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -31,7 +31,7 @@ namespace {
 constexpr char kUsage[] =
     "check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda[:N]] [--tolerance REL] "
     "[--argmax FRACTION] [--quantile Q] [--graphs auto|off|full] [--devices cpu:0,cpu:1,...] "
-    "[--layout ep|layers]";
+    "[--layout ep|layers|ep+layers [--layer-blocks N]]";
 
 // Pass criteria. The CPU backend computes in fp32 like the reference: every
 // logit within 1e-4 (relative to the largest) and every argmax equal.
@@ -300,20 +300,22 @@ int Usage(const char* why) {
 
 int RunCheckGolden(int argc, char** argv) {
   std::string model_dir, golden, device = "cpu", tolerance, argmax, quantile, graphs = "auto";
-  std::string devices, layout = "ep";
+  std::string devices, layout = "ep", layer_blocks = "0";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "--golden" || a == "--device" || a == "--tolerance" || a == "--argmax" ||
-         a == "--quantile" || a == "--graphs" || a == "--devices" || a == "--layout") &&
+         a == "--quantile" || a == "--graphs" || a == "--devices" || a == "--layout" ||
+         a == "--layer-blocks") &&
         i + 1 < argc) {
-      (a == "--golden"      ? golden
-       : a == "--device"    ? device
-       : a == "--tolerance" ? tolerance
-       : a == "--argmax"    ? argmax
-       : a == "--graphs"    ? graphs
-       : a == "--devices"   ? devices
-       : a == "--layout"    ? layout
-                            : quantile) = argv[++i];
+      (a == "--golden"         ? golden
+       : a == "--device"       ? device
+       : a == "--tolerance"    ? tolerance
+       : a == "--argmax"       ? argmax
+       : a == "--graphs"       ? graphs
+       : a == "--devices"      ? devices
+       : a == "--layout"       ? layout
+       : a == "--layer-blocks" ? layer_blocks
+                               : quantile) = argv[++i];
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: moegraph %s\n", kUsage);
       return 0;
@@ -376,6 +378,9 @@ int RunCheckGolden(int argc, char** argv) {
   options.graphs = graphs;
   options.devices = devices;
   options.layout = layout;
+  if (!absl::SimpleAtoi(layer_blocks, &options.layer_blocks)) {
+    return Usage(("check-golden: --layer-blocks must be a number, got " + layer_blocks).c_str());
+  }
   auto t0 = std::chrono::steady_clock::now();
   // Loads, prints what and where, and checks every prompt: 1 on an error.
   auto check = [&](auto created, bool* all_ok) -> int {

@@ -40,6 +40,7 @@ const std::vector<std::string> kAllKeys = {
     "graphs",
     "devices",
     "layout",
+    "layer_blocks",
     "slots",
     "queue_size",
     "max_step_tokens",
