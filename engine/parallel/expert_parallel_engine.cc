@@ -41,14 +41,7 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   }
   std::unique_ptr<ExpertParallelEngine> e(new ExpertParallelEngine());
   e->blocks_ = B;
-  e->num_slots_ = options.num_slots;
-  e->devices_ = devices;
-  e->max_step_tokens_ = options.max_step_tokens;
-  // A rank still busy long past every exchange deadline is stuck (a rank
-  // reaches an exchange at least once a layer, and fails there at once once
-  // the exchange has failed; a later block waits for the earlier ones).
-  e->step_timeout_ = std::max<std::chrono::milliseconds>(
-      std::chrono::milliseconds(options.exchange_timeout_ms) * (B + 3), std::chrono::seconds(10));
+  e->Init(options, devices, B);
   InProcessExchangeOptions xo;
   xo.num_ranks = R;
   xo.num_experts = config.n_routed_experts;
@@ -60,14 +53,9 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
     ASSIGN_OR_RETURN(std::unique_ptr<InProcessExchange> x, InProcessExchange::Create(xo));
     e->exchanges_.push_back(std::move(x));
   }
-  InProcessHandoffOptions ho;
-  ho.num_ranks = B;
-  ho.capacity = options.max_step_tokens;
-  ho.streams = config.hc_mult;
-  ho.hidden = config.hidden_size;
-  ho.timeout = xo.timeout;
   for (int c = 0; B > 1 && c < R; ++c) {
-    ASSIGN_OR_RETURN(std::unique_ptr<InProcessHandoff> h, InProcessHandoff::Create(ho));
+    ASSIGN_OR_RETURN(std::unique_ptr<InProcessHandoff> h,
+                     InProcessHandoff::Create(HandoffOptions(options, config, B)));
     e->handoffs_.push_back(std::move(h));
   }
   e->partition_ = ExpertPartition{config.n_routed_experts, R};
@@ -96,8 +84,7 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
       e->workers_.push_back(std::make_unique<RankWorker>());
     }
     const std::vector<std::string> block(devices.begin() + b * R, devices.begin() + (b + 1) * R);
-    blocks.push_back(absl::StrCat(absl::StrJoin(block, ","), " [", layers.first, ", ", layers.end,
-                                  ")", b == 0 ? " + embedding" : "", b == B - 1 ? " + head" : ""));
+    blocks.push_back(BlockName(absl::StrJoin(block, ","), layers, L));
   }
   e->plans_.resize(R);
   e->tokens_.resize(R);

@@ -26,19 +26,8 @@ absl::StatusOr<std::unique_ptr<LayerParallelEngine>> LayerParallelEngine::Create
         " layers; allowed: 2 to ", L, " devices (each holds a block of at least one layer)"));
   }
   std::unique_ptr<LayerParallelEngine> e(new LayerParallelEngine());
-  e->num_slots_ = options.num_slots;
-  e->devices_ = devices;
-  e->max_step_tokens_ = options.max_step_tokens;
-  // A rank waits at most one barrier per boundary, each up to the timeout.
-  e->step_timeout_ = std::max<std::chrono::milliseconds>(
-      std::chrono::milliseconds(options.exchange_timeout_ms) * (R + 3), std::chrono::seconds(10));
-  InProcessHandoffOptions ho;
-  ho.num_ranks = R;
-  ho.capacity = options.max_step_tokens;
-  ho.streams = config.hc_mult;
-  ho.hidden = config.hidden_size;
-  ho.timeout = std::chrono::milliseconds(options.exchange_timeout_ms);
-  ASSIGN_OR_RETURN(e->handoff_, InProcessHandoff::Create(ho));
+  e->Init(options, devices, R);
+  ASSIGN_OR_RETURN(e->handoff_, InProcessHandoff::Create(HandoffOptions(options, config, R)));
   std::vector<std::string> blocks;
   for (int r = 0; r < R; ++r) {
     EngineOptions ro = options;
@@ -54,8 +43,7 @@ absl::StatusOr<std::unique_ptr<LayerParallelEngine>> LayerParallelEngine::Create
     }
     e->ranks_.push_back(std::move(rank).value());
     e->workers_.push_back(std::make_unique<RankWorker>());
-    blocks.push_back(absl::StrCat(devices[r], " [", shard.layers.first, ", ", shard.layers.end, ")",
-                                  r == 0 ? " + embedding" : "", r == R - 1 ? " + head" : ""));
+    blocks.push_back(BlockName(devices[r], shard.layers, L));
   }
   e->logits_.resize(R);
   e->info_ = e->ranks_[0]->info();

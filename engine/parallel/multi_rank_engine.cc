@@ -99,4 +99,35 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateMultiRankEngine(const EngineOption
   return std::unique_ptr<Engine>(std::move(engine));
 }
 
+void MultiRankEngine::Init(const EngineOptions& options, const std::vector<std::string>& devices,
+                           int blocks) {
+  num_slots_ = options.num_slots;
+  devices_ = devices;
+  max_step_tokens_ = options.max_step_tokens;
+  // A rank still busy long past every deadline it could meet is stuck: a
+  // rank reaches an exchange at least once a layer, or waits for each
+  // earlier block once, and fails at once when its transport has failed.
+  step_timeout_ = std::max<std::chrono::milliseconds>(
+      std::chrono::milliseconds(options.exchange_timeout_ms) * (blocks + 3),
+      std::chrono::seconds(10));
+}
+
+InProcessHandoffOptions MultiRankEngine::HandoffOptions(const EngineOptions& options,
+                                                        const ModelConfig& config, int ranks) {
+  InProcessHandoffOptions ho;
+  ho.num_ranks = ranks;
+  ho.capacity = options.max_step_tokens;
+  ho.streams = config.hc_mult;
+  ho.hidden = config.hidden_size;
+  ho.timeout = std::chrono::milliseconds(options.exchange_timeout_ms);
+  return ho;
+}
+
+std::string MultiRankEngine::BlockName(const std::string& devices, LayerRange layers,
+                                       int num_layers) {
+  return absl::StrCat(devices, " [", layers.first, ", ", layers.end, ")",
+                      layers.first == 0 ? " + embedding" : "",
+                      layers.end == num_layers ? " + head" : "");
+}
+
 }  // namespace moegraph

@@ -12,6 +12,8 @@
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
 #include "engine/model/dsv4_engine.h"
+#include "engine/parallel/in_process_handoff.h"
+#include "engine/parallel/layer_placement.h"
 #include "engine/parallel/rank_worker.h"
 
 namespace moegraph {
@@ -49,6 +51,14 @@ class MultiRankEngine : public Engine {
   Dsv4Engine* rank(int r) const { return ranks_[r].get(); }
 
  protected:
+  // Sets what every multi-rank engine keeps of `options`; a step may wait
+  // for `blocks` blocks of layers in turn before a rank counts as stuck.
+  void Init(const EngineOptions& options, const std::vector<std::string>& devices, int blocks);
+  // A handoff over `ranks` blocks of `config`'s layers, sized for `options`.
+  static InProcessHandoffOptions HandoffOptions(const EngineOptions& options,
+                                                const ModelConfig& config, int ranks);
+  // "cpu:0,cpu:1 [0, 2) + embedding": a block's devices and what it runs.
+  static std::string BlockName(const std::string& devices, LayerRange layers, int num_layers);
   // OK when a step may run: no rank got stuck before, and `options` asks
   // for nothing that only one rank can do.
   absl::Status CanStep(const ForwardOptions& options) const {

@@ -20,12 +20,9 @@ using namespace moegraph;
 using namespace moegraph::testing;
 
 TEST_CASE("2, 4 and 8 CPU ranks give the single-rank logits and tokens on every fixture", "[ep]") {
-  for (const char* name :
-       {"dsv4-tiny", "dsv4-topk2", "dsv4-shape", "dsv4-tiny-fp4", "dsv4-tiny-fp8"}) {
-    const std::string dir = Fixture(name);
-    auto golden = WeightStore::OpenFile(dir + "/golden.safetensors").value();
-    const std::vector<int32_t> a = Ids(*golden, "a.prompt_ids"), b = Ids(*golden, "b.prompt_ids");
-    const int max_tokens = static_cast<int>(a.size() + b.size()) + 8;
+  for (const char* name : kRankFixtures) {
+    const Prompts prompts = LoadPrompts(name);
+    const auto& [dir, golden, a, b, max_tokens] = prompts;
     auto single = Dsv4Engine::Create(Options(dir, max_tokens));
     INFO(name << ": " << single.status().ToString());
     REQUIRE(single.ok());

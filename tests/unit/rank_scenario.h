@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,28 @@ inline std::vector<int32_t> Ids(const WeightStore& g, const std::string& key) {
   std::vector<int32_t> out(t.numel());
   for (int64_t i = 0; i < t.numel(); ++i) out[i] = static_cast<int32_t>(t.as<const int64_t>()[i]);
   return out;
+}
+
+// The fixtures every multi-rank test runs on.
+inline constexpr const char* kRankFixtures[] = {"dsv4-tiny", "dsv4-topk2", "dsv4-shape",
+                                                "dsv4-tiny-fp4", "dsv4-tiny-fp8"};
+
+// A fixture's golden file, its two prompts, and a step budget holding both.
+struct Prompts {
+  std::string dir;
+  std::unique_ptr<WeightStore> golden;
+  std::vector<int32_t> a, b;
+  int max_tokens = 0;
+};
+
+inline Prompts LoadPrompts(const std::string& name) {
+  Prompts p;
+  p.dir = Fixture(name);
+  p.golden = WeightStore::OpenFile(p.dir + "/golden.safetensors").value();
+  p.a = Ids(*p.golden, "a.prompt_ids");
+  p.b = Ids(*p.golden, "b.prompt_ids");
+  p.max_tokens = static_cast<int>(p.a.size() + p.b.size()) + 8;
+  return p;
 }
 
 inline EngineOptions Options(const std::string& dir, int max_step_tokens) {
