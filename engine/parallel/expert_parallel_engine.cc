@@ -245,32 +245,22 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
 }
 
 StatePoolStats ExpertParallelEngine::state_pool() const {
-  // A slot needs room on every block of its column: the column's tightest
-  // block counts its tokens; pages add up over every rank.
+  // Each column holds its slots on every block (ColumnPool); columns add up.
   StatePoolStats total;
   const int R = width();
   for (int r = 0; r < R; ++r) {
-    StatePoolStats column = ranks_[r]->state_pool();
-    for (int b = 0; b < blocks_; ++b) {
-      const StatePoolStats s = ranks_[b * R + r]->state_pool();
-      if (b > 0 && s.capacity_tokens < column.capacity_tokens) {
-        column.capacity_tokens = s.capacity_tokens;
-        column.reserved_tokens = s.reserved_tokens;
-        column.used_tokens = s.used_tokens;
-      }
-      total.capacity_pages += s.capacity_pages;
-      total.reserved_pages += s.reserved_pages;
-      total.used_pages += s.used_pages;
-      if (s.max_sequence_tokens > 0) {
-        total.max_sequence_tokens =
-            total.max_sequence_tokens == 0
-                ? s.max_sequence_tokens
-                : std::min(total.max_sequence_tokens, s.max_sequence_tokens);
-      }
+    const StatePoolStats s = ColumnPool(r, R, blocks_);
+    total.capacity_tokens += s.capacity_tokens;
+    total.reserved_tokens += s.reserved_tokens;
+    total.used_tokens += s.used_tokens;
+    total.capacity_pages += s.capacity_pages;
+    total.reserved_pages += s.reserved_pages;
+    total.used_pages += s.used_pages;
+    if (s.max_sequence_tokens > 0) {
+      total.max_sequence_tokens = total.max_sequence_tokens == 0
+                                      ? s.max_sequence_tokens
+                                      : std::min(total.max_sequence_tokens, s.max_sequence_tokens);
     }
-    total.capacity_tokens += column.capacity_tokens;
-    total.reserved_tokens += column.reserved_tokens;
-    total.used_tokens += column.used_tokens;
   }
   return total;
 }

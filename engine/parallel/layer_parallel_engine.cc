@@ -103,23 +103,6 @@ absl::Status LayerParallelEngine::StepWithOptions(const StepPlan& plan,
   return absl::OkStatus();
 }
 
-StatePoolStats LayerParallelEngine::state_pool() const {
-  // Every rank holds every slot: a sequence needs room on each, so the
-  // tightest rank's tokens bound admission; pages add up.
-  StatePoolStats total = ranks_[0]->state_pool();
-  for (int r = 1; r < num_ranks(); ++r) {
-    const StatePoolStats s = ranks_[r]->state_pool();
-    if (s.capacity_tokens < total.capacity_tokens) {
-      total.capacity_tokens = s.capacity_tokens;
-      total.reserved_tokens = s.reserved_tokens;
-      total.used_tokens = s.used_tokens;
-    }
-    total.capacity_pages += s.capacity_pages;
-    total.reserved_pages += s.reserved_pages;
-    total.used_pages += s.used_pages;
-    total.max_sequence_tokens = std::min(total.max_sequence_tokens, s.max_sequence_tokens);
-  }
-  return total;
-}
+StatePoolStats LayerParallelEngine::state_pool() const { return ColumnPool(0, 1, num_ranks()); }
 
 }  // namespace moegraph

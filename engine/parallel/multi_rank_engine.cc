@@ -130,4 +130,21 @@ std::string MultiRankEngine::BlockName(const std::string& devices, LayerRange la
                       layers.end == num_layers ? " + head" : "");
 }
 
+StatePoolStats MultiRankEngine::ColumnPool(int first, int stride, int count) const {
+  StatePoolStats total = ranks_[first]->state_pool();
+  for (int i = 1; i < count; ++i) {
+    const StatePoolStats s = ranks_[first + i * stride]->state_pool();
+    if (s.capacity_tokens < total.capacity_tokens) {
+      total.capacity_tokens = s.capacity_tokens;
+      total.reserved_tokens = s.reserved_tokens;
+      total.used_tokens = s.used_tokens;
+    }
+    total.capacity_pages += s.capacity_pages;
+    total.reserved_pages += s.reserved_pages;
+    total.used_pages += s.used_pages;
+    total.max_sequence_tokens = std::min(total.max_sequence_tokens, s.max_sequence_tokens);
+  }
+  return total;
+}
+
 }  // namespace moegraph

@@ -57,6 +57,10 @@ class MultiRankEngine : public Engine {
   // A handoff over `ranks` blocks of `config`'s layers, sized for `options`.
   static InProcessHandoffOptions HandoffOptions(const EngineOptions& options,
                                                 const ModelConfig& config, int ranks);
+  // The pool of `count` ranks (first, first + stride, ...) that each hold
+  // every one of some slots, for a block of layers each: a sequence needs
+  // room on all, so the tightest rank's tokens count; pages add up.
+  StatePoolStats ColumnPool(int first, int stride, int count) const;
   // "cpu:0,cpu:1 [0, 2) + embedding": a block's devices and what it runs.
   static std::string BlockName(const std::string& devices, LayerRange layers, int num_layers);
   // OK when a step may run: no rank got stuck before, and `options` asks
