@@ -50,10 +50,14 @@ struct EngineOptions {
   // two in-process CPU ranks. Empty: `device` alone.
   std::string devices;
   // How the model is split over `devices`: "ep" = routed experts split
-  // evenly, attention and shared expert replicated, slots shared out.
+  // evenly, attention and shared expert replicated, slots shared out;
+  // "layers" = contiguous blocks of layers, one a device, every slot on each;
+  // "ep+layers" = `layer_blocks` blocks of layers, each over as many of the
+  // devices (in order), expert-parallel within the block.
   std::string layout = "ep";
-  // How long a rank waits for the others at an expert exchange before the
-  // step fails naming the missing ranks.
+  int layer_blocks = 0;
+  // How long a rank waits for the others at an expert exchange or a layer
+  // handoff before the step fails naming the missing ranks.
   int exchange_timeout_ms = 60000;
   // FP8 products (CUDA) of at least this many rows quantize their activations
   // to e4m3 in 1x128 groups, as the released checkpoints' reference does, and
@@ -68,8 +72,8 @@ inline constexpr const char* kWeightFormats[] = {"bf16", "fp8", "fp4"};
 
 // The accepted values of EngineOptions::graphs, for config validation.
 inline constexpr const char* kGraphModes[] = {"auto", "off", "piecewise", "full"};
-// The accepted values of EngineOptions::layout ("layers" is not built yet).
-inline constexpr const char* kLayouts[] = {"ep"};
+// The accepted values of EngineOptions::layout.
+inline constexpr const char* kLayouts[] = {"ep", "layers", "ep+layers"};
 
 struct ModelInfo {
   std::string name;        // the model directory's base name

@@ -14,14 +14,14 @@
 #include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/weight_source.h"
-#include "engine/parallel/expert_parallel_engine.h"
+#include "engine/parallel/multi_rank_engine.h"
 #include "engine/weights/safetensors.h"
 #include "kernels/cuda/sample_row.h"
 
 namespace moegraph {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
-  if (!options.devices.empty()) return CreateExpertParallelEngine(options);
+  if (!options.devices.empty()) return CreateMultiRankEngine(options);
   ASSIGN_OR_RETURN(std::unique_ptr<Dsv4Engine> engine, Dsv4Engine::Create(options));
   return std::unique_ptr<Engine>(std::move(engine));
 }
@@ -32,10 +32,7 @@ Dsv4Engine::~Dsv4Engine() {
   backend_.reset();
 }
 
-namespace {
-
-// The config, with the random-weights overrides applied (EngineOptions).
-absl::StatusOr<ModelConfig> LoadEngineConfig(const EngineOptions& o) {
+absl::StatusOr<ModelConfig> Dsv4Engine::LoadConfig(const EngineOptions& o) {
   if (!o.random_weights && (o.num_layers != 0 || !o.weight_format.empty())) {
     return absl::InvalidArgumentError(
         "engine options: num_layers and weight_format apply to random weights only");
@@ -81,21 +78,19 @@ absl::StatusOr<ModelConfig> LoadEngineConfig(const EngineOptions& o) {
   return c;
 }
 
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptions& options) {
-  return Create(options, nullptr);
+  return Create(options, ModelShard{});
 }
 
 absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptions& options,
-                                                               ExpertExchange* exchange) {
+                                                               const ModelShard& shard) {
   if (options.num_slots <= 0 || options.max_step_tokens <= 0 || options.context_limit < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "engine options: num_slots and max_step_tokens must be positive, context_limit >= 0 "
         "(got ",
         options.num_slots, ", ", options.max_step_tokens, ", ", options.context_limit, ")"));
   }
-  ASSIGN_OR_RETURN(ModelConfig config, LoadEngineConfig(options));
+  ASSIGN_OR_RETURN(ModelConfig config, LoadConfig(options));
   std::unique_ptr<WeightStore> weights;
   std::unique_ptr<WeightSource> source;
   if (options.random_weights) {
@@ -132,7 +127,7 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   e->row_params_.reserve(static_cast<size_t>(options.num_slots));
   const int max_rows = std::min(options.num_slots, options.max_step_tokens);
   ASSIGN_OR_RETURN(e->model_, Dsv4Model::Create(&backend, *source, config, options.max_step_tokens,
-                                                max_rows, exchange));
+                                                max_rows, shard));
   source.reset();
   weights.reset();
   SequenceStateOptions so;
@@ -141,6 +136,8 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
       options.context_limit > 0 ? options.context_limit : config.max_position_embeddings;
   so.pool_tokens = options.state_pool_tokens;
   so.scratch_tokens = e->bucketed_ ? options.max_step_tokens : 0;
+  so.first_layer = e->model_->layers().first;
+  so.end_layer = e->model_->layers().end;
   ASSIGN_OR_RETURN(e->state_, SequenceState::Create(&backend, config, so));
   if (e->bucketed_) RETURN_IF_ERROR(e->Prepare());
 

@@ -15,15 +15,16 @@
 
 namespace moegraph {
 
-class ExpertExchange;
-
 class Dsv4Engine final : public Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Dsv4Engine>> Create(const EngineOptions& options);
-  // One rank of an expert-parallel engine (docs/expert-parallel.md): holds
-  // only `exchange`'s share of the routed experts (`exchange` must outlive it).
+  // One rank of a multi-rank engine (docs/expert-parallel.md): holds only
+  // `shard`'s experts, layers and their state (its pointers must outlive it).
   static absl::StatusOr<std::unique_ptr<Dsv4Engine>> Create(const EngineOptions& options,
-                                                            ExpertExchange* exchange);
+                                                            const ModelShard& shard);
+  // The model config `options` load: config.json, with the random-weights
+  // overrides (num_layers, weight_format) applied.
+  static absl::StatusOr<ModelConfig> LoadConfig(const EngineOptions& options);
   ~Dsv4Engine() override;
 
   const ModelInfo& info() const override { return info_; }

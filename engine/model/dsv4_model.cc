@@ -14,6 +14,7 @@
 #include "engine/model/weight_source.h"
 #include "engine/parallel/expert_exchange.h"
 #include "engine/parallel/expert_parallel_moe.h"
+#include "engine/parallel/residual_handoff.h"
 #include "engine/sampling/device_row.h"
 
 namespace moegraph {
@@ -109,18 +110,18 @@ Dsv4Model::~Dsv4Model() = default;
 
 absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(
     Backend* backend, const WeightStore& weights, const ModelConfig& config, int max_step_tokens,
-    int max_logit_rows, ExpertExchange* exchange) {
+    int max_logit_rows, const ModelShard& shard) {
   if (!weights.has_data()) {
     return absl::InvalidArgumentError(
         absl::StrCat(weights.origin(), ": opened from headers only (no tensor data to load)"));
   }
   std::unique_ptr<WeightSource> source = CheckpointSource(weights, config);
-  return Create(backend, *source, config, max_step_tokens, max_logit_rows, exchange);
+  return Create(backend, *source, config, max_step_tokens, max_logit_rows, shard);
 }
 
 absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(
     Backend* backend, WeightSource& weights, const ModelConfig& config, int max_step_tokens,
-    int max_logit_rows, ExpertExchange* exchange) {
+    int max_logit_rows, const ModelShard& shard) {
   if (max_step_tokens <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_step_tokens must be positive, got ", max_step_tokens));
@@ -151,7 +152,17 @@ absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(
   m->config_ = config;
   m->max_tokens_ = max_step_tokens;
   m->max_rows_ = max_logit_rows > 0 ? max_logit_rows : max_step_tokens;
-  m->exchange_ = exchange;
+  m->exchange_ = shard.exchange;
+  m->shard_ = shard;
+  if (shard.layers == LayerRange{}) m->shard_.layers = LayerRange{0, config.num_layers};
+  const LayerRange& own = m->shard_.layers;
+  if (own.first < 0 || own.first >= own.end || own.end > config.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("layers [", own.first, ", ", own.end,
+                                                   ") outside the model's ", config.num_layers));
+  }
+  if (m->shard_.handoff == nullptr && own.count() != config.num_layers) {
+    return absl::InvalidArgumentError("a block of the layers needs a residual handoff");
+  }
   RETURN_IF_ERROR(m->LoadWeights(weights));
   RETURN_IF_ERROR(m->AllocateActivations());
   RETURN_IF_ERROR(m->AllocateStaging());
@@ -279,14 +290,28 @@ absl::Status Dsv4Model::LoadWeights(WeightSource& source) {
     first_expert = exchange_->partition().first(exchange_->rank());
     end_expert = first_expert + exchange_->partition().count(exchange_->rank());
   }
+  layer_bytes_.assign(c.num_layers, 0);
+  // Bytes each upload adds, to the layer, the embedding or the head.
+  size_t counted = 0;  // buffers attributed so far
+  auto count = [&](const TensorSpec& spec) {
+    size_t& to = spec.layer >= 0                     ? layer_bytes_[spec.layer]
+                 : spec.field == TensorField::kEmbed ? embed_bytes_
+                                                     : head_bytes_;
+    for (; counted < weight_buffers_.size(); ++counted) to += weight_buffers_[counted].bytes();
+  };
   for (const TensorSpec& spec : Dsv4TensorSpecs(c)) {
     if (spec.expert >= 0 && (spec.expert < first_expert || spec.expert >= end_expert)) continue;
+    if (spec.layer >= 0 ? !shard_.layers.contains(spec.layer)
+                        : (spec.field == TensorField::kEmbed ? !embeds() : !runs_head())) {
+      continue;
+    }
     if (spec.read != TensorRead::kMatrix) {
       Tensor* dst = tensor_of(spec);
       if (dst == nullptr) return absl::InternalError("dsv4_tensors: field without a tensor");
       ASSIGN_OR_RETURN(Tensor host, source.Vector(spec));
       ASSIGN_OR_RETURN(
           *dst, backend_->UploadWeight(host, spec.read == TensorRead::kTable, &weight_buffers_));
+      count(spec);
       if (stack.empty()) source.Release();
       continue;
     }
@@ -296,12 +321,14 @@ absl::Status Dsv4Model::LoadWeights(WeightSource& source) {
     ASSIGN_OR_RETURN(HostWeight host, source.Matrix(spec));
     if (spec.expert < 0) {
       ASSIGN_OR_RETURN(*dst, backend_->UploadMatrix(host, &weight_buffers_));
+      count(spec);
       if (stack.empty()) source.Release();
       continue;
     }
     stack.push_back(host);
     if (spec.expert + 1 == end_expert) {
       ASSIGN_OR_RETURN(*dst, backend_->UploadStackedMatrices(stack, &weight_buffers_));
+      count(spec);
       stack.clear();
       source.Release();
     }
@@ -747,11 +774,15 @@ absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
   };
   if (hidden) hidden->clear();
 
-  RETURN_IF_ERROR(b.Embed(token_ids, embed_, X));
-  RETURN_IF_ERROR(capture(X));
+  if (embeds()) {
+    RETURN_IF_ERROR(b.Embed(token_ids, embed_, X));
+    RETURN_IF_ERROR(capture(X));
+  } else {
+    RETURN_IF_ERROR(shard_.handoff->Receive(X));
+  }
   Tensor x_in = A.x_in.rows(0, T), h = A.h.rows(0, T), y = A.y.rows(0, T);
   Tensor post = A.post.rows(0, T), comb = A.comb.rows(0, T);
-  for (int l = 0; l < c.num_layers; ++l) {
+  for (int l = shard_.layers.first; l < shard_.layers.end; ++l) {
     const Layer& L = layers_[l];
     RETURN_IF_ERROR(b.HcPre(X, L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale, c.hc_sinkhorn_iters,
                             hc_eps, eps, x_in, post, comb));
@@ -767,6 +798,7 @@ absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
     std::swap(X, X2);
     RETURN_IF_ERROR(capture(X));
   }
+  if (!runs_head()) return shard_.handoff->Send(X);
 
   if (rows > 0) {
     Tensor sel = st.dev(st.rows, rows);
@@ -795,15 +827,23 @@ absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
 }
 
 int Dsv4Model::routed_experts_loaded() const {
-  if (layers_.empty() || layers_.front().experts.w1.empty()) return 0;
-  return static_cast<int>(layers_.front().experts.w1.data.dim(0));
+  const Layer& first = layers_[shard_.layers.first];
+  if (first.experts.w1.empty()) return 0;
+  return static_cast<int>(first.experts.w1.data.dim(0));
+}
+
+size_t Dsv4Model::weight_bytes() const {
+  size_t bytes = 0;
+  for (const Buffer& buf : weight_buffers_) bytes += buf.bytes();
+  return bytes;
 }
 
 absl::Status Dsv4Model::RunIdle() {
   if (exchange_ == nullptr) return absl::FailedPreconditionError("RunIdle without an exchange");
   const float limit = static_cast<float>(config_.swiglu_limit);
   Tensor none = act_->h.rows(0, 0);
-  for (const Layer& L : layers_) {
+  for (int l = shard_.layers.first; l < shard_.layers.end; ++l) {
+    const Layer& L = layers_[l];
     RETURN_IF_ERROR(ExpertParallelRouted(*backend_, *exchange_, none, act_->route_idx.rows(0, 0),
                                          act_->route_w.rows(0, 0), L.experts, limit,
                                          act_->moe_out.rows(0, 0)));
@@ -860,7 +900,7 @@ absl::Status Dsv4Model::ReplayPieces(const Pieces& pieces, const StepShape& shap
 
 absl::Status Dsv4Model::DownloadLogits(const StepShape& shape, std::vector<float>* logits) {
   const int rows = shape.all_logits ? shape.rows : shape.real_rows;
-  if (rows == 0) return absl::OkStatus();
+  if (rows == 0 || !runs_head()) return absl::OkStatus();
   Tensor lg;
   if (shape.all_logits) {
     ASSIGN_OR_RETURN(lg, AllLogits(rows));

@@ -14,6 +14,7 @@
 #include "engine/backend/backend.h"
 #include "engine/engine.h"
 #include "engine/model/model_config.h"
+#include "engine/parallel/layer_placement.h"
 #include "engine/state/sequence_state.h"
 #include "engine/weights/safetensors.h"
 #include "kernels/cuda/sample_row.h"
@@ -21,6 +22,19 @@
 namespace moegraph {
 
 class ExpertExchange;
+class ResidualHandoff;
+
+// One rank's share of the model (docs/expert-parallel.md); the default is
+// the whole model on one rank. Pointers are borrowed and outlive the model.
+struct ModelShard {
+  // ep: only this rank's routed experts are loaded; MoE layers run through it.
+  ExpertExchange* exchange = nullptr;
+  // layers: the block this rank loads and runs ({0, 0}: all). The first
+  // block embeds the tokens, the last one runs the head.
+  LayerRange layers;
+  // layers: where the residual streams come from and go to.
+  ResidualHandoff* handoff = nullptr;
+};
 
 struct ForwardOptions {
   // Logits of every token of the step (rows in token order) instead of the
@@ -68,18 +82,16 @@ class Dsv4Model {
  public:
   // Uploads and checks every weight. `backend` must outlive the model.
   // `max_logit_rows` sizes the logits and sampling buffers (0 = max_step_tokens).
-  // With `exchange` (expert parallelism, docs/expert-parallel.md; must
-  // outlive the model) only this rank's routed experts are loaded and the
-  // MoE layers run through the exchange.
+  // `shard`: what of the model this rank holds (ModelShard).
   static absl::StatusOr<std::unique_ptr<Dsv4Model>> Create(
       Backend* backend, const WeightStore& weights, const ModelConfig& config, int max_step_tokens,
-      int max_logit_rows = 0, ExpertExchange* exchange = nullptr);
+      int max_logit_rows = 0, const ModelShard& shard = {});
   // The same from any source of weights (weight_source.h: e.g. random).
   static absl::StatusOr<std::unique_ptr<Dsv4Model>> Create(Backend* backend, WeightSource& weights,
                                                            const ModelConfig& config,
                                                            int max_step_tokens,
                                                            int max_logit_rows = 0,
-                                                           ExpertExchange* exchange = nullptr);
+                                                           const ModelShard& shard = {});
   ~Dsv4Model();
   // Device bytes of the activations and the staging block Create allocates
   // for these sizes (weights, state and backend workspaces not included).
@@ -92,9 +104,21 @@ class Dsv4Model {
   // Routed experts loaded per layer: all, or this rank's share under expert
   // parallelism.
   int routed_experts_loaded() const;
+  // The layers this model runs, and whether it embeds / runs the head.
+  LayerRange layers() const { return shard_.layers; }
+  bool embeds() const { return shard_.layers.first == 0; }
+  bool runs_head() const { return shard_.layers.end == config_.num_layers; }
+  // Device bytes of the weights loaded: all, one layer's (0 for a layer
+  // outside layers()), the embedding's, and the head's (final norm, hc head,
+  // lm head).
+  size_t weight_bytes() const;
+  size_t layer_weight_bytes(int layer) const { return layer_bytes_[layer]; }
+  size_t embed_weight_bytes() const { return embed_bytes_; }
+  size_t head_weight_bytes() const { return head_bytes_; }
 
   // Runs one step over `plan` against `state` (slots acquired there) and
-  // appends vocab_size floats per logits row to `logits`. On success every
+  // appends vocab_size floats per logits row to `logits` (a model without
+  // the head appends none). On success every
   // chunk's slot advances by its length; on failure the slots of the plan are
   // in an unspecified state and should be released. Stage + Upload + Run +
   // DownloadLogits.
@@ -178,6 +202,9 @@ class Dsv4Model {
   std::unique_ptr<Staging> staging_;
   Pieces* capturing_ = nullptr;         // set while CapturePieces records
   ExpertExchange* exchange_ = nullptr;  // expert parallelism, else null
+  ModelShard shard_;                    // layers resolved: never {0, 0}
+  std::vector<size_t> layer_bytes_;     // weight bytes per layer
+  size_t embed_bytes_ = 0, head_bytes_ = 0;
 };
 
 }  // namespace moegraph

@@ -2,114 +2,46 @@
 
 #include <algorithm>
 #include <chrono>
-#include <iterator>
-#include <optional>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/model_config.h"
+#include "engine/parallel/layer_placement.h"
+#include "engine/parallel/multi_rank_engine.h"
 
 namespace moegraph {
-namespace {
-
-// The entries of `devices`, checked: non-empty, "cpu" or "cpu:N", no repeats.
-absl::StatusOr<std::vector<std::string>> ParseDevices(const std::string& devices) {
-  std::vector<std::string> out;
-  for (absl::string_view entry : absl::StrSplit(devices, ',')) {
-    const std::string name(absl::StripAsciiWhitespace(entry));
-    const size_t i = out.size();
-    if (name.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("devices: entry ", i, " of '", devices, "' is empty"));
-    }
-    int index = 0;
-    const bool cpu = name == "cpu" || (absl::StartsWith(name, "cpu:") &&
-                                       absl::SimpleAtoi(name.substr(4), &index) && index >= 0);
-    if (!cpu) {
-      if (absl::StartsWith(name, "cuda")) {
-        return absl::UnimplementedError(absl::StrCat(
-            "devices: '", name,
-            "': several CUDA ranks are not built yet (issue #10); cpu:0,cpu:1,... runs "
-            "in-process CPU ranks"));
-      }
-      return absl::InvalidArgumentError(
-          absl::StrCat("devices: entry ", i, " '", name, "' is not cpu or cpu:N"));
-    }
-    if (std::find(out.begin(), out.end(), name) != out.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("devices: '", name, "' appears more than once"));
-    }
-    out.push_back(name);
-  }
-  return out;
-}
-
-absl::Status CheckLayout(const std::string& layout) {
-  if (std::find(std::begin(kLayouts), std::end(kLayouts), layout) != std::end(kLayouts)) {
-    return absl::OkStatus();
-  }
-  const bool later = layout == "layers" || layout == "ep+layers" || layout == "layers+ep";
-  return absl::InvalidArgumentError(absl::StrCat("layout: '", layout, "' is ",
-                                                 later ? "not built yet" : "not a layout",
-                                                 "; allowed: ", absl::StrJoin(kLayouts, ", ")));
-}
-
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Engine>> CreateExpertParallelEngine(const EngineOptions& options) {
-  ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
-  RETURN_IF_ERROR(CheckLayout(options.layout));
-  if (devices.size() == 1) {
-    EngineOptions one = options;
-    one.device = "cpu";
-    one.devices.clear();
-    ASSIGN_OR_RETURN(std::unique_ptr<Dsv4Engine> engine, Dsv4Engine::Create(one));
-    return std::unique_ptr<Engine>(std::move(engine));
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<ExpertParallelEngine> engine,
-                   ExpertParallelEngine::Create(options));
-  return std::unique_ptr<Engine>(std::move(engine));
-}
 
 ExpertParallelEngine::~ExpertParallelEngine() {
   workers_.clear();
   ranks_.clear();
-  exchange_.reset();
+  handoffs_.clear();
+  exchanges_.clear();
 }
 
 absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Create(
     const EngineOptions& options) {
-  ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
-  RETURN_IF_ERROR(CheckLayout(options.layout));
-  const int R = static_cast<int>(devices.size());
+  const bool grid = options.layout == "ep+layers";
+  ASSIGN_OR_RETURN(std::vector<std::string> devices,
+                   CheckRankOptions(options, grid ? "ep+layers" : "ep"));
+  const int N = static_cast<int>(devices.size());
+  ASSIGN_OR_RETURN(ModelConfig config, Dsv4Engine::LoadConfig(options));
+  const int L = config.num_layers;
+  const int B = grid ? options.layer_blocks : 1;
+  if (grid && (B < 2 || B > L || N % B != 0 || N / B < 2)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer_blocks: ", B, " with layout 'ep+layers' on ", N, " devices and ", L,
+        " layers; allowed: 2 to ", L, " blocks dividing the devices into blocks of 2 or more"));
+  }
+  const int R = N / B;  // EP ranks a block
   if (options.num_slots < R) {
     return absl::InvalidArgumentError(absl::StrCat("num_slots: ", options.num_slots,
                                                    " is fewer than the ", R,
                                                    " devices (each rank needs a slot)"));
   }
-  if (options.max_step_tokens <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_step_tokens must be positive, got ", options.max_step_tokens));
-  }
-  if (options.exchange_timeout_ms <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("exchange_timeout_ms must be positive, got ", options.exchange_timeout_ms));
-  }
-  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
   std::unique_ptr<ExpertParallelEngine> e(new ExpertParallelEngine());
-  e->num_slots_ = options.num_slots;
-  e->devices_ = devices;
-  e->max_step_tokens_ = options.max_step_tokens;
-  // A rank still busy long past every exchange deadline is stuck (a rank
-  // reaches an exchange at least once a layer, and fails there at once once
-  // the exchange has failed).
-  e->step_timeout_ = std::max<std::chrono::milliseconds>(
-      std::chrono::milliseconds(options.exchange_timeout_ms) * 4, std::chrono::seconds(10));
+  e->blocks_ = B;
+  e->Init(options, devices, B);
   InProcessExchangeOptions xo;
   xo.num_ranks = R;
   xo.num_experts = config.n_routed_experts;
@@ -117,40 +49,59 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   xo.hidden = config.hidden_size;
   xo.capacity = options.max_step_tokens;
   xo.timeout = std::chrono::milliseconds(options.exchange_timeout_ms);
-  ASSIGN_OR_RETURN(e->exchange_, InProcessExchange::Create(xo));
+  for (int b = 0; b < B; ++b) {
+    ASSIGN_OR_RETURN(std::unique_ptr<InProcessExchange> x, InProcessExchange::Create(xo));
+    e->exchanges_.push_back(std::move(x));
+  }
+  for (int c = 0; B > 1 && c < R; ++c) {
+    ASSIGN_OR_RETURN(std::unique_ptr<InProcessHandoff> h,
+                     InProcessHandoff::Create(HandoffOptions(options, config, B)));
+    e->handoffs_.push_back(std::move(h));
+  }
   e->partition_ = ExpertPartition{config.n_routed_experts, R};
-  for (int r = 0; r < R; ++r) {
-    EngineOptions ro = options;
-    ro.device = "cpu";
-    ro.devices.clear();
-    ro.num_slots = (options.num_slots - r + R - 1) / R;
-    if (options.state_pool_tokens > 0) {
-      ro.state_pool_tokens =
-          std::max<int64_t>(1, options.state_pool_tokens * ro.num_slots / options.num_slots);
+  std::vector<std::string> blocks;
+  for (int b = 0; b < B; ++b) {
+    const LayerRange layers = B > 1 ? LayerBlock(L, B, b) : LayerRange{};
+    for (int r = 0; r < R; ++r) {
+      EngineOptions ro = options;
+      ro.device = "cpu";
+      ro.devices.clear();
+      ro.num_slots = (options.num_slots - r + R - 1) / R;
+      if (options.state_pool_tokens > 0) {
+        ro.state_pool_tokens =
+            std::max<int64_t>(1, options.state_pool_tokens * ro.num_slots / options.num_slots);
+      }
+      ModelShard shard;
+      shard.exchange = e->exchanges_[b]->rank(r);
+      shard.layers = layers;
+      if (B > 1) shard.handoff = e->handoffs_[r]->rank(b);
+      absl::StatusOr<std::unique_ptr<Dsv4Engine>> rank = Dsv4Engine::Create(ro, shard);
+      if (!rank.ok()) {
+        return absl::Status(rank.status().code(),
+                            absl::StrCat(devices[b * R + r], ": ", rank.status().message()));
+      }
+      e->ranks_.push_back(std::move(rank).value());
+      e->workers_.push_back(std::make_unique<RankWorker>());
     }
-    absl::StatusOr<std::unique_ptr<Dsv4Engine>> rank =
-        Dsv4Engine::Create(ro, e->exchange_->rank(r));
-    if (!rank.ok()) {
-      return absl::Status(rank.status().code(),
-                          absl::StrCat(devices[r], ": ", rank.status().message()));
-    }
-    e->ranks_.push_back(std::move(rank).value());
-    e->workers_.push_back(std::make_unique<RankWorker>());
+    const std::vector<std::string> block(devices.begin() + b * R, devices.begin() + (b + 1) * R);
+    blocks.push_back(BlockName(absl::StrJoin(block, ","), layers, L));
   }
   e->plans_.resize(R);
   e->tokens_.resize(R);
-  e->logits_.resize(R);
+  e->logits_.resize(N);
 
   e->info_ = e->ranks_[0]->info();
   e->info_.device = absl::StrJoin(devices, ",");
   std::vector<int> counts;
   for (int r = 0; r < R; ++r) counts.push_back(e->partition_.count(r));
-  e->info_.layout = absl::StrCat(
-      R, " devices (in-process CPU ranks), all layers each; ep: ", config.n_routed_experts,
-      " routed experts split ", absl::StrJoin(counts, "/"),
-      ", attention and shared expert "
-      "replicated, slots data-parallel (slot s on rank s % ",
-      R, ")");
+  const std::string ep = absl::StrCat(
+      "ep: ", config.n_routed_experts, " routed experts split ", absl::StrJoin(counts, "/"),
+      ", attention and shared expert replicated, slots data-parallel (slot s on rank s % ", R,
+      grid ? " of each block)" : ")");
+  e->info_.layout =
+      grid ? absl::StrCat(N, " devices (in-process CPU ranks); layers: ", B, " blocks of ", R,
+                          " ranks: ", absl::StrJoin(blocks, "; "), "; in each block ", ep)
+           : absl::StrCat(N, " devices (in-process CPU ranks), all layers each; ", ep);
   return e;
 }
 
@@ -159,34 +110,57 @@ absl::Status ExpertParallelEngine::AcquireSlot(int slot, int max_tokens) {
     return absl::InvalidArgumentError(
         absl::StrCat("slot ", slot, " outside [0, ", num_slots_, ")"));
   }
-  return FromRank(rank_of(slot),
-                  ranks_[rank_of(slot)]->AcquireSlot(slot / num_ranks(), max_tokens));
+  const int R = width();
+  for (int b = 0; b < blocks_; ++b) {
+    const int r = b * R + rank_of(slot);
+    absl::Status s = ranks_[r]->AcquireSlot(slot / R, max_tokens);
+    if (s.ok()) continue;
+    for (int q = 0; q < b; ++q) ranks_[q * R + rank_of(slot)]->ReleaseSlot(slot / R);
+    return FromRank(r, s);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ExpertParallelEngine::FromRank(int r, const absl::Status& s) const {
   if (s.ok()) return s;
-  return absl::Status(s.code(),
-                      absl::StrCat("rank ", r, " (", devices_[r], "; its slot i is slot i * ",
-                                   num_ranks(), " + ", r, "): ", s.message()));
+  const int R = width();
+  std::string layers;
+  if (blocks_ > 1) {
+    const LayerRange l = ranks_[r]->model().layers();
+    layers = absl::StrCat(", layers [", l.first, ", ", l.end, ")");
+  }
+  return absl::Status(
+      s.code(), absl::StrCat("rank ", r, " (", devices_[r], layers, "; its slot i is slot i * ", R,
+                             " + ", r % R, "): ", s.message()));
 }
 
 void ExpertParallelEngine::ReleaseSlot(int slot) {
   if (slot < 0 || slot >= num_slots_) return;
-  ranks_[rank_of(slot)]->ReleaseSlot(slot / num_ranks());
+  for (int b = 0; b < blocks_; ++b) {
+    ranks_[b * width() + rank_of(slot)]->ReleaseSlot(slot / width());
+  }
 }
 
-absl::Status ExpertParallelEngine::Step(const StepPlan& plan, std::vector<float>* logits) {
-  return StepWithOptions(plan, ForwardOptions{}, logits);
+absl::Status ExpertParallelEngine::Transports::status() const {
+  for (const auto& x : engine->exchanges_) {
+    if (!x->status().ok()) return x->status();
+  }
+  for (const auto& h : engine->handoffs_) {
+    if (!h->status().ok()) return h->status();
+  }
+  return absl::OkStatus();
+}
+
+void ExpertParallelEngine::Transports::Reset() {
+  for (const auto& x : engine->exchanges_) x->Reset();
+  for (const auto& h : engine->handoffs_) h->Reset();
 }
 
 absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
                                                    const ForwardOptions& options,
                                                    std::vector<float>* logits) {
-  if (!broken_.ok()) return broken_;
-  if (options.hidden != nullptr) {
-    return absl::InvalidArgumentError("hidden-state capture runs on one rank only");
-  }
-  const int R = num_ranks();
+  RETURN_IF_ERROR(CanStep(options));
+  const int R = width();
   if (plan.seqs.empty() || plan.token_ids == nullptr) {
     return absl::InvalidArgumentError("step has no sequences or no token ids");
   }
@@ -194,8 +168,8 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
   for (int r = 0; r < R; ++r) {
     plans_[r].seqs.clear();
     tokens_[r].clear();
-    logits_[r].clear();
   }
+  for (std::vector<float>& l : logits_) l.clear();
   // What names a chunk by its index in the plan is checked here, as one rank
   // would (a rank would name its own index and slot).
   seen_slots_.assign(num_slots_, false);
@@ -227,58 +201,39 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
     plans_[r].seqs.push_back(local);
   }
   for (int r = 0; r < R; ++r) {
-    StepPlan& p = plans_[r];
-    p.token_ids = tokens_[r].data();
-    p.num_tokens = static_cast<int>(tokens_[r].size());
-    Dsv4Engine* rank = ranks_[r].get();
-    std::vector<float>* out = &logits_[r];
-    ExpertExchange* exchange = exchange_->rank(r);
-    workers_[r]->Post([rank, &p, options, out, exchange]() -> absl::Status {
-      absl::Status s = p.seqs.empty() ? rank->StepIdle() : rank->StepWithOptions(p, options, out);
-      // A rank failing outside the exchange (its plan, say) releases the others.
-      if (!s.ok()) exchange->Abort(s);
-      return s;
-    });
+    plans_[r].token_ids = tokens_[r].data();
+    plans_[r].num_tokens = static_cast<int>(tokens_[r].size());
   }
-  absl::Status first_error, root_cause;
-  int cause_rank = 0, first_rank = 0;
-  for (int r = 0; r < R; ++r) {
-    std::optional<absl::Status> s = workers_[r]->Wait(step_timeout_);
-    if (!s.has_value()) {
-      const absl::Status exchange = exchange_->status();
-      broken_ = absl::FailedPreconditionError(
-          absl::StrCat("rank ", r, " did not finish a step within ", step_timeout_.count(),
-                       " ms; the engine cannot step again (restart it)",
-                       exchange.ok() ? "" : absl::StrCat("; ", exchange.message())));
-      return broken_;
-    }
-    if (s->ok()) continue;
-    if (first_error.ok()) {
-      first_error = *s;
-      first_rank = r;
-    }
-    // The exchange's own ABORTED errors point at another rank's failure.
-    if (root_cause.ok() && !absl::IsAborted(*s)) {
-      root_cause = *s;
-      cause_rank = r;
+  for (int b = 0; b < blocks_; ++b) {
+    for (int r = 0; r < R; ++r) {
+      const StepPlan& p = plans_[r];
+      Dsv4Engine* rank = ranks_[b * R + r].get();
+      std::vector<float>* out = &logits_[b * R + r];
+      ExpertExchange* exchange = exchanges_[b]->rank(r);
+      ResidualHandoff* handoff = blocks_ > 1 ? handoffs_[r]->rank(b) : nullptr;
+      workers_[b * R + r]->Post([rank, &p, options, out, exchange, handoff]() -> absl::Status {
+        absl::Status s = p.seqs.empty() ? rank->StepIdle() : rank->StepWithOptions(p, options, out);
+        // A rank failing outside the exchange (its plan, say) releases the others.
+        if (!s.ok()) {
+          exchange->Abort(s);
+          if (handoff != nullptr) handoff->Abort(s);
+        }
+        return s;
+      });
     }
   }
-  if (!first_error.ok()) {
-    const absl::Status exchange = exchange_->status();
-    // Every rank has returned, so nobody is inside the exchange.
-    exchange_->Reset();
-    const absl::Status& error = root_cause.ok() ? first_error : root_cause;
-    // The exchange's own failure (a timeout) names its ranks already.
-    if (error == exchange) return error;
-    return FromRank(root_cause.ok() ? first_rank : cause_rank, error);
-  }
-  // Logits rows back in plan order (each rank's rows are in its chunks' order).
+  Transports transports{this};
+  RETURN_IF_ERROR(StepStatus(
+      WaitForRanks(workers_, step_timeout_), step_timeout_, transports,
+      [this](int r, const absl::Status& s) { return FromRank(r, s); }, &broken_));
+  // Logits rows back in plan order (each rank's rows are in its chunks'
+  // order), from the last block.
   std::vector<size_t> cursor(R, 0);
   const size_t V = static_cast<size_t>(info_.vocab_size);
   for (const SeqChunk& ch : plan.seqs) {
     const int r = rank_of(ch.slot);
     const size_t rows = options.all_logits ? ch.len : (ch.want_logits ? 1 : 0);
-    const std::vector<float>& src = logits_[r];
+    const std::vector<float>& src = logits_[(blocks_ - 1) * R + r];
     if ((cursor[r] + rows) * V > src.size()) {
       return absl::InternalError(absl::StrCat("rank ", r, " returned too few logits rows"));
     }
@@ -289,15 +244,12 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
   return absl::OkStatus();
 }
 
-std::unique_ptr<int32_t[], void (*)(int32_t*)> ExpertParallelEngine::AllocateHostTokens(
-    size_t count) {
-  return ranks_[0]->AllocateHostTokens(count);
-}
-
 StatePoolStats ExpertParallelEngine::state_pool() const {
+  // Each column holds its slots on every block (ColumnPool); columns add up.
   StatePoolStats total;
-  for (const auto& rank : ranks_) {
-    const StatePoolStats s = rank->state_pool();
+  const int R = width();
+  for (int r = 0; r < R; ++r) {
+    const StatePoolStats s = ColumnPool(r, R, blocks_);
     total.capacity_tokens += s.capacity_tokens;
     total.reserved_tokens += s.reserved_tokens;
     total.used_tokens += s.used_tokens;

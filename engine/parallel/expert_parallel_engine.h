@@ -2,6 +2,9 @@
 // one Dsv4Engine per rank holding its share of the routed experts and of the
 // slots, joined by an in-process expert exchange, each on its own worker
 // thread. Every step runs on every rank (lockstep), idle ranks with zero tokens.
+// With `ep+layers` the ranks form a grid: blocks of layers, each block's
+// ranks expert-parallel among themselves, each column of ranks (one per
+// block) a layer-placement pipeline holding its share of the slots.
 #pragma once
 
 #include <memory>
@@ -10,66 +13,58 @@
 
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
-#include "engine/model/dsv4_engine.h"
 #include "engine/parallel/in_process_exchange.h"
-#include "engine/parallel/rank_worker.h"
+#include "engine/parallel/in_process_handoff.h"
+#include "engine/parallel/multi_rank_engine.h"
 
 namespace moegraph {
 
-// Engine::Create's choice when EngineOptions::devices is set: one device runs
-// the single-rank engine on it, several an ExpertParallelEngine. Errors name
-// the field (devices, layout, num_slots, exchange_timeout_ms).
-absl::StatusOr<std::unique_ptr<Engine>> CreateExpertParallelEngine(const EngineOptions& options);
-
-class ExpertParallelEngine final : public Engine {
+class ExpertParallelEngine final : public MultiRankEngine {
  public:
   static absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> Create(const EngineOptions& options);
   ~ExpertParallelEngine() override;
 
-  const ModelInfo& info() const override { return info_; }
-  int num_slots() const override { return num_slots_; }
-  int max_step_tokens() const override { return max_step_tokens_; }
   absl::Status AcquireSlot(int slot, int max_tokens) override;
   void ReleaseSlot(int slot) override;
-  absl::Status Step(const StepPlan& plan, std::vector<float>* logits) override;
-  std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) override;
   StatePoolStats state_pool() const override;
-  int num_slot_groups() const override { return num_ranks(); }
+  int num_slot_groups() const override { return width(); }
   int slot_group(int slot) const override { return rank_of(slot); }
 
-  // Step with ForwardOptions::all_logits (per-layer capture is single-rank only).
   absl::Status StepWithOptions(const StepPlan& plan, const ForwardOptions& options,
-                               std::vector<float>* logits);
+                               std::vector<float>* logits) override;
 
-  int num_ranks() const { return static_cast<int>(ranks_.size()); }
-  // Global slot s lives on rank s % num_ranks() as its local slot s / num_ranks().
-  int rank_of(int slot) const { return slot % num_ranks(); }
-  Dsv4Engine* rank(int r) const { return ranks_[r].get(); }
-  // The routed experts rank r holds: [first, first + count).
+  // Ranks per block (all of them with `ep`), and blocks of layers (1 with
+  // `ep`). Rank b * width() + e is block b's EP rank e.
+  int width() const { return num_ranks() / blocks_; }
+  int blocks() const { return blocks_; }
+  // Global slot s lives on EP rank s % width() (of every block) as its local
+  // slot s / width().
+  int rank_of(int slot) const { return slot % width(); }
+  // The routed experts EP rank e of a block holds: [first, first + count).
   const ExpertPartition& partition() const { return partition_; }
 
  private:
   ExpertParallelEngine() = default;
   // A rank's error, prefixed so that its local slot numbers can be read.
   absl::Status FromRank(int r, const absl::Status& s) const;
+  // Every transport's state: the first failure, and clearing them all.
+  struct Transports {
+    ExpertParallelEngine* engine;
+    absl::Status status() const;
+    void Reset();
+  };
 
-  ModelInfo info_;
-  std::vector<std::string> devices_;
-  int num_slots_ = 0;
-  int max_step_tokens_ = 0;
-  std::chrono::milliseconds step_timeout_{0};
+  int blocks_ = 1;
   ExpertPartition partition_;
-  // Destroyed in reverse order: workers stop before the ranks they drive,
-  // and ranks go before the exchange they point at.
-  std::unique_ptr<InProcessExchange> exchange_;
-  std::vector<std::unique_ptr<Dsv4Engine>> ranks_;
-  std::vector<std::unique_ptr<RankWorker>> workers_;
-  // Per step, reused: each rank's plan, tokens and logits.
+  // The ranks point at them: the destructor frees them last. One exchange a
+  // block; with several blocks, one handoff a column.
+  std::vector<std::unique_ptr<InProcessExchange>> exchanges_;
+  std::vector<std::unique_ptr<InProcessHandoff>> handoffs_;
+  // Per step, reused: each column's plan and tokens, each rank's logits.
   std::vector<StepPlan> plans_;
   std::vector<std::vector<int32_t>> tokens_;
   std::vector<std::vector<float>> logits_;
   std::vector<bool> seen_slots_;
-  absl::Status broken_;  // set when a rank did not finish a step: no more steps
 };
 
 }  // namespace moegraph

@@ -1,14 +1,18 @@
 #include "engine/parallel/rank_barrier.h"
 
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace moegraph {
 
-RankBarrier::RankBarrier(int num_ranks, std::chrono::milliseconds timeout)
-    : num_ranks_(num_ranks), timeout_(timeout), arrived_(num_ranks, false) {}
+RankBarrier::RankBarrier(int num_ranks, std::chrono::milliseconds timeout, std::string what)
+    : num_ranks_(num_ranks),
+      timeout_(timeout),
+      what_(std::move(what)),
+      arrived_(num_ranks, false) {}
 
 absl::Status RankBarrier::Arrive(int rank, const char* phase) {
   std::unique_lock<std::mutex> lock(mu_);
@@ -34,7 +38,7 @@ absl::Status RankBarrier::Arrive(int rank, const char* phase) {
       if (!arrived_[r]) missing.push_back(r);
     }
     failed_ = absl::DeadlineExceededError(absl::StrCat(
-        "expert exchange: rank", missing.size() > 1 ? "s " : " ", absl::StrJoin(missing, ", "),
+        what_, ": rank", missing.size() > 1 ? "s " : " ", absl::StrJoin(missing, ", "),
         " did not reach ", phase, " within ", timeout_.count(), " ms (rank ", rank, " waited)"));
     cv_.notify_all();
   }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -14,7 +15,9 @@ namespace moegraph {
 
 class RankBarrier {
  public:
-  RankBarrier(int num_ranks, std::chrono::milliseconds timeout);
+  // `what` starts its timeout errors ("expert exchange", "layer handoff").
+  RankBarrier(int num_ranks, std::chrono::milliseconds timeout,
+              std::string what = "expert exchange");
 
   // Blocks until every rank has arrived at this generation. Errors: the
   // barrier has failed (an Abort, or an earlier timeout: the same status
@@ -30,6 +33,7 @@ class RankBarrier {
  private:
   const int num_ranks_;
   const std::chrono::milliseconds timeout_;
+  const std::string what_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<bool> arrived_;  // in the current generation

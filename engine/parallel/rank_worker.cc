@@ -46,4 +46,32 @@ void RankWorker::Loop() {
   }
 }
 
+RanksOutcome WaitForRanks(const std::vector<std::unique_ptr<RankWorker>>& workers,
+                          std::chrono::milliseconds timeout) {
+  RanksOutcome out;
+  absl::Status first;
+  int first_rank = -1;
+  for (size_t r = 0; r < workers.size(); ++r) {
+    std::optional<absl::Status> s = workers[r]->Wait(timeout);
+    if (!s.has_value()) {
+      out.stuck = static_cast<int>(r);
+      return out;
+    }
+    if (s->ok()) continue;
+    if (first.ok()) {
+      first = *s;
+      first_rank = static_cast<int>(r);
+    }
+    if (out.error.ok() && !absl::IsAborted(*s)) {
+      out.error = *s;
+      out.error_rank = static_cast<int>(r);
+    }
+  }
+  if (out.error.ok() && !first.ok()) {
+    out.error = first;
+    out.error_rank = first_rank;
+  }
+  return out;
+}
+
 }  // namespace moegraph

@@ -6,11 +6,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace moegraph {
 
@@ -38,5 +41,40 @@ class RankWorker {
   absl::Status result_;
   std::thread thread_;  // last: starts after the fields above exist
 };
+
+// How the jobs of one step, one per rank, ended.
+struct RanksOutcome {
+  int stuck = -1;  // a rank still running after the timeout (then the rest is unset)
+  // The root cause: the first error that is not ABORTED (a transport's "a
+  // peer failed"), else the first error; OK when every rank succeeded.
+  absl::Status error;
+  int error_rank = -1;
+};
+// Waits for every worker's posted job, each up to `timeout`.
+RanksOutcome WaitForRanks(const std::vector<std::unique_ptr<RankWorker>>& workers,
+                          std::chrono::milliseconds timeout);
+
+// The step's status from `outcome`. A stuck rank breaks the engine for good
+// (`*broken`; it may still write into `transport`'s buffers); a failure
+// resets `transport` (every rank has returned, none is inside it) and returns
+// the root cause: the transport's own failure as it is (it names its ranks),
+// else `from_rank(rank, error)`.
+template <typename Transport, typename FromRank>
+absl::Status StepStatus(const RanksOutcome& outcome, std::chrono::milliseconds timeout,
+                        Transport& transport, FromRank from_rank, absl::Status* broken) {
+  if (outcome.stuck >= 0) {
+    const absl::Status why = transport.status();
+    *broken = absl::FailedPreconditionError(
+        absl::StrCat("rank ", outcome.stuck, " did not finish a step within ", timeout.count(),
+                     " ms; the engine cannot step again (restart it)",
+                     why.ok() ? "" : absl::StrCat("; ", why.message())));
+    return *broken;
+  }
+  if (outcome.error.ok()) return outcome.error;
+  const absl::Status why = transport.status();
+  transport.Reset();
+  if (outcome.error == why) return outcome.error;
+  return from_rank(outcome.error_rank, outcome.error);
+}
 
 }  // namespace moegraph

@@ -53,15 +53,24 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Build(
   };
 
   const int d = config.head_dim, c = config.index_head_dim;
-  s->kinds_[static_cast<int>(EntryKind::kCsa)].rate = config.csa_rate;
-  s->kinds_[static_cast<int>(EntryKind::kCsa)].width = d;
-  s->kinds_[static_cast<int>(EntryKind::kCsa)].layers = config.num_layers_of(AttnKind::kCsa);
-  s->kinds_[static_cast<int>(EntryKind::kHca)].rate = config.hca_rate;
-  s->kinds_[static_cast<int>(EntryKind::kHca)].width = d;
-  s->kinds_[static_cast<int>(EntryKind::kHca)].layers = config.num_layers_of(AttnKind::kHca);
-  s->kinds_[static_cast<int>(EntryKind::kCsaIndex)].rate = config.csa_rate;
-  s->kinds_[static_cast<int>(EntryKind::kCsaIndex)].width = c;
-  s->kinds_[static_cast<int>(EntryKind::kCsaIndex)].layers = config.num_layers_of(AttnKind::kCsa);
+  if (options.end_layer == 0) s->options_.end_layer = config.num_layers;
+  const int first = s->options_.first_layer, end = s->options_.end_layer;
+  if (first < 0 || first >= end || end > config.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence state: layers [", first, ", ", end,
+                                                   ") outside the model's ", config.num_layers));
+  }
+  auto kind = [&](EntryKind e, int rate, int width, AttnKind of) {
+    KindState& k = s->kinds_[static_cast<int>(e)];
+    k.rate = rate;
+    k.width = width;
+    k.first_of_kind = static_cast<int>(
+        std::count(config.layer_types.begin(), config.layer_types.begin() + first, of));
+    k.layers = static_cast<int>(
+        std::count(config.layer_types.begin() + first, config.layer_types.begin() + end, of));
+  };
+  kind(EntryKind::kCsa, config.csa_rate, d, AttnKind::kCsa);
+  kind(EntryKind::kHca, config.hca_rate, d, AttnKind::kHca);
+  kind(EntryKind::kCsaIndex, config.csa_rate, c, AttnKind::kCsa);
   const int64_t pool_tokens =
       options.pool_tokens > 0
           ? options.pool_tokens
@@ -97,7 +106,7 @@ absl::StatusOr<std::unique_ptr<SequenceState>> SequenceState::Build(
   }
 
   s->layers_.resize(config.num_layers);
-  for (int l = 0; l < config.num_layers; ++l) {
+  for (int l = first; l < end; ++l) {
     LayerState& ls = s->layers_[l];
     ASSIGN_OR_RETURN(ls.window_ring, alloc(act, {slots, config.sliding_window, d}));
     if (config.layer_types[l] == AttnKind::kHca) {
@@ -242,7 +251,7 @@ EntryPages SequenceState::entries(EntryKind kind, int layer_of_kind) const {
   e.pool = k.pool;
   e.table = k.table;
   e.page_size = k.pages.page_size();
-  e.layer = layer_of_kind;
+  e.layer = layer_of_kind - k.first_of_kind;
   return e;
 }
 

@@ -34,6 +34,10 @@ struct SequenceStateOptions {
   // mapped for this many tokens up front. Padded rows of bucketed steps point
   // at it, so they never touch a real sequence's state.
   int scratch_tokens = 0;
+  // Layer placement (docs/expert-parallel.md): state only for layers
+  // [first_layer, end_layer); end_layer 0 = every layer.
+  int first_layer = 0;
+  int end_layer = 0;
 };
 
 class SequenceState {
@@ -79,13 +83,18 @@ class SequenceState {
   // Records that the slot consumed `len` more tokens (after a successful step).
   void Advance(int slot, int len) { slots_[slot].length += len; }
 
+  // Whether this state holds `layer` (layer placement holds a block).
+  bool holds_layer(int layer) const {
+    return layer >= options_.first_layer && layer < options_.end_layer;
+  }
   // act [num_slots, W, d]
   Tensor window_ring(int layer) const { return layers_[layer].window_ring; }
   // act [num_slots, ring_len, 2*cw] of the layer's main compressor or its indexer's.
   Tensor compressor_ring(int layer, bool indexer) const {
     return indexer ? layers_[layer].index_ring : layers_[layer].compressor_ring;
   }
-  // The pages of `kind` addressed at layer-of-kind `layer_of_kind`.
+  // The pages of `kind` addressed at layer-of-kind `layer_of_kind` (counted
+  // over the whole model; the pool holds only this state's layers).
   EntryPages entries(EntryKind kind, int layer_of_kind) const;
 
  private:
@@ -103,6 +112,7 @@ class SequenceState {
     int rate = 0;
     int width = 0;
     int layers = 0;
+    int first_of_kind = 0;  // layer-of-kind of the pool's first layer
     EntryPagePool pages;
     Tensor pool;   // act [num_pages, page_size, layers, width]
     Tensor table;  // i32 [num_slots, max_pages_per_slot]

@@ -38,7 +38,8 @@ namespace {
 constexpr char kUsage[] =
     "bench-decode MODEL_DIR [--device cuda[:N]] [--batches 1,8,64] [--context N] [--steps N] "
     "[--warmup N] [--graphs off,full] [--prefill 2048,8192] [--random [--layers N] "
-    "[--format bf16|fp8|fp4]] [--devices cpu:0,cpu:1,... [--layout ep]] [--w8a8-min-rows N]\n"
+    "[--format bf16|fp8|fp4]] [--devices cpu:0,cpu:1,... [--layout ep|layers|ep+layers "
+    "[--layer-blocks N]]] [--w8a8-min-rows N]\n"
     "  --random: no checkpoint; MODEL_DIR (or a config .json file) gives the config and the "
     "weights are random, generated at load; --layers keeps the config's first N layers, "
     "--format sets the weights' format (fp4: FP8 linears and FP4 experts, as released)\n"
@@ -343,7 +344,7 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
 // tokens, then times `steps` greedy decode steps by the host's wall clock
 // (no op timer or floors: the ranks' backends are not exposed).
 absl::Status BenchRanks(const BenchArgs& args, const std::string& devices,
-                        const std::string& layout) {
+                        const std::string& layout, int layer_blocks) {
   const std::string& model_dir = args.model_dir;
   const std::vector<int>& batches = args.batches;
   const int context = args.context, steps = args.steps, warmup = args.warmup;
@@ -352,6 +353,7 @@ absl::Status BenchRanks(const BenchArgs& args, const std::string& devices,
   options.model_dir = model_dir;
   options.devices = devices;
   options.layout = layout;
+  options.layer_blocks = layer_blocks;
   options.random_weights = args.random;
   options.num_layers = args.layers;
   options.weight_format = args.format;
@@ -416,6 +418,7 @@ int RunBenchDecode(int argc, char** argv) {
   std::vector<std::string>& modes = args.modes;
   std::vector<int>& prefills = args.prefills;
   std::string devices, layout = "ep";
+  int layer_blocks = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -425,6 +428,9 @@ int RunBenchDecode(int argc, char** argv) {
       devices = argv[++i];
     } else if (a == "--layout" && has_value) {
       layout = argv[++i];
+    } else if (a == "--layer-blocks" && has_value) {
+      if (!absl::SimpleAtoi(argv[++i], &layer_blocks))
+        return Usage("bench-decode: bad --layer-blocks");
     } else if (a == "--batches" && has_value) {
       batches.clear();
       for (absl::string_view part : absl::StrSplit(argv[++i], ',')) {
@@ -474,7 +480,7 @@ int RunBenchDecode(int argc, char** argv) {
   if (!args.random && (args.layers != 0 || !args.format.empty()))
     return Usage("bench-decode: --layers and --format need --random (no checkpoint)");
   if (!devices.empty()) {
-    const absl::Status s = BenchRanks(args, devices, layout);
+    const absl::Status s = BenchRanks(args, devices, layout, layer_blocks);
     if (!s.ok()) {
       std::fprintf(stderr, "bench-decode: %s\n", s.ToString().c_str());
       return 1;

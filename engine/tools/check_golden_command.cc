@@ -1,7 +1,7 @@
 // `moegraph check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda]
-// [--devices cpu:0,cpu:1 --layout ep]`: replays the reference runs recorded
-// by make_dsv4_fixture.py (prefill, chunked prefill, teacher-forced decode)
-// on one rank or several (docs/expert-parallel.md) and compares every logit.
+// [--devices cpu:0,cpu:1 --layout ep|layers|ep+layers [--layer-blocks N]]`: replays the reference
+// runs recorded by make_dsv4_fixture.py (prefill, chunked prefill, teacher-forced decode) on one
+// rank or several (docs/expert-parallel.md) and compares every logit.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -21,6 +21,7 @@
 #include "engine/common/status_macros.h"
 #include "engine/model/dsv4_engine.h"
 #include "engine/parallel/expert_parallel_engine.h"
+#include "engine/parallel/layer_parallel_engine.h"
 #include "engine/weights/safetensors.h"
 #include "nlohmann/json.hpp"
 
@@ -30,7 +31,7 @@ namespace {
 constexpr char kUsage[] =
     "check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda[:N]] [--tolerance REL] "
     "[--argmax FRACTION] [--quantile Q] [--graphs auto|off|full] [--devices cpu:0,cpu:1,...] "
-    "[--layout ep] [--w8a8-min-rows N]\n"
+    "[--layout ep|layers|ep+layers [--layer-blocks N]] [--w8a8-min-rows N]\n"
     "  --w8a8-min-rows: FP8 products of at least N rows run W8A8 on a GPU (0 = never)";
 
 // Pass criteria. The CPU backend computes in fp32 like the reference: every
@@ -221,8 +222,9 @@ absl::Status Feed(E& engine, int slot, const std::vector<int32_t>& ids, int begi
   return engine.StepWithOptions(plan, opt, logits);
 }
 
-// On a Dsv4Engine or an ExpertParallelEngine (slot 0 on rank 0, the other
-// ranks idle but serving their experts).
+// On a Dsv4Engine, an ExpertParallelEngine (slot 0 on rank 0, the other
+// ranks idle but serving their experts) or a LayerParallelEngine (every
+// step through every rank's block).
 template <typename E>
 absl::StatusOr<bool> CheckPrompt(E& engine, const WeightStore& golden, const GoldenPrompt& p) {
   const int V = engine.info().vocab_size;
@@ -299,7 +301,7 @@ int Usage(const char* why) {
 
 int RunCheckGolden(int argc, char** argv) {
   std::string model_dir, golden, device = "cpu", tolerance, argmax, quantile, graphs = "auto";
-  std::string devices, layout = "ep";
+  std::string devices, layout = "ep", layer_blocks = "0";
   int w8a8_min_rows = kDefaultW8A8MinRows;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -309,16 +311,18 @@ int RunCheckGolden(int argc, char** argv) {
       continue;
     }
     if ((a == "--golden" || a == "--device" || a == "--tolerance" || a == "--argmax" ||
-         a == "--quantile" || a == "--graphs" || a == "--devices" || a == "--layout") &&
+         a == "--quantile" || a == "--graphs" || a == "--devices" || a == "--layout" ||
+         a == "--layer-blocks") &&
         i + 1 < argc) {
-      (a == "--golden"      ? golden
-       : a == "--device"    ? device
-       : a == "--tolerance" ? tolerance
-       : a == "--argmax"    ? argmax
-       : a == "--graphs"    ? graphs
-       : a == "--devices"   ? devices
-       : a == "--layout"    ? layout
-                            : quantile) = argv[++i];
+      (a == "--golden"         ? golden
+       : a == "--device"       ? device
+       : a == "--tolerance"    ? tolerance
+       : a == "--argmax"       ? argmax
+       : a == "--graphs"       ? graphs
+       : a == "--devices"      ? devices
+       : a == "--layout"       ? layout
+       : a == "--layer-blocks" ? layer_blocks
+                               : quantile) = argv[++i];
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: moegraph %s\n", kUsage);
       return 0;
@@ -382,6 +386,9 @@ int RunCheckGolden(int argc, char** argv) {
   options.devices = devices;
   options.layout = layout;
   options.w8a8_min_rows = w8a8_min_rows;
+  if (!absl::SimpleAtoi(layer_blocks, &options.layer_blocks)) {
+    return Usage(("check-golden: --layer-blocks must be a number, got " + layer_blocks).c_str());
+  }
   auto t0 = std::chrono::steady_clock::now();
   // Loads, prints what and where, and checks every prompt: 1 on an error.
   auto check = [&](auto created, bool* all_ok) -> int {
@@ -411,6 +418,8 @@ int RunCheckGolden(int argc, char** argv) {
     auto engine = Dsv4Engine::Create(options);
     if (engine.ok()) graph_mode = (*engine)->graph_mode();
     if (check(std::move(engine), &all_ok) != 0) return 1;
+  } else if (layout == "layers") {
+    if (check(LayerParallelEngine::Create(options), &all_ok) != 0) return 1;
   } else {
     // One slot a rank: the prompts run in slot 0 (rank 0), the rest idle.
     const std::vector<std::string> ranks = absl::StrSplit(devices, ',');

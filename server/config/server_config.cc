@@ -265,8 +265,15 @@ const std::vector<Field>& Fields() {
       StringField(
           "layout", [](ServerConfig& c) -> std::string& { return c.layout; }, "LAYOUT", "ep",
           "How the model is split over devices: ep = routed experts split evenly, attention "
-          "and shared expert replicated, slots shared out (layers: not built yet).",
+          "and shared expert replicated, slots shared out; layers = contiguous blocks of "
+          "layers, one a device (2 to the model's layer count), every slot on each; "
+          "ep+layers = layer_blocks blocks of layers over as many devices each, ep within "
+          "each block.",
           CheckLayout),
+      IntField(
+          "layer_blocks", [](ServerConfig& c) -> int& { return c.layer_blocks; }, 0, 4096,
+          "With layout ep+layers: how many blocks of layers (2 to the model's layer count, "
+          "dividing devices into blocks of 2 or more); 0 otherwise."),
       IntField(
           "slots", [](ServerConfig& c) -> int& { return c.slots; }, 1, 65536,
           "Sequence slots: requests running at once."),

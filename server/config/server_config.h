@@ -36,6 +36,7 @@ struct ServerConfig {
   // runs two in-process CPU ranks (docs/expert-parallel.md).
   std::string devices;
   std::string layout = "ep";  // how the model is split over `devices` (EngineOptions::layout)
+  int layer_blocks = 0;       // ep+layers: blocks of layers (EngineOptions::layer_blocks)
   int slots = 8;              // sequence slots, >= 1
   int queue_size = 64;        // waiting requests beyond running ones, >= 0
   int max_step_tokens = 256;  // token budget per step (prefill chunking), >= 1

@@ -244,6 +244,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     options.graphs = config.graphs;
     options.devices = config.devices;
     options.layout = config.layout;
+    options.layer_blocks = config.layer_blocks;
     options.state_pool_tokens = config.state_pool_tokens;
     options.w8a8_min_rows = config.w8a8_min_rows;
     absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(options);

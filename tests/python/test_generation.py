@@ -253,6 +253,36 @@ class ChunkedPrefillTest(unittest.TestCase):
         finally:
             self.assertEqual(daemon.stop(), 0)
 
+    def test_layer_placement_ranks(self):
+        # Two in-process CPU ranks, each a block of layers: the same golden
+        # tokens, with chunked prefills beside running decodes.
+        daemon = Daemon(flags=["--slots=4", "--max_step_tokens=16", "--devices=cpu:0,cpu:1",
+                               "--layout=layers"])
+        daemon.start(timeout=300)
+        try:
+            stub = daemon.generation()
+            info = stub.GetModelInfo(pb.GetModelInfoRequest())
+            self.assertEqual(list(info.devices), ["cpu:0", "cpu:1"])
+            self.assertIn("layers: cpu:0 [0, 2) + embedding, cpu:1 [2, 5) + head", info.layout)
+            assert_golden_staggered(self, stub, ["a", "b", "a", "b", "b"])
+        finally:
+            self.assertEqual(daemon.stop(), 0)
+
+    def test_ep_within_layer_blocks(self):
+        # ep+layers: two blocks of layers, two expert-parallel ranks each.
+        daemon = Daemon(flags=["--slots=4", "--max_step_tokens=16",
+                               "--devices=cpu:0,cpu:1,cpu:2,cpu:3", "--layout=ep+layers",
+                               "--layer_blocks=2"])
+        daemon.start(timeout=300)
+        try:
+            stub = daemon.generation()
+            info = stub.GetModelInfo(pb.GetModelInfoRequest())
+            self.assertIn("cpu:0,cpu:1 [0, 2) + embedding; cpu:2,cpu:3 [2, 5) + head",
+                          info.layout)
+            assert_golden_staggered(self, stub, ["a", "b", "a", "b", "b"])
+        finally:
+            self.assertEqual(daemon.stop(), 0)
+
 
 def main():
     global DAEMON

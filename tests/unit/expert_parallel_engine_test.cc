@@ -14,149 +14,15 @@
 #include "engine/model/dsv4_engine.h"
 #include "engine/parallel/expert_parallel_engine.h"
 #include "engine/weights/safetensors.h"
+#include "tests/unit/rank_scenario.h"
 
 using namespace moegraph;
-
-namespace {
-
-std::string Fixture(const std::string& name) {
-  return std::string(MOEGRAPH_SOURCE_DIR) + "/tests/fixtures/" + name;
-}
-
-std::vector<int32_t> Ids(const WeightStore& g, const std::string& key) {
-  Tensor t = g.Get(key).value();
-  std::vector<int32_t> out(t.numel());
-  for (int64_t i = 0; i < t.numel(); ++i) out[i] = static_cast<int32_t>(t.as<const int64_t>()[i]);
-  return out;
-}
-
-EngineOptions Options(const std::string& dir, int max_step_tokens) {
-  EngineOptions o;
-  o.model_dir = dir;
-  o.num_slots = 8;
-  o.context_limit = 1024;
-  o.max_step_tokens = max_step_tokens;
-  return o;
-}
-
-int Argmax(const float* row, int V) {
-  return static_cast<int>(std::max_element(row, row + V) - row);
-}
-
-// A run of steps: what each step carries and what it returned.
-struct Trace {
-  std::vector<std::vector<float>> logits;  // per step
-  std::vector<int32_t> tokens;             // greedy tokens, in step order
-};
-
-// The scenario, on any engine with StepWithOptions: prompt a prefills in slot
-// `sa` and decodes greedily; prompt b joins in slot `sb` at step 3 beside a's
-// decode; a leaves after step 7 and b's prompt joins again in slot `sc` as
-// two chunks; b and c decode to the end.
-template <typename E>
-Trace Run(E& engine, const std::vector<int32_t>& a, const std::vector<int32_t>& b, int sa, int sb,
-          int sc) {
-  const int V = engine.info().vocab_size;
-  Trace tr;
-  struct Seq {
-    int slot = 0, pos = 0;
-    std::vector<int32_t> prompt;
-    int32_t next = -1;  // the token to feed at `pos` once the prompt is in
-    bool live = false;
-  };
-  Seq A, B, C;
-  A.slot = sa;
-  B.slot = sb;
-  C.slot = sc;
-  A.prompt = a;
-  B.prompt = b;
-  C.prompt = b;
-  const int steps = 14;
-  for (int step = 0; step < steps; ++step) {
-    std::vector<Seq*> join;
-    if (step == 0) join.push_back(&A);
-    if (step == 3) join.push_back(&B);
-    if (step == 8 || step == 9) join.push_back(&C);
-    if (step == 8) {
-      engine.ReleaseSlot(A.slot);
-      A.live = false;
-    }
-    std::vector<int32_t> tokens;
-    StepPlan plan;
-    bool all = false;
-    std::vector<Seq*> order;
-    for (Seq* s : {&A, &B, &C}) {
-      const bool joining = std::find(join.begin(), join.end(), s) != join.end();
-      if (!s->live && !joining) continue;
-      if (joining && s->pos == 0) {
-        REQUIRE(engine.AcquireSlot(s->slot, static_cast<int>(s->prompt.size()) + steps).ok());
-      }
-      int len = 1;
-      const int offset = static_cast<int>(tokens.size());
-      if (joining) {
-        // C comes in two chunks (chunked prefill); A and B in one.
-        const int total = static_cast<int>(s->prompt.size());
-        const int end = (s == &C && step == 8) ? total / 2 : total;
-        len = end - s->pos;
-        tokens.insert(tokens.end(), s->prompt.begin() + s->pos, s->prompt.begin() + end);
-        s->live = end == total;
-        all = all || s == &A;
-      } else {
-        tokens.push_back(s->next);
-      }
-      plan.seqs.push_back(SeqChunk{s->slot, s->pos, offset, len, s->live});
-      order.push_back(s);
-    }
-    plan.token_ids = tokens.data();
-    plan.num_tokens = static_cast<int>(tokens.size());
-    ForwardOptions fo;
-    fo.all_logits = all;  // step 0: every prompt token's logits
-    std::vector<float> logits;
-    absl::Status st = engine.StepWithOptions(plan, fo, &logits);
-    INFO("step " << step << ": " << st.ToString());
-    REQUIRE(st.ok());
-    size_t row = 0;
-    for (size_t i = 0; i < order.size(); ++i) {
-      Seq* s = order[i];
-      const SeqChunk& ch = plan.seqs[i];
-      s->pos += ch.len;
-      const size_t rows = all ? ch.len : (ch.want_logits ? 1 : 0);
-      row += rows;
-      if (ch.want_logits) {
-        s->next = Argmax(logits.data() + (row - 1) * V, V);
-        tr.tokens.push_back(s->next);
-      }
-    }
-    REQUIRE(row * V == logits.size());
-    tr.logits.push_back(std::move(logits));
-  }
-  for (Seq* s : {&A, &B, &C}) {
-    if (s->live) engine.ReleaseSlot(s->slot);
-  }
-  return tr;
-}
-
-double MaxRel(const Trace& got, const Trace& ref) {
-  double err = 0, scale = 0;
-  for (size_t s = 0; s < ref.logits.size(); ++s) {
-    REQUIRE(got.logits[s].size() == ref.logits[s].size());
-    for (size_t i = 0; i < ref.logits[s].size(); ++i) {
-      err = std::max(err, std::fabs(static_cast<double>(got.logits[s][i]) - ref.logits[s][i]));
-      scale = std::max(scale, std::fabs(static_cast<double>(ref.logits[s][i])));
-    }
-  }
-  return scale > 0 ? err / scale : err;
-}
-
-}  // namespace
+using namespace moegraph::testing;
 
 TEST_CASE("2, 4 and 8 CPU ranks give the single-rank logits and tokens on every fixture", "[ep]") {
-  for (const char* name :
-       {"dsv4-tiny", "dsv4-topk2", "dsv4-shape", "dsv4-tiny-fp4", "dsv4-tiny-fp8"}) {
-    const std::string dir = Fixture(name);
-    auto golden = WeightStore::OpenFile(dir + "/golden.safetensors").value();
-    const std::vector<int32_t> a = Ids(*golden, "a.prompt_ids"), b = Ids(*golden, "b.prompt_ids");
-    const int max_tokens = static_cast<int>(a.size() + b.size()) + 8;
+  for (const char* name : kRankFixtures) {
+    const Prompts prompts = LoadPrompts(name);
+    const auto& [dir, golden, a, b, max_tokens] = prompts;
     auto single = Dsv4Engine::Create(Options(dir, max_tokens));
     INFO(name << ": " << single.status().ToString());
     REQUIRE(single.ok());
@@ -300,9 +166,8 @@ TEST_CASE("ep options: bad devices, layouts and slot counts name the field", "[e
   absl::Status cuda = error("cuda:0,cuda:1");
   CHECK(cuda.code() == absl::StatusCode::kUnimplemented);
   CHECK(cuda.message().find("devices: 'cuda:0'") == 0);
-  CHECK(error("cpu:0,cpu:1", "layers").message() ==
-        "layout: 'layers' is not built yet; allowed: ep");
-  CHECK(error("cpu:0,cpu:1", "rows").message() == "layout: 'rows' is not a layout; allowed: ep");
+  CHECK(error("cpu:0,cpu:1", "rows").message() ==
+        "layout: 'rows' is not a layout; allowed: ep, layers, ep+layers");
   o.num_slots = 2;
   CHECK(error("cpu:0,cpu:1,cpu:2").message() ==
         "num_slots: 2 is fewer than the 3 devices (each rank needs a slot)");
@@ -316,31 +181,13 @@ TEST_CASE("ep options: bad devices, layouts and slot counts name the field", "[e
 }
 
 TEST_CASE("ep: a rank that does not reach the exchange in time fails the step, no hang", "[ep]") {
-  // A 1 ms exchange timeout: rank 1 has no tokens and waits at the first
-  // dispatch while rank 0 is still in layer 0's attention over 600 tokens.
-  const std::string dir = Fixture("dsv4-topk2");
-  auto golden = WeightStore::OpenFile(dir + "/golden.safetensors").value();
-  const std::vector<int32_t> a = Ids(*golden, "a.prompt_ids");
-  EngineOptions o = Options(dir, static_cast<int>(a.size()));
-  o.num_slots = 2;
-  o.devices = "cpu:0,cpu:1";
-  o.exchange_timeout_ms = 1;
-  auto ep = ExpertParallelEngine::Create(o);
-  REQUIRE(ep.ok());
-  REQUIRE((*ep)->AcquireSlot(0, static_cast<int>(a.size())).ok());
-  StepPlan plan;
-  plan.token_ids = a.data();
-  plan.num_tokens = static_cast<int>(a.size());
-  plan.seqs = {SeqChunk{0, 0, 0, plan.num_tokens, true}};
-  std::vector<float> logits;
-  const auto t0 = std::chrono::steady_clock::now();
-  const absl::Status s = (*ep)->Step(plan, &logits);
-  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+  // Rank 1 has no tokens and waits at the first dispatch while rank 0 is
+  // still in layer 0's attention over 600 tokens.
+  const absl::Status s = PrefillPastTimeout("ep");
   INFO(s.ToString());
   // Rank 1 gave up waiting; rank 0 failed at its next exchange and returned
   // the same error.
   CHECK(s.code() == absl::StatusCode::kDeadlineExceeded);
   CHECK(s.message() ==
         "expert exchange: rank 0 did not reach dispatch within 1 ms (rank 1 waited)");
-  CHECK(logits.empty());
 }

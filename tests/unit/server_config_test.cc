@@ -40,6 +40,7 @@ const std::vector<std::string> kAllKeys = {
     "graphs",
     "devices",
     "layout",
+    "layer_blocks",
     "slots",
     "queue_size",
     "max_step_tokens",
@@ -214,7 +215,8 @@ TEST_CASE("config: each invalid value names the key, the range and the value", "
       {"devices: gpu:0",
        "devices: must be \"\" or a comma-separated list of cpu:N or cuda:N, got \"gpu:0\" "
        "(line 1)"},
-      {"layout: layers", "layout: must be one of ep, got \"layers\" (line 1)"},
+      {"layout: layers+ep",
+       "layout: must be one of ep, layers, ep+layers, got \"layers+ep\" (line 1)"},
       {"graphs: partial",
        "graphs: must be one of auto, off, piecewise, full, got \"partial\" (line 1)"},
       {"log_level: debug",

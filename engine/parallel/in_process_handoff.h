@@ -1,0 +1,56 @@
+// The in-process transport of the layer-placement handoff: ranks are threads
+// of one process on the CPU backend; a rank copies its residual streams into
+// the buffer of the boundary after its block, and every rank meets the others
+// at one barrier per boundary (docs/expert-parallel.md). Owns the buffers.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend/tensor.h"
+#include "engine/parallel/rank_barrier.h"
+#include "engine/parallel/residual_handoff.h"
+
+namespace moegraph {
+
+struct InProcessHandoffOptions {
+  int num_ranks = 2;
+  int capacity = 0;                          // most tokens a step hands over (max_step_tokens)
+  int streams = 0;                           // n (hc_mult)
+  int hidden = 0;                            // D
+  DType activation_dtype = DType::kF32;      // host memory
+  std::chrono::milliseconds timeout{60000};  // per barrier
+};
+
+class InProcessHandoff {
+ public:
+  static absl::StatusOr<std::unique_ptr<InProcessHandoff>> Create(
+      const InProcessHandoffOptions& options);
+  ~InProcessHandoff();
+
+  int num_ranks() const { return static_cast<int>(ranks_.size()); }
+  // Rank r's view, owned by this object; use it from rank r's thread only.
+  ResidualHandoff* rank(int r);
+  // Why the handoff failed (OK when it has not).
+  absl::Status status() const { return barrier_.status(); }
+  // Clears a failure; only while no rank is inside a call.
+  void Reset() { barrier_.Reset(); }
+
+ private:
+  class Rank;
+  explicit InProcessHandoff(const InProcessHandoffOptions& options);
+
+  InProcessHandoffOptions options_;
+  RankBarrier barrier_;
+  // Per boundary b (after rank b's block): the streams, the rows sent, and
+  // the barrier's phase name.
+  std::vector<std::vector<char>> buffers_;
+  std::vector<int64_t> rows_;
+  std::vector<std::string> phases_;
+  std::vector<std::unique_ptr<Rank>> ranks_;
+};
+
+}  // namespace moegraph

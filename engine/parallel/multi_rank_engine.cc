@@ -1,0 +1,150 @@
+#include "engine/parallel/multi_rank_engine.h"
+
+#include <algorithm>
+#include <iterator>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "engine/common/status_macros.h"
+#include "engine/model/dsv4_engine.h"
+#include "engine/parallel/expert_parallel_engine.h"
+#include "engine/parallel/layer_parallel_engine.h"
+
+namespace moegraph {
+
+absl::StatusOr<std::vector<std::string>> ParseDevices(const std::string& devices) {
+  std::vector<std::string> out;
+  for (absl::string_view entry : absl::StrSplit(devices, ',')) {
+    const std::string name(absl::StripAsciiWhitespace(entry));
+    const size_t i = out.size();
+    if (name.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("devices: entry ", i, " of '", devices, "' is empty"));
+    }
+    int index = 0;
+    const bool cpu = name == "cpu" || (absl::StartsWith(name, "cpu:") &&
+                                       absl::SimpleAtoi(name.substr(4), &index) && index >= 0);
+    if (!cpu) {
+      if (absl::StartsWith(name, "cuda")) {
+        return absl::UnimplementedError(absl::StrCat(
+            "devices: '", name,
+            "': several CUDA ranks are not built yet (issue #10); cpu:0,cpu:1,... runs "
+            "in-process CPU ranks"));
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat("devices: entry ", i, " '", name, "' is not cpu or cpu:N"));
+    }
+    if (std::find(out.begin(), out.end(), name) != out.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("devices: '", name, "' appears more than once"));
+    }
+    out.push_back(name);
+  }
+  return out;
+}
+
+absl::Status CheckLayout(const std::string& layout) {
+  if (std::find(std::begin(kLayouts), std::end(kLayouts), layout) != std::end(kLayouts)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "layout: '", layout, "' is not a layout; allowed: ", absl::StrJoin(kLayouts, ", ")));
+}
+
+absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& options,
+                                                          const char* layout) {
+  ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
+  RETURN_IF_ERROR(CheckLayout(options.layout));
+  if (options.layout != layout) {
+    return absl::InvalidArgumentError(absl::StrCat("layout: '", options.layout, "' is not ", layout,
+                                                   " (Engine::Create picks the engine)"));
+  }
+  if (options.max_step_tokens <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_step_tokens must be positive, got ", options.max_step_tokens));
+  }
+  if (options.layer_blocks != 0 && options.layout != "ep+layers") {
+    return absl::InvalidArgumentError(absl::StrCat("layer_blocks: ", options.layer_blocks,
+                                                   " applies to layout ep+layers only, not '",
+                                                   options.layout, "'"));
+  }
+  if (options.exchange_timeout_ms <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("exchange_timeout_ms must be positive, got ", options.exchange_timeout_ms));
+  }
+  return devices;
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateMultiRankEngine(const EngineOptions& options) {
+  ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
+  RETURN_IF_ERROR(CheckLayout(options.layout));
+  if (devices.size() == 1) {
+    EngineOptions one = options;
+    one.device = "cpu";
+    one.devices.clear();
+    ASSIGN_OR_RETURN(std::unique_ptr<Dsv4Engine> engine, Dsv4Engine::Create(one));
+    return std::unique_ptr<Engine>(std::move(engine));
+  }
+  if (options.layout == "layers") {
+    ASSIGN_OR_RETURN(std::unique_ptr<LayerParallelEngine> engine,
+                     LayerParallelEngine::Create(options));
+    return std::unique_ptr<Engine>(std::move(engine));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<ExpertParallelEngine> engine,
+                   ExpertParallelEngine::Create(options));
+  return std::unique_ptr<Engine>(std::move(engine));
+}
+
+void MultiRankEngine::Init(const EngineOptions& options, const std::vector<std::string>& devices,
+                           int blocks) {
+  num_slots_ = options.num_slots;
+  devices_ = devices;
+  max_step_tokens_ = options.max_step_tokens;
+  // A rank still busy long past every deadline it could meet is stuck: a
+  // rank reaches an exchange at least once a layer, or waits for each
+  // earlier block once, and fails at once when its transport has failed.
+  step_timeout_ = std::max<std::chrono::milliseconds>(
+      std::chrono::milliseconds(options.exchange_timeout_ms) * (blocks + 3),
+      std::chrono::seconds(10));
+}
+
+InProcessHandoffOptions MultiRankEngine::HandoffOptions(const EngineOptions& options,
+                                                        const ModelConfig& config, int ranks) {
+  InProcessHandoffOptions ho;
+  ho.num_ranks = ranks;
+  ho.capacity = options.max_step_tokens;
+  ho.streams = config.hc_mult;
+  ho.hidden = config.hidden_size;
+  ho.timeout = std::chrono::milliseconds(options.exchange_timeout_ms);
+  return ho;
+}
+
+std::string MultiRankEngine::BlockName(const std::string& devices, LayerRange layers,
+                                       int num_layers) {
+  return absl::StrCat(devices, " [", layers.first, ", ", layers.end, ")",
+                      layers.first == 0 ? " + embedding" : "",
+                      layers.end == num_layers ? " + head" : "");
+}
+
+StatePoolStats MultiRankEngine::ColumnPool(int first, int stride, int count) const {
+  StatePoolStats total = ranks_[first]->state_pool();
+  for (int i = 1; i < count; ++i) {
+    const StatePoolStats s = ranks_[first + i * stride]->state_pool();
+    if (s.capacity_tokens < total.capacity_tokens) {
+      total.capacity_tokens = s.capacity_tokens;
+      total.reserved_tokens = s.reserved_tokens;
+      total.used_tokens = s.used_tokens;
+    }
+    total.capacity_pages += s.capacity_pages;
+    total.reserved_pages += s.reserved_pages;
+    total.used_pages += s.used_pages;
+    total.max_sequence_tokens = std::min(total.max_sequence_tokens, s.max_sequence_tokens);
+  }
+  return total;
+}
+
+}  // namespace moegraph
