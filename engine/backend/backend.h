@@ -315,6 +315,16 @@ class Backend {
                                       Tensor out);
 };
 
+// What a device backend does differently from its defaults (each takes what
+// applies to it).
+struct BackendOptions {
+  // CUDA: FP8 products of at least this many rows quantize their activations
+  // to e4m3 (1x128 groups, as the released checkpoints' reference does) and
+  // run cuBLASLt's block-scaled FP8 GEMM (W8A8); smaller ones, and all when
+  // 0, keep the activations bf16 (W8A16).
+  int w8a8_min_rows = 0;
+};
+
 // The CPU backend (always available).
 struct CpuBackendOptions {
   // Quantize the inputs of FP8/FP4 products to e4m3 in 1x128 groups, as the

@@ -19,9 +19,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const std::string& device
           absl::StrCat("device \"", device, "\": expected cuda:N with N >= 0"));
     }
 #if MOEGRAPH_HAVE_CUDA
-    CudaBackendOptions cuda;
-    cuda.w8a8_min_rows = options.w8a8_min_rows;
-    return CreateCudaBackend(index, cuda);
+    return CreateCudaBackend(index, options);
 #else
     (void)options;
     return absl::UnimplementedError("CUDA backend not built");

@@ -14,7 +14,7 @@ namespace moegraph::cuda_test {
 namespace {
 std::unique_ptr<Backend> g_cpu, g_gpu, g_cpu_emulating, g_gpu_w8a8;
 
-std::unique_ptr<Backend> MakeGpu(const CudaBackendOptions& options) {
+std::unique_ptr<Backend> MakeGpu(const BackendOptions& options) {
   auto created = CreateCudaBackend(0, options);
   if (!created.ok()) {
     std::fprintf(stderr, "cuda backend: %s\n", created.status().ToString().c_str());
@@ -35,7 +35,7 @@ Backend& Gpu() {
 }
 
 Backend& GpuW8A8() {
-  if (!g_gpu_w8a8) g_gpu_w8a8 = MakeGpu(CudaBackendOptions{.w8a8_min_rows = 1});
+  if (!g_gpu_w8a8) g_gpu_w8a8 = MakeGpu(BackendOptions{.w8a8_min_rows = 1});
   return *g_gpu_w8a8;
 }
 

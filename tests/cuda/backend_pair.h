@@ -17,7 +17,7 @@ namespace moegraph::cuda_test {
 
 Backend& Cpu();
 Backend& Gpu();
-// The same device with every FP8 product W8A8 (CudaBackendOptions), and the
+// The same device with every FP8 product W8A8 (BackendOptions), and the
 // CPU emulating that activation quantization (CpuBackendOptions): tensors and
 // weights made on Gpu() / Cpu() work on them too.
 Backend& GpuW8A8();

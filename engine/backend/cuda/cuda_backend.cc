@@ -394,7 +394,7 @@ absl::StatusOr<Tensor> CudaBackendImpl::UploadStacked(const std::vector<Tensor>&
 }  // namespace cuda_impl
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device,
-                                                           const CudaBackendOptions& options) {
+                                                           const BackendOptions& options) {
   if (options.w8a8_min_rows < 0)
     return absl::InvalidArgumentError("w8a8_min_rows must be >= 0 (0 = never)");
   ASSIGN_OR_RETURN(std::unique_ptr<cuda_impl::CudaBackendImpl> b,

@@ -16,11 +16,8 @@ namespace moegraph {
 // Creates the backend on GPU `device` (its own stream, cuBLASLt handle and
 // workspaces). UNAVAILABLE when the machine has no usable GPU,
 // INVALID_ARGUMENT when `device` is past the last one.
-struct CudaBackendOptions {
-  int w8a8_min_rows = 0;  // BackendOptions::w8a8_min_rows
-};
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device,
-                                                           const CudaBackendOptions& options = {});
+                                                           const BackendOptions& options = {});
 
 // The timer of a CUDA backend, or null when `backend` is not one.
 OpTimer* CudaOpTimer(Backend* backend);

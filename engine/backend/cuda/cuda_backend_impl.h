@@ -182,7 +182,7 @@ class CudaBackendImpl final : public Backend, public OpTimer {
 
   int device_;
   int num_sms_ = 132;
-  int w8a8_min_rows_ = 0;  // CudaBackendOptions::w8a8_min_rows
+  int w8a8_min_rows_ = 0;  // BackendOptions::w8a8_min_rows
   // (rows, n, k) of FP8 products cuBLASLt has no block-scaled algorithm for.
   absl::flat_hash_set<std::tuple<int64_t, int64_t, int64_t>> w8a8_refused_;
   std::string name_;

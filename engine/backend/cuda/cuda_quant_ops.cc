@@ -187,9 +187,9 @@ absl::Status CudaBackendImpl::W8A8Gemm(const char* op, const Tensor& x, const We
 absl::Status CudaBackendImpl::QuantGemm(const char* op, const Tensor& x, const Weight& w,
                                         int64_t row0, int64_t rows_of_w, int64_t k, int64_t ldx,
                                         Tensor y, int64_t y_offset, int64_t ldy) {
+  if (w.format == WeightFormat::kFp8 && row0 % quant::kFp8Block != 0)
+    return Invalid(op, "fp8 weight row blocks must start at a multiple of 128");
   if (UsesW8A8(w, x.numel() / ldx, rows_of_w, k)) {
-    if (row0 % quant::kFp8Block != 0)
-      return Invalid(op, "fp8 weight row blocks must start at a multiple of 128");
     const absl::Status s = W8A8Gemm(op, x, w, row0, rows_of_w, k, ldx, y, y_offset, ldy);
     if (!absl::IsUnimplemented(s)) return s;
     // cuBLASLt has no block-scaled algorithm for this shape: W8A16 from now on.
@@ -214,7 +214,6 @@ absl::Status CudaBackendImpl::QuantGemmW8A16(const char* op, const Tensor& x, co
   p.y = static_cast<char*>(y.data) + y_offset * DTypeSize(y.dtype);
   const int64_t cols = w.cols(), b = quant::kFp8Block;
   if (w.format == WeightFormat::kFp8) {
-    if (row0 % b != 0) return Invalid(op, "fp8 weight row blocks must start at a multiple of 128");
     p.fmt = cuda::WeightFmt::kFp8;
     p.w.data = w.data.as<uint8_t>() + row0 * cols;
     p.w.scale_f32 = w.scale.as<float>() + (row0 / b) * ((cols + b - 1) / b);
