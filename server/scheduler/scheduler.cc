@@ -470,8 +470,6 @@ bool Scheduler::LaunchNext(bool ahead) {
   InFlight& step = inflight_.back();
   step.start = step_start;
   step.buffers = &buf;
-  step.chunks.assign(plan_.seqs.begin(), plan_.seqs.end());
-  step.seqs.assign(step_seqs_.begin(), step_seqs_.end());
   step.num_tokens = n;
   step.decode_tokens = decode_tokens;
   step.device_only = device_only;
@@ -482,6 +480,10 @@ bool Scheduler::LaunchNext(bool ahead) {
   step.launch_end = SteadyClock::now();
   step.mode = engine_->last_step_mode();
   step.bucket = engine_->last_step_bucket();
+  // The engine is done reading the plan: the record takes its chunks (the
+  // plan gets the record's old vectors, capacity kept, for the next step).
+  step.chunks.swap(plan_.seqs);
+  step.seqs.swap(step_seqs_);
   return true;
 }
 
