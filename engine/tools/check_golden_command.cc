@@ -302,27 +302,23 @@ int Usage(const char* why) {
 int RunCheckGolden(int argc, char** argv) {
   std::string model_dir, golden, device = "cpu", tolerance, argmax, quantile, graphs = "auto";
   std::string devices, layout = "ep", layer_blocks = "0";
-  int w8a8_min_rows = kDefaultW8A8MinRows;
+  std::string w8a8_min_rows = std::to_string(kDefaultW8A8MinRows);
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--w8a8-min-rows" && i + 1 < argc) {
-      if (!absl::SimpleAtoi(argv[++i], &w8a8_min_rows) || w8a8_min_rows < 0)
-        return Usage("check-golden: --w8a8-min-rows takes a count >= 0 (0 = never)");
-      continue;
-    }
     if ((a == "--golden" || a == "--device" || a == "--tolerance" || a == "--argmax" ||
          a == "--quantile" || a == "--graphs" || a == "--devices" || a == "--layout" ||
-         a == "--layer-blocks") &&
+         a == "--layer-blocks" || a == "--w8a8-min-rows") &&
         i + 1 < argc) {
-      (a == "--golden"         ? golden
-       : a == "--device"       ? device
-       : a == "--tolerance"    ? tolerance
-       : a == "--argmax"       ? argmax
-       : a == "--graphs"       ? graphs
-       : a == "--devices"      ? devices
-       : a == "--layout"       ? layout
-       : a == "--layer-blocks" ? layer_blocks
-                               : quantile) = argv[++i];
+      (a == "--golden"          ? golden
+       : a == "--device"        ? device
+       : a == "--tolerance"     ? tolerance
+       : a == "--argmax"        ? argmax
+       : a == "--graphs"        ? graphs
+       : a == "--devices"       ? devices
+       : a == "--layout"        ? layout
+       : a == "--layer-blocks"  ? layer_blocks
+       : a == "--w8a8-min-rows" ? w8a8_min_rows
+                                : quantile) = argv[++i];
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: moegraph %s\n", kUsage);
       return 0;
@@ -385,7 +381,11 @@ int RunCheckGolden(int argc, char** argv) {
   options.graphs = graphs;
   options.devices = devices;
   options.layout = layout;
-  options.w8a8_min_rows = w8a8_min_rows;
+  if (!absl::SimpleAtoi(w8a8_min_rows, &options.w8a8_min_rows) || options.w8a8_min_rows < 0) {
+    return Usage(
+        ("check-golden: --w8a8-min-rows takes a count >= 0 (0 = never), got " + w8a8_min_rows)
+            .c_str());
+  }
   if (!absl::SimpleAtoi(layer_blocks, &options.layer_blocks)) {
     return Usage(("check-golden: --layer-blocks must be a number, got " + layer_blocks).c_str());
   }

@@ -15,10 +15,13 @@ int64_t MoeExpertsWorkspaceBytes(int64_t tokens, int64_t dim, int64_t ffn) {
 }
 
 void RunExpertFfn(const ExpertFfn& f, int64_t n, float* x, float* a, float* b, float* y) {
-  if (f.quantize_inputs) {
+  // Emulating the GPU: each product's input quantized as the reference does.
+  auto quantize = [&](float* rows, int64_t width) {
+    if (!f.quantize_inputs) return;
     for (int64_t r = 0; r < n; ++r)
-      quant::QuantizeActivationRow(x + r * f.dim, f.dim, f.pow2_scales);
-  }
+      quant::QuantizeActivationRow(rows + r * width, width, f.pow2_scales);
+  };
+  quantize(x, f.dim);
   LinearParams lp;
   lp.x = x;
   lp.w_type = f.w_type;
@@ -32,10 +35,7 @@ void RunExpertFfn(const ExpertFfn& f, int64_t n, float* x, float* a, float* b, f
   lp.y = b;
   Linear(lp);
   SwiGlu(a, b, f.limit, a, n * f.ffn);
-  if (f.quantize_inputs) {
-    for (int64_t r = 0; r < n; ++r)
-      quant::QuantizeActivationRow(a + r * f.ffn, f.ffn, f.pow2_scales);
-  }
+  quantize(a, f.ffn);
   lp.x = a;
   lp.in = f.ffn;
   lp.out = f.dim;
