@@ -320,8 +320,9 @@ class Backend {
 struct BackendOptions {
   // CUDA: FP8 products of at least this many rows quantize their activations
   // to e4m3 (1x128 groups, as the released checkpoints' reference does) and
-  // run cuBLASLt's block-scaled FP8 GEMM (W8A8); smaller ones, and all when
-  // 0, keep the activations bf16 (W8A16).
+  // run cuBLASLt's block-scaled FP8 GEMM (W8A8) on their rows in multiples
+  // of 16 (the rest, smaller products, and all when 0, keep the activations
+  // bf16: W8A16).
   int w8a8_min_rows = 0;
 };
 

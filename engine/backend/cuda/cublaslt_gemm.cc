@@ -65,7 +65,8 @@ absl::Status SetBatch(cublasLtMatrixLayout_t layout, int batch, int64_t stride) 
 }  // namespace
 
 absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmProblem& p, int alignment,
-                                                          size_t workspace_bytes) {
+                                                          size_t workspace_bytes,
+                                                          const GemmScales& scales) {
   const Key key{p.rows,
                 p.n,
                 p.k,
@@ -98,6 +99,9 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmProblem& p, 
         plan->op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &a_mode, sizeof(a_mode)));
     CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
         plan->op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &b_mode, sizeof(b_mode)));
+    // The heuristic refuses block-scaled modes (INVALID_VALUE) while the
+    // scale pointers are unset (measured on the H200, cuBLASLt 13.1).
+    RETURN_IF_ERROR(SetScales(*plan, scales));
   }
   const cudaDataType_t in_type = p.fp8_block_scaled ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
   CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->a, in_type, p.k, p.n, p.ldw));
@@ -199,6 +203,9 @@ absl::Status CublasLtGemm::Run(const GemmProblem& p, const void* x, const void* 
   if (p.rows == 0 || p.n == 0 || p.batch == 0) return absl::OkStatus();
   if (p.fp8_block_scaled && (scales.x == nullptr || scales.w == nullptr))
     return absl::InvalidArgumentError("cublasLt: fp8 block-scaled product without scales");
+  if (p.fp8_block_scaled && p.rows % kFp8BlockScaledRows != 0)
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "cublasLt: fp8 block-scaled rows=%d is not a multiple of %d", p.rows, kFp8BlockScaledRows));
   int alignment = PointerAlignment(x);
   for (const void* ptr : {w, static_cast<const void*>(y)})
     alignment = std::min(alignment, PointerAlignment(ptr));
@@ -207,7 +214,7 @@ absl::Status CublasLtGemm::Run(const GemmProblem& p, const void* x, const void* 
     for (int64_t bytes : {2 * p.batch_stride_x, 2 * p.batch_stride_w, out_size * p.batch_stride_y})
       alignment = std::min(alignment, PointerAlignment(reinterpret_cast<const void*>(bytes)));
   }
-  auto plan = GetPlan(p, alignment, workspace_bytes);
+  auto plan = GetPlan(p, alignment, workspace_bytes, scales);
   if (!plan.ok()) return plan.status();
   if (p.fp8_block_scaled) RETURN_IF_ERROR(SetScales(**plan, scales));
   if (!(*plan)->candidates.empty()) {

@@ -164,12 +164,13 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   absl::Status QuantGemm(const char* op, const Tensor& x, const Weight& w, int64_t row0,
                          int64_t rows_of_w, int64_t k, int64_t ldx, Tensor y, int64_t y_offset,
                          int64_t ldy);
-  // Whether an FP8 product of `rows` rows runs W8A8 (activations quantized,
-  // cuBLASLt's block-scaled FP8 GEMM) rather than our W8A16 kernel.
-  bool UsesW8A8(const Weight& w, int64_t rows, int64_t n, int64_t k) const;
+  // How many leading rows of an FP8 product of `rows` rows run W8A8
+  // (activations quantized, cuBLASLt's block-scaled FP8 GEMM) rather than our
+  // W8A16 kernel: 0, or a multiple of kFp8BlockScaledRows.
+  int64_t W8A8Rows(const Weight& w, int64_t rows, int64_t n, int64_t k) const;
   absl::Status W8A8Gemm(const char* op, const Tensor& x, const Weight& w, int64_t row0,
-                        int64_t rows_of_w, int64_t k, int64_t ldx, Tensor y, int64_t y_offset,
-                        int64_t ldy);
+                        int64_t rows_of_w, int64_t k, int64_t ldx, int64_t rows, Tensor y,
+                        int64_t y_offset, int64_t ldy);
   absl::Status QuantGemmW8A16(const char* op, const Tensor& x, const Weight& w, int64_t row0,
                               int64_t rows_of_w, int64_t k, int64_t ldx, Tensor y, int64_t y_offset,
                               int64_t ldy);

@@ -140,21 +140,24 @@ absl::StatusOr<Weight> CudaBackendImpl::UploadStackedMatrices(const std::vector<
   return w;
 }
 
-bool CudaBackendImpl::UsesW8A8(const Weight& w, int64_t rows, int64_t n, int64_t k) const {
+int64_t CudaBackendImpl::W8A8Rows(const Weight& w, int64_t rows, int64_t n, int64_t k) const {
   const int64_t b = quant::kFp8Block;
   // cuBLASLt reads the 128x128 scales with their K-block count padded to 4;
   // ours are unpadded, so only shapes where the two agree qualify.
-  return w.format == WeightFormat::kFp8 && w8a8_min_rows_ > 0 && rows >= w8a8_min_rows_ &&
-         k % b == 0 && (w.cols() / b) % 4 == 0 && w.cols() == k &&
-         !w8a8_refused_.contains({rows, n, k});
+  if (w.format != WeightFormat::kFp8 || w8a8_min_rows_ <= 0 || k % b != 0 ||
+      (w.cols() / b) % 4 != 0 || w.cols() != k)
+    return 0;
+  const int64_t head = rows - rows % kFp8BlockScaledRows;
+  if (head == 0 || head < w8a8_min_rows_ || w8a8_refused_.contains({head, n, k})) return 0;
+  return head;
 }
 
-// W8A8: x quantized to e4m3 in 1x128 groups into scratch, then cuBLASLt's
-// block-scaled FP8 product.
+// W8A8: the first `rows` rows of x quantized to e4m3 in 1x128 groups into
+// scratch, then cuBLASLt's block-scaled FP8 product.
 absl::Status CudaBackendImpl::W8A8Gemm(const char* op, const Tensor& x, const Weight& w,
                                        int64_t row0, int64_t rows_of_w, int64_t k, int64_t ldx,
-                                       Tensor y, int64_t y_offset, int64_t ldy) {
-  const int64_t rows = x.numel() / ldx, b = quant::kFp8Block;
+                                       int64_t rows, Tensor y, int64_t y_offset, int64_t ldy) {
+  const int64_t b = quant::kFp8Block;
   const size_t q_bytes = (static_cast<size_t>(rows * k) + 255) & ~size_t{255};
   ASSIGN_OR_RETURN(void* ws, Scratch(q_bytes + static_cast<size_t>(rows * (k / b)) * 4));
   cuda::ActQuantParams q;
@@ -184,19 +187,30 @@ absl::Status CudaBackendImpl::W8A8Gemm(const char* op, const Tensor& x, const We
                     gemm_workspace_.data(), gemm_workspace_.bytes(), stream(), scales);
 }
 
+// A W8A8 product covers the rows in whole multiples of kFp8BlockScaledRows;
+// the few left over (and every row of a product too small for W8A8) run
+// W8A16.
 absl::Status CudaBackendImpl::QuantGemm(const char* op, const Tensor& x, const Weight& w,
                                         int64_t row0, int64_t rows_of_w, int64_t k, int64_t ldx,
                                         Tensor y, int64_t y_offset, int64_t ldy) {
   if (w.format == WeightFormat::kFp8 && row0 % quant::kFp8Block != 0)
     return Invalid(op, "fp8 weight row blocks must start at a multiple of 128");
-  if (UsesW8A8(w, x.numel() / ldx, rows_of_w, k)) {
-    const absl::Status s = W8A8Gemm(op, x, w, row0, rows_of_w, k, ldx, y, y_offset, ldy);
-    if (!absl::IsUnimplemented(s)) return s;
-    // cuBLASLt has no block-scaled algorithm for this shape: W8A16 from now on.
-    LOG_WARN << name_ << " " << op << ": " << s.message() << "; this shape runs W8A16";
-    w8a8_refused_.insert({x.numel() / ldx, rows_of_w, k});
+  const int64_t rows = x.numel() / ldx;
+  int64_t head = W8A8Rows(w, rows, rows_of_w, k);
+  if (head > 0) {
+    const absl::Status s = W8A8Gemm(op, x, w, row0, rows_of_w, k, ldx, head, y, y_offset, ldy);
+    if (!absl::IsUnimplemented(s)) RETURN_IF_ERROR(s);
+    if (!s.ok()) {
+      // cuBLASLt has no block-scaled algorithm for this shape: W8A16 from now on.
+      LOG_WARN << name_ << " " << op << ": " << s.message() << "; this shape runs W8A16";
+      w8a8_refused_.insert({head, rows_of_w, k});
+      head = 0;
+    }
   }
-  return QuantGemmW8A16(op, x, w, row0, rows_of_w, k, ldx, y, y_offset, ldy);
+  if (head == rows) return absl::OkStatus();
+  const Tensor tail(static_cast<char*>(x.data) + head * ldx * DTypeSize(x.dtype), x.dtype,
+                    {(rows - head) * ldx});
+  return QuantGemmW8A16(op, tail, w, row0, rows_of_w, k, ldx, y, y_offset + head * ldy, ldy);
 }
 
 absl::Status CudaBackendImpl::QuantGemmW8A16(const char* op, const Tensor& x, const Weight& w,
