@@ -219,6 +219,12 @@ class Backend {
   // out[i, :] = x[rows[i], :]. rows i32 [n] (device), x [R, C], out [n, C].
   virtual absl::Status GatherRows(const Tensor& x, const Tensor& rows, Tensor out) = 0;
 
+  // ids[i] = sampled[from[i]] where from[i] >= 0, else unchanged. ids, from
+  // i32 [n]; sampled i32 [m] (a step's sampled ids); a from[i] >= m leaves
+  // ids[i] unchanged (the host validates). A pipelined step's tokens taken
+  // from the ids the step before it sampled, without the host.
+  virtual absl::Status TakeSampledIds(Tensor ids, const Tensor& from, const Tensor& sampled) = 0;
+
   // out = x converted to out.dtype (act <-> f32), same shape.
   virtual absl::Status Convert(const Tensor& x, Tensor out) = 0;
 

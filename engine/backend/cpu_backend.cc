@@ -417,6 +417,19 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status TakeSampledIds(Tensor ids, const Tensor& from, const Tensor& sampled) override {
+    RETURN_IF_ERROR(ExpectOperand("TakeSampledIds", "ids", ids, {DType::kI32}, {kAny}));
+    RETURN_IF_ERROR(ExpectOperand("TakeSampledIds", "from", from, {DType::kI32}, {ids.dim(0)}));
+    RETURN_IF_ERROR(ExpectOperand("TakeSampledIds", "sampled", sampled, {DType::kI32}, {kAny}));
+    const int32_t* f = from.as<const int32_t>();
+    const int32_t* s = sampled.as<const int32_t>();
+    int32_t* out = ids.as<int32_t>();
+    for (int64_t i = 0; i < ids.dim(0); ++i) {
+      if (f[i] >= 0 && f[i] < sampled.dim(0)) out[i] = s[f[i]];
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Convert(const Tensor& x, Tensor out) override {
     if (x.empty() || out.empty() || x.numel() != out.numel()) {
       return OperandError("Convert", "out: expected the element count of x");

@@ -124,7 +124,11 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   }
   e->graph_mode_ = options.graphs == "auto" ? (e->bucketed_ ? "full" : "off") : options.graphs;
   e->device_sampler_ = options.device_sampling && e->bucketed_;
-  e->row_params_.reserve(static_cast<size_t>(options.num_slots));
+  e->pipeline_steps_ = options.pipeline_steps;
+  for (Launched* l : {&e->step_, &e->inflight_[0], &e->inflight_[1]})
+    l->row_params.reserve(static_cast<size_t>(options.num_slots));
+  e->fed_rows_.assign(static_cast<size_t>(options.num_slots), -1);
+  e->fed_slots_.reserve(static_cast<size_t>(options.num_slots));
   const int max_rows = std::min(options.num_slots, options.max_step_tokens);
   ASSIGN_OR_RETURN(e->model_, Dsv4Model::Create(&backend, *source, config, options.max_step_tokens,
                                                 max_rows, shard));
@@ -170,7 +174,10 @@ absl::Status Dsv4Engine::AcquireSlot(int slot, int max_tokens) {
   return state_->Acquire(slot, max_tokens);
 }
 
-void Dsv4Engine::ReleaseSlot(int slot) { state_->Release(slot); }
+void Dsv4Engine::ReleaseSlot(int slot) {
+  if (slot >= 0 && slot < static_cast<int>(fed_rows_.size())) fed_rows_[slot] = -1;
+  state_->Release(slot);
+}
 
 namespace {
 
@@ -303,17 +310,14 @@ bool Dsv4Engine::CanSampleOnDevice(const StepPlan& plan) const {
   return true;
 }
 
-absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepResult* result) {
-  result->sampled = false;
-  result->ids.clear();
-  result->samples.clear();
-  result->logits.clear();
+absl::Status Dsv4Engine::LaunchStep(const StepPlan& plan, bool want_sample, Launched* step) {
   const auto host_start = std::chrono::steady_clock::now();
   StageOptions so;
+  so.fed_rows = &fed_rows_;
   int graph = -1;
   const Dsv4Model::Pieces* pieces = nullptr;
-  last_mode_ = "eager";
-  last_bucket_ = 0;
+  step->mode = "eager";
+  step->bucket = 0;
   if (bucketed_) {
     bool decode = !plan.seqs.empty();
     int rows = 0;
@@ -338,52 +342,100 @@ absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepRes
       so.pad_tokens = BucketFor(token_buckets_, plan.num_tokens);
       so.pad_rows = rows > 0 ? BucketFor(row_buckets_, rows) : 0;
     }
-    last_bucket_ = so.pad_tokens;
+    step->bucket = so.pad_tokens;
   }
-  ASSIGN_OR_RETURN(const StepShape shape, model_->Stage(plan, so, state_.get()));
+  ASSIGN_OR_RETURN(step->shape, model_->Stage(plan, so, state_.get()));
+  const StepShape& shape = step->shape;
   RETURN_IF_ERROR(model_->Upload());
   if (graph >= 0) {
     RETURN_IF_ERROR(backend_->LaunchGraph(graph));
-    last_mode_ = "full";
+    step->mode = "full";
   } else if (pieces != nullptr) {
     RETURN_IF_ERROR(model_->ReplayPieces(*pieces, shape));
-    last_mode_ = "piecewise";
+    step->mode = "piecewise";
   } else {
     RETURN_IF_ERROR(model_->Run(shape, state_.get()));
   }
-  if (want_sample && shape.sample) {
-    // The rows' parameters in row order; any asking for logprobs brings the records.
-    std::vector<const sampling::SamplingParams*>& row_params = row_params_;
-    row_params.clear();  // keeps its capacity: no allocation in a step
-    bool logprobs = false;
-    for (const SeqChunk& ch : plan.seqs) {
-      if (!ch.want_logits) continue;
-      row_params.push_back(ch.sampling);
-      logprobs = logprobs || ch.sampling->logprobs || ch.sampling->top_logprobs > 0;
-    }
-    RETURN_IF_ERROR(model_->DownloadIds(shape, logprobs));
-    last_host_us_ =
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host_start)
-            .count();
-    ASSIGN_OR_RETURN(const int32_t* ids, model_->WaitIds());
-    result->ids.assign(ids, ids + shape.real_rows);
-    result->sampled = true;
-    result->samples.clear();
-    if (logprobs) {
-      const cuda::SampleLogprobs* rec = model_->SampledLogprobs(shape);
-      result->samples.resize(shape.real_rows);
-      for (int r = 0; r < shape.real_rows; ++r) {
-        sampling::SampleResult& out = result->samples[r];
-        out.token_id = ids[r];
-        const sampling::SamplingParams* p = row_params[r];
-        if (!p->logprobs && p->top_logprobs == 0) continue;
-        out.logprob = rec[r].chosen;
-        for (int j = 0; j < rec[r].count; ++j) out.top.push_back({rec[r].ids[j], rec[r].values[j]});
-      }
-    }
+  // The next step may take this one's device-sampled ids (fed rows by slot).
+  for (int slot : fed_slots_) fed_rows_[slot] = -1;
+  fed_slots_.clear();
+  step->row_params.clear();  // keeps its capacity: no allocation in a step
+  step->logprobs = false;
+  if (!(want_sample && shape.sample)) {
+    step->ids_set = -1;
+    step->logits.clear();
+    return model_->DownloadLogits(shape, &step->logits);
+  }
+  // The rows' parameters in row order; any asking for logprobs brings the records.
+  for (const SeqChunk& ch : plan.seqs) {
+    if (!ch.want_logits) continue;
+    fed_rows_[ch.slot] = static_cast<int>(step->row_params.size());
+    fed_slots_.push_back(ch.slot);
+    step->row_params.push_back(ch.sampling);
+    step->logprobs = step->logprobs || ch.sampling->logprobs || ch.sampling->top_logprobs > 0;
+  }
+  ASSIGN_OR_RETURN(step->ids_set, model_->DownloadIds(shape, step->logprobs));
+  last_host_us_ =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host_start)
+          .count();
+  return absl::OkStatus();
+}
+
+absl::Status Dsv4Engine::FinishStep(Launched& step, StepResult* result) {
+  last_mode_ = step.mode;
+  last_bucket_ = step.bucket;
+  result->ids.clear();
+  result->samples.clear();
+  result->logits.clear();
+  result->sampled = step.ids_set >= 0;
+  if (!result->sampled) {
+    result->logits.swap(step.logits);
     return absl::OkStatus();
   }
-  return model_->DownloadLogits(shape, &result->logits);
+  const StepShape& shape = step.shape;
+  ASSIGN_OR_RETURN(const int32_t* ids, model_->WaitIds(step.ids_set));
+  result->ids.assign(ids, ids + shape.real_rows);
+  if (!step.logprobs) return absl::OkStatus();
+  const cuda::SampleLogprobs* rec = model_->SampledLogprobs(shape, step.ids_set);
+  result->samples.resize(shape.real_rows);
+  for (int r = 0; r < shape.real_rows; ++r) {
+    sampling::SampleResult& out = result->samples[r];
+    out.token_id = ids[r];
+    const sampling::SamplingParams* p = step.row_params[r];
+    if (!p->logprobs && p->top_logprobs == 0) continue;
+    out.logprob = rec[r].chosen;
+    for (int j = 0; j < rec[r].count; ++j) out.top.push_back({rec[r].ids[j], rec[r].values[j]});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepResult* result) {
+  if (inflight_count_ > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a step ran while ", inflight_count_, " launched step(s) wait for Collect"));
+  }
+  RETURN_IF_ERROR(LaunchStep(plan, want_sample, &step_));
+  return FinishStep(step_, result);
+}
+
+absl::Status Dsv4Engine::Launch(const StepPlan& plan) {
+  if (!pipelines()) return absl::UnimplementedError("this engine does not pipeline steps");
+  if (inflight_count_ == static_cast<int>(inflight_.size())) {
+    return absl::FailedPreconditionError(
+        "Launch: two steps are already launched and not collected");
+  }
+  Launched& step = inflight_[(inflight_head_ + inflight_count_) % inflight_.size()];
+  RETURN_IF_ERROR(LaunchStep(plan, CanSampleOnDevice(plan), &step));
+  ++inflight_count_;
+  return absl::OkStatus();
+}
+
+absl::Status Dsv4Engine::Collect(StepResult* result) {
+  if (inflight_count_ == 0) return absl::FailedPreconditionError("Collect: no step launched");
+  Launched& step = inflight_[inflight_head_];
+  inflight_head_ = (inflight_head_ + 1) % static_cast<int>(inflight_.size());
+  --inflight_count_;
+  return FinishStep(step, result);
 }
 
 absl::Status Dsv4Engine::Step(const StepPlan& plan, std::vector<float>* logits) {

@@ -4,6 +4,7 @@
 // every token's logits or the per-layer residual streams.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <vector>
 
@@ -35,6 +36,10 @@ class Dsv4Engine final : public Engine {
   absl::Status Step(const StepPlan& plan, std::vector<float>* logits) override;
   absl::Status StepAndSample(const StepPlan& plan, StepResult* result) override;
   bool SamplesOnDevice(const SeqChunk& chunk) const override;
+  // Device-sampling engines on a graph backend run ahead (docs/decode-step.md).
+  bool pipelines() const override { return device_sampler_ && pipeline_steps_; }
+  absl::Status Launch(const StepPlan& plan) override;
+  absl::Status Collect(StepResult* result) override;
   std::unique_ptr<int32_t[], void (*)(int32_t*)> AllocateHostTokens(size_t count) override;
   StatePoolStats state_pool() const override { return state_->pool_stats(); }
   std::vector<DeviceMemoryStats> device_memory() const override;
@@ -63,9 +68,26 @@ class Dsv4Engine final : public Engine {
   double last_host_us() const { return last_host_us_; }
 
  private:
+  // A step enqueued on the device whose results the host has not read.
+  struct Launched {
+    StepShape shape;
+    int ids_set = -1;  // device-sampled: the pinned ids set; -1: `logits` holds the rows
+    bool logprobs = false;
+    std::vector<const sampling::SamplingParams*> row_params;  // device-sampled rows' params
+    std::vector<float> logits;
+    const char* mode = "eager";
+    int bucket = 0;
+  };
+
   Dsv4Engine() = default;
-  // The device half of one step, padded to buckets on backends that tune or
-  // capture per shape; fills `result` (sampled ids or logits rows).
+  // Stages and enqueues one step, padded to buckets on backends that tune or
+  // capture per shape. Device-sampled (want_sample and the backend samples):
+  // returns once the ids' copy is enqueued; otherwise after the logits rows
+  // reached the host.
+  absl::Status LaunchStep(const StepPlan& plan, bool want_sample, Launched* step);
+  // Waits for a launched step and fills `result` (sampled ids or logits rows).
+  absl::Status FinishStep(Launched& step, StepResult* result);
+  // One step, launched and finished (no step may be in flight).
   absl::Status RunStep(const StepPlan& plan, bool want_sample, StepResult* result);
   // Warms every bucket up (tuning its GEMMs), freezes the workspaces and
   // captures the decode graphs. Logs progress.
@@ -79,6 +101,7 @@ class Dsv4Engine final : public Engine {
   std::unique_ptr<SequenceState> state_;
   bool bucketed_ = false;        // pad steps to buckets (CUDA: shapes tuned at load)
   bool device_sampler_ = false;  // the backend samples (staged params in every step)
+  bool pipeline_steps_ = true;   // EngineOptions::pipeline_steps
   std::string graph_mode_ = "off";
   std::vector<int> decode_buckets_;  // batch sizes with a captured graph
   std::vector<int> decode_graphs_;   // their graph ids ("full")
@@ -88,7 +111,15 @@ class Dsv4Engine final : public Engine {
   const char* last_mode_ = "eager";
   int last_bucket_ = 0;
   double last_host_us_ = 0;
-  std::vector<const sampling::SamplingParams*> row_params_;  // RunStep's, reused
+  // Launched and not collected, oldest first at inflight_head_ (records reused).
+  std::array<Launched, 2> inflight_;
+  int inflight_head_ = 0, inflight_count_ = 0;
+  Launched step_;  // RunStep's record
+  // Slot -> its row in the last launched step's device-sampled ids (-1:
+  // none), for the next step's token_from_last_sample chunks; fed_slots_
+  // lists the entries set.
+  std::vector<int> fed_rows_;
+  std::vector<int> fed_slots_;
 };
 
 }  // namespace moegraph

@@ -79,6 +79,7 @@ struct Dsv4Model::Staging {
   int64_t slot = 0;    // [T] sequence slots
   int64_t start = 0;   // [T] sequence start positions
   int64_t rows = 0;    // [T] token index of each logits row
+  int64_t feed = 0;    // [T] -1, or the last step's sampled row this token takes
   int64_t count = 0;   // [1] page-table pairs staged
   int64_t pairs = 0;   // [2 * pair_capacity] (index, page id)
   int64_t sample = 0;  // [max_rows * kSampleRowWords] cuda::SampleRowParams
@@ -430,6 +431,7 @@ void Dsv4Model::LayOutStaging(int64_t T, int64_t max_rows, Staging* staging) {
   S.slot = take(T);
   S.start = take(T);
   S.rows = take(T);
+  S.feed = take(T);
   S.count = take(1);
   S.pairs = take(2 * int64_t{S.pair_capacity});
   S.sample = take(max_rows * kSampleWords);
@@ -624,6 +626,7 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
   int32_t* seq_slot = w + st.slot;
   int32_t* seq_start = w + st.start;
   int32_t* logit_rows = w + st.rows;
+  int32_t* feed = w + st.feed;
   auto* sample = reinterpret_cast<cuda::SampleRowParams*>(w + st.sample);
 
   // Slots seen in this plan (reused: no allocation on the step path).
@@ -646,6 +649,16 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
     seq_slot[s] = ch.slot;
     seq_start[s] = ch.start_pos;
     max_pos = std::max(max_pos, ch.start_pos + ch.len - 1);
+    int fed_row = -1;
+    if (ch.token_from_last_sample) {
+      if (options.fed_rows != nullptr && embeds() && ch.len == 1)
+        fed_row = (*options.fed_rows)[ch.slot];
+      if (fed_row < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "seqs[", s, "]: token_from_last_sample, but slot ", ch.slot,
+            " had no device-sampled row in the step before (or the chunk is not one token)"));
+      }
+    }
     for (int i = 0; i < ch.len; ++i) {
       const int32_t id = plan.token_ids[ch.token_offset + i];
       if (id < 0 || id >= c.vocab_size) {
@@ -653,6 +666,7 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
             absl::StrCat("seqs[", s, "]: token id ", id, " outside [0, ", c.vocab_size, ")"));
       }
       ids[cursor] = id;
+      feed[cursor] = fed_row;
       token_pos[cursor] = ch.start_pos + i;
       token_seq[cursor] = s;
       if (options.all_logits) logit_rows[rows++] = cursor;
@@ -692,6 +706,7 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
       seq_start[seqs] = 0;
       for (int i = 0; i < len; ++i) {
         ids[cursor] = 0;
+        feed[cursor] = -1;
         token_pos[cursor] = i;
         token_seq[cursor] = seqs;
         ++cursor;
@@ -752,6 +767,13 @@ absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
                                  st.dev(st.count, 1)));
   const StepMeta sm = MetaFor(shape);
   Tensor token_ids = st.dev(st.ids, T);
+  if (embeds() && runs_head()) {
+    // Pipelined steps: tokens sampled by the step before, still on the device
+    // (one stream: that step's ids copy is ordered before this step's sampler
+    // rewrites them).
+    RETURN_IF_ERROR(b.TakeSampledIds(token_ids, st.dev(st.feed, T),
+                                     Tensor(A.sampled.data, DType::kI32, {max_rows_})));
+  }
 
   const int64_t n = c.hc_mult, D = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -912,7 +934,7 @@ absl::Status Dsv4Model::DownloadLogits(const StepShape& shape, std::vector<float
   return backend_->Download(logits->data() + old, lg.data, lg.bytes());
 }
 
-absl::Status Dsv4Model::DownloadIds(const StepShape& shape, bool logprobs) {
+absl::StatusOr<int> Dsv4Model::DownloadIds(const StepShape& shape, bool logprobs) {
   Staging& st = *staging_;
   if (!shape.sample) return absl::FailedPreconditionError("DownloadIds: the step did not sample");
   const int set = 1 - st.ids_current;
@@ -921,19 +943,20 @@ absl::Status Dsv4Model::DownloadIds(const StepShape& shape, bool logprobs) {
       backend_->DownloadAsync(st.ids_host[set].get(), act_->sampled.data, words * sizeof(int32_t)));
   RETURN_IF_ERROR(backend_->RecordFence(kFenceIds + set));
   st.ids_current = set;
-  return absl::OkStatus();
+  return set;
 }
 
-absl::StatusOr<const int32_t*> Dsv4Model::WaitIds() {
+absl::StatusOr<const int32_t*> Dsv4Model::WaitIds(int set) {
   Staging& st = *staging_;
-  RETURN_IF_ERROR(backend_->WaitFence(kFenceIds + st.ids_current));
-  return static_cast<const int32_t*>(st.ids_host[st.ids_current].get());
+  if (set < 0 || set > 1) return absl::InvalidArgumentError("WaitIds: set must be 0 or 1");
+  RETURN_IF_ERROR(backend_->WaitFence(kFenceIds + set));
+  return static_cast<const int32_t*>(st.ids_host[set].get());
 }
 
-const cuda::SampleLogprobs* Dsv4Model::SampledLogprobs(const StepShape& shape) const {
+const cuda::SampleLogprobs* Dsv4Model::SampledLogprobs(const StepShape& shape, int set) const {
   const Staging& st = *staging_;
   return reinterpret_cast<const cuda::SampleLogprobs*>(
-      static_cast<const int32_t*>(st.ids_host[st.ids_current].get()) + shape.rows);
+      static_cast<const int32_t*>(st.ids_host[set].get()) + shape.rows);
 }
 
 }  // namespace moegraph

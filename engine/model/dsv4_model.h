@@ -59,6 +59,10 @@ struct StageOptions {
   int max_position = -1;
   // Sample every logits row on the device from the chunks' sampling params.
   bool sample = false;
+  // Pipelined steps: slot -> the logits row whose device-sampled id, from the
+  // step run just before, a token_from_last_sample chunk of that slot takes
+  // (-1: none). Null: the plan may not carry such chunks.
+  const std::vector<int>* fed_rows = nullptr;
 };
 
 // What a staged step looks like to its device half (graphs are keyed by it).
@@ -141,14 +145,15 @@ class Dsv4Model {
   absl::Status RunIdle();
   // After Run: the real logits rows to the host (blocking).
   absl::Status DownloadLogits(const StepShape& shape, std::vector<float>* logits);
-  // After Run with sampling: enqueues the ids' copy into pinned memory and
-  // records a fence; WaitIds blocks on it and returns the ids (one per real
-  // row, valid until the next step's SampledIds).
+  // After Run with sampling: enqueues the ids' copy into the next of two
+  // pinned sets, records a fence and returns the set; WaitIds(set) blocks on
+  // it and returns the ids (one per real row, valid until the second
+  // DownloadIds after this one reuses the set).
   // With `logprobs`, the rows' logprob records come too (SampledLogprobs).
-  absl::Status DownloadIds(const StepShape& shape, bool logprobs = false);
-  absl::StatusOr<const int32_t*> WaitIds();
-  // After WaitIds of a step downloaded with logprobs: one record per row.
-  const cuda::SampleLogprobs* SampledLogprobs(const StepShape& shape) const;
+  absl::StatusOr<int> DownloadIds(const StepShape& shape, bool logprobs = false);
+  absl::StatusOr<const int32_t*> WaitIds(int set);
+  // After WaitIds(set) of a step downloaded with logprobs: one record per row.
+  const cuda::SampleLogprobs* SampledLogprobs(const StepShape& shape, int set) const;
 
   // Piecewise graphs of one step shape: the stretches of Run between the
   // length-shaped ops (indexer top-k, attention), each captured as a graph,

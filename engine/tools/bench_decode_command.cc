@@ -175,7 +175,8 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
   options.num_slots = max_batch;
   // Each decode sequence holds `decode_tokens`; the pool holds all of them
   // plus the longest prefill prompt.
-  const int decode_tokens = context + warmup + 2 * steps + 2;
+  // (timed, per op kind, one at a time and pipelined through Launch).
+  const int decode_tokens = context + warmup + 4 * steps + 2;
   options.context_limit = decode_tokens;
   int longest_prefill = 0;
   for (int L : prefills) longest_prefill = std::max(longest_prefill, L + 1);
@@ -295,6 +296,49 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
     if (timer && mode == "off") {
       for (int i = 0; i < steps; ++i) RETURN_IF_ERROR(decode_step(true, true));
     }
+    // Pipelined (as the scheduler runs a device-sampling engine): each step
+    // launched before the previous one's ids are collected, its tokens taken
+    // on the device from those ids; next to the same steps collected one at
+    // a time. Both sample at temperature 1 with a seed per sequence, so the
+    // tokens (and the hash-routed experts they pick) spread as random ids do.
+    double pipelined_ms = 0, serial_ms = 0;
+    if (engine->pipelines()) {
+      std::vector<sampling::SamplingParams> spread(B);
+      for (int s = 0; s < B; ++s) {
+        spread[s].temperature = 1.0f;
+        spread[s].seed = static_cast<uint64_t>(s) + 1;
+      }
+      std::fill(ids.begin(), ids.end(), 0);
+      auto launch = [&](bool fed) -> absl::Status {
+        StepPlan plan;
+        plan.token_ids = ids.data();
+        plan.num_tokens = B;
+        for (int s = 0; s < B; ++s) {
+          SeqChunk ch(s, pos, s, 1, true);
+          ch.sampling = &spread[s];
+          ch.sample_index = static_cast<uint64_t>(pos);
+          ch.token_from_last_sample = fed;
+          plan.seqs.push_back(ch);
+        }
+        ++pos;
+        return engine->Launch(plan);
+      };
+      StepResult result;
+      for (bool ahead : {false, true}) {
+        const auto w0 = std::chrono::steady_clock::now();
+        RETURN_IF_ERROR(launch(false));
+        for (int i = 1; i < steps; ++i) {
+          if (!ahead) RETURN_IF_ERROR(engine->Collect(&result));
+          RETURN_IF_ERROR(launch(true));
+          if (ahead) RETURN_IF_ERROR(engine->Collect(&result));
+        }
+        RETURN_IF_ERROR(engine->Collect(&result));
+        (ahead ? pipelined_ms : serial_ms) =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - w0)
+                .count() /
+            steps;
+      }
+    }
     for (int s = 0; s < B; ++s) engine->ReleaseSlot(s);
 
     const Floor f = DecodeFloor(cfg, B, context + warmup + steps);
@@ -312,6 +356,14 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
         mode.c_str(), B, med, Percentile(step_ms, 0.1), Percentile(step_ms, 0.9), Median(wall_ms),
         Median(host_us), B * 1e3 / med, floor_bytes / kBandwidth * 1e3,
         floor_flops / kFlopRate * 1e3, med / floor_ms, step_mode.c_str());
+    if (pipelined_ms > 0) {
+      std::printf(
+          "PIPELINED mode=%s batch=%d: %.3f ms a step over %d steps launched back to back, "
+          "%.0f tokens/s, x floor %.2f; the same steps one at a time: %.3f ms (sampled "
+          "tokens fed on the device)\n",
+          mode.c_str(), B, pipelined_ms, steps, B * 1e3 / pipelined_ms, pipelined_ms / floor_ms,
+          serial_ms);
+    }
     std::printf("| %s | %d | %.3f | %.0f | %.3f | %.3f | %.2f |\n", mode.c_str(), B, med,
                 B * 1e3 / med, Median(wall_ms), floor_ms, med / floor_ms);
     if (mode != "off" || !timer) {

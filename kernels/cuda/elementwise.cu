@@ -71,6 +71,14 @@ __global__ void GatherRowsKernel(const uint16_t* x, int64_t num_rows, const int3
   }
 }
 
+__global__ void TakeSampledIdsKernel(int32_t* ids, const int32_t* from, int n,
+                                     const int32_t* sampled, int m) {
+  for (int i = blockIdx.x * kThreads + threadIdx.x; i < n; i += gridDim.x * kThreads) {
+    const int f = from[i];
+    if (f >= 0 && f < m) ids[i] = sampled[f];
+  }
+}
+
 template <typename From, typename To>
 __global__ void ConvertKernel(const From* x, To* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{kThreads} + threadIdx.x; i < n;
@@ -148,6 +156,13 @@ cudaError_t LaunchGatherRows(const void* x, int64_t num_rows, const int32_t* row
   const int64_t row_elems = row_bytes / 2;
   GatherRowsKernel<<<GridFor(n * row_elems), kThreads, 0, stream>>>(
       static_cast<const uint16_t*>(x), num_rows, rows, n, row_elems, static_cast<uint16_t*>(out));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchTakeSampledIds(int32_t* ids, const int32_t* from, int n, const int32_t* sampled,
+                                 int m, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  TakeSampledIdsKernel<<<GridFor(n), kThreads, 0, stream>>>(ids, from, n, sampled, m);
   return cudaGetLastError();
 }
 

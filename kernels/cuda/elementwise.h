@@ -43,6 +43,10 @@ cudaError_t LaunchSwiGlu(const __nv_bfloat16* a, const __nv_bfloat16* b, float l
 cudaError_t LaunchGatherRows(const void* x, int64_t num_rows, const int32_t* rows, int n,
                              int64_t row_bytes, void* out, cudaStream_t stream);
 
+// ids[i] = sampled[from[i]] for i in [0, n) where 0 <= from[i] < m.
+cudaError_t LaunchTakeSampledIds(int32_t* ids, const int32_t* from, int n, const int32_t* sampled,
+                                 int m, cudaStream_t stream);
+
 // out = x converted element by element (f32 <-> bf16, or a copy).
 cudaError_t LaunchConvert(const void* x, ElemType from, void* out, ElemType to, int64_t n,
                           cudaStream_t stream);

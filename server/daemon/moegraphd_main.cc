@@ -50,6 +50,8 @@ constexpr const char* kUsage =
     "  --fake-pipelined     with --fake-engine: sample on its \"device\" and pipeline steps\n"
     "                       as a GPU engine does (step N+1 launched before N's ids are back)\n"
     "  --fake-load-ms N     with --fake-engine: pretend loading takes N ms\n"
+    "  --no-pipeline        GPU: collect every step's ids before planning the next\n"
+    "                       (by default step N+1 is launched before N's ids are back)\n"
     "  --help               this text\n"
     "\n";
 
@@ -57,6 +59,7 @@ struct DaemonFlags {
   std::string config_path;
   bool fake_engine = false;
   bool fake_pipelined = false;
+  bool no_pipeline = false;
   double fake_step_ms = 0;
   double fake_load_ms = 0;
   std::vector<std::string> config_flags;  // for ApplyServerFlags
@@ -90,6 +93,10 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, char** argv) {
     }
     if (arg == "--fake-pipelined" || arg == "--fake_pipelined") {
       flags.fake_pipelined = true;
+      continue;
+    }
+    if (arg == "--no-pipeline" || arg == "--no_pipeline") {
+      flags.no_pipeline = true;
       continue;
     }
     absl::StatusOr<bool> got = value_of("--config", &flags.config_path);
@@ -247,6 +254,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     options.layer_blocks = config.layer_blocks;
     options.state_pool_tokens = config.state_pool_tokens;
     options.w8a8_min_rows = config.w8a8_min_rows;
+    options.pipeline_steps = !flags.no_pipeline;
     absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(options);
     if (!created.ok()) {
       LOG_ERROR << "loading " << config.model_dir << ": " << created.status();

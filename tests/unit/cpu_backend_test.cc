@@ -44,6 +44,19 @@ TEST_CASE("cpu backend rejects mismatched operands by name", "[backend]") {
             .find("alias") != std::string::npos);
 }
 
+TEST_CASE("cpu backend takes a pipelined step's tokens from the last sampled ids", "[backend]") {
+  std::unique_ptr<Backend> b = CreateCpuBackend();
+  std::vector<int32_t> ids = {11, 0, 0, 13, 0}, from = {-1, 2, 0, -1, 7}, sampled = {40, 41, 42};
+  const Tensor tids(ids.data(), DType::kI32, {5}), tfrom(from.data(), DType::kI32, {5});
+  REQUIRE(b->TakeSampledIds(tids, tfrom, Tensor(sampled.data(), DType::kI32, {3})).ok());
+  // Rows past the sampled ids (7 >= 3) leave the token as staged.
+  CHECK(ids == std::vector<int32_t>{11, 42, 40, 13, 0});
+  const absl::Status s =
+      b->TakeSampledIds(tids, tfrom.view({4}), Tensor(sampled.data(), DType::kI32, {3}));
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(s.message().find("TakeSampledIds: from") != std::string::npos);
+}
+
 TEST_CASE("cpu backend uploads weights by the documented dtype rules", "[backend]") {
   std::unique_ptr<Backend> b = CreateCpuBackend();
   std::vector<Buffer> owner;

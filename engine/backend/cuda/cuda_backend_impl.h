@@ -99,6 +99,7 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   absl::Status Scale(const Tensor& x, float alpha, Tensor out) override;
   absl::Status SwiGlu(const Tensor& a, const Tensor& b, float limit, Tensor out) override;
   absl::Status GatherRows(const Tensor& x, const Tensor& rows, Tensor out) override;
+  absl::Status TakeSampledIds(Tensor ids, const Tensor& from, const Tensor& sampled) override;
   absl::Status Convert(const Tensor& x, Tensor out) override;
   absl::Status ScatterPairs(Tensor dst, const Tensor& pairs, const Tensor& count) override;
   absl::Status Sample(const Tensor& logits, const Tensor& params, Tensor ids) override;

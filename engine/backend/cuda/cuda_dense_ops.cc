@@ -240,6 +240,22 @@ absl::Status CudaBackendImpl::GatherRows(const Tensor& x, const Tensor& rows, Te
                         row_elems * static_cast<int64_t>(DTypeSize(x.dtype)), out.data, stream()));
 }
 
+absl::Status CudaBackendImpl::TakeSampledIds(Tensor ids, const Tensor& from,
+                                             const Tensor& sampled) {
+  OpScope scope(this, OpKind::kOther);
+  RETURN_IF_ERROR(Activate());
+  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"ids", &ids},
+                         {"from", &from},
+                         {"sampled", &sampled}}) {
+    RETURN_IF_ERROR(ExpectType("TakeSampledIds", name, *t, DType::kI32));
+  }
+  RETURN_IF_ERROR(ExpectNumel("TakeSampledIds", "from", from, ids.numel()));
+  return LaunchStatus("TakeSampledIds",
+                      cuda::LaunchTakeSampledIds(
+                          ids.as<int32_t>(), from.as<int32_t>(), static_cast<int>(ids.numel()),
+                          sampled.as<int32_t>(), static_cast<int>(sampled.numel()), stream()));
+}
+
 absl::Status CudaBackendImpl::Convert(const Tensor& x, Tensor out) {
   OpScope scope(this, OpKind::kOther);
   RETURN_IF_ERROR(Activate());
