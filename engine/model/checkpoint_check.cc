@@ -80,6 +80,18 @@ absl::StatusOr<CheckpointReport> CheckCheckpoint(const WeightStore& ws, const Mo
     return absl::InvalidArgumentError("model config: inconsistent layer counts");
   }
   CheckpointReport r;
+  r.layer_device_bytes.assign(c.num_layers, 0);
+  r.layer_expert_device_bytes.assign(c.num_layers, 0);
+  auto place = [&](const TensorSpec& spec, int group, uint64_t bytes) {
+    r.device_bytes[group] += bytes;
+    if (spec.layer >= 0 && spec.layer < c.num_layers) {
+      (group == static_cast<int>(TensorGroup::kRoutedExperts) ? r.layer_expert_device_bytes
+                                                              : r.layer_device_bytes)[spec.layer] +=
+          bytes;
+    } else {
+      (spec.field == TensorField::kEmbed ? r.embed_device_bytes : r.head_device_bytes) += bytes;
+    }
+  };
   std::set<std::string> used;
   std::set<std::string> formats;
   const int64_t blk = quant::kFp8Block;
@@ -110,7 +122,7 @@ absl::StatusOr<CheckpointReport> CheckCheckpoint(const WeightStore& ws, const Mo
       r.bytes[g][static_cast<int>(DenseKind(t->dtype))] += t->bytes();
       const bool is_int = t->dtype == DType::kI32 || t->dtype == DType::kI64;
       const uint64_t n = static_cast<uint64_t>(t->numel());
-      r.device_bytes[g] += n * (is_int ? 4 : spec.read == TensorRead::kTable ? 2 : 4);
+      place(spec, g, n * (is_int ? 4 : spec.read == TensorRead::kTable ? 2 : 4));
       continue;
     }
     // The loader's own reader: the same shape, dtype and scale checks.
@@ -149,7 +161,7 @@ absl::StatusOr<CheckpointReport> CheckCheckpoint(const WeightStore& ws, const Mo
       device = 2 * static_cast<uint64_t>(spec.shape[0] * spec.shape[1]);
     }
     r.bytes[g][static_cast<int>(StorageKind::kScale)] += scale;
-    r.device_bytes[g] += device;
+    place(spec, g, device);
     if (spec.expert == 0 && spec.layer == 0) {
       r.bytes_per_expert += data + scale;
       r.device_bytes_per_expert += device;

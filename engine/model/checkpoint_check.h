@@ -31,6 +31,11 @@ struct CheckpointReport {
   uint64_t device_bytes[kNumTensorGroups] = {};
   // Routed experts of one layer-expert (w1+w2+w3 with scales), stored and on the device.
   uint64_t bytes_per_expert = 0, device_bytes_per_expert = 0;
+  // The device bytes again by where they live under layer placement: per
+  // layer (routed experts apart, and those per layer), and the model-level
+  // tensors of the first block (the embedding) and of the last (the rest).
+  std::vector<uint64_t> layer_device_bytes, layer_expert_device_bytes;
+  uint64_t embed_device_bytes = 0, head_device_bytes = 0;
   std::vector<std::string> missing;    // expected names (first alternative) not present
   std::vector<std::string> malformed;  // "name: what is wrong" (shape, dtype, scale)
   std::vector<std::string> unused;     // stored, read by nothing, outside mtp.*

@@ -15,8 +15,8 @@
 namespace moegraph {
 
 const char kPlanUsage[] =
-    "plan MODEL_DIR [--gpus N] [--slots S] [--context C] [--max-step-tokens T] "
-    "[--pool-tokens P] [--gpu-gb G]";
+    "plan MODEL_DIR [--gpus N] [--layout ep|layers|ep+layers] [--layer-blocks B] [--slots S] "
+    "[--context C] [--max-step-tokens T] [--pool-tokens P] [--gpu-gb G]";
 
 namespace {
 
@@ -72,6 +72,14 @@ absl::StatusOr<PlanOptions> ParsePlanArgs(const std::vector<std::string>& args) 
     if (flag == "--gpus") {
       ASSIGN_OR_RETURN(int64_t v, integer(1, 64, "an integer in [1, 64]"));
       o.gpus = static_cast<int>(v);
+    } else if (flag == "--layout") {
+      if (std::find(std::begin(kLayouts), std::end(kLayouts), value) == std::end(kLayouts)) {
+        return FlagError(flag, "one of ep, layers, ep+layers", value);
+      }
+      o.layout = value;
+    } else if (flag == "--layer-blocks") {
+      ASSIGN_OR_RETURN(int64_t v, integer(2, 64, "an integer in [2, 64]"));
+      o.layer_blocks = static_cast<int>(v);
     } else if (flag == "--slots") {
       ASSIGN_OR_RETURN(int64_t v, integer(1, 4096, "an integer in [1, 4096]"));
       o.slots = static_cast<int>(v);
@@ -90,10 +98,21 @@ absl::StatusOr<PlanOptions> ParsePlanArgs(const std::vector<std::string>& args) 
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           "plan: unknown flag ", flag,
-          " (allowed: --gpus, --slots, --context, --max-step-tokens, --pool-tokens, --gpu-gb)"));
+          " (allowed: --gpus, --layout, --layer-blocks, --slots, --context, --max-step-tokens, "
+          "--pool-tokens, --gpu-gb)"));
     }
   }
   if (o.model_dir.empty()) return absl::InvalidArgumentError("plan: MODEL_DIR is required");
+  if (o.layout == "ep+layers") {
+    if (o.layer_blocks == 0) return FlagError("--layer-blocks", "given with ep+layers", "");
+    if (o.gpus % o.layer_blocks != 0) {
+      return FlagError("--gpus", absl::StrCat("a multiple of --layer-blocks ", o.layer_blocks),
+                       absl::StrCat(o.gpus));
+    }
+  } else if (o.layer_blocks != 0) {
+    return FlagError("--layer-blocks", "given with --layout ep+layers only",
+                     absl::StrCat(o.layer_blocks));
+  }
   return o;
 }
 
@@ -139,23 +158,52 @@ absl::StatusOr<MemoryPlan> MakeMemoryPlan(const PlanOptions& o) {
                       ? o.pool_tokens
                       : std::min<int64_t>(int64_t{o.slots} * p.context, kDefaultPoolTokens);
   const int E = c.n_routed_experts;
-  p.experts_per_gpu = (E + o.gpus - 1) / o.gpus;
+  const int num_blocks = o.layout == "layers"      ? o.gpus
+                         : o.layout == "ep+layers" ? o.layer_blocks
+                                                   : 1;
+  if (num_blocks > c.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("plan: ", num_blocks,
+                                                   " layer blocks on a model of ", c.num_layers,
+                                                   " layers; allowed: 1 to ", c.num_layers));
+  }
+  p.slot = StatePerSlot(c);
+  const PlanBlock* heaviest = nullptr;
+  for (int b = 0; b < num_blocks; ++b) {
+    PlanBlock blk;
+    blk.layers = LayerBlock(c.num_layers, num_blocks, b);
+    blk.gpus = o.gpus / num_blocks;
+    blk.experts_per_gpu = (E + blk.gpus - 1) / blk.gpus;
+    for (int l = blk.layers.first; l < blk.layers.end; ++l) {
+      blk.weights += p.report.layer_device_bytes[l];
+      if (E > 0) blk.weights += p.report.layer_expert_device_bytes[l] / E * blk.experts_per_gpu;
+    }
+    if (b == 0) blk.weights += p.report.embed_device_bytes;
+    if (b == num_blocks - 1) blk.weights += p.report.head_device_bytes;
+    SequenceStateOptions so;  // as Dsv4Engine sets them on a GPU (bucketed steps: a scratch slot)
+    so.num_slots = o.slots;
+    so.context_limit = p.context;
+    so.pool_tokens = p.pool_tokens;
+    so.page_size = kPageSize;
+    so.scratch_tokens = o.max_step_tokens;
+    so.first_layer = blk.layers.first;
+    so.end_layer = blk.layers.end;
+    ASSIGN_OR_RETURN(blk.state, SequenceState::DeviceBytes(c, so, DType::kBF16));
+    p.blocks.push_back(blk);
+  }
+  for (const PlanBlock& blk : p.blocks) {
+    if (heaviest == nullptr || blk.weights + blk.state > heaviest->weights + heaviest->state)
+      heaviest = &blk;
+  }
+  p.experts_per_gpu = heaviest->experts_per_gpu;
+  p.weights = heaviest->weights;
+  p.state = heaviest->state;
   for (int g = 0; g < kNumTensorGroups; ++g) {
     uint64_t b = p.report.device_bytes[g];
     if (static_cast<TensorGroup>(g) == TensorGroup::kRoutedExperts && E > 0) {
       b = b / E * p.experts_per_gpu;
     }
     p.weights_by_group[g] = b;
-    p.weights += b;
   }
-  p.slot = StatePerSlot(c);
-  SequenceStateOptions so;  // as Dsv4Engine sets them on a GPU (bucketed steps: a scratch slot)
-  so.num_slots = o.slots;
-  so.context_limit = p.context;
-  so.pool_tokens = p.pool_tokens;
-  so.page_size = kPageSize;
-  so.scratch_tokens = o.max_step_tokens;
-  ASSIGN_OR_RETURN(p.state, SequenceState::DeviceBytes(c, so, DType::kBF16));
   const int rows = std::min(o.slots, o.max_step_tokens);
   p.activations = Dsv4Model::DeviceBufferBytes(c, o.max_step_tokens, rows, DType::kBF16);
   for (int b = 1; b < rows; b *= 2) ++p.graph_count;
@@ -185,22 +233,40 @@ std::string FormatMemoryPlan(const MemoryPlan& p) {
     }
   }
   absl::StrAppend(&s, absl::StrFormat("  %-20s %12s\n", "total", Gb(r.total_bytes())));
-  absl::StrAppend(&s,
-                  "\nper GPU (device bytes: dense matrices bf16, vectors f32, FP8 with f32 "
-                  "block scales, FP4 as stored):\n");
-  for (int g = 0; g < kNumTensorGroups; ++g) {
-    std::string kinds;
-    for (int k = 0; k < kNumStorageKinds; ++k) {
-      if (r.bytes[g][k] == 0) continue;
-      absl::StrAppend(&kinds, kinds.empty() ? "" : ", ",
-                      StorageKindName(static_cast<StorageKind>(k)));
+  if (p.blocks.size() > 1) {
+    const int per = p.blocks.front().gpus;
+    absl::StrAppend(&s, absl::StrFormat("\nlayout %s: %d blocks of layers, %d GPU%s each%s "
+                                        "(per GPU, device bytes):\n",
+                                        p.options.layout, p.blocks.size(), per, per == 1 ? "" : "s",
+                                        per > 1 ? ", experts split within a block" : ""));
+    for (size_t b = 0; b < p.blocks.size(); ++b) {
+      const PlanBlock& blk = p.blocks[b];
+      absl::StrAppend(
+          &s, absl::StrFormat("  block %d (GPU %d..%d): layers %d..%d%s%s, %d experts per GPU: "
+                              "weights %s, state %s\n",
+                              b, b * per, (b + 1) * per - 1, blk.layers.first, blk.layers.end - 1,
+                              b == 0 ? ", embedding" : "", b + 1 == p.blocks.size() ? ", head" : "",
+                              blk.experts_per_gpu, Gb(blk.weights), Gb(blk.state)));
     }
-    absl::StrAppend(
-        &s, absl::StrFormat("  %-20s %12s   (%s%s)\n", TensorGroupName(static_cast<TensorGroup>(g)),
-                            Gb(p.weights_by_group[g]), kinds,
-                            static_cast<TensorGroup>(g) == TensorGroup::kRoutedExperts
-                                ? "; split over the GPUs"
-                                : "; replicated"));
+    absl::StrAppend(&s, "the GPUs of the heaviest block:\n");
+  } else {
+    absl::StrAppend(&s,
+                    "\nper GPU (device bytes: dense matrices bf16, vectors f32, FP8 with f32 "
+                    "block scales, FP4 as stored):\n");
+    for (int g = 0; g < kNumTensorGroups; ++g) {
+      std::string kinds;
+      for (int k = 0; k < kNumStorageKinds; ++k) {
+        if (r.bytes[g][k] == 0) continue;
+        absl::StrAppend(&kinds, kinds.empty() ? "" : ", ",
+                        StorageKindName(static_cast<StorageKind>(k)));
+      }
+      absl::StrAppend(&s, absl::StrFormat("  %-20s %12s   (%s%s)\n",
+                                          TensorGroupName(static_cast<TensorGroup>(g)),
+                                          Gb(p.weights_by_group[g]), kinds,
+                                          static_cast<TensorGroup>(g) == TensorGroup::kRoutedExperts
+                                              ? "; split over the GPUs"
+                                              : "; replicated"));
+    }
   }
   absl::StrAppend(&s, absl::StrFormat("  %-20s %12s\n", "weights", Gb(p.weights)));
   absl::StrAppend(

@@ -139,6 +139,67 @@ TEST_CASE("plan: V4-Flash as released, on 1, 2 and 4 GPUs", "[plan]") {
   CHECK(replicated == 10'281'104'220);
 }
 
+TEST_CASE("plan: V4-Flash by blocks of layers (layers, ep+layers)", "[plan]") {
+  using namespace v4flash;
+  const std::vector<Entry> tensors = Tensors();
+  Checkpoint ckpt(tensors);
+  const MemoryPlan one = Plan({ckpt.dir(), "--context", "65536"});
+  REQUIRE(one.blocks.size() == 1);
+  const MemoryPlan two =
+      Plan({ckpt.dir(), "--gpus", "2", "--layout", "layers", "--context", "65536"});
+  INFO(FormatMemoryPlan(two));
+  REQUIRE(two.blocks.size() == 2);
+  CHECK(two.blocks[0].layers == LayerRange{0, 21});
+  CHECK(two.blocks[1].layers == LayerRange{21, 43});
+  CHECK(two.blocks[0].experts_per_gpu == 256);  // a block holds its layers' experts whole
+  // Every byte of the one-GPU plan lives on exactly one of the two GPUs.
+  CHECK(two.blocks[0].weights + two.blocks[1].weights == one.weights);
+  CHECK(two.blocks[1].weights > two.blocks[0].weights);  // 22 layers and the head
+  CHECK(two.weights == two.blocks[1].weights);
+  // State by layer too; each block keeps its own page table per entry kind.
+  const uint64_t tables = (256 + 8 + 256) * 9 * 4;
+  CHECK(two.blocks[0].state + two.blocks[1].state >= one.state);
+  CHECK(two.blocks[0].state + two.blocks[1].state <= one.state + tables);
+  CHECK(two.fits());
+  const std::string text = FormatMemoryPlan(two);
+  CHECK(absl::StrContains(text, "layout layers: 2 blocks of layers, 1 GPU each"));
+  CHECK(absl::StrContains(text, "block 0 (GPU 0..0): layers 0..20, embedding, 256 experts"));
+  CHECK(absl::StrContains(text, "block 1 (GPU 1..1): layers 21..42, head, 256 experts"));
+  // 43 layers over 4 GPUs: 10, 11, 11, 11.
+  const MemoryPlan four = Plan({ckpt.dir(), "--gpus", "4", "--layout", "layers"});
+  CHECK(four.blocks[0].layers.count() == 10);
+  CHECK(four.blocks[3].layers == LayerRange{32, 43});
+  // ep+layers: 2 blocks of 2 GPUs, experts halved within each block.
+  const MemoryPlan grid = Plan({ckpt.dir(), "--gpus", "4", "--layout", "ep+layers",
+                                "--layer-blocks", "2", "--context", "65536"});
+  REQUIRE(grid.blocks.size() == 2);
+  CHECK(grid.blocks[0].gpus == 2);
+  CHECK(grid.blocks[0].experts_per_gpu == 128);
+  CHECK(grid.blocks[0].layers == two.blocks[0].layers);
+  CHECK(grid.blocks[0].weights < two.blocks[0].weights);
+  CHECK(grid.blocks[0].state == two.blocks[0].state);
+  CHECK(absl::StrContains(FormatMemoryPlan(grid), "2 GPUs each, experts split within a block"));
+}
+
+TEST_CASE("plan: layout flags are checked against each other and the model", "[plan]") {
+  auto bad = ParsePlanArgs({"DIR", "--layer-blocks", "2"});
+  CHECK(absl::StrContains(bad.status().message(),
+                          "--layer-blocks must be given with --layout "
+                          "ep+layers only"));
+  bad = ParsePlanArgs({"DIR", "--layout", "ep+layers", "--gpus", "4"});
+  CHECK(absl::StrContains(bad.status().message(), "--layer-blocks must be given with ep+layers"));
+  bad = ParsePlanArgs({"DIR", "--layout", "ep+layers", "--gpus", "3", "--layer-blocks", "2"});
+  CHECK(absl::StrContains(bad.status().message(),
+                          "--gpus must be a multiple of --layer-blocks 2, got '3'"));
+  bad = ParsePlanArgs({"DIR", "--layout", "rings"});
+  CHECK(absl::StrContains(bad.status().message(), "one of ep, layers, ep+layers"));
+  auto o = ParsePlanArgs({Fixture("dsv4-tiny-fp4"), "--gpus", "64", "--layout", "layers"});
+  REQUIRE(o.ok());
+  auto p = MakeMemoryPlan(*o);
+  CHECK(p.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(p.status().message(), "64 layer blocks on a model of"));
+}
+
 TEST_CASE("plan: a corrupted V4-Flash header is refused naming the tensor", "[plan]") {
   using namespace v4flash;
   std::vector<Entry> tensors = Tensors();
