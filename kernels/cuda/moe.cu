@@ -322,7 +322,7 @@ __global__ void __launch_bounds__(WARPS * 32)
           ws.h[row * N + col] = __float2bfloat16(Swiglu(a, b, L));
         } else {
           ws.y[(int64_t{blockIdx.z} * p.tokens * p.k + row) * N + col] =
-              acc[0][m][n][i] * p.w[ws.sorted_pair[row]];
+              acc[0][m][n][i] * (p.w ? p.w[ws.sorted_pair[row]] : 1.0f);
         }
       }
 }
@@ -378,8 +378,7 @@ cudaError_t LaunchGemm(const MoeParams& p, const Workspace& ws, int N, int K, in
 }  // namespace
 
 const char* Validate(const MoeParams& p) {
-  if (!p.x || !p.idx || !p.w || !p.w1.data || !p.w2.data || !p.w3.data || !p.out)
-    return "moe: null pointer";
+  if (!p.x || !p.idx || !p.w1.data || !p.w2.data || !p.w3.data) return "moe: null pointer";
   if (p.tokens < 0 || p.k < 1 || p.experts < 1 || p.dim < 1 || p.inter < 1) return "moe: bad sizes";
   if (p.experts > kMoeMaxExperts) return "moe: too many experts";
   if (p.dim % 8 != 0 || p.inter % 8 != 0) return "moe: dim and inter must be multiples of 8";
@@ -396,11 +395,11 @@ const char* Validate(const MoeParams& p) {
 
 size_t MoeWorkspaceBytes(const MoeParams& p) { return Carve(p, nullptr).bytes; }
 
-cudaError_t LaunchMoe(const MoeParams& p, void* workspace, cudaStream_t stream) {
-  if (Validate(p)) return cudaErrorInvalidValue;
-  if (p.tokens == 0) return cudaSuccess;
-  if (!workspace) return cudaErrorInvalidValue;
-  const Workspace ws = Carve(p, workspace);
+namespace {
+
+// Groups the pairs by expert and runs both grouped GEMMs: ws.y holds each
+// routed pair's (weighted, when p.w) output, by expert, in split planes.
+cudaError_t RunExperts(const MoeParams& p, const Workspace& ws, cudaStream_t stream) {
   const int bm = BlockM(p);
   const int max_tiles = MaxTiles(p, bm);
   AlignKernel<<<1, kAlignThreads, 0, stream>>>(p, ws, bm);
@@ -429,17 +428,130 @@ cudaError_t LaunchMoe(const MoeParams& p, void* workspace, cudaStream_t stream) 
   };
   switch (p.fmt) {
     case WeightFmt::kBf16:
-      e = gemms(std::integral_constant<WeightFmt, WeightFmt::kBf16>{});
-      break;
+      return gemms(std::integral_constant<WeightFmt, WeightFmt::kBf16>{});
     case WeightFmt::kFp8:
-      e = gemms(std::integral_constant<WeightFmt, WeightFmt::kFp8>{});
-      break;
+      return gemms(std::integral_constant<WeightFmt, WeightFmt::kFp8>{});
     case WeightFmt::kFp4:
-      e = gemms(std::integral_constant<WeightFmt, WeightFmt::kFp4>{});
-      break;
+      return gemms(std::integral_constant<WeightFmt, WeightFmt::kFp4>{});
   }
+  return cudaErrorInvalidValue;
+}
+
+// The local experts' choices of the dispatched rows: -1 for a row past its
+// source's count or a choice held by another rank.
+__global__ void LocalChoicesKernel(MoePairsParams p, int32_t* local) {
+  const int64_t n = int64_t{p.moe.tokens} * p.moe.k;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t row = i / p.moe.k;
+    const int s = static_cast<int>(row / p.capacity), j = static_cast<int>(row % p.capacity);
+    const int e = p.experts[i] - p.first_expert;
+    const bool live = s < p.sources && j < min(max(p.counts[s], 0), p.capacity);
+    local[i] = live && e >= 0 && e < p.moe.experts ? e : -1;
+  }
+}
+
+// One unweighted output row per routed pair, in the grouped order, straight
+// into the caller's buffer (the combine send buffer), and where it goes.
+__global__ void PairsOutKernel(MoePairsParams p, Workspace ws) {
+  const int total = min(ws.offsets[p.moe.experts], p.pair_capacity);
+  const int64_t plane = int64_t{p.moe.tokens} * p.moe.k * p.moe.dim;
+  for (int row = blockIdx.x; row < total; row += gridDim.x) {
+    for (int c = threadIdx.x; c < p.moe.dim; c += blockDim.x) {
+      float s = 0.0f;
+      for (int z = 0; z < ws.down_splits; ++z) s += ws.y[z * plane + int64_t{row} * p.moe.dim + c];
+      p.out[int64_t{row} * p.moe.dim + c] = __float2bfloat16(s);
+    }
+    if (threadIdx.x == 0) p.pair_dst[row] = ws.sorted_pair[row];
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) *p.pair_count = total;
+}
+
+__global__ void WeightedSumKernel(MoeWeightedSumParams p) {
+  __shared__ int order[kMoeMaxChoices];
+  const int t = blockIdx.x;
+  const int32_t* ids = p.idx + int64_t{t} * p.k;
+  if (threadIdx.x == 0) {
+    // Choices by expert id, ties in choice order (insertion sort: k is small).
+    for (int i = 0; i < p.k; ++i) {
+      int j = i;
+      while (j > 0 && ids[order[j - 1]] > ids[i]) {
+        order[j] = order[j - 1];
+        --j;
+      }
+      order[j] = i;
+    }
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < p.dim; c += blockDim.x) {
+    float s = 0.0f;
+    for (int r = 0; r < p.k; ++r) {
+      const int i = order[r];
+      s += __bfloat162float(p.y[(int64_t{t} * p.k + i) * p.dim + c]) * p.w[int64_t{t} * p.k + i];
+    }
+    p.out[int64_t{t} * p.dim + c] = __float2bfloat16(s);
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchMoe(const MoeParams& p, void* workspace, cudaStream_t stream) {
+  if (Validate(p) || !p.w || !p.out) return cudaErrorInvalidValue;
+  if (p.tokens == 0) return cudaSuccess;
+  if (!workspace) return cudaErrorInvalidValue;
+  const Workspace ws = Carve(p, workspace);
+  cudaError_t e = RunExperts(p, ws, stream);
   if (e != cudaSuccess) return e;
   CombineKernel<<<p.tokens, 256, 0, stream>>>(p, ws);
+  return cudaGetLastError();
+}
+
+const char* Validate(const MoePairsParams& p) {
+  if (const char* m = Validate(p.moe)) return m;
+  if (!p.experts || !p.counts || !p.out || !p.pair_dst || !p.pair_count)
+    return "moe pairs: null pointer";
+  if (p.sources < 1 || p.capacity < 1 || int64_t{p.sources} * p.capacity != p.moe.tokens)
+    return "moe pairs: rows must be sources x capacity";
+  if (p.pair_capacity < 0) return "moe pairs: negative pair capacity";
+  return nullptr;
+}
+
+size_t MoePairsWorkspaceBytes(const MoePairsParams& p) {
+  return AlignUp(4 * size_t(p.moe.tokens) * p.moe.k) + MoeWorkspaceBytes(p.moe);
+}
+
+cudaError_t LaunchMoePairs(const MoePairsParams& p, void* workspace, cudaStream_t stream) {
+  if (Validate(p)) return cudaErrorInvalidValue;
+  if (!workspace) return cudaErrorInvalidValue;
+  auto* local = static_cast<int32_t*>(workspace);
+  MoePairsParams q = p;
+  q.moe.idx = local;
+  q.moe.w = nullptr;  // unweighted: the token's own rank weighs (MoeWeightedSum)
+  const int64_t n = int64_t{p.moe.tokens} * p.moe.k;
+  LocalChoicesKernel<<<static_cast<int>(std::min<int64_t>((n + 255) / 256, 1024)), 256, 0,
+                       stream>>>(q, local);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  const Workspace ws =
+      Carve(q.moe, static_cast<char*>(workspace) + AlignUp(4 * size_t(p.moe.tokens) * p.moe.k));
+  e = RunExperts(q.moe, ws, stream);
+  if (e != cudaSuccess) return e;
+  const int blocks = std::max(1, std::min(p.pair_capacity, 4 * p.moe.num_sms));
+  PairsOutKernel<<<blocks, 256, 0, stream>>>(q, ws);
+  return cudaGetLastError();
+}
+
+const char* Validate(const MoeWeightedSumParams& p) {
+  if (!p.y || !p.idx || !p.w || !p.out) return "moe weighted sum: null pointer";
+  if (p.tokens < 0 || p.k < 1 || p.k > kMoeMaxChoices || p.dim < 1)
+    return "moe weighted sum: bad sizes (k must be in [1, 64])";
+  return nullptr;
+}
+
+cudaError_t LaunchMoeWeightedSum(const MoeWeightedSumParams& p, cudaStream_t stream) {
+  if (Validate(p)) return cudaErrorInvalidValue;
+  if (p.tokens == 0) return cudaSuccess;
+  WeightedSumKernel<<<p.tokens, 256, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -25,7 +25,7 @@ namespace moegraph::cuda {
 struct MoeParams {
   const __nv_bfloat16* x = nullptr;  // [tokens, dim]
   const int32_t* idx = nullptr;      // [tokens, k]
-  const float* w = nullptr;          // [tokens, k]
+  const float* w = nullptr;          // [tokens, k]; null: unweighted (MoePairs only)
   WeightFmt fmt = WeightFmt::kBf16;  // of w1, w2, w3
   QuantOperand w1;                   // [experts, inter, dim]
   QuantOperand w3;                   // [experts, inter, dim]
@@ -39,5 +39,40 @@ constexpr int kMoeMaxExperts = 1024;
 const char* Validate(const MoeParams& p);
 size_t MoeWorkspaceBytes(const MoeParams& p);
 cudaError_t LaunchMoe(const MoeParams& p, void* workspace, cudaStream_t stream);
+
+// Expert parallelism (Backend::MoeExpertPairs): the experts this rank holds
+// over the rows dispatched to it. moe.x holds sources x capacity rows (source
+// s owns rows [s * capacity, s * capacity + counts[s])); moe.experts is the
+// rank's expert count, moe.idx and moe.w are set here. One unweighted output
+// row per routed (row, choice) pair goes to out, grouped by expert (in no
+// fixed order within an expert), pair_dst[i] = row * k + choice, and
+// pair_count = the pairs written (at most pair_capacity; size it rows x k).
+struct MoePairsParams {
+  MoeParams moe;
+  const int32_t* experts = nullptr;  // [rows, k] global expert ids, -1: held elsewhere
+  const int32_t* counts = nullptr;   // [sources], device
+  int sources = 1, capacity = 0, first_expert = 0;
+  __nv_bfloat16* out = nullptr;   // [pair_capacity, dim]
+  int32_t* pair_dst = nullptr;    // [pair_capacity]
+  int32_t* pair_count = nullptr;  // [1]
+  int pair_capacity = 0;
+};
+const char* Validate(const MoePairsParams& p);
+size_t MoePairsWorkspaceBytes(const MoePairsParams& p);
+cudaError_t LaunchMoePairs(const MoePairsParams& p, void* workspace, cudaStream_t stream);
+
+// out[t] = sum_i w[t,i] * y[t,i,:] in increasing expert id idx[t,i] (ties in
+// choice order), fp32 sums: the token's own rank combining its experts'
+// outputs (Backend::MoeWeightedSum).
+constexpr int kMoeMaxChoices = 64;
+struct MoeWeightedSumParams {
+  const __nv_bfloat16* y = nullptr;  // [tokens, k, dim]
+  const int32_t* idx = nullptr;      // [tokens, k]
+  const float* w = nullptr;          // [tokens, k]
+  __nv_bfloat16* out = nullptr;      // [tokens, dim]
+  int tokens = 0, k = 0, dim = 0;
+};
+const char* Validate(const MoeWeightedSumParams& p);
+cudaError_t LaunchMoeWeightedSum(const MoeWeightedSumParams& p, cudaStream_t stream);
 
 }  // namespace moegraph::cuda

@@ -78,5 +78,88 @@ TEST_CASE("MoeExperts", "[cuda]") {
   }
 }
 
+// Expert parallelism's two MoE halves against the CPU backend: the experts of
+// one rank over rows dispatched from several sources (rows past a source's
+// count and choices held elsewhere skipped; outputs unweighted, one per pair,
+// matched by pair_dst since the order within an expert is free), and the
+// weighted sum on the token's own rank.
+TEST_CASE("MoeExpertPairs and MoeWeightedSum", "[cuda]") {
+  ReseedRng("MoeExpertPairs");
+  struct Case {
+    int sources, capacity, local, first, k, D, F;
+  };
+  for (Case c : {Case{2, 5, 4, 4, 2, 64, 32}, Case{4, 16, 8, 8, 6, 4096, 2048},
+                 Case{3, 40, 16, 0, 6, 512, 256}}) {
+    const std::string shape = std::to_string(c.sources) + "x" + std::to_string(c.capacity) +
+                              " local " + std::to_string(c.local) + " k" + std::to_string(c.k) +
+                              " D" + std::to_string(c.D);
+    const int N = c.sources * c.capacity, E = c.first + c.local + 4;
+    const float wstd = 1.0f / std::sqrt(float(c.D));
+    auto w1 = Make(Kind::kMatrix, RandomBf16(int64_t{c.local} * c.F * c.D, 2.0f * wstd),
+                   {c.local, c.F, c.D});
+    auto w3 = Make(Kind::kMatrix, RandomBf16(int64_t{c.local} * c.F * c.D, 2.0f * wstd),
+                   {c.local, c.F, c.D});
+    auto w2 =
+        Make(Kind::kMatrix, RandomBf16(int64_t{c.local} * c.D * c.F, 1.0f / std::sqrt(float(c.F))),
+             {c.local, c.D, c.F});
+    auto x = Make(Kind::kAct, RandomBf16(int64_t{N} * c.D, 1.0f), {N, c.D});
+    std::vector<int32_t> experts = RandomRouting(N, E, c.k);
+    for (int32_t& e : experts) {
+      if (e < c.first || e >= c.first + c.local) e = -1;
+    }
+    std::vector<int32_t> counts(c.sources);
+    for (int32_t& n : counts) n = static_cast<int32_t>(Rng()() % (c.capacity + 1));
+    counts[0] = c.capacity;  // one full source
+    auto ex = MakeI32(experts, {N, c.k});
+    auto cn = MakeI32(counts, {c.sources});
+    const int P = N * c.k;
+    auto out = MakeOut(Kind::kAct, {P, c.D});
+    auto dst = MakeOut(Kind::kI32, {P});
+    auto cnt = MakeOut(Kind::kI32, {1});
+    const ExpertWeights ec{w1->cpu, w2->cpu, w3->cpu}, eg{w1->gpu, w2->gpu, w3->gpu};
+    REQUIRE(Cpu()
+                .MoeExpertPairs(x->cpu, ex->cpu, cn->cpu, c.first, ec, 10.0f, out->cpu, dst->cpu,
+                                cnt->cpu)
+                .ok());
+    absl::Status st = Gpu().MoeExpertPairs(x->gpu, ex->gpu, cn->gpu, c.first, eg, 10.0f, out->gpu,
+                                           dst->gpu, cnt->gpu);
+    INFO(st.ToString());
+    REQUIRE(st.ok());
+    const int pairs = FetchI32(Cpu(), cnt->cpu)[0];
+    CHECK(pairs > 0);
+    REQUIRE(FetchI32(Gpu(), cnt->gpu)[0] == pairs);
+    // Both outputs in pair_dst order.
+    auto by_dst = [&](Backend& b, const Mirror& o, const Mirror& d, bool gpu) {
+      const std::vector<float> rows = Fetch(b, gpu ? o.gpu : o.cpu);
+      const std::vector<int32_t> where = FetchI32(b, gpu ? d.gpu : d.cpu);
+      std::vector<std::pair<int32_t, int>> order;
+      for (int i = 0; i < pairs; ++i) order.push_back({where[i], i});
+      std::sort(order.begin(), order.end());
+      std::vector<float> sorted;
+      std::vector<int32_t> keys;
+      for (auto [key, i] : order) {
+        keys.push_back(key);
+        sorted.insert(sorted.end(), rows.begin() + int64_t{i} * c.D,
+                      rows.begin() + int64_t{i + 1} * c.D);
+      }
+      return std::pair{keys, sorted};
+    };
+    const auto [cpu_keys, cpu_rows] = by_dst(Cpu(), *out, *dst, false);
+    const auto [gpu_keys, gpu_rows] = by_dst(Gpu(), *out, *dst, true);
+    CHECK(gpu_keys == cpu_keys);
+    ExpectClose("MoeExpertPairs", shape, gpu_rows, cpu_rows);
+
+    // The token's own rank: every choice's output, weighted in expert order.
+    const int T = c.capacity;
+    auto y = Make(Kind::kAct, RandomBf16(int64_t{T} * c.k * c.D, 1.0f), {T, c.k, c.D});
+    auto idx = MakeI32(RandomRouting(T, E, c.k), {T, c.k});
+    auto w = Make(Kind::kF32, RandomUniformBf16(int64_t{T} * c.k, 0.1f, 1.0f), {T, c.k});
+    auto sum = MakeOut(Kind::kAct, {T, c.D});
+    REQUIRE(Cpu().MoeWeightedSum(y->cpu, idx->cpu, w->cpu, sum->cpu).ok());
+    REQUIRE(Gpu().MoeWeightedSum(y->gpu, idx->gpu, w->gpu, sum->gpu).ok());
+    CompareOut("MoeWeightedSum", shape, *sum);
+  }
+}
+
 }  // namespace
 }  // namespace moegraph::cuda_test

@@ -25,6 +25,7 @@
 #include "engine/backend/op_timer.h"
 #include "engine/backend/operand_check.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/moe.h"
 #include "kernels/cuda/step_meta.h"
 
 namespace moegraph::cuda_impl {
@@ -121,6 +122,11 @@ class CudaBackendImpl final : public Backend, public OpTimer {
                      const Tensor& token_ids, float routed_scaling, Tensor idx, Tensor w) override;
   absl::Status MoeExperts(const Tensor& x, const Tensor& idx, const Tensor& w,
                           const ExpertWeights& experts, float swiglu_limit, Tensor out) override;
+  absl::Status MoeExpertPairs(const Tensor& x, const Tensor& experts, const Tensor& counts,
+                              int first_expert, const ExpertWeights& local, float swiglu_limit,
+                              Tensor out, Tensor pair_dst, Tensor pair_count) override;
+  absl::Status MoeWeightedSum(const Tensor& y, const Tensor& idx, const Tensor& w,
+                              Tensor out) override;
 
   // OpTimer
   absl::Status Enable(bool on) override;
@@ -168,6 +174,10 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   // How many leading rows of an FP8 product of `rows` rows run W8A8
   // (activations quantized, cuBLASLt's block-scaled FP8 GEMM) rather than our
   // W8A16 kernel: 0, or a multiple of kFp8BlockScaledRows.
+  // The routed experts' operands of MoeExperts and MoeExpertPairs, checked
+  // (x act [T, D]): p's formats, weights, sizes and num_sms.
+  absl::Status ExpertOperands(const char* op, const Tensor& x, const ExpertWeights& experts,
+                              float swiglu_limit, cuda::MoeParams* p) const;
   int64_t W8A8Rows(const Weight& w, int64_t rows, int64_t n, int64_t k) const;
   absl::Status W8A8Gemm(const char* op, const Tensor& x, const Weight& w, int64_t row0,
                         int64_t rows_of_w, int64_t k, int64_t ldx, int64_t rows, Tensor y,
