@@ -507,7 +507,9 @@ cudaError_t LaunchMoe(const MoeParams& p, void* workspace, cudaStream_t stream) 
 }
 
 const char* Validate(const MoePairsParams& p) {
-  if (const char* m = Validate(p.moe)) return m;
+  MoeParams moe = p.moe;
+  moe.idx = p.experts;  // LaunchMoePairs points idx at its local choices
+  if (const char* m = Validate(moe)) return m;
   if (!p.experts || !p.counts || !p.out || !p.pair_dst || !p.pair_count)
     return "moe pairs: null pointer";
   if (p.sources < 1 || p.capacity < 1 || int64_t{p.sources} * p.capacity != p.moe.tokens)
