@@ -302,6 +302,7 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
     // a time. Both sample at temperature 1 with a seed per sequence, so the
     // tokens (and the hash-routed experts they pick) spread as random ids do.
     double pipelined_ms = 0, serial_ms = 0;
+    std::vector<double> fed_span_ms;
     if (engine->pipelines()) {
       std::vector<sampling::SamplingParams> spread(B);
       for (int s = 0; s < B; ++s) {
@@ -324,20 +325,31 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
         return engine->Launch(plan);
       };
       StepResult result;
-      for (bool ahead : {false, true}) {
-        const auto w0 = std::chrono::steady_clock::now();
-        RETURN_IF_ERROR(launch(false));
-        for (int i = 1; i < steps; ++i) {
-          if (!ahead) RETURN_IF_ERROR(engine->Collect(&result));
-          RETURN_IF_ERROR(launch(true));
-          if (ahead) RETURN_IF_ERROR(engine->Collect(&result));
-        }
+      auto ms_since = [](std::chrono::steady_clock::time_point t0) {
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+            .count();
+      };
+      // One at a time, each step's GPU span from events (the GPU is idle at
+      // each Mark, so the span is the step's own work).
+      auto w0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < steps; ++i) {
+        if (timer) RETURN_IF_ERROR(timer->Mark());
+        RETURN_IF_ERROR(launch(i > 0));
         RETURN_IF_ERROR(engine->Collect(&result));
-        (ahead ? pipelined_ms : serial_ms) =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - w0)
-                .count() /
-            steps;
+        if (timer) {
+          ASSIGN_OR_RETURN(const double span, timer->SinceMark());
+          fed_span_ms.push_back(span);
+        }
       }
+      serial_ms = ms_since(w0) / steps;
+      w0 = std::chrono::steady_clock::now();
+      RETURN_IF_ERROR(launch(false));
+      for (int i = 1; i < steps; ++i) {
+        RETURN_IF_ERROR(launch(true));
+        RETURN_IF_ERROR(engine->Collect(&result));
+      }
+      RETURN_IF_ERROR(engine->Collect(&result));
+      pipelined_ms = ms_since(w0) / steps;
     }
     for (int s = 0; s < B; ++s) engine->ReleaseSlot(s);
 
@@ -363,6 +375,15 @@ absl::Status Bench(const BenchArgs& args, const std::string& graphs) {
           "tokens fed on the device)\n",
           mode.c_str(), B, pipelined_ms, steps, B * 1e3 / pipelined_ms, pipelined_ms / floor_ms,
           serial_ms);
+      if (!fed_span_ms.empty()) {
+        // The GPU's idle time a step: the wall time a step takes minus the
+        // GPU span of one (events), one at a time and pipelined.
+        const double span = Median(fed_span_ms);
+        std::printf(
+            "GPU-IDLE mode=%s batch=%d: step span %.3f ms (events); idle %.1f us a step one at a "
+            "time, %.1f us pipelined\n",
+            mode.c_str(), B, span, (serial_ms - span) * 1e3, (pipelined_ms - span) * 1e3);
+      }
     }
     std::printf("| %s | %d | %.3f | %.0f | %.3f | %.3f | %.2f |\n", mode.c_str(), B, med,
                 B * 1e3 / med, Median(wall_ms), floor_ms, med / floor_ms);

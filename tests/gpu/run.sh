@@ -103,7 +103,7 @@ for step in $steps; do
           --batches $4 --graphs full --device cuda --steps 30 >> "$OUT/bench_random.log" 2>&1
         check "bench random V4-Flash layers=$1 $2 context $3 in $((SECONDS - t0)) s" $?
       done
-      while read -r l; do note "  $l"; done < <(grep -E "^(bench-decode|BENCH|PIPELINED)" "$OUT/bench_random.log" | cut -c1-330)
+      while read -r l; do note "  $l"; done < <(grep -E "^(bench-decode|BENCH|PIPELINED|GPU-IDLE)" "$OUT/bench_random.log" | cut -c1-330)
       ;;
     golden)
       if [ ! -x "$STAGE/moegraph" ]; then note "golden: no moegraph binary staged"; continue; fi
@@ -156,7 +156,7 @@ for step in $steps; do
           --graphs full --prefill 2048 >> "$OUT/bench_quant.log" 2>&1
         check "bench $fx in $((SECONDS - t0)) s" $?
       done
-      while read -r l; do note "  $l"; done < <(grep -E "^(BENCH|PIPELINED|PREFILL)" "$OUT/bench_quant.log")
+      while read -r l; do note "  $l"; done < <(grep -E "^(BENCH|PIPELINED|GPU-IDLE|PREFILL)" "$OUT/bench_quant.log")
       "$STAGE/moegraph_cuda_tests" "[bench][quant]" > "$OUT/opbench_quant.log" 2>&1
       check "opbench quant" $?
       while read -r l; do note "  $l"; done < <(grep "^OP-BENCH" "$OUT/opbench_quant.log")
@@ -276,7 +276,7 @@ echo "==== logs in $OUT"
 for f in "$OUT"/golden_*.log; do
   [ -f "$f" ] && { echo "---- $(basename "$f")"; grep -E '^(a |b |PASS|FAIL|check-golden)' "$f" | cut -c1-230; }
 done
-[ -f "$OUT/bench.log" ] && { echo "---- bench (| mode | batch | step ms | tokens/s | host wall ms | floor ms | x floor |)"; grep -E '^(bench-decode|BENCH|PIPELINED|PREFILL|\|)' "$OUT/bench.log" | head -80; }
+[ -f "$OUT/bench.log" ] && { echo "---- bench (| mode | batch | step ms | tokens/s | host wall ms | floor ms | x floor |)"; grep -E '^(bench-decode|BENCH|PIPELINED|GPU-IDLE|PREFILL|\|)' "$OUT/bench.log" | head -80; }
 table_of() { cut -d'|' -f2- | awk -F'|' '{ printf "%-34s", $1; for (i = 2; i <= NF; ++i) printf " | %-16s", $i; printf "\n" }'; }
 [ -f "$OUT/opbench.log" ] && { echo "---- opbench"; grep '^OP-BENCH' "$OUT/opbench.log" | table_of; }
 if [ -f "$OUT/cuda_tests.log" ]; then
