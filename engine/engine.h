@@ -39,6 +39,10 @@ struct EngineOptions {
   // With device sampling: let the scheduler launch step N+1 before step N's
   // ids reach the host (Engine::pipelines(); docs/decode-step.md).
   bool pipeline_steps = true;
+  // CPU: the backend samples (the host's Sampler behind the device sampler's
+  // contract), so the staged-sampling and pipelined steps of the GPU path run
+  // without a GPU. Off by default: the scheduler samples CPU logits itself.
+  bool cpu_backend_sampling = false;
   // No checkpoint: model_dir (a directory with config.json, or a .json file)
   // gives only the config; the weights are random (bench-decode, memory and
   // speed figures of models one does not have). Never for serving text.

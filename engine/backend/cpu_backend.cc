@@ -13,6 +13,7 @@
 #include "engine/backend/operand_check.h"
 #include "engine/common/bf16.h"
 #include "engine/common/status_macros.h"
+#include "engine/sampling/device_row.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/compressor.h"
 #include "kernels/cpu/elementwise.h"
@@ -414,6 +415,25 @@ class CpuBackend final : public Backend {
       std::memcpy(static_cast<char*>(out.data) + i * row_bytes,
                   static_cast<const char*>(x.data) + r[i] * row_bytes, row_bytes);
     }
+    return absl::OkStatus();
+  }
+
+  // The device sampler's contract on the host (sampling::SampleStagedRows):
+  // lets the engine's staged-sampling and pipelined paths run without a GPU.
+  absl::Status Sample(const Tensor& logits, const Tensor& params, Tensor ids) override {
+    RETURN_IF_ERROR(ExpectOperand("Sample", "logits", logits, {DType::kF32}, {kAny, kAny}));
+    const int64_t R = logits.dim(0);
+    RETURN_IF_ERROR(
+        ExpectOperand("Sample", "params", params, {DType::kI32}, {R, cuda::kSampleRowWords}));
+    RETURN_IF_ERROR(ExpectOperand("Sample", "ids", ids, {DType::kI32}, {kAny}));
+    if (ids.numel() < cuda::SampleOutputWords(R)) {
+      return OperandError("Sample",
+                          absl::StrCat("ids: expected at least ", cuda::SampleOutputWords(R),
+                                       " words, found ", ids.numel()));
+    }
+    sampling::SampleStagedRows(logits.as<const float>(), R, logits.dim(1),
+                               reinterpret_cast<const cuda::SampleRowParams*>(params.data),
+                               ids.as<int32_t>(), &sampler_);
     return absl::OkStatus();
   }
 
@@ -896,6 +916,7 @@ class CpuBackend final : public Backend {
 
   CpuBackendOptions options_;
   std::vector<char> workspace_;  // per-op scratch, reused across calls
+  sampling::Sampler sampler_;    // Sample's scratch
   std::vector<float> act_quant_;
 };
 

@@ -123,7 +123,7 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
                                                    backend.name(), " has none (use off)"));
   }
   e->graph_mode_ = options.graphs == "auto" ? (e->bucketed_ ? "full" : "off") : options.graphs;
-  e->device_sampler_ = options.device_sampling && e->bucketed_;
+  e->device_sampler_ = options.device_sampling && (e->bucketed_ || options.cpu_backend_sampling);
   e->pipeline_steps_ = options.pipeline_steps;
   for (Launched* l : {&e->step_, &e->inflight_[0], &e->inflight_[1]})
     l->row_params.reserve(static_cast<size_t>(options.num_slots));
@@ -314,6 +314,7 @@ absl::Status Dsv4Engine::LaunchStep(const StepPlan& plan, bool want_sample, Laun
   const auto host_start = std::chrono::steady_clock::now();
   StageOptions so;
   so.fed_rows = &fed_rows_;
+  so.sample = device_sampler_;
   int graph = -1;
   const Dsv4Model::Pieces* pieces = nullptr;
   step->mode = "eager";
@@ -326,7 +327,6 @@ absl::Status Dsv4Engine::LaunchStep(const StepPlan& plan, bool want_sample, Laun
       rows += ch.want_logits ? 1 : 0;
     }
     const int S = static_cast<int>(plan.seqs.size());
-    so.sample = device_sampler_;
     if (decode && S <= decode_buckets_.back()) {
       const size_t i = std::lower_bound(decode_buckets_.begin(), decode_buckets_.end(), S) -
                        decode_buckets_.begin();

@@ -36,7 +36,7 @@ class Dsv4Engine final : public Engine {
   absl::Status Step(const StepPlan& plan, std::vector<float>* logits) override;
   absl::Status StepAndSample(const StepPlan& plan, StepResult* result) override;
   bool SamplesOnDevice(const SeqChunk& chunk) const override;
-  // Device-sampling engines on a graph backend run ahead (docs/decode-step.md).
+  // Engines that sample on their backend run ahead (docs/decode-step.md).
   bool pipelines() const override { return device_sampler_ && pipeline_steps_; }
   absl::Status Launch(const StepPlan& plan) override;
   absl::Status Collect(StepResult* result) override;
@@ -99,9 +99,11 @@ class Dsv4Engine final : public Engine {
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Dsv4Model> model_;
   std::unique_ptr<SequenceState> state_;
-  bool bucketed_ = false;        // pad steps to buckets (CUDA: shapes tuned at load)
-  bool device_sampler_ = false;  // the backend samples (staged params in every step)
-  bool pipeline_steps_ = true;   // EngineOptions::pipeline_steps
+  bool bucketed_ = false;  // pad steps to buckets (CUDA: shapes tuned at load)
+  // The backend samples (staged params in every step): CUDA, or the CPU with
+  // EngineOptions::cpu_backend_sampling.
+  bool device_sampler_ = false;
+  bool pipeline_steps_ = true;  // EngineOptions::pipeline_steps
   std::string graph_mode_ = "off";
   std::vector<int> decode_buckets_;  // batch sizes with a captured graph
   std::vector<int> decode_graphs_;   // their graph ids ("full")

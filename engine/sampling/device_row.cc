@@ -1,5 +1,7 @@
 #include "engine/sampling/device_row.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace moegraph::sampling {
@@ -26,6 +28,38 @@ absl::StatusOr<cuda::SampleRowParams> DeviceRow(const SamplingParams& p, uint64_
   for (size_t b = 0; b < banned.size(); ++b) r.banned[b] = banned[b];
   r.logprobs = p.logprobs || p.top_logprobs > 0 ? p.top_logprobs : -1;
   return r;
+}
+
+void SampleStagedRows(const float* logits, int64_t rows, int64_t vocab,
+                      const cuda::SampleRowParams* params, int32_t* out, Sampler* sampler) {
+  auto* records = reinterpret_cast<cuda::SampleLogprobs*>(out + rows);
+  SampleResult result;
+  for (int64_t r = 0; r < rows; ++r) {
+    const cuda::SampleRowParams& row = params[r];
+    SamplingParams p;
+    p.temperature = row.temperature;
+    p.top_k = row.top_k;
+    p.top_p = row.top_p;
+    p.min_p = row.min_p;
+    p.seed = uint64_t{row.seed_hi} << 32 | row.seed_lo;
+    p.logprobs = row.logprobs >= 0;
+    p.top_logprobs = std::max(row.logprobs, 0);
+    int banned = 0;
+    while (banned < cuda::kSampleMaxBanned && row.banned[banned] >= 0) ++banned;
+    const uint64_t index = uint64_t{row.index_hi} << 32 | row.index_lo;
+    sampler->Sample(std::span<const float>(logits + r * vocab, static_cast<size_t>(vocab)), p,
+                    nullptr, std::span<const int32_t>(row.banned, banned), index, &result);
+    out[r] = result.token_id;
+    if (row.logprobs < 0) continue;
+    cuda::SampleLogprobs& rec = records[r];
+    rec.chosen = result.logprob;
+    rec.count = static_cast<int32_t>(
+        std::min<size_t>(result.top.size(), static_cast<size_t>(cuda::kSampleMaxTopLogprobs)));
+    for (int j = 0; j < rec.count; ++j) {
+      rec.ids[j] = result.top[j].token_id;
+      rec.values[j] = result.top[j].logprob;
+    }
+  }
 }
 
 }  // namespace moegraph::sampling

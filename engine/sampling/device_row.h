@@ -16,4 +16,13 @@ namespace moegraph::sampling {
 absl::StatusOr<cuda::SampleRowParams> DeviceRow(const SamplingParams& p, uint64_t index,
                                                 std::span<const int32_t> banned);
 
+// What the device sampler does, on the host, with the host's Sampler: one id
+// per row of `logits` (f32 [rows, vocab]) from its staged row, into `out`
+// laid out as the device writes it (the ids, then a cuda::SampleLogprobs per
+// row, filled for rows that ask for logprobs; out holds
+// cuda::SampleOutputWords(rows) words). The same draws as sampling each row
+// with Sampler::Sample directly.
+void SampleStagedRows(const float* logits, int64_t rows, int64_t vocab,
+                      const cuda::SampleRowParams* params, int32_t* out, Sampler* sampler);
+
 }  // namespace moegraph::sampling

@@ -52,6 +52,8 @@ constexpr const char* kUsage =
     "  --fake-load-ms N     with --fake-engine: pretend loading takes N ms\n"
     "  --no-pipeline        GPU: collect every step's ids before planning the next\n"
     "                       (by default step N+1 is launched before N's ids are back)\n"
+    "  --cpu-pipelined      CPU: sample on the backend and pipeline steps as the GPU\n"
+    "                       engine does (its code path without a GPU; for tests)\n"
     "  --help               this text\n"
     "\n";
 
@@ -60,6 +62,7 @@ struct DaemonFlags {
   bool fake_engine = false;
   bool fake_pipelined = false;
   bool no_pipeline = false;
+  bool cpu_pipelined = false;
   double fake_step_ms = 0;
   double fake_load_ms = 0;
   std::vector<std::string> config_flags;  // for ApplyServerFlags
@@ -97,6 +100,10 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, char** argv) {
     }
     if (arg == "--no-pipeline" || arg == "--no_pipeline") {
       flags.no_pipeline = true;
+      continue;
+    }
+    if (arg == "--cpu-pipelined" || arg == "--cpu_pipelined") {
+      flags.cpu_pipelined = true;
       continue;
     }
     absl::StatusOr<bool> got = value_of("--config", &flags.config_path);
@@ -255,6 +262,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     options.state_pool_tokens = config.state_pool_tokens;
     options.w8a8_min_rows = config.w8a8_min_rows;
     options.pipeline_steps = !flags.no_pipeline;
+    options.cpu_backend_sampling = flags.cpu_pipelined;
     absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(options);
     if (!created.ok()) {
       LOG_ERROR << "loading " << config.model_dir << ": " << created.status();

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "engine/model/dsv4_engine.h"
+#include "tests/common/pipeline_scenario.h"
 #include "tests/cuda/backend_pair.h"
 
 namespace moegraph::cuda_test {
@@ -286,98 +287,46 @@ TEST_CASE("decode graphs: a step copies, launches and waits only what it must", 
 // Pipelined steps (Engine::Launch/Collect): step N+1 is launched before step
 // N's ids reach the host, its decode tokens taken on the device from N's
 // samples (token_from_last_sample). The same engine runs the sequences one
-// step at a time on slots 0-2 and pipelined on slots 3-5: greedy, seeded
-// sampling and logprobs must agree token for token and value for value.
+// step at a time on slots 0-2 and pipelined on slots 3-5
+// (tests/common/pipeline_scenario.h): greedy, seeded sampling and logprobs
+// must agree token for token and value for value; a launch neither
+// synchronizes nor launches more than its graph.
 TEST_CASE("decode graphs: pipelined steps give the tokens of steps run one at a time", "[cuda]") {
   auto e = MakeEngine("dsv4-shape", "full");
   REQUIRE(e->pipelines());
   Backend& b = *e->backend();
-  const int vocab = e->info().vocab_size;
-  sampling::SamplingParams params[3];
-  params[1].temperature = 0.8f;
-  params[1].top_k = 20;
-  params[1].seed = 7;
-  params[2].temperature = 1.0f;
-  params[2].top_p = 0.9f;
-  params[2].seed = 3;
-  params[2].logprobs = true;
-  params[2].top_logprobs = 2;
-  const int prompt_len[3] = {9, 23, 4};
-  std::vector<int32_t> prompts;
-  for (int s = 0; s < 3; ++s)
-    for (int i = 0; i < prompt_len[s]; ++i) prompts.push_back((s * 37 + i * 11 + 1) % vocab);
+  testing::PipelineScenario scenario(e->info().vocab_size);
   constexpr int kDecodeSteps = 12;
-  // Step 0 prefills the three prompts; step k >= 1 decodes one token each.
-  // `fed`: decode tokens come from the device (token ids 0 on the host).
-  auto plan_for = [&](int first_slot, int step, bool fed, const std::vector<int32_t>& last) {
-    StepPlan p;
-    int offset = 0;
-    for (int s = 0; s < 3; ++s) {
-      const int len = step == 0 ? prompt_len[s] : 1;
-      SeqChunk ch(first_slot + s, step == 0 ? 0 : prompt_len[s] + step - 1, offset, len, true);
-      ch.sampling = &params[s];
-      ch.sample_index = static_cast<uint64_t>(step);
-      ch.token_from_last_sample = fed && step > 0;
-      p.seqs.push_back(ch);
-      offset += len;
-    }
-    static std::vector<int32_t> ids;
-    ids.clear();
-    if (step == 0) {
-      ids = prompts;
-    } else {
-      for (int s = 0; s < 3; ++s) ids.push_back(fed ? 0 : last[s]);
-    }
-    p.token_ids = ids.data();
-    p.num_tokens = static_cast<int>(ids.size());
-    return p;
-  };
   for (int s = 0; s < 6; ++s) REQUIRE(e->AcquireSlot(s, 64).ok());
-  std::vector<std::vector<int32_t>> one_at_a_time(3), pipelined(3);
-  std::vector<float> logprobs_a, logprobs_b;
-  auto record = [&](const StepResult& r, std::vector<std::vector<int32_t>>& tokens,
-                    std::vector<float>& logprobs) {
-    REQUIRE(r.sampled);
-    REQUIRE(r.ids.size() == 3);
-    for (int s = 0; s < 3; ++s) tokens[s].push_back(r.ids[s]);
-    REQUIRE(r.samples.size() == 3);
-    logprobs.push_back(r.samples[2].logprob);
-    for (const auto& t : r.samples[2].top) logprobs.push_back(t.logprob);
-  };
-  std::vector<int32_t> last(3);
-  for (int step = 0; step <= kDecodeSteps; ++step) {
-    StepResult r;
-    REQUIRE(e->StepAndSample(plan_for(0, step, false, last), &r).ok());
-    record(r, one_at_a_time, logprobs_a);
-    last = r.ids;
-  }
+  const testing::PipelineScenario::Trace one = scenario.OneAtATime(*e, 0, kDecodeSteps);
+  testing::PipelineScenario::Trace pipelined;
+  const std::vector<int32_t> unused;
   // Launch 0, launch 1 fed, collect 0, launch 2 fed, collect 1, ...
-  REQUIRE(e->Launch(plan_for(3, 0, true, last)).ok());
+  REQUIRE(e->Launch(scenario.Plan(3, 0, true, unused)).ok());
   for (int step = 1; step <= kDecodeSteps + 1; ++step) {
     if (step <= kDecodeSteps) {
       const BackendCounters c0 = b.counters();
-      absl::Status st = e->Launch(plan_for(3, step, true, last));
+      absl::Status st = e->Launch(scenario.Plan(3, step, true, unused));
       INFO("launch " << step << ": " << st);
       REQUIRE(st.ok());
       const BackendCounters c1 = b.counters();
       CHECK(c1.synchronizations == c0.synchronizations);  // the host never waits for the GPU here
       CHECK(c1.graph_launches - c0.graph_launches == 1);
-      CHECK(e->Launch(plan_for(3, step, true, last)).code() ==
+      CHECK(e->Launch(scenario.Plan(3, step, true, unused)).code() ==
             absl::StatusCode::kFailedPrecondition);  // two are in flight
-      StepResult unused;
-      CHECK(e->StepAndSample(plan_for(3, step, false, last), &unused).code() ==
+      StepResult refused;
+      CHECK(e->StepAndSample(scenario.Plan(3, step, false, unused), &refused).code() ==
             absl::StatusCode::kFailedPrecondition);
     }
     StepResult r;
     REQUIRE(e->Collect(&r).ok());
-    record(r, pipelined, logprobs_b);
+    testing::PipelineScenario::Record(r, &pipelined);
     CHECK(std::string(e->last_step_mode()) == (step == 1 ? "eager" : "full"));
   }
-  CHECK(e->Collect(nullptr).code() == absl::StatusCode::kFailedPrecondition);
-  CHECK(pipelined == one_at_a_time);
-  CHECK(logprobs_b == logprobs_a);
-  // Greedy and sampled sequences really differ (the seeds are used).
-  CHECK(one_at_a_time[0] != one_at_a_time[1]);
+  StepResult none;
+  CHECK(e->Collect(&none).code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(pipelined == one);
+  CHECK(one.tokens[0] != one.tokens[1]);  // the seeds are used
   // A chunk may take a sampled token only from a slot in the step before.
   for (int s = 0; s < 6; ++s) e->ReleaseSlot(s);
   REQUIRE(e->AcquireSlot(0, 64).ok());
@@ -386,7 +335,7 @@ TEST_CASE("decode graphs: pipelined steps give the tokens of steps run one at a 
   p.token_ids = &zero;
   p.num_tokens = 1;
   SeqChunk ch(0, 0, 0, 1, true);
-  ch.sampling = &params[0];
+  ch.sampling = &scenario.params(0);
   ch.token_from_last_sample = true;
   p.seqs.push_back(ch);
   StepResult r;

@@ -104,7 +104,9 @@ class Daemon:
     flags: extra command-line flags (they override the YAML).
     fake_engine: serve the deterministic stand-in model (no weights); with
         MOEGRAPH_FAKE_PIPELINED=1 in the environment it pipelines its steps
-        as a GPU engine does (--fake-pipelined).
+        as a GPU engine does (--fake-pipelined). With MOEGRAPH_CPU_PIPELINED=1
+        the real engine on the CPU samples on its backend and pipelines its
+        steps as on a GPU (--cpu-pipelined).
     The gRPC and metrics ports are picked here unless the flags set them.
     """
 
@@ -128,6 +130,8 @@ class Daemon:
             args.append("--fake-engine")
             if os.environ.get("MOEGRAPH_FAKE_PIPELINED"):
                 args.append("--fake-pipelined")
+        elif os.environ.get("MOEGRAPH_CPU_PIPELINED"):
+            args.append("--cpu-pipelined")
         args += list(flags)
         self.args = args
         self.proc = None

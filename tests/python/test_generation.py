@@ -5,7 +5,8 @@ ignore_eos, 40 tokens) returns the golden decode_ids, alone and concurrently;
 32 concurrent streams with mixed parameters are complete and correct (greedy
 = golden, seeded sampling = the same request alone); text prompts round-trip
 through the tokenizer; stop strings cut the text; three in-process expert-
-parallel CPU ranks give the golden tokens too. Exits 77 (skipped) when the
+parallel CPU ranks give the golden tokens too. With MOEGRAPH_CPU_PIPELINED=1
+the engine samples on its backend and its steps run ahead, as on a GPU. Exits 77 (skipped) when the
 build has no engine to load the model with."""
 
 import json
@@ -78,6 +79,16 @@ class GenerationTest(unittest.TestCase):
                 self.assertEqual(final.finish_reason, pb.FINISH_REASON_LENGTH)
                 self.assertEqual(final.usage.prompt_tokens, len(GOLDEN[name]["prompt_ids"]))
                 self.assertEqual(final.usage.completion_tokens, 40)
+
+    @unittest.skipUnless(os.environ.get("MOEGRAPH_CPU_PIPELINED"), "steps not pipelined")
+    def test_steps_ran_ahead(self):
+        # --cpu-pipelined: the golden tokens above came from steps launched
+        # before the previous step's ids were collected.
+        self.generate(golden_request("a"))
+        text = self.daemon.metrics_text()
+        ahead = [float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith("moegraph_steps_launched_ahead_total")]
+        self.assertTrue(ahead and ahead[0] >= 30, text[:2000])
 
     def test_golden_a_and_b_concurrently(self):
         out = {}
