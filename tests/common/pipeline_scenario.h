@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "engine/engine.h"
@@ -83,6 +84,23 @@ class PipelineScenario {
   }
 
   const sampling::SamplingParams& params(int s) const { return params_[s]; }
+
+  // A chunk may take its token from the last sample only where its slot had
+  // a sampled row in the step before: `slot` (freshly acquired) had none.
+  void ExpectFedTokenRefused(Engine& e, int slot) const {
+    StepPlan p;
+    const int32_t zero = 0;
+    p.token_ids = &zero;
+    p.num_tokens = 1;
+    SeqChunk ch(slot, 0, 0, 1, true);
+    ch.sampling = &params_[0];
+    ch.token_from_last_sample = true;
+    p.seqs.push_back(ch);
+    StepResult r;
+    const absl::Status st = e.StepAndSample(p, &r);
+    CHECK(st.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(std::string(st.message()).find("token_from_last_sample") != std::string::npos);
+  }
 
  private:
   static constexpr int kPromptLen[kSeqs] = {9, 23, 4};
