@@ -14,13 +14,13 @@
 #include <random>
 #include <vector>
 
-#define CK(x)                                          \
-  do {                                                 \
-    cudaError_t e = (x);                               \
-    if (e) {                                           \
-      std::printf("cuda %d line %d\n", e, __LINE__);   \
-      return 1;                                        \
-    }                                                  \
+#define CK(x)                                        \
+  do {                                               \
+    cudaError_t e = (x);                             \
+    if (e) {                                         \
+      std::printf("cuda %d line %d\n", e, __LINE__); \
+      return 1;                                      \
+    }                                                \
   } while (0)
 
 struct Shape {
@@ -44,13 +44,16 @@ int Try(cublasLtHandle_t h, Shape s, bool swap, bool ptr_before, bool out_f32, b
   for (auto& v : sx) v = std::ldexp(1.0f, int(rng() % 5) - 2);
   for (auto& v : sw) v = std::ldexp(1.0f, int(rng() % 5) - 2);
   // sx[k block][row]; sw [n block][k block] (K-block-major) or [k block][n block].
-  auto SW = [&](int nbi, int kbi) { return wscale_kmajor ? sw[nbi * kb + kbi] : sw[kbi * nb + nbi]; };
+  auto SW = [&](int nbi, int kbi) {
+    return wscale_kmajor ? sw[nbi * kb + kbi] : sw[kbi * nb + nbi];
+  };
   std::vector<double> ref(rows * n);
   for (int r = 0; r < rows; ++r)
     for (int c = 0; c < n; ++c) {
       double acc = 0;
       for (int i = 0; i < k; ++i)
-        acc += double(xf[r * k + i]) * sx[(i / 128) * rows + r] * wf[c * k + i] * SW(c / 128, i / 128);
+        acc +=
+            double(xf[r * k + i]) * sx[(i / 128) * rows + r] * wf[c * k + i] * SW(c / 128, i / 128);
       ref[r * n + c] = acc;
     }
   void *dx, *dw, *dy, *dsx, *dsw, *ws;
@@ -73,9 +76,12 @@ int Try(cublasLtHandle_t h, Shape s, bool swap, bool ptr_before, bool out_f32, b
   cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof(N));
   cublasLtMatmulMatrixScale_t blk = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F,
                               vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
-  const void *A = swap ? dx : dw, *B = swap ? dw : dx, *SA = swap ? dsx : dsw, *SB = swap ? dsw : dsx;
-  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, swap ? &vec : &blk, sizeof(blk));
-  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, swap ? &blk : &vec, sizeof(blk));
+  const void *A = swap ? dx : dw, *B = swap ? dw : dx, *SA = swap ? dsx : dsw,
+             *SB = swap ? dsw : dsx;
+  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, swap ? &vec : &blk,
+                                 sizeof(blk));
+  cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, swap ? &blk : &vec,
+                                 sizeof(blk));
   auto set_ptrs = [&] {
     cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &SA, sizeof(SA));
     cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &SB, sizeof(SB));
@@ -87,12 +93,14 @@ int Try(cublasLtHandle_t h, Shape s, bool swap, bool ptr_before, bool out_f32, b
   cublasLtMatrixLayoutCreate(&c, out_f32 ? CUDA_R_32F : CUDA_R_16BF, m_, n_, m_);
   cublasLtMatmulPreference_t pref;
   cublasLtMatmulPreferenceCreate(&pref);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb,
+                                       sizeof(wsb));
   cublasLtMatmulHeuristicResult_t res[8];
   int found = 0;
   cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, op, a, b, c, c, pref, 8, res, &found);
-  std::printf("rows=%5d n=%5d k=%5d swap=%d ptr_before=%d f32=%d wkmajor=%d: heuristic st=%d found=%d",
-              rows, n, k, swap, ptr_before, out_f32, wscale_kmajor, st, found);
+  std::printf(
+      "rows=%5d n=%5d k=%5d swap=%d ptr_before=%d f32=%d wkmajor=%d: heuristic st=%d found=%d",
+      rows, n, k, swap, ptr_before, out_f32, wscale_kmajor, st, found);
   if (st == 0 && found > 0) {
     if (!ptr_before) set_ptrs();
     float alpha = 1, beta = 0;
@@ -137,8 +145,8 @@ int main() {
   cublasLtHandle_t h;
   cublasLtCreate(&h);
   std::printf("cublasLt version %zu\n", cublasLtGetVersion());
-  const Shape shapes[] = {{1, 1024, 4096}, {64, 1024, 4096}, {128, 4096, 1024},
-                          {256, 1024, 4096}, {16, 256, 384},  {3, 512, 512}};
+  const Shape shapes[] = {{1, 1024, 4096},   {64, 1024, 4096}, {128, 4096, 1024},
+                          {256, 1024, 4096}, {16, 256, 384},   {3, 512, 512}};
   for (Shape s : shapes)
     for (int swap = 0; swap < 2; ++swap)
       for (int before = 0; before < 2; ++before)
