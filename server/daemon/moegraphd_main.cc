@@ -90,20 +90,16 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, char** argv) {
       flags.help = true;
       continue;
     }
-    if (arg == "--fake-engine" || arg == "--fake_engine") {
-      flags.fake_engine = true;
-      continue;
-    }
-    if (arg == "--fake-pipelined" || arg == "--fake_pipelined") {
-      flags.fake_pipelined = true;
-      continue;
-    }
-    if (arg == "--no-pipeline" || arg == "--no_pipeline") {
-      flags.no_pipeline = true;
-      continue;
-    }
-    if (arg == "--cpu-pipelined" || arg == "--cpu_pipelined") {
-      flags.cpu_pipelined = true;
+    // Switches, spelled with dashes or underscores.
+    std::string name = arg;
+    std::replace(name.begin(), name.end(), '_', '-');
+    bool* on = name == "--fake-engine"      ? &flags.fake_engine
+               : name == "--fake-pipelined" ? &flags.fake_pipelined
+               : name == "--no-pipeline"    ? &flags.no_pipeline
+               : name == "--cpu-pipelined"  ? &flags.cpu_pipelined
+                                            : nullptr;
+    if (on != nullptr) {
+      *on = true;
       continue;
     }
     absl::StatusOr<bool> got = value_of("--config", &flags.config_path);
