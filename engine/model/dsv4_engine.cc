@@ -225,20 +225,18 @@ absl::Status Dsv4Engine::Prepare() {
   };
   const size_t prefill_warmups = std::max(token_buckets_.size(), row_buckets_.size());
   for (size_t i = 0; i < prefill_warmups; ++i) {
-    StageOptions so;
+    StageOptions so = BaseStageOptions();
     so.pad_tokens = token_buckets_[std::min(i, token_buckets_.size() - 1)];
     so.pad_rows = std::min(so.pad_tokens, row_buckets_[std::min(i, row_buckets_.size() - 1)]);
     so.max_position = cap;
-    so.sample = device_sampler_;
     RETURN_IF_ERROR(warm(so));
   }
   auto decode_options = [&](int bucket) {
-    StageOptions so;
+    StageOptions so = BaseStageOptions();
     so.pad_tokens = bucket;
     so.decode_rows = true;
     so.pad_rows = bucket;
     so.max_position = cap;
-    so.sample = device_sampler_;
     return so;
   };
   for (int b : decode_buckets_) RETURN_IF_ERROR(warm(decode_options(b)));
@@ -295,6 +293,15 @@ absl::Status Dsv4Engine::Prepare() {
   return absl::OkStatus();
 }
 
+StageOptions Dsv4Engine::BaseStageOptions() const {
+  StageOptions so;
+  so.sample = device_sampler_;
+  // Only an engine that runs ahead stages fed tokens and has Run (and every
+  // graph) take them from the last step's samples.
+  if (pipelines()) so.fed_rows = &fed_rows_;
+  return so;
+}
+
 bool Dsv4Engine::SamplesOnDevice(const SeqChunk& ch) const {
   const sampling::SamplingParams* p = ch.sampling;
   return device_sampler_ && ch.want_logits && p != nullptr && !p->has_penalties() &&
@@ -312,9 +319,7 @@ bool Dsv4Engine::CanSampleOnDevice(const StepPlan& plan) const {
 
 absl::Status Dsv4Engine::LaunchStep(const StepPlan& plan, bool want_sample, Launched* step) {
   const auto host_start = std::chrono::steady_clock::now();
-  StageOptions so;
-  so.fed_rows = &fed_rows_;
-  so.sample = device_sampler_;
+  StageOptions so = BaseStageOptions();
   int graph = -1;
   const Dsv4Model::Pieces* pieces = nullptr;
   step->mode = "eager";

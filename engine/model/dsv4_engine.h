@@ -93,6 +93,8 @@ class Dsv4Engine final : public Engine {
   // captures the decode graphs. Logs progress.
   absl::Status Prepare();
   bool CanSampleOnDevice(const StepPlan& plan) const;
+  // What every step (and every warm-up and capture) stages with.
+  StageOptions BaseStageOptions() const;
 
   ModelInfo info_;
   // Destroyed in reverse order: state and model free through the backend.

@@ -651,7 +651,7 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
     max_pos = std::max(max_pos, ch.start_pos + ch.len - 1);
     int fed_row = -1;
     if (ch.token_from_last_sample) {
-      if (options.fed_rows != nullptr && embeds() && ch.len == 1)
+      if (options.fed_rows != nullptr && embeds() && runs_head() && ch.len == 1)
         fed_row = (*options.fed_rows)[ch.slot];
       if (fed_row < 0) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -745,6 +745,7 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
       options.max_position >= 0 ? std::max(options.max_position, max_pos) : max_pos;
   shape.sample = options.sample && !options.all_logits;
   shape.all_logits = options.all_logits;
+  shape.feed = options.fed_rows != nullptr && embeds() && runs_head();
   return shape;
 }
 
@@ -767,7 +768,7 @@ absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
                                  st.dev(st.count, 1)));
   const StepMeta sm = MetaFor(shape);
   Tensor token_ids = st.dev(st.ids, T);
-  if (embeds() && runs_head()) {
+  if (shape.feed) {
     // Pipelined steps: tokens sampled by the step before, still on the device
     // (one stream: that step's ids copy is ordered before this step's sampler
     // rewrites them).

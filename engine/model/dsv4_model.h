@@ -61,7 +61,8 @@ struct StageOptions {
   bool sample = false;
   // Pipelined steps: slot -> the logits row whose device-sampled id, from the
   // step run just before, a token_from_last_sample chunk of that slot takes
-  // (-1: none). Null: the plan may not carry such chunks.
+  // (-1: none). Null: the plan may not carry such chunks, and Run takes no
+  // tokens from the device (StepShape::feed).
   const std::vector<int>* fed_rows = nullptr;
 };
 
@@ -74,6 +75,7 @@ struct StepShape {
   int max_position = 0;
   bool sample = false;
   bool all_logits = false;
+  bool feed = false;  // Run takes fed tokens from the last step's samples
 };
 
 // The DeepSeek-V4 forward. A step has a host half (Stage: validate the plan,
