@@ -34,9 +34,8 @@ class SequenceOutput {
 
   int num_tokens() const { return num_tokens_; }
   // Ids the sampler must not pick for output token `index` (EOS and stop ids
-  // below min_tokens); banned_ids() for the next one.
+  // below min_tokens).
   std::span<const int32_t> banned_ids_at(int index) const;
-  std::span<const int32_t> banned_ids() const { return banned_ids_at(num_tokens_); }
 
  private:
   size_t HeldBackSuffix() const;

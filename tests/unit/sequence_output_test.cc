@@ -87,11 +87,11 @@ TEST_CASE("sequence output: EOS and stop ids, min_tokens, max_tokens", "[schedul
   {
     c.min_tokens = 2;
     SequenceOutput out(c, std::make_unique<LetterStream>());
-    CHECK(out.banned_ids().size() == 2);
+    CHECK(out.banned_ids_at(out.num_tokens()).size() == 2);
     out.Add(L('a'));
-    CHECK(out.banned_ids().size() == 2);
+    CHECK(out.banned_ids_at(out.num_tokens()).size() == 2);
     out.Add(L('b'));
-    CHECK(out.banned_ids().empty());
+    CHECK(out.banned_ids_at(out.num_tokens()).empty());
     SequenceOutput::Step s = out.Add(L('s'));
     CHECK(s.finished);
     CHECK(s.stop_token_id == L('s'));

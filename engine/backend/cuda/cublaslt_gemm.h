@@ -1,10 +1,11 @@
 // Matrix products through cuBLASLt: bf16 operands, or e4m3 operands with the
 // DeepSeek block scales (W8A8: activations one f32 per 1x128, weights one per
-// 128x128), fp32 compute, bf16 or fp32 output. The algorithm of each distinct problem (sizes,
-// strides, batch, output type, pointer alignment) is chosen once and cached with its descriptors:
-// the first Run outside stream capture times cuBLASLt's top heuristic candidates on the real
-// operands and keeps the fastest (MOEGRAPH_CUBLASLT_AUTOTUNE=0 keeps the heuristic's first choice).
-// The workspace is the caller's, passed to every Run.
+// 128x128), fp32 compute, bf16 or fp32 output. The algorithm of each
+// distinct problem (sizes, strides, batch, output type, pointer alignment) is
+// chosen once and cached with its descriptors: the first Run outside stream
+// capture times cuBLASLt's top heuristic candidates on the real operands and
+// keeps the fastest (MOEGRAPH_CUBLASLT_AUTOTUNE=0 keeps the heuristic's first
+// choice). The workspace is the caller's, passed to every Run.
 #pragma once
 
 #include <cublasLt.h>
