@@ -112,6 +112,15 @@ struct AttentionParams {
   Tensor selected;
 };
 
+// One destination rank's receive region for a source's dispatched rows
+// (Backend::ExchangeDispatch): rows land at [0, count).
+struct ExchangeRegion {
+  Tensor x;          // act [capacity, D]
+  Tensor experts;    // i32 [capacity, k]
+  Tensor src_token;  // i32 [capacity]
+  Tensor count;      // i32 [1]
+};
+
 // Routed experts of one layer, stacked at upload: logically w1, w3 [E, F, D],
 // w2 [E, D, F], each in one format (weight.h).
 struct ExpertWeights {
@@ -319,6 +328,27 @@ class Backend {
   // y act [T, k, D]; idx i32 / w f32 [T, k]; out act [T, D]. Default: UNIMPLEMENTED.
   virtual absl::Status MoeWeightedSum(const Tensor& y, const Tensor& idx, const Tensor& w,
                                       Tensor out);
+
+  // ---- the expert exchange's data movement (engine/parallel/in_process_exchange.h) --
+  // Row t of x (act [T, D], T >= 0) goes to to[r] for every rank r that
+  // owns (owner i32 [E]: rank of each expert) any of idx[t, :] (i32 [T, k]),
+  // rows in increasing t, with its k ids (-1 where r does not hold the
+  // choice) and t; to[r].count = rows sent to r. The regions may be another
+  // backend's memory (EnablePeerAccess). rows_scratch i32 [>= T * R] (the
+  // device's row plan). Default: UNIMPLEMENTED.
+  virtual absl::Status ExchangeDispatch(const Tensor& x, const Tensor& idx, const Tensor& owner,
+                                        const std::vector<ExchangeRegion>& to, Tensor rows_scratch);
+  // Pair p < pair_count of out (act [P, D]) goes to combined[s] (act
+  // [cap, k, D] of source rank s = row / cap) at src_token[row] * k + choice,
+  // where pair_dst[p] = row * k + choice names a row this rank received
+  // (src_token i32 [R * cap]; row % cap < counts[s], counts i32 [R]).
+  // Default: UNIMPLEMENTED.
+  virtual absl::Status ExchangeCombine(const Tensor& out, const Tensor& pair_dst,
+                                       const Tensor& pair_count, const Tensor& src_token,
+                                       const Tensor& counts, const std::vector<Tensor>& combined);
+  // Lets this backend's ops read and write `peer`'s memory (ranks in one
+  // process). Default: OK when both are the same device, else UNIMPLEMENTED.
+  virtual absl::Status EnablePeerAccess(const Backend& peer);
 };
 
 // What a device backend does differently from its defaults (each takes what

@@ -18,6 +18,7 @@
 #include "kernels/cpu/compressor.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/embedding.h"
+#include "kernels/cpu/exchange.h"
 #include "kernels/cpu/expert_pairs.h"
 #include "kernels/cpu/experts.h"
 #include "kernels/cpu/hyper_connection.h"
@@ -834,6 +835,58 @@ class CpuBackend final : public Backend {
     p.dim = D;
     p.k = static_cast<int>(k);
     cpu::MoeWeightedSum(p);
+    return absl::OkStatus();
+  }
+
+  absl::Status ExchangeDispatch(const Tensor& x, const Tensor& idx, const Tensor& owner,
+                                const std::vector<ExchangeRegion>& to,
+                                Tensor rows_scratch) override {
+    RETURN_IF_ERROR(CheckExchangeDispatch(x, idx, owner, to, rows_scratch, DType::kF32));
+    cpu::ExchangeDispatchParams p;
+    p.x = x.as<const float>();
+    p.tokens = x.dim(0);
+    p.dim = x.dim(1);
+    p.k = static_cast<int>(to[0].experts.dim(1));
+    p.idx = p.tokens > 0 ? idx.as<const int32_t>() : nullptr;
+    p.owner = owner.as<const int32_t>();
+    p.num_experts = static_cast<int>(owner.dim(0));
+    for (const ExchangeRegion& r : to) {
+      p.to.push_back({r.x.as<float>(), r.experts.as<int32_t>(), r.src_token.as<int32_t>(),
+                      r.count.as<int32_t>()});
+    }
+    const int64_t bad = cpu::ExchangeDispatch(p);
+    if (bad >= 0) {
+      return OperandError("ExchangeDispatch",
+                          absl::StrCat("idx[", bad / p.k, ", ", bad % p.k, "] = ", p.idx[bad],
+                                       " is not an expert"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ExchangeCombine(const Tensor& out, const Tensor& pair_dst, const Tensor& pair_count,
+                               const Tensor& src_token, const Tensor& counts,
+                               const std::vector<Tensor>& combined) override {
+    RETURN_IF_ERROR(
+        CheckExchangeCombine(out, pair_dst, pair_count, src_token, counts, combined, DType::kF32));
+    cpu::ExchangeCombineParams p;
+    p.pairs = pair_count.as<const int32_t>()[0];
+    if (p.pairs < 0 || p.pairs > out.dim(0)) {
+      return absl::InternalError(
+          absl::StrCat("ExchangeCombine: pair count ", p.pairs, " outside [0, ", out.dim(0), "]"));
+    }
+    p.out = out.as<const float>();
+    p.pair_dst = pair_dst.as<const int32_t>();
+    p.dim = out.dim(1);
+    p.src_token = src_token.as<const int32_t>();
+    p.counts = counts.as<const int32_t>();
+    p.capacity = static_cast<int>(combined[0].dim(0));
+    p.k = static_cast<int>(combined[0].dim(1));
+    for (const Tensor& c : combined) p.combined.push_back(c.as<float>());
+    const int64_t bad = cpu::ExchangeCombine(p);
+    if (bad >= 0) {
+      return absl::InternalError(absl::StrCat("ExchangeCombine: pair ", bad, " names row ",
+                                              p.pair_dst[bad] / p.k, ", which did not arrive"));
+    }
     return absl::OkStatus();
   }
 

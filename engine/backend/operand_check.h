@@ -5,9 +5,10 @@
 
 #include <cstdint>
 #include <initializer_list>
-#include "absl/strings/string_view.h"
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "engine/backend/tensor.h"
 
 namespace moegraph {
@@ -27,5 +28,16 @@ absl::Status ExpectDType(absl::string_view op, absl::string_view operand, const 
 absl::Status ExpectNumel(absl::string_view op, absl::string_view operand, const Tensor& t,
                          int64_t want);
 absl::Status ExpectRank(absl::string_view op, absl::string_view operand, const Tensor& t, int rank);
+
+struct ExchangeRegion;
+// The operands of Backend::ExchangeDispatch and ExchangeCombine (activations
+// of dtype `act`).
+absl::Status CheckExchangeDispatch(const Tensor& x, const Tensor& idx, const Tensor& owner,
+                                   const std::vector<ExchangeRegion>& to,
+                                   const Tensor& rows_scratch, DType act);
+absl::Status CheckExchangeCombine(const Tensor& out, const Tensor& pair_dst,
+                                  const Tensor& pair_count, const Tensor& src_token,
+                                  const Tensor& counts, const std::vector<Tensor>& combined,
+                                  DType act);
 
 }  // namespace moegraph

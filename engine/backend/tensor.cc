@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 
+#include "absl/strings/str_cat.h"
+
 #include "engine/backend/backend.h"
 #include "engine/backend/weight.h"
 
@@ -33,6 +35,18 @@ absl::Status Backend::MoeExpertPairs(const Tensor&, const Tensor&, const Tensor&
 }
 absl::Status Backend::MoeWeightedSum(const Tensor&, const Tensor&, const Tensor&, Tensor) {
   return absl::UnimplementedError(name() + " has no expert-parallel MoE ops yet");
+}
+absl::Status Backend::ExchangeDispatch(const Tensor&, const Tensor&, const Tensor&,
+                                       const std::vector<ExchangeRegion>&, Tensor) {
+  return absl::UnimplementedError(name() + " has no expert exchange");
+}
+absl::Status Backend::ExchangeCombine(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                      const Tensor&, const std::vector<Tensor>&) {
+  return absl::UnimplementedError(name() + " has no expert exchange");
+}
+absl::Status Backend::EnablePeerAccess(const Backend& peer) {
+  if (peer.id() == id()) return absl::OkStatus();
+  return absl::UnimplementedError(absl::StrCat(name(), " cannot reach ", peer.name(), "'s memory"));
 }
 
 const char* DTypeName(DType t) {

@@ -164,6 +164,8 @@ absl::StatusOr<std::unique_ptr<Dsv4Model>> Dsv4Model::Create(
   if (m->shard_.handoff == nullptr && own.count() != config.num_layers) {
     return absl::InvalidArgumentError("a block of the layers needs a residual handoff");
   }
+  if (shard.exchange != nullptr) RETURN_IF_ERROR(shard.exchange->Bind(backend));
+  if (shard.handoff != nullptr) RETURN_IF_ERROR(shard.handoff->Bind(backend));
   RETURN_IF_ERROR(m->LoadWeights(weights));
   RETURN_IF_ERROR(m->AllocateActivations());
   RETURN_IF_ERROR(m->AllocateStaging());

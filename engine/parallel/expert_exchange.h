@@ -8,6 +8,7 @@
 #pragma once
 
 #include "absl/status/status.h"
+#include "engine/backend/backend.h"
 #include "engine/backend/tensor.h"
 #include "engine/parallel/expert_partition.h"
 
@@ -37,6 +38,9 @@ class ExpertExchange {
 
   virtual int rank() const = 0;
   virtual const ExpertPartition& partition() const = 0;
+  // Allocates this rank's buffers on `backend` (the rank's model's), whose
+  // ops move its data; once, before any other call, from the creating thread.
+  virtual absl::Status Bind(Backend* backend) = 0;
   // Most tokens one rank may dispatch in one call.
   virtual int capacity() const = 0;
 

@@ -13,10 +13,11 @@
 namespace moegraph {
 
 ExpertParallelEngine::~ExpertParallelEngine() {
+  // The transports' buffers live on the ranks' backends: they go first.
   workers_.clear();
-  ranks_.clear();
   handoffs_.clear();
   exchanges_.clear();
+  ranks_.clear();
 }
 
 absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Create(
@@ -63,9 +64,7 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   for (int b = 0; b < B; ++b) {
     const LayerRange layers = B > 1 ? LayerBlock(L, B, b) : LayerRange{};
     for (int r = 0; r < R; ++r) {
-      EngineOptions ro = options;
-      ro.device = "cpu";
-      ro.devices.clear();
+      EngineOptions ro = RankOptions(options, devices[b * R + r]);
       ro.num_slots = (options.num_slots - r + R - 1) / R;
       if (options.state_pool_tokens > 0) {
         ro.state_pool_tokens =
@@ -99,9 +98,9 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
       ", attention and shared expert replicated, slots data-parallel (slot s on rank s % ", R,
       grid ? " of each block)" : ")");
   e->info_.layout =
-      grid ? absl::StrCat(N, " devices (in-process CPU ranks); layers: ", B, " blocks of ", R,
+      grid ? absl::StrCat(RanksName(devices), "; layers: ", B, " blocks of ", R,
                           " ranks: ", absl::StrJoin(blocks, "; "), "; in each block ", ep)
-           : absl::StrCat(N, " devices (in-process CPU ranks), all layers each; ", ep);
+           : absl::StrCat(RanksName(devices), ", all layers each; ", ep);
   return e;
 }
 

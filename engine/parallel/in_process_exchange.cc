@@ -1,37 +1,15 @@
 #include "engine/parallel/in_process_exchange.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "engine/common/status_macros.h"
 
 namespace moegraph {
 
 class InProcessExchange::Rank final : public ExpertExchange {
  public:
-  Rank(InProcessExchange* owner, int rank) : owner_(owner), rank_(rank) {
-    const InProcessExchangeOptions& o = owner->options_;
-    const int64_t R = o.num_ranks, cap = o.capacity, k = o.experts_per_token, D = o.hidden;
-    const int64_t local = std::min<int64_t>(k, owner->partition_.count(rank));
-    const int64_t pairs = R * cap * local;
-    x_.assign(R * cap * D, 0.0f);
-    experts_.assign(R * cap * k, -1);
-    src_.assign(R * cap, 0);
-    counts_.assign(R, 0);
-    send_.assign(std::max<int64_t>(pairs, 1) * D, 0.0f);
-    pair_dst_.assign(std::max<int64_t>(pairs, 1), 0);
-    pair_count_.assign(1, 0);
-    combined_.assign(cap * k * D, 0.0f);
-    received_.capacity = o.capacity;
-    received_.x = Tensor(x_.data(), DType::kF32, {R * cap, D});
-    received_.experts = Tensor(experts_.data(), DType::kI32, {R * cap, k});
-    received_.src_token = Tensor(src_.data(), DType::kI32, {R * cap});
-    received_.counts = Tensor(counts_.data(), DType::kI32, {R});
-    send_view_.out = Tensor(send_.data(), DType::kF32, {pairs, D});
-    send_view_.pair_dst = Tensor(pair_dst_.data(), DType::kI32, {pairs});
-    send_view_.pair_count = Tensor(pair_count_.data(), DType::kI32, {1});
-    combined_view_ = Tensor(combined_.data(), DType::kF32, {cap, k, D});
-  }
+  Rank(InProcessExchange* owner, int rank) : owner_(owner), rank_(rank) {}
 
   int rank() const override { return rank_; }
   const ExpertPartition& partition() const override { return owner_->partition_; }
@@ -39,6 +17,47 @@ class InProcessExchange::Rank final : public ExpertExchange {
   const DispatchedRows& received() const override { return received_; }
   const CombineSend& combine_send() const override { return send_view_; }
   const Tensor& combined() const override { return combined_view_; }
+
+  absl::Status Bind(Backend* backend) override {
+    if (backend_ != nullptr) return absl::FailedPreconditionError("expert exchange: bound twice");
+    const InProcessExchangeOptions& o = owner_->options_;
+    const int64_t R = o.num_ranks, cap = o.capacity, k = o.experts_per_token, D = o.hidden;
+    const int64_t pairs =
+        std::max<int64_t>(R * cap * std::min<int64_t>(k, partition().count(rank_)), 1);
+    const DType act = backend->activation_dtype();
+    // Every peer bound so far and this rank must reach each other's memory.
+    for (const auto& peer : owner_->ranks_) {
+      if (peer.get() == this || peer->backend_ == nullptr) continue;
+      RETURN_IF_ERROR(backend->EnablePeerAccess(*peer->backend_));
+      RETURN_IF_ERROR(peer->backend_->EnablePeerAccess(*backend));
+    }
+    auto alloc = [&](DType t, std::initializer_list<int64_t> dims,
+                     float fill) -> absl::StatusOr<Tensor> {
+      Tensor view(nullptr, t, dims);
+      ASSIGN_OR_RETURN(Buffer b, backend->Allocate(view.bytes()));
+      view.data = b.data();
+      buffers_.push_back(std::move(b));
+      RETURN_IF_ERROR(backend->Fill(view, fill));
+      return view;
+    };
+    ASSIGN_OR_RETURN(received_.x, alloc(act, {R * cap, D}, 0.0f));
+    ASSIGN_OR_RETURN(received_.experts, alloc(DType::kI32, {R * cap, k}, -1.0f));
+    ASSIGN_OR_RETURN(received_.src_token, alloc(DType::kI32, {R * cap}, 0.0f));
+    ASSIGN_OR_RETURN(received_.counts, alloc(DType::kI32, {R}, 0.0f));
+    received_.capacity = o.capacity;
+    ASSIGN_OR_RETURN(send_view_.out, alloc(act, {pairs, D}, 0.0f));
+    ASSIGN_OR_RETURN(send_view_.pair_dst, alloc(DType::kI32, {pairs}, 0.0f));
+    ASSIGN_OR_RETURN(send_view_.pair_count, alloc(DType::kI32, {1}, 0.0f));
+    ASSIGN_OR_RETURN(combined_view_, alloc(act, {cap, k, D}, 0.0f));
+    ASSIGN_OR_RETURN(rows_scratch_, alloc(DType::kI32, {R * cap}, 0.0f));
+    const int64_t E = static_cast<int64_t>(owner_->owner_.size());
+    ASSIGN_OR_RETURN(owner_table_, alloc(DType::kI32, {E}, 0.0f));
+    RETURN_IF_ERROR(
+        backend->Upload(owner_table_.data, owner_->owner_.data(), owner_table_.bytes()));
+    RETURN_IF_ERROR(backend->Synchronize());
+    backend_ = backend;
+    return absl::OkStatus();
+  }
 
   absl::Status Dispatch(const Tensor& x, const Tensor& idx) override {
     absl::Status s = Send(x, idx);
@@ -64,89 +83,53 @@ class InProcessExchange::Rank final : public ExpertExchange {
   }
 
  private:
-  // Writes this rank's rows into every peer's region for it.
-  absl::Status Send(const Tensor& x, const Tensor& idx) {
-    const InProcessExchangeOptions& o = owner_->options_;
-    const int64_t k = o.experts_per_token, D = o.hidden, cap = o.capacity;
-    const int64_t T = x.rank == 2 ? x.dim(0) : -1;
-    if (x.dtype != DType::kF32 || T < 0 || x.dim(1) != D) {
-      return absl::InvalidArgumentError(absl::StrCat("Dispatch: x must be f32 [T, ", D, "], got ",
-                                                     DTypeName(x.dtype), " ", x.ShapeString()));
-    }
-    if (T > cap) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Dispatch: ", T, " tokens exceed the capacity ", cap));
-    }
-    if (T > 0 &&
-        (idx.dtype != DType::kI32 || idx.rank != 2 || idx.dim(0) != T || idx.dim(1) != k)) {
-      return absl::InvalidArgumentError(absl::StrCat("Dispatch: idx must be i32 [", T, ", ", k,
-                                                     "], got ", DTypeName(idx.dtype), " ",
-                                                     idx.ShapeString()));
-    }
-    const float* xs = x.as<const float>();
-    const int32_t* ids = T > 0 ? idx.as<const int32_t>() : nullptr;
-    for (int64_t i = 0; i < T * k; ++i) {
-      if (ids[i] < 0 || ids[i] >= o.num_experts) {
-        return absl::InvalidArgumentError(absl::StrCat("Dispatch: idx[", i / k, ", ", i % k,
-                                                       "] = ", ids[i], " is not an expert"));
-      }
-    }
+  // Each peer's region for this rank's rows, and each peer's combined
+  // buffer: set on first use, when every rank is bound.
+  absl::Status Peers() {
+    if (!to_.empty()) return absl::OkStatus();
+    const int64_t cap = owner_->options_.capacity;
     for (const auto& peer_ptr : owner_->ranks_) {
-      Rank& peer = *peer_ptr;
-      const int64_t base = rank_ * cap;
-      int32_t n = 0;
-      for (int64_t t = 0; t < T; ++t) {
-        bool wanted = false;
-        for (int64_t i = 0; i < k; ++i) wanted |= owner_->owner_[ids[t * k + i]] == peer.rank_;
-        if (!wanted) continue;
-        const int64_t row = base + n;
-        std::memcpy(&peer.x_[row * D], xs + t * D, D * sizeof(float));
-        for (int64_t i = 0; i < k; ++i) {
-          const int32_t e = ids[t * k + i];
-          peer.experts_[row * k + i] = owner_->owner_[e] == peer.rank_ ? e : -1;
-        }
-        peer.src_[row] = static_cast<int32_t>(t);
-        ++n;
+      const Rank& peer = *peer_ptr;
+      if (peer.backend_ == nullptr) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("expert exchange: rank ", peer.rank_, " is not bound to a backend"));
       }
-      peer.counts_[rank_] = n;
+      const DispatchedRows& in = peer.received_;
+      to_.push_back({in.x.rows(rank_ * cap, cap), in.experts.rows(rank_ * cap, cap),
+                     in.src_token.rows(rank_ * cap, cap), in.counts.rows(rank_, 1)});
+      combined_to_.push_back(peer.combined_view_);
     }
     return absl::OkStatus();
+  }
+
+  // Writes this rank's rows into every peer's region for it; the rows have
+  // landed when this returns.
+  absl::Status Send(const Tensor& x, const Tensor& idx) {
+    RETURN_IF_ERROR(Peers());
+    RETURN_IF_ERROR(backend_->ExchangeDispatch(x, idx, owner_table_, to_, rows_scratch_));
+    return backend_->Synchronize();
   }
 
   // Writes every pair of this rank's send buffer into its token's rank.
   absl::Status Return() {
-    const InProcessExchangeOptions& o = owner_->options_;
-    const int64_t k = o.experts_per_token, D = o.hidden, cap = o.capacity;
-    const int64_t pairs = pair_count_[0];
-    if (pairs < 0 || pairs > send_view_.out.dim(0)) {
-      return absl::InternalError(
-          absl::StrCat("Combine: pair count ", pairs, " outside [0, ", send_view_.out.dim(0), "]"));
-    }
-    for (int64_t p = 0; p < pairs; ++p) {
-      const int64_t row = pair_dst_[p] / k, choice = pair_dst_[p] % k;
-      const int64_t src_rank = row / cap;
-      if (pair_dst_[p] < 0 || src_rank >= o.num_ranks || row % cap >= counts_[src_rank]) {
-        return absl::InternalError(
-            absl::StrCat("Combine: pair ", p, " names row ", row, ", which did not arrive"));
-      }
-      Rank& origin = *owner_->ranks_[src_rank];
-      std::memcpy(&origin.combined_[(src_[row] * k + choice) * D], &send_[p * D],
-                  D * sizeof(float));
-    }
-    return absl::OkStatus();
+    RETURN_IF_ERROR(Peers());
+    RETURN_IF_ERROR(backend_->ExchangeCombine(send_view_.out, send_view_.pair_dst,
+                                              send_view_.pair_count, received_.src_token,
+                                              received_.counts, combined_to_));
+    return backend_->Synchronize();
   }
 
   InProcessExchange* owner_;
   const int rank_;
+  Backend* backend_ = nullptr;
+  std::vector<Buffer> buffers_;
   // What peers write into (received rows) and what this rank's ops write.
-  std::vector<float> x_;
-  std::vector<int32_t> experts_, src_, counts_;
-  std::vector<float> send_;
-  std::vector<int32_t> pair_dst_, pair_count_;
-  std::vector<float> combined_;
   DispatchedRows received_;
   CombineSend send_view_;
   Tensor combined_view_;
+  Tensor rows_scratch_, owner_table_;
+  std::vector<ExchangeRegion> to_;
+  std::vector<Tensor> combined_to_;
 };
 
 InProcessExchange::InProcessExchange(const InProcessExchangeOptions& options)
@@ -165,11 +148,6 @@ absl::StatusOr<std::unique_ptr<InProcessExchange>> InProcessExchange::Create(
         "and capacity must be positive (got ",
         o.num_ranks, ", ", o.num_experts, ", ", o.experts_per_token, ", ", o.hidden, ", ",
         o.capacity, ")"));
-  }
-  if (o.activation_dtype != DType::kF32) {
-    return absl::UnimplementedError(absl::StrCat("in-process exchange: activations are ",
-                                                 DTypeName(o.activation_dtype),
-                                                 "; only f32 (the CPU backend) is supported"));
   }
   if (o.timeout.count() <= 0) {
     return absl::InvalidArgumentError("in-process exchange: timeout must be positive");

@@ -1,7 +1,5 @@
 #include "engine/parallel/in_process_handoff.h"
 
-#include <cstring>
-
 #include "absl/strings/str_cat.h"
 
 namespace moegraph {
@@ -13,6 +11,11 @@ class InProcessHandoff::Rank final : public ResidualHandoff {
   int rank() const override { return rank_; }
   int num_ranks() const override { return owner_->num_ranks(); }
   int capacity() const override { return owner_->options_.capacity; }
+  absl::Status Bind(Backend* backend) override {
+    if (backend_ != nullptr) return absl::FailedPreconditionError("layer handoff: bound twice");
+    backend_ = backend;
+    return absl::OkStatus();
+  }
 
   absl::Status Receive(const Tensor& streams) override {
     if (rank_ == 0) return Fail(absl::FailedPreconditionError("handoff: rank 0 receives nothing"));
@@ -28,8 +31,12 @@ class InProcessHandoff::Rank final : public ResidualHandoff {
           absl::InternalError(absl::StrCat("handoff: rank ", rank_ - 1, " sent ", sent,
                                            " tokens, rank ", rank_, " expects ", streams.dim(0))));
     }
-    std::memcpy(streams.data, owner_->buffers_[rank_ - 1].data(), streams.bytes());
-    return absl::OkStatus();
+    // The upload reads the buffer until it completes; the sender rewrites it
+    // only in a later step.
+    absl::Status s =
+        backend_->Upload(streams.data, owner_->buffers_[rank_ - 1].data(), streams.bytes());
+    if (s.ok()) s = backend_->Synchronize();
+    return s.ok() ? s : Fail(s);
   }
 
   absl::Status Send(const Tensor& streams) override {
@@ -38,7 +45,11 @@ class InProcessHandoff::Rank final : public ResidualHandoff {
       return Fail(absl::FailedPreconditionError("handoff: the last rank sends nothing"));
     }
     if (absl::Status s = CheckStreams(streams); !s.ok()) return Fail(s);
-    std::memcpy(owner_->buffers_[rank_].data(), streams.data, streams.bytes());
+    if (absl::Status s =
+            backend_->Download(owner_->buffers_[rank_].data(), streams.data, streams.bytes());
+        !s.ok()) {
+      return Fail(s);
+    }
     owner_->rows_[rank_] = streams.dim(0);
     for (int b = rank_; b < R - 1; ++b) {
       absl::Status s = owner_->barrier_.Arrive(rank_, owner_->phases_[b].c_str());
@@ -60,11 +71,15 @@ class InProcessHandoff::Rank final : public ResidualHandoff {
 
   absl::Status CheckStreams(const Tensor& x) const {
     const InProcessHandoffOptions& o = owner_->options_;
-    if (x.dtype != o.activation_dtype || x.rank != 3 || x.dim(1) != o.streams ||
-        x.dim(2) != o.hidden) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "handoff: streams must be ", DTypeName(o.activation_dtype), " [T, ", o.streams, ", ",
-          o.hidden, "], got ", DTypeName(x.dtype), " ", x.ShapeString()));
+    if (backend_ == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("handoff: rank ", rank_, " is not bound to a backend"));
+    }
+    const DType act = backend_->activation_dtype();
+    if (x.dtype != act || x.rank != 3 || x.dim(1) != o.streams || x.dim(2) != o.hidden) {
+      return absl::InvalidArgumentError(absl::StrCat("handoff: streams must be ", DTypeName(act),
+                                                     " [T, ", o.streams, ", ", o.hidden, "], got ",
+                                                     DTypeName(x.dtype), " ", x.ShapeString()));
     }
     if (x.dim(0) > o.capacity) {
       return absl::InvalidArgumentError(
@@ -75,6 +90,7 @@ class InProcessHandoff::Rank final : public ResidualHandoff {
 
   InProcessHandoff* owner_;
   const int rank_;
+  Backend* backend_ = nullptr;
 };
 
 InProcessHandoff::InProcessHandoff(const InProcessHandoffOptions& options)
@@ -94,8 +110,8 @@ absl::StatusOr<std::unique_ptr<InProcessHandoff>> InProcessHandoff::Create(
     return absl::InvalidArgumentError("in-process handoff: timeout must be positive");
   }
   std::unique_ptr<InProcessHandoff> h(new InProcessHandoff(o));
-  const size_t bytes =
-      Tensor(nullptr, o.activation_dtype, {o.capacity, o.streams, o.hidden}).bytes();
+  // f32 holds any backend's activations.
+  const size_t bytes = Tensor(nullptr, DType::kF32, {o.capacity, o.streams, o.hidden}).bytes();
   for (int b = 0; b + 1 < o.num_ranks; ++b) {
     h->buffers_.emplace_back(bytes);
     h->rows_.push_back(0);

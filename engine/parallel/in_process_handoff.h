@@ -1,7 +1,9 @@
 // The in-process transport of the layer-placement handoff: ranks are threads
-// of one process on the CPU backend; a rank copies its residual streams into
-// the buffer of the boundary after its block, and every rank meets the others
-// at one barrier per boundary (docs/expert-parallel.md). Owns the buffers.
+// of one process, each on its own backend; a rank copies its residual
+// streams into the host buffer of the boundary after its block (through its
+// backend: a device download on a GPU), the next rank copies them out, and
+// every rank meets the others at one barrier per boundary
+// (docs/expert-parallel.md). Owns the buffers.
 #pragma once
 
 #include <chrono>
@@ -21,7 +23,6 @@ struct InProcessHandoffOptions {
   int capacity = 0;                          // most tokens a step hands over (max_step_tokens)
   int streams = 0;                           // n (hc_mult)
   int hidden = 0;                            // D
-  DType activation_dtype = DType::kF32;      // host memory
   std::chrono::milliseconds timeout{60000};  // per barrier
 };
 

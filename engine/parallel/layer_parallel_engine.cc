@@ -11,8 +11,8 @@ namespace moegraph {
 
 LayerParallelEngine::~LayerParallelEngine() {
   workers_.clear();
-  ranks_.clear();
   handoff_.reset();
+  ranks_.clear();
 }
 
 absl::StatusOr<std::unique_ptr<LayerParallelEngine>> LayerParallelEngine::Create(
@@ -30,9 +30,7 @@ absl::StatusOr<std::unique_ptr<LayerParallelEngine>> LayerParallelEngine::Create
   ASSIGN_OR_RETURN(e->handoff_, InProcessHandoff::Create(HandoffOptions(options, config, R)));
   std::vector<std::string> blocks;
   for (int r = 0; r < R; ++r) {
-    EngineOptions ro = options;
-    ro.device = "cpu";
-    ro.devices.clear();
+    EngineOptions ro = RankOptions(options, devices[r]);
     ModelShard shard;
     shard.layers = LayerBlock(L, R, r);
     shard.handoff = e->handoff_->rank(r);
@@ -48,9 +46,8 @@ absl::StatusOr<std::unique_ptr<LayerParallelEngine>> LayerParallelEngine::Create
   e->logits_.resize(R);
   e->info_ = e->ranks_[0]->info();
   e->info_.device = absl::StrJoin(devices, ",");
-  e->info_.layout =
-      absl::StrCat(R, " devices (in-process CPU ranks); layers: ", absl::StrJoin(blocks, ", "),
-                   "; all experts and every slot on each");
+  e->info_.layout = absl::StrCat(RanksName(devices), "; layers: ", absl::StrJoin(blocks, ", "),
+                                 "; all experts and every slot on each");
   return e;
 }
 

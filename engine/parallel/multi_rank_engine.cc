@@ -18,6 +18,7 @@ namespace moegraph {
 
 absl::StatusOr<std::vector<std::string>> ParseDevices(const std::string& devices) {
   std::vector<std::string> out;
+  bool any_cuda = false;
   for (absl::string_view entry : absl::StrSplit(devices, ',')) {
     const std::string name(absl::StripAsciiWhitespace(entry));
     const size_t i = out.size();
@@ -26,25 +27,52 @@ absl::StatusOr<std::vector<std::string>> ParseDevices(const std::string& devices
           absl::StrCat("devices: entry ", i, " of '", devices, "' is empty"));
     }
     int index = 0;
-    const bool cpu = name == "cpu" || (absl::StartsWith(name, "cpu:") &&
-                                       absl::SimpleAtoi(name.substr(4), &index) && index >= 0);
-    if (!cpu) {
-      if (absl::StartsWith(name, "cuda")) {
-        return absl::UnimplementedError(absl::StrCat(
-            "devices: '", name,
-            "': several CUDA ranks are not built yet (issue #10); cpu:0,cpu:1,... runs "
-            "in-process CPU ranks"));
-      }
+    auto is = [&](absl::string_view kind) {
+      return name == kind || (absl::StartsWith(name, absl::StrCat(kind, ":")) &&
+                              absl::SimpleAtoi(name.substr(kind.size() + 1), &index) && index >= 0);
+    };
+    const bool cuda = is("cuda");
+    if (!cuda && !is("cpu")) {
       return absl::InvalidArgumentError(
-          absl::StrCat("devices: entry ", i, " '", name, "' is not cpu or cpu:N"));
+          absl::StrCat("devices: entry ", i, " '", name, "' is not cpu, cpu:N, cuda or cuda:N"));
     }
-    if (std::find(out.begin(), out.end(), name) != out.end()) {
+    if (i > 0 && cuda != any_cuda) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("devices: '", devices, "' mixes CPU and CUDA ranks; use one kind"));
+    }
+    any_cuda = cuda;
+    // Several ranks may share a GPU (each its own stream and buffers), not a
+    // CPU name (the CPU ranks are threads of one pool).
+    if (!cuda && std::find(out.begin(), out.end(), name) != out.end()) {
       return absl::InvalidArgumentError(
           absl::StrCat("devices: '", name, "' appears more than once"));
     }
-    out.push_back(name);
+    out.push_back(cuda && name == "cuda" ? "cuda:0" : name);
   }
   return out;
+}
+
+bool CudaRanks(const std::vector<std::string>& devices) {
+  return !devices.empty() && absl::StartsWith(devices[0], "cuda");
+}
+
+EngineOptions RankOptions(const EngineOptions& options, const std::string& device) {
+  EngineOptions ro = options;
+  // cpu:N names a rank, not a device: every CPU rank is the CPU backend.
+  ro.device = absl::StartsWith(device, "cpu") ? "cpu" : device;
+  ro.devices.clear();
+  // The ranks' exchanges meet at host barriers: no graphs and no running
+  // ahead yet (docs/expert-parallel.md), and logits come back to the
+  // engine, which merges them in plan order.
+  ro.graphs = "off";
+  ro.pipeline_steps = false;
+  ro.device_sampling = false;
+  return ro;
+}
+
+std::string RanksName(const std::vector<std::string>& devices) {
+  return absl::StrCat(devices.size(), " devices (in-process ", CudaRanks(devices) ? "CUDA" : "CPU",
+                      " ranks)");
 }
 
 absl::Status CheckLayout(const std::string& layout) {
@@ -72,6 +100,12 @@ absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& o
                                                    " applies to layout ep+layers only, not '",
                                                    options.layout, "'"));
   }
+  if (CudaRanks(devices) && (options.graphs == "piecewise" || options.graphs == "full")) {
+    return absl::UnimplementedError(absl::StrCat(
+        "graphs: '", options.graphs,
+        "' with several CUDA ranks is not built yet (their exchange meets at host barriers); use "
+        "off or auto"));
+  }
   if (options.exchange_timeout_ms <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("exchange_timeout_ms must be positive, got ", options.exchange_timeout_ms));
@@ -84,7 +118,7 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateMultiRankEngine(const EngineOption
   RETURN_IF_ERROR(CheckLayout(options.layout));
   if (devices.size() == 1) {
     EngineOptions one = options;
-    one.device = "cpu";
+    one.device = absl::StartsWith(devices[0], "cpu") ? "cpu" : devices[0];
     one.devices.clear();
     ASSIGN_OR_RETURN(std::unique_ptr<Dsv4Engine> engine, Dsv4Engine::Create(one));
     return std::unique_ptr<Engine>(std::move(engine));

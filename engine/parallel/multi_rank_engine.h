@@ -21,8 +21,16 @@ namespace moegraph {
 // Errors name the field (devices, layout, num_slots, exchange_timeout_ms).
 absl::StatusOr<std::unique_ptr<Engine>> CreateMultiRankEngine(const EngineOptions& options);
 
-// The entries of `devices`, checked: non-empty, "cpu" or "cpu:N", no repeats.
+// The entries of `devices`, checked: non-empty, all "cpu"/"cpu:N" (no
+// repeats) or all "cuda"/"cuda:N" (repeats are ranks sharing a GPU; "cuda"
+// is returned as "cuda:0").
 absl::StatusOr<std::vector<std::string>> ParseDevices(const std::string& devices);
+// True when the (parsed) devices are CUDA ranks.
+bool CudaRanks(const std::vector<std::string>& devices);
+// A rank's engine options: `options` on `device`, eager, not running ahead.
+EngineOptions RankOptions(const EngineOptions& options, const std::string& device);
+// "2 devices (in-process CUDA ranks)".
+std::string RanksName(const std::vector<std::string>& devices);
 // OK when `layout` is one of kLayouts.
 absl::Status CheckLayout(const std::string& layout);
 // What every multi-rank engine checks first: the devices (returned), the
@@ -78,8 +86,8 @@ class MultiRankEngine : public Engine {
   int num_slots_ = 0;
   int max_step_tokens_ = 0;
   std::chrono::milliseconds step_timeout_{0};
-  // The engines' destructors stop the workers first, then the ranks they
-  // drive, then the transport the ranks point at.
+  // The engines' destructors stop the workers first, then free the
+  // transports (whose buffers live on the ranks' backends), then the ranks.
   std::vector<std::unique_ptr<Dsv4Engine>> ranks_;
   std::vector<std::unique_ptr<RankWorker>> workers_;
   absl::Status broken_;  // set when a rank did not finish a step: no more steps

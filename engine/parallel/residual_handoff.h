@@ -6,6 +6,7 @@
 #pragma once
 
 #include "absl/status/status.h"
+#include "engine/backend/backend.h"
 #include "engine/backend/tensor.h"
 
 namespace moegraph {
@@ -18,6 +19,9 @@ class ResidualHandoff {
   virtual int num_ranks() const = 0;
   // Most tokens one step may hand over.
   virtual int capacity() const = 0;
+  // The backend whose memory the rank's streams live in (the rank's
+  // model's); once, before any other call.
+  virtual absl::Status Bind(Backend* backend) = 0;
 
   // Rank > 0: waits until the previous rank has sent this step's streams,
   // then writes them into `streams` (act [T, n, D], T that rank's count).

@@ -4,6 +4,8 @@
 #   tests    every [cuda] test: ops vs CpuBackend, the device sampler, decode
 #            graphs (eager and full identical, padding, what a step does)
 #   opbench  per-op decode timings at V4-Flash widths ([bench] tests)
+#   exchange the in-process expert exchange (2 ranks on this GPU): a dispatch
+#            + combine round and its ops beside a device copy of the bytes
 #   golden   moegraph check-golden --device cuda, graphs off, piecewise and full, on
 #            dsv4-tiny, dsv4-topk2, dsv4-shape and the realistic flash-shaped
 #            fixture made here (torch + transformers)
@@ -88,6 +90,12 @@ for step in $steps; do
         > "$OUT/opbench_nosplit.log" 2>&1
       check "opbench moe without split-K" $?
       while read -r l; do note "  no split-K: $l"; done < <(grep "^OP-BENCH MoeExperts" "$OUT/opbench_nosplit.log" | cut -c1-160)
+      ;;
+    exchange)
+      # The in-process expert exchange, two ranks on this GPU, beside a
+      # device-to-device copy of the same bytes ([bench][exchange]).
+      "$STAGE/moegraph_cuda_tests" "[bench][exchange]" > "$OUT/exchange_bench.log" 2>&1
+      check "exchange bench in $((SECONDS - t0)) s" $?
       ;;
     random)
       # No checkpoint: V4-Flash's published config with random weights
@@ -279,6 +287,8 @@ done
 [ -f "$OUT/bench.log" ] && { echo "---- bench (| mode | batch | step ms | tokens/s | host wall ms | floor ms | x floor |)"; grep -E '^(bench-decode|BENCH|PIPELINED|GPU-IDLE|PREFILL|\|)' "$OUT/bench.log" | head -80; }
 table_of() { cut -d'|' -f2- | awk -F'|' '{ printf "%-34s", $1; for (i = 2; i <= NF; ++i) printf " | %-16s", $i; printf "\n" }'; }
 [ -f "$OUT/opbench.log" ] && { echo "---- opbench"; grep '^OP-BENCH' "$OUT/opbench.log" | table_of; }
+cat "$OUT"/opbench.log "$OUT"/exchange_bench.log 2>/dev/null | grep '^EXCHANGE-BENCH' | table_of
+[ -f "$OUT/cuda_tests.log" ] && grep '^multi-rank cuda:' "$OUT/cuda_tests.log"
 if [ -f "$OUT/cuda_tests.log" ]; then
   echo "---- [cuda] op tests (failures first)"
   grep '^CUDA-OP' "$OUT/cuda_tests.log" | grep FAIL | table_of

@@ -10,7 +10,7 @@
 #include "engine/model/dsv4_engine.h"
 #include "engine/parallel/expert_parallel_engine.h"
 #include "engine/weights/safetensors.h"
-#include "tests/unit/rank_scenario.h"
+#include "tests/common/rank_scenario.h"
 
 using namespace moegraph;
 using namespace moegraph::testing;

@@ -40,6 +40,24 @@ InProcessExchangeOptions Options(int ranks, int experts, int k, int dim, int cap
   return o;
 }
 
+// An exchange whose ranks are bound to CPU backends of their own (declared
+// first: they outlive the exchange, which frees its buffers through them).
+struct BoundExchange {
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::unique_ptr<InProcessExchange> ex;
+  InProcessExchange* operator->() const { return ex.get(); }
+};
+
+BoundExchange Bound(const InProcessExchangeOptions& o) {
+  BoundExchange b;
+  b.ex = InProcessExchange::Create(o).value();
+  for (int r = 0; r < o.num_ranks; ++r) {
+    b.backends.push_back(CreateCpuBackend());
+    REQUIRE(b.ex->rank(r)->Bind(b.backends.back().get()).ok());
+  }
+  return b;
+}
+
 }  // namespace
 
 TEST_CASE("expert partition: contiguous, even, every expert owned once", "[ep]") {
@@ -68,7 +86,7 @@ TEST_CASE("expert partition: contiguous, even, every expert owned once", "[ep]")
 
 TEST_CASE("in-process exchange: a token goes once to each rank holding its experts", "[ep]") {
   // 2 ranks, 4 experts (rank 0: 0-1, rank 1: 2-3), k = 2, D = 3.
-  auto ex = InProcessExchange::Create(Options(2, 4, 2, 3, 4)).value();
+  BoundExchange ex = Bound(Options(2, 4, 2, 3, 4));
   // Rank 0: token 0 -> {0, 1} (rank 0 only), token 1 -> {3, 0} (both), token 2 -> {2, 3}.
   std::vector<float> x0 = {1, 1, 1, 2, 2, 2, 3, 3, 3};
   std::vector<int32_t> i0 = {0, 1, 3, 0, 2, 3};
@@ -131,7 +149,7 @@ TEST_CASE("in-process exchange: a token goes once to each rank holding its exper
 TEST_CASE("in-process exchange: a rank that never arrives is a clear error, not a hang", "[ep]") {
   InProcessExchangeOptions o = Options(3, 4, 2, 2, 2);
   o.timeout = std::chrono::milliseconds(200);
-  auto ex = InProcessExchange::Create(o).value();
+  BoundExchange ex = Bound(o);
   std::vector<float> x(2 * 2, 1.0f);
   std::vector<int32_t> idx = {0, 3, 1, 2};
   const auto t0 = std::chrono::steady_clock::now();
@@ -160,7 +178,7 @@ TEST_CASE("in-process exchange: a rank that never arrives is a clear error, not 
 TEST_CASE("in-process exchange: an aborting rank releases the others at once", "[ep]") {
   InProcessExchangeOptions o = Options(2, 2, 1, 1, 1);
   o.timeout = std::chrono::milliseconds(30000);
-  auto ex = InProcessExchange::Create(o).value();
+  BoundExchange ex = Bound(o);
   std::vector<float> x = {1};
   std::vector<int32_t> idx = {0};
   const auto t0 = std::chrono::steady_clock::now();
@@ -183,7 +201,7 @@ TEST_CASE("in-process exchange: an aborting rank releases the others at once", "
   absl::Status b = ex->rank(0)->Dispatch(Tensor(x.data(), DType::kF32, {1, 1}),
                                          Tensor(bad.data(), DType::kI32, {1, 1}));
   CHECK(b.code() == absl::StatusCode::kInvalidArgument);
-  CHECK(b.message() == "Dispatch: idx[0, 0] = 5 is not an expert");
+  CHECK(b.message() == "ExchangeDispatch: idx[0, 0] = 5 is not an expert");
   CHECK(ex->status().code() == absl::StatusCode::kAborted);
 }
 
@@ -242,10 +260,9 @@ TEST_CASE("experts over 1, 2, 4 and 8 ranks give MoeExperts' bits", "[ep]") {
                       .ok());
         }
       }
-      auto ex = InProcessExchange::Create(Options(R, E, K, D, T)).value();
-      std::vector<std::unique_ptr<Backend>> backends;
+      BoundExchange ex = Bound(Options(R, E, K, D, T));
+      std::vector<std::unique_ptr<Backend>>& backends = ex.backends;
       for (int r = 0; r < R; ++r) {
-        backends.push_back(CreateCpuBackend());
         // Poisoned, so that a pair the experts did not write fails below.
         const Tensor& send = ex->rank(r)->combine_send().out;
         std::fill(send.as<float>(), send.as<float>() + send.numel(), std::nanf(""));

@@ -11,10 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend/backend_factory.h"
 #include "engine/model/dsv4_engine.h"
 #include "engine/parallel/expert_parallel_engine.h"
 #include "engine/weights/safetensors.h"
-#include "tests/unit/rank_scenario.h"
+#include "tests/common/rank_scenario.h"
 
 using namespace moegraph;
 using namespace moegraph::testing;
@@ -161,11 +162,21 @@ TEST_CASE("ep options: bad devices, layouts and slot counts name the field", "[e
     return e.status();
   };
   CHECK(error("cpu:0,,cpu:1").message() == "devices: entry 1 of 'cpu:0,,cpu:1' is empty");
-  CHECK(error("cpu:0,gpu:1").message() == "devices: entry 1 'gpu:1' is not cpu or cpu:N");
+  CHECK(error("cpu:0,gpu:1").message() ==
+        "devices: entry 1 'gpu:1' is not cpu, cpu:N, cuda or cuda:N");
   CHECK(error("cpu:0,cpu:0").message() == "devices: 'cpu:0' appears more than once");
-  absl::Status cuda = error("cuda:0,cuda:1");
-  CHECK(cuda.code() == absl::StatusCode::kUnimplemented);
-  CHECK(cuda.message().find("devices: 'cuda:0'") == 0);
+  CHECK(error("cpu:0,cuda:0").message() ==
+        "devices: 'cpu:0,cuda:0' mixes CPU and CUDA ranks; use one kind");
+  o.graphs = "full";
+  absl::Status graphs = error("cuda:0,cuda:0");
+  CHECK(graphs.code() == absl::StatusCode::kUnimplemented);
+  CHECK(graphs.message().find("graphs: 'full' with several CUDA ranks is not built yet") == 0);
+  o.graphs = "auto";
+  // CUDA ranks are built; without a GPU (or a CUDA build) the rank says so.
+  if (!CreateBackend("cuda:0").ok()) {
+    absl::Status cuda = error("cuda:0,cuda:0");
+    CHECK(cuda.message().find("cuda:0: ") == 0);
+  }
   CHECK(error("cpu:0,cpu:1", "rows").message() ==
         "layout: 'rows' is not a layout; allowed: ep, layers, ep+layers");
   o.num_slots = 2;

@@ -16,7 +16,7 @@
 #include "engine/parallel/in_process_handoff.h"
 #include "engine/parallel/layer_parallel_engine.h"
 #include "engine/weights/safetensors.h"
-#include "tests/unit/rank_scenario.h"
+#include "tests/common/rank_scenario.h"
 
 using namespace moegraph;
 using namespace moegraph::testing;
@@ -261,8 +261,13 @@ TEST_CASE("in-process handoff: streams pass bit for bit; an aborting rank releas
   o.streams = 2;
   o.hidden = 3;
   o.timeout = std::chrono::seconds(20);
+  std::vector<std::unique_ptr<Backend>> backends;  // outlive the handoff
   auto h = InProcessHandoff::Create(o);
   REQUIRE(h.ok());
+  for (int r = 0; r < 3; ++r) {
+    backends.push_back(CreateCpuBackend());
+    REQUIRE((*h)->rank(r)->Bind(backends.back().get()).ok());
+  }
   const int T = 3, n = 2, D = 3;
   std::vector<std::vector<float>> x(3, std::vector<float>(T * n * D, -1.0f));
   for (int i = 0; i < T * n * D; ++i) x[0][i] = 0.1f * i;

@@ -127,6 +127,14 @@ class CudaBackendImpl final : public Backend, public OpTimer {
                               Tensor out, Tensor pair_dst, Tensor pair_count) override;
   absl::Status MoeWeightedSum(const Tensor& y, const Tensor& idx, const Tensor& w,
                               Tensor out) override;
+  // cuda_exchange_ops.cc
+  absl::Status ExchangeDispatch(const Tensor& x, const Tensor& idx, const Tensor& owner,
+                                const std::vector<ExchangeRegion>& to,
+                                Tensor rows_scratch) override;
+  absl::Status ExchangeCombine(const Tensor& out, const Tensor& pair_dst, const Tensor& pair_count,
+                               const Tensor& src_token, const Tensor& counts,
+                               const std::vector<Tensor>& combined) override;
+  absl::Status EnablePeerAccess(const Backend& peer) override;
 
   // OpTimer
   absl::Status Enable(bool on) override;

@@ -1,13 +1,14 @@
-// The multi-rank engine tests' scenario (expert_parallel_engine_test.cc,
-// layer_parallel_engine_test.cc): golden fixtures, a run of steps with
-// requests joining and leaving and a chunked prefill, and the logits'
-// relative difference between two runs.
+// The multi-rank engine tests' scenario (tests/unit: expert_parallel_engine_test.cc,
+// layer_parallel_engine_test.cc; tests/cuda/multi_rank_test.cc): golden fixtures, a run of steps
+// with requests joining and leaving and a chunked prefill, and the logits' relative difference
+// between two runs.
 #pragma once
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,7 +21,9 @@
 namespace moegraph::testing {
 
 inline std::string Fixture(const std::string& name) {
-  return std::string(MOEGRAPH_SOURCE_DIR) + "/tests/fixtures/" + name;
+  // The GPU machine runs the [cuda] binary from another checkout path.
+  const char* root = std::getenv("MOEGRAPH_SOURCE_DIR");
+  return std::string(root != nullptr ? root : MOEGRAPH_SOURCE_DIR) + "/tests/fixtures/" + name;
 }
 
 inline std::vector<int32_t> Ids(const WeightStore& g, const std::string& key) {

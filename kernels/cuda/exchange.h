@@ -1,0 +1,46 @@
+// The expert exchange's data movement on the GPU (engine/parallel/
+// in_process_exchange.h): ranks of one process write straight into each
+// other's buffers (the same device, or a peer over NVLink), as the CPU
+// kernels in kernels/cpu/exchange.h do, with the same row order. Counts are
+// written and read on the device; nothing comes back to the host.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace moegraph::cuda {
+
+inline constexpr int kMaxExchangeRanks = 16;
+
+struct ExchangeDispatchArgs {
+  const void* x = nullptr;         // [tokens, dim] elements of elem_bytes
+  const int32_t* idx = nullptr;    // [tokens, k]
+  const int32_t* owner = nullptr;  // [num_experts]
+  int tokens = 0, dim = 0, k = 0, num_experts = 0, num_ranks = 0, elem_bytes = 2;
+  int32_t* rows = nullptr;  // [tokens, num_ranks] scratch: the row at each destination, -1 none
+  void* x_to[kMaxExchangeRanks] = {};
+  int32_t* experts_to[kMaxExchangeRanks] = {};
+  int32_t* src_to[kMaxExchangeRanks] = {};
+  int32_t* count_to[kMaxExchangeRanks] = {};
+};
+
+// Row t goes to every rank owning one of idx[t, :] (ids outside
+// [0, num_experts) are held by none), rows in increasing t.
+cudaError_t LaunchExchangeDispatch(const ExchangeDispatchArgs& a, cudaStream_t stream);
+
+struct ExchangeCombineArgs {
+  const void* out = nullptr;            // [max_pairs, dim]
+  const int32_t* pair_dst = nullptr;    // [max_pairs]
+  const int32_t* pair_count = nullptr;  // [1], read on the device
+  const int32_t* src_token = nullptr;   // [num_ranks * capacity]
+  const int32_t* counts = nullptr;      // [num_ranks]
+  int max_pairs = 0, dim = 0, k = 0, capacity = 0, num_ranks = 0, elem_bytes = 2;
+  void* combined[kMaxExchangeRanks] = {};  // per source: [capacity, k, dim]
+};
+
+// Pair p goes to combined[s][src_token[row] * k + choice]; pairs naming a
+// row that did not arrive are skipped (the CPU op reports them).
+cudaError_t LaunchExchangeCombine(const ExchangeCombineArgs& a, cudaStream_t stream);
+
+}  // namespace moegraph::cuda
