@@ -36,6 +36,7 @@ class PipelineScenario {
   // tokens come from the device (ids 0 on the host), else from `last`.
   // Valid until the next call.
   StepPlan Plan(int first_slot, int step, bool fed, const std::vector<int32_t>& last) {
+    REQUIRE((fed || step == 0 || last.size() >= kSeqs));
     StepPlan p;
     ids_.clear();
     int offset = 0;

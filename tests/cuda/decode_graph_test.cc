@@ -300,7 +300,8 @@ TEST_CASE("decode graphs: pipelined steps give the tokens of steps run one at a 
   for (int s = 0; s < 6; ++s) REQUIRE(e->AcquireSlot(s, 64).ok());
   const testing::PipelineScenario::Trace one = scenario.OneAtATime(*e, 0, kDecodeSteps);
   testing::PipelineScenario::Trace pipelined;
-  const std::vector<int32_t> unused;
+  // Host tokens for plans whose decode tokens are fed (read only when not).
+  const std::vector<int32_t> unused(testing::PipelineScenario::kSeqs, 0);
   // Launch 0, launch 1 fed, collect 0, launch 2 fed, collect 1, ...
   REQUIRE(e->Launch(scenario.Plan(3, 0, true, unused)).ok());
   for (int step = 1; step <= kDecodeSteps + 1; ++step) {
