@@ -77,10 +77,12 @@ struct Trace {
 // The scenario, on any engine with StepWithOptions: prompt a prefills in slot
 // `sa` and decodes greedily; prompt b joins in slot `sb` at step 3 beside a's
 // decode; a leaves after step 7 and b's prompt joins again in slot `sc` as
-// two chunks; b and c decode to the end.
+// two chunks; b and c decode to the end. With `forced`, the sequences are fed
+// those tokens (another run's, in its order) instead of their own argmax,
+// which is still what the trace records.
 template <typename E>
 Trace Run(E& engine, const std::vector<int32_t>& a, const std::vector<int32_t>& b, int sa, int sb,
-          int sc) {
+          int sc, const std::vector<int32_t>* forced = nullptr) {
   const int V = engine.info().vocab_size;
   Trace tr;
   struct Seq {
@@ -148,8 +150,9 @@ Trace Run(E& engine, const std::vector<int32_t>& a, const std::vector<int32_t>& 
       const size_t rows = all ? ch.len : (ch.want_logits ? 1 : 0);
       row += rows;
       if (ch.want_logits) {
-        s->next = Argmax(logits.data() + (row - 1) * V, V);
-        tr.tokens.push_back(s->next);
+        const int32_t argmax = Argmax(logits.data() + (row - 1) * V, V);
+        s->next = forced != nullptr ? forced->at(tr.tokens.size()) : argmax;
+        tr.tokens.push_back(argmax);
       }
     }
     REQUIRE(row * V == logits.size());
