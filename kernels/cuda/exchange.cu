@@ -88,7 +88,29 @@ __global__ void CombineKernel(ExchangeCombineArgs a) {
   }
 }
 
+// Block t: token t's k outputs, each from the rank holding its expert.
+__global__ void MergeKernel(ExchangeMergeArgs a) {
+  const int t = blockIdx.x;
+  const int bytes = a.dim * a.elem_bytes;
+  for (int i = 0; i < a.k; ++i) {
+    const int e = a.idx[t * a.k + i];
+    if (e < 0 || e >= a.num_experts) continue;
+    const int r = a.owner[e];
+    if (r < 0 || r >= a.num_ranks) continue;
+    const int64_t at = (static_cast<int64_t>(t) * a.k + i) * bytes;
+    CopyRow(static_cast<char*>(a.combined) + at, static_cast<const char*>(a.from[r]) + at, bytes);
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchExchangeMerge(const ExchangeMergeArgs& a, cudaStream_t stream) {
+  if (a.num_ranks < 1 || a.num_ranks > kMaxExchangeRanks || a.tokens < 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.tokens > 0) MergeKernel<<<a.tokens, kCopyThreads, 0, stream>>>(a);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchExchangeDispatch(const ExchangeDispatchArgs& a, cudaStream_t stream) {
   if (a.num_ranks < 1 || a.num_ranks > kMaxExchangeRanks || a.tokens < 0) {

@@ -43,4 +43,16 @@ struct ExchangeCombineArgs {
 // row that did not arrive are skipped (the CPU op reports them).
 cudaError_t LaunchExchangeCombine(const ExchangeCombineArgs& a, cudaStream_t stream);
 
+struct ExchangeMergeArgs {
+  const int32_t* idx = nullptr;    // [tokens, k] of the rank's dispatch
+  const int32_t* owner = nullptr;  // [num_experts]
+  int tokens = 0, k = 0, dim = 0, num_experts = 0, num_ranks = 0, elem_bytes = 2;
+  const void* from[kMaxExchangeRanks] = {};  // per rank: [capacity, k, dim] it returned
+  void* combined = nullptr;                  // [capacity, k, dim]
+};
+
+// combined[t, i] = from[owner(idx[t, i])][t, i]: each choice's output from
+// the rank that holds its expert (a transport that returns whole regions).
+cudaError_t LaunchExchangeMerge(const ExchangeMergeArgs& a, cudaStream_t stream);
+
 }  // namespace moegraph::cuda

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/cuda/nccl_exchange.h"
 #include "engine/parallel/in_process_exchange.h"
 #include "tests/cuda/backend_pair.h"
 
@@ -201,6 +202,85 @@ TEST_CASE("OpBenchExchange", "[.bench][exchange]") {
         "%.1f us|rank 0 dispatch op %.1f us|combine op %.1f us|d2d copy %.1f us|floor %.1f us\n",
         T, static_cast<long long>(rows), static_cast<long long>(pairs), bytes / 1e6,
         Median(round_us), dispatch_us, combine_us, copy_us, floor_us);
+    std::fflush(stdout);
+  }
+}
+
+// NCCL with one rank: the same round through send/receive to itself of the
+// fixed-size regions (what a captured step sends whatever the counts), and a
+// device copy of those bytes.
+TEST_CASE("OpBenchExchangeNccl", "[.bench][exchange]") {
+  ReseedRng("OpBenchExchangeNccl");
+  const int E = 256, K = 6, D = 4096;
+  auto comms = NcclComms::Create({0});
+  INFO(comms.status().ToString());
+  REQUIRE(comms.ok());
+  for (int T : {1, 8, 32, 64, 128, 256}) {
+    auto backend = CreateCudaBackend(0).value();
+    Backend& b = *backend;
+    InProcessExchangeOptions o;
+    o.num_ranks = 1;
+    o.num_experts = E;
+    o.experts_per_token = K;
+    o.hidden = D;
+    o.capacity = T;
+    auto ex = CreateNcclExchange(o, **comms, 0).value();
+    REQUIRE(ex->Bind(&b).ok());
+    std::vector<Buffer> keep;
+    const std::vector<float> xv = RandomBf16(int64_t{T} * D, 1.0f);
+    const std::vector<int32_t> iv = RandomRouting(T, E, K);
+    Tensor xf(nullptr, DType::kF32, {T, D}), x(nullptr, DType::kBF16, {T, D}),
+        idx(nullptr, DType::kI32, {T, K});
+    for (Tensor* t : {&xf, &x, &idx}) {
+      keep.push_back(b.Allocate(t->bytes()).value());
+      t->data = keep.back().data();
+    }
+    REQUIRE(b.Upload(xf.data, xv.data(), xf.bytes()).ok());
+    REQUIRE(b.Convert(xf, x).ok());
+    REQUIRE(b.Upload(idx.data, iv.data(), idx.bytes()).ok());
+    std::vector<int32_t> dst;
+    for (int t = 0; t < T; ++t) {
+      for (int i = 0; i < K; ++i) dst.push_back(t * K + i);
+    }
+    const int32_t n = static_cast<int32_t>(dst.size());
+    const CombineSend& send = ex->combine_send();
+    REQUIRE(b.Upload(send.pair_dst.data, dst.data(), dst.size() * 4).ok());
+    REQUIRE(b.Upload(send.pair_count.data, &n, 4).ok());
+    REQUIRE(b.Synchronize().ok());
+    auto rounds = [&](int count) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < count; ++i) {
+        REQUIRE(ex->Dispatch(x, idx).ok());
+        REQUIRE(ex->Combine().ok());
+      }
+      REQUIRE(b.Synchronize().ok());
+      return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                 .count() /
+             count;
+    };
+    rounds(10);
+    std::vector<double> round_us;
+    for (int rep = 0; rep < 7; ++rep) round_us.push_back(rounds(50));
+    // Dispatch regions (rows, ids, source tokens, count) and the combine
+    // region, each sent and received once.
+    const size_t bytes = static_cast<size_t>(T) * D * 2 + static_cast<size_t>(T) * K * 4 +
+                         static_cast<size_t>(T) * 4 + 4 + static_cast<size_t>(T) * K * D * 2;
+    void *src = nullptr, *dst_buf = nullptr;
+    REQUIRE(cudaMalloc(&src, bytes) == cudaSuccess);
+    REQUIRE(cudaMalloc(&dst_buf, bytes) == cudaSuccess);
+    cudaStream_t stream;
+    REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+    const double copy_us = EventUs(stream, [&] {
+      REQUIRE(cudaMemcpyAsync(dst_buf, src, bytes, cudaMemcpyDeviceToDevice, stream) ==
+              cudaSuccess);
+    });
+    cudaFree(src);
+    cudaFree(dst_buf);
+    cudaStreamDestroy(stream);
+    std::printf(
+        "EXCHANGE-BENCH|NCCL 1 rank (to itself)|tokens/rank=%d|fixed regions|%.2f MB|round %.1f "
+        "us (back to back)|||d2d copy %.1f us|floor %.1f us\n",
+        T, bytes / 1e6, Median(round_us), copy_us, 2.0 * bytes / 4.3e12 * 1e6);
     std::fflush(stdout);
   }
 }

@@ -7,9 +7,11 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 
+#include "engine/parallel/nccl_environment.h"
 #include "tests/cuda/backend_pair.h"
 
 int main(int argc, char** argv) {
+  moegraph::ApplyNcclDefaults();  // before any thread: the NCCL tests start communicators
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::printf("no CUDA device: [cuda] tests skipped\n");

@@ -14,6 +14,9 @@
 #include <vector>
 
 #include "engine/backend/backend_factory.h"
+#include "engine/backend/cuda/nccl_exchange.h"
+#include "engine/common/bf16.h"
+#include "engine/parallel/in_process_exchange.h"
 #include "engine/parallel/multi_rank_engine.h"
 #include "tests/common/rank_scenario.h"
 
@@ -274,6 +277,87 @@ TEST_CASE("CUDA exchange ops move what the CPU ops move", "[cuda][ep]") {
     CHECK(std::fabs(cg[i] - cw[i]) <= std::fabs(cw[i]) * 4e-3f);
   }
   CHECK(written == (5 + 7) * k * D);
+}
+
+TEST_CASE("NCCL exchange with one rank delivers what the in-process one does", "[cuda][ep][nccl]") {
+  // One rank: every row goes to itself, through NCCL's send/receive to self
+  // (fixed-size regions) or through the in-process exchange's direct writes.
+  InProcessExchangeOptions o;
+  o.num_ranks = 1;
+  o.num_experts = 16;
+  o.experts_per_token = 4;
+  o.hidden = 256;
+  o.capacity = 40;
+  const int T = 33, K = 4, D = 256;
+  auto comms = NcclComms::Create({0});
+  INFO(comms.status().ToString());
+  REQUIRE(comms.ok());
+  auto b_in = CreateBackend("cuda").value();
+  auto b_nccl = CreateBackend("cuda").value();
+  auto in = InProcessExchange::Create(o).value();
+  REQUIRE(in->rank(0)->Bind(b_in.get()).ok());
+  auto nccl = CreateNcclExchange(o, **comms, 0);
+  REQUIRE(nccl.ok());
+  ExpertExchange& nx = **nccl;
+  REQUIRE(nx.Bind(b_nccl.get()).ok());
+  ExpertExchange& ix = *in->rank(0);
+  std::mt19937 rng(5);
+  std::vector<uint16_t> x(T * D);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (uint16_t& v : x) v = FloatToBf16(u(rng));
+  std::vector<int32_t> idx(T * K);
+  for (int t = 0; t < T; ++t) {
+    for (int i = 0; i < K; ++i) idx[t * K + i] = (t * 3 + i * 5) % 16;
+  }
+  std::vector<Buffer> keep;
+  auto on = [&](Backend& b, DType t, std::initializer_list<int64_t> dims, const void* host) {
+    Tensor v(nullptr, t, dims);
+    keep.push_back(b.Allocate(v.bytes()).value());
+    v.data = keep.back().data();
+    REQUIRE(b.Upload(v.data, host, v.bytes()).ok());
+    return v;
+  };
+  auto fetch = [&](Backend& b, const Tensor& t) {
+    std::vector<char> h(t.bytes());
+    REQUIRE(b.Download(h.data(), t.data, t.bytes()).ok());
+    return h;
+  };
+  for (int round = 0; round < 2; ++round) {  // the second reuses every buffer
+    for (auto [b, ex] : {std::pair{b_in.get(), &ix}, std::pair{b_nccl.get(), &nx}}) {
+      absl::Status s = ex->Dispatch(on(*b, DType::kBF16, {T, D}, x.data()),
+                                    on(*b, DType::kI32, {T, K}, idx.data()));
+      INFO(s.ToString());
+      REQUIRE(s.ok());
+    }
+    const DispatchedRows &ri = ix.received(), &rn = nx.received();
+    CHECK(fetch(*b_nccl, rn.counts) == fetch(*b_in, ri.counts));
+    CHECK(fetch(*b_nccl, rn.x) == fetch(*b_in, ri.x));
+    CHECK(fetch(*b_nccl, rn.experts) == fetch(*b_in, ri.experts));
+    CHECK(fetch(*b_nccl, rn.src_token) == fetch(*b_in, ri.src_token));
+    // Every (row, choice) a pair, in reverse order, with distinct outputs.
+    std::vector<int32_t> dst;
+    for (int row = T - 1; row >= 0; --row) {
+      for (int i = 0; i < K; ++i) dst.push_back(row * K + i);
+    }
+    const int32_t n = static_cast<int32_t>(dst.size());
+    std::vector<uint16_t> out(static_cast<size_t>(n) * D);
+    for (uint16_t& v : out) v = FloatToBf16(u(rng));
+    for (auto [b, ex] : {std::pair{b_in.get(), &ix}, std::pair{b_nccl.get(), &nx}}) {
+      const CombineSend& cs = ex->combine_send();
+      REQUIRE(cs.out.dim(0) >= n);
+      REQUIRE(b->Upload(cs.out.data, out.data(), out.size() * 2).ok());
+      REQUIRE(b->Upload(cs.pair_dst.data, dst.data(), dst.size() * 4).ok());
+      REQUIRE(b->Upload(cs.pair_count.data, &n, 4).ok());
+      absl::Status s = ex->Combine();
+      INFO(s.ToString());
+      REQUIRE(s.ok());
+    }
+    const std::vector<char> ci = fetch(*b_in, ix.combined().rows(0, T));
+    CHECK(fetch(*b_nccl, nx.combined().rows(0, T)) == ci);
+    // And the values are where they belong: pair (row, i) of token row.
+    const uint16_t* c = reinterpret_cast<const uint16_t*>(ci.data());
+    CHECK(c[(5 * K + 2) * D + 7] == out[((T - 1 - 5) * K + 2) * D + 7]);
+  }
 }
 
 }  // namespace moegraph::cuda_test

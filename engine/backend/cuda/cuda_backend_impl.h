@@ -58,6 +58,10 @@ class CudaBackendImpl final : public Backend, public OpTimer {
  public:
   static absl::StatusOr<std::unique_ptr<CudaBackendImpl>> Create(int device);
   void set_w8a8_min_rows(int rows) { w8a8_min_rows_ = rows; }
+  // The stream every op runs on, for transports that enqueue their own
+  // work in op order (nccl_exchange.cc).
+  cudaStream_t op_stream() const { return stream_.get(); }
+  int device() const { return device_; }
   ~CudaBackendImpl() override;
 
   std::string name() const override { return name_; }

@@ -1,0 +1,237 @@
+#include "engine/backend/cuda/nccl_exchange.h"
+
+#include <nccl.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend/cuda/cuda_backend_impl.h"
+#include "engine/common/status_macros.h"
+#include "kernels/cuda/exchange.h"
+
+namespace moegraph {
+namespace {
+
+absl::Status NcclStatus(ncclResult_t r, const char* what) {
+  if (r == ncclSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("NCCL ", what, ": ", ncclGetErrorString(r)));
+}
+
+#define NCCL_RETURN_IF_ERROR(expr)                                        \
+  do {                                                                    \
+    if (absl::Status _s = NcclStatus((expr), #expr); !_s.ok()) return _s; \
+  } while (0)
+
+class NcclExchange final : public ExpertExchange {
+ public:
+  NcclExchange(const InProcessExchangeOptions& o, ncclComm_t comm, int rank)
+      : o_(o), partition_{o.num_experts, o.num_ranks}, comm_(comm), rank_(rank) {}
+
+  int rank() const override { return rank_; }
+  const ExpertPartition& partition() const override { return partition_; }
+  int capacity() const override { return o_.capacity; }
+  const DispatchedRows& received() const override { return received_; }
+  const CombineSend& combine_send() const override { return send_view_; }
+  const Tensor& combined() const override { return combined_; }
+
+  absl::Status Bind(Backend* backend) override {
+    if (backend_ != nullptr) return absl::FailedPreconditionError("expert exchange: bound twice");
+    auto* cuda = dynamic_cast<cuda_impl::CudaBackendImpl*>(backend);
+    if (cuda == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "NCCL exchange: rank ", rank_, " needs a CUDA backend, not ", backend->name()));
+    }
+    int device = -1;
+    NCCL_RETURN_IF_ERROR(ncclCommCuDevice(comm_, &device));
+    if (device != cuda->device()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "NCCL exchange: rank ", rank_, " is on cuda:", device, ", its backend on ", cuda->id()));
+    }
+    const int64_t R = o_.num_ranks, cap = o_.capacity, k = o_.experts_per_token, D = o_.hidden;
+    const int64_t pairs =
+        std::max<int64_t>(R * cap * std::min<int64_t>(k, partition_.count(rank_)), 1);
+    const DType act = backend->activation_dtype();
+    auto alloc = [&](DType t, std::initializer_list<int64_t> dims,
+                     float fill) -> absl::StatusOr<Tensor> {
+      Tensor view(nullptr, t, dims);
+      ASSIGN_OR_RETURN(Buffer b, backend->Allocate(view.bytes()));
+      view.data = b.data();
+      buffers_.push_back(std::move(b));
+      RETURN_IF_ERROR(backend->Fill(view, fill));
+      return view;
+    };
+    for (DispatchedRows* d : {&sent_, &received_}) {
+      ASSIGN_OR_RETURN(d->x, alloc(act, {R * cap, D}, 0.0f));
+      ASSIGN_OR_RETURN(d->experts, alloc(DType::kI32, {R * cap, k}, -1.0f));
+      ASSIGN_OR_RETURN(d->src_token, alloc(DType::kI32, {R * cap}, 0.0f));
+      ASSIGN_OR_RETURN(d->counts, alloc(DType::kI32, {R}, 0.0f));
+      d->capacity = o_.capacity;
+    }
+    ASSIGN_OR_RETURN(send_view_.out, alloc(act, {pairs, D}, 0.0f));
+    ASSIGN_OR_RETURN(send_view_.pair_dst, alloc(DType::kI32, {pairs}, 0.0f));
+    ASSIGN_OR_RETURN(send_view_.pair_count, alloc(DType::kI32, {1}, 0.0f));
+    ASSIGN_OR_RETURN(combined_, alloc(act, {cap, k, D}, 0.0f));
+    ASSIGN_OR_RETURN(returned_, alloc(act, {R * cap, k, D}, 0.0f));
+    ASSIGN_OR_RETURN(returning_, alloc(act, {R * cap, k, D}, 0.0f));
+    ASSIGN_OR_RETURN(rows_scratch_, alloc(DType::kI32, {R * cap}, 0.0f));
+    ASSIGN_OR_RETURN(owner_, alloc(DType::kI32, {o_.num_experts}, 0.0f));
+    std::vector<int32_t> owner(o_.num_experts);
+    for (int e = 0; e < o_.num_experts; ++e) owner[e] = partition_.owner(e);
+    RETURN_IF_ERROR(backend->Upload(owner_.data, owner.data(), owner_.bytes()));
+    RETURN_IF_ERROR(backend->Synchronize());
+    for (int64_t r = 0; r < R; ++r) {
+      regions_.push_back({sent_.x.rows(r * cap, cap), sent_.experts.rows(r * cap, cap),
+                          sent_.src_token.rows(r * cap, cap), sent_.counts.rows(r, 1)});
+      returning_to_.push_back(returning_.rows(r * cap, cap));
+    }
+    backend_ = cuda;
+    return absl::OkStatus();
+  }
+
+  absl::Status Dispatch(const Tensor& x, const Tensor& idx) override {
+    RETURN_IF_ERROR(Ready());
+    RETURN_IF_ERROR(backend_->ExchangeDispatch(x, idx, owner_, regions_, rows_scratch_));
+    idx_ = idx;
+    tokens_ = static_cast<int>(x.dim(0));
+    // Every region whole, to and from every rank (fixed sizes).
+    const size_t cap = static_cast<size_t>(o_.capacity);
+    const size_t k = static_cast<size_t>(o_.experts_per_token);
+    const size_t row = static_cast<size_t>(o_.hidden) * DTypeSize(received_.x.dtype);
+    return Exchange([&](int peer, bool send) -> ncclResult_t {
+      const DispatchedRows& d = send ? sent_ : received_;
+      char* x_at = static_cast<char*>(d.x.data) + peer * cap * row;
+      int32_t* e_at = d.experts.as<int32_t>() + peer * cap * k;
+      int32_t* s_at = d.src_token.as<int32_t>() + peer * cap;
+      int32_t* c_at = d.counts.as<int32_t>() + peer;
+      ncclResult_t r = Move(send, x_at, cap * row, ncclUint8, peer);
+      if (r == ncclSuccess) r = Move(send, e_at, cap * k, ncclInt32, peer);
+      if (r == ncclSuccess) r = Move(send, s_at, cap, ncclInt32, peer);
+      if (r == ncclSuccess) r = Move(send, c_at, 1, ncclInt32, peer);
+      return r;
+    });
+  }
+
+  absl::Status Combine() override {
+    RETURN_IF_ERROR(Ready());
+    RETURN_IF_ERROR(backend_->ExchangeCombine(send_view_.out, send_view_.pair_dst,
+                                              send_view_.pair_count, received_.src_token,
+                                              received_.counts, returning_to_));
+    const size_t region = static_cast<size_t>(o_.capacity) * o_.experts_per_token * o_.hidden *
+                          DTypeSize(combined_.dtype);
+    RETURN_IF_ERROR(Exchange([&](int peer, bool send) {
+      const Tensor& t = send ? returning_ : returned_;
+      return Move(send, static_cast<char*>(t.data) + peer * region, region, ncclUint8, peer);
+    }));
+    cuda::ExchangeMergeArgs a;
+    a.idx = idx_.as<const int32_t>();
+    a.owner = owner_.as<const int32_t>();
+    a.tokens = tokens_;
+    a.k = o_.experts_per_token;
+    a.dim = o_.hidden;
+    a.num_experts = o_.num_experts;
+    a.num_ranks = o_.num_ranks;
+    a.elem_bytes = static_cast<int>(DTypeSize(combined_.dtype));
+    for (int r = 0; r < o_.num_ranks; ++r) {
+      a.from[r] = static_cast<const char*>(returned_.data) + r * region;
+    }
+    a.combined = combined_.data;
+    const cudaError_t e = cuda::LaunchExchangeMerge(a, backend_->op_stream());
+    if (e != cudaSuccess) {
+      return absl::InternalError(absl::StrCat("NCCL exchange merge: ", cudaGetErrorString(e)));
+    }
+    return absl::OkStatus();
+  }
+
+  void Abort(const absl::Status& why) override {
+    if (failed_.ok()) {
+      failed_ = absl::AbortedError(
+          absl::StrCat("expert exchange: rank ", rank_, " failed: ", why.message()));
+    }
+  }
+
+ private:
+  absl::Status Ready() const {
+    if (backend_ == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("NCCL exchange: rank ", rank_, " is not bound to a backend"));
+    }
+    return failed_;
+  }
+
+  ncclResult_t Move(bool send, void* at, size_t count, ncclDataType_t type, int peer) {
+    return send ? ncclSend(at, count, type, peer, comm_, backend_->op_stream())
+                : ncclRecv(at, count, type, peer, comm_, backend_->op_stream());
+  }
+
+  // fn(peer, send) for every peer, both ways, as one NCCL group.
+  template <typename Fn>
+  absl::Status Exchange(Fn fn) {
+    NCCL_RETURN_IF_ERROR(ncclGroupStart());
+    ncclResult_t r = ncclSuccess;
+    for (int peer = 0; peer < o_.num_ranks && r == ncclSuccess; ++peer) {
+      r = fn(peer, true);
+      if (r == ncclSuccess) r = fn(peer, false);
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    NCCL_RETURN_IF_ERROR(r);
+    NCCL_RETURN_IF_ERROR(end);
+    return absl::OkStatus();
+  }
+
+  InProcessExchangeOptions o_;
+  ExpertPartition partition_;
+  ncclComm_t comm_;
+  const int rank_;
+  cuda_impl::CudaBackendImpl* backend_ = nullptr;
+  std::vector<Buffer> buffers_;
+  DispatchedRows sent_, received_;  // per peer: a region of `capacity` rows
+  CombineSend send_view_;
+  Tensor combined_, returned_, returning_, rows_scratch_, owner_;
+  std::vector<ExchangeRegion> regions_;
+  std::vector<Tensor> returning_to_;
+  Tensor idx_;
+  int tokens_ = 0;
+  absl::Status failed_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<NcclComms>> NcclComms::Create(const std::vector<int>& devices) {
+  if (devices.empty()) return absl::InvalidArgumentError("NCCL: no devices");
+  // NVLink multicast can take a shared host's GPUs out of service: NCCL
+  // starts only once main has applied moegraph's default (or the user chose).
+  if (std::getenv("NCCL_NVLS_ENABLE") == nullptr) {
+    return absl::FailedPreconditionError(
+        "NCCL: NCCL_NVLS_ENABLE is unset; call ApplyNcclDefaults() first in main, or set it");
+  }
+  std::unique_ptr<NcclComms> c(new NcclComms());
+  std::vector<ncclComm_t> comms(devices.size());
+  NCCL_RETURN_IF_ERROR(
+      ncclCommInitAll(comms.data(), static_cast<int>(devices.size()), devices.data()));
+  for (ncclComm_t comm : comms) c->comms_.push_back(comm);
+  return c;
+}
+
+NcclComms::~NcclComms() {
+  for (void* comm : comms_) ncclCommDestroy(static_cast<ncclComm_t>(comm));
+}
+
+absl::StatusOr<std::unique_ptr<ExpertExchange>> CreateNcclExchange(
+    const InProcessExchangeOptions& o, const NcclComms& comms, int rank) {
+  if (o.num_ranks != comms.size() || rank < 0 || rank >= comms.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("NCCL exchange: rank ", rank, " of ",
+                                                   o.num_ranks, " ranks on a communicator of ",
+                                                   comms.size()));
+  }
+  if (o.num_ranks > cuda::kMaxExchangeRanks || o.num_experts < 1 || o.experts_per_token < 1 ||
+      o.hidden < 1 || o.capacity < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("NCCL exchange: 1 to ", cuda::kMaxExchangeRanks,
+                     " ranks, and positive experts, experts_per_token, hidden and capacity"));
+  }
+  return std::unique_ptr<ExpertExchange>(
+      new NcclExchange(o, static_cast<ncclComm_t>(comms.comm(rank)), rank));
+}
+
+}  // namespace moegraph

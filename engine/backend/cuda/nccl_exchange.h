@@ -1,0 +1,41 @@
+// The NCCL transport of the expert exchange (docs/expert-parallel.md): one
+// communicator, one rank a GPU. Messages have a fixed size (every peer gets
+// its whole region on every call, the counts inside), all enqueued on the
+// rank's op stream: no host sync and the same calls every step, so a step
+// with this exchange can be captured into a graph.
+//   Dispatch: the rows packed into one send region per peer
+//     (ExchangeDispatch), then a grouped send/receive of each region.
+//   Combine: the pairs placed by (token, choice) into one [cap, k, D] region
+//     per source rank (ExchangeCombine), a grouped send/receive, then each
+//     choice taken from the rank that holds its expert (the merge kernel).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/parallel/expert_exchange.h"
+#include "engine/parallel/in_process_exchange.h"
+
+namespace moegraph {
+
+// One communicator over `devices` (CUDA ordinals, one rank each, in this
+// process: ncclCommInitAll). Refused while NCCL_NVLS_ENABLE is unset
+// (engine/parallel/nccl_environment.h).
+class NcclComms {
+ public:
+  static absl::StatusOr<std::unique_ptr<NcclComms>> Create(const std::vector<int>& devices);
+  ~NcclComms();
+  int size() const { return static_cast<int>(comms_.size()); }
+  void* comm(int rank) const { return comms_[rank]; }
+
+ private:
+  std::vector<void*> comms_;  // ncclComm_t
+};
+
+// Rank `rank` of `comms` (options.num_ranks must be comms.size()); Bind
+// takes this rank's CUDA backend, on the communicator's device.
+absl::StatusOr<std::unique_ptr<ExpertExchange>> CreateNcclExchange(
+    const InProcessExchangeOptions& options, const NcclComms& comms, int rank);
+
+}  // namespace moegraph
