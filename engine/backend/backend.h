@@ -351,6 +351,12 @@ class Backend {
   virtual absl::Status EnablePeerAccess(const Backend& peer);
 };
 
+// A tensor of `dims` on `backend` with every element `fill` (float dtypes
+// or i32), its buffer appended to `owner`.
+absl::StatusOr<Tensor> AllocateFilled(Backend& backend, DType dtype,
+                                      std::initializer_list<int64_t> dims, float fill,
+                                      std::vector<Buffer>* owner);
+
 // What a device backend does differently from its defaults (each takes what
 // applies to it).
 struct BackendOptions {

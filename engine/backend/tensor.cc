@@ -44,6 +44,17 @@ absl::Status Backend::ExchangeCombine(const Tensor&, const Tensor&, const Tensor
                                       const Tensor&, const std::vector<Tensor>&) {
   return absl::UnimplementedError(name() + " has no expert exchange");
 }
+absl::StatusOr<Tensor> AllocateFilled(Backend& backend, DType dtype,
+                                      std::initializer_list<int64_t> dims, float fill,
+                                      std::vector<Buffer>* owner) {
+  Tensor view(nullptr, dtype, dims);
+  absl::StatusOr<Buffer> b = backend.Allocate(view.bytes());
+  if (!b.ok()) return b.status();
+  view.data = b->data();
+  owner->push_back(std::move(*b));
+  if (absl::Status s = backend.Fill(view, fill); !s.ok()) return s;
+  return view;
+}
 absl::Status Backend::EnablePeerAccess(const Backend& peer) {
   if (peer.id() == id()) return absl::OkStatus();
   return absl::UnimplementedError(absl::StrCat(name(), " cannot reach ", peer.name(), "'s memory"));

@@ -31,14 +31,8 @@ class InProcessExchange::Rank final : public ExpertExchange {
       RETURN_IF_ERROR(backend->EnablePeerAccess(*peer->backend_));
       RETURN_IF_ERROR(peer->backend_->EnablePeerAccess(*backend));
     }
-    auto alloc = [&](DType t, std::initializer_list<int64_t> dims,
-                     float fill) -> absl::StatusOr<Tensor> {
-      Tensor view(nullptr, t, dims);
-      ASSIGN_OR_RETURN(Buffer b, backend->Allocate(view.bytes()));
-      view.data = b.data();
-      buffers_.push_back(std::move(b));
-      RETURN_IF_ERROR(backend->Fill(view, fill));
-      return view;
+    auto alloc = [&](DType t, std::initializer_list<int64_t> dims, float fill) {
+      return AllocateFilled(*backend, t, dims, fill, &buffers_);
     };
     ASSIGN_OR_RETURN(received_.x, alloc(act, {R * cap, D}, 0.0f));
     ASSIGN_OR_RETURN(received_.experts, alloc(DType::kI32, {R * cap, k}, -1.0f));

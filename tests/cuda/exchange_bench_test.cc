@@ -51,6 +51,32 @@ double EventUs(cudaStream_t stream, Fn fn) {
   return Median(us);
 }
 
+// `rounds(n)` runs n rounds and returns microseconds per round: the median
+// of 7 batches of 50 after 10 to warm up.
+template <typename Fn>
+double MedianRoundUs(Fn rounds) {
+  rounds(10);
+  std::vector<double> us;
+  for (int rep = 0; rep < 7; ++rep) us.push_back(rounds(50));
+  return Median(us);
+}
+
+// One device-to-device copy of `bytes`, from events (EventUs).
+double CopyUs(size_t bytes) {
+  void *src = nullptr, *dst = nullptr;
+  REQUIRE(cudaMalloc(&src, bytes) == cudaSuccess);
+  REQUIRE(cudaMalloc(&dst, bytes) == cudaSuccess);
+  cudaStream_t stream;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  const double us = EventUs(stream, [&] {
+    REQUIRE(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream) == cudaSuccess);
+  });
+  cudaFree(src);
+  cudaFree(dst);
+  cudaStreamDestroy(stream);
+  return us;
+}
+
 }  // namespace
 
 TEST_CASE("OpBenchExchange", "[.bench][exchange]") {
@@ -134,9 +160,7 @@ TEST_CASE("OpBenchExchange", "[.bench][exchange]") {
                  .count() /
              count;
     };
-    rounds(10);
-    std::vector<double> round_us;
-    for (int rep = 0; rep < 7; ++rep) round_us.push_back(rounds(50));
+    const double round_us = MedianRoundUs(rounds);
     // The kernels alone on rank 0's stream (its dispatch into both ranks'
     // regions, its combine back into both ranks' outputs).
     std::vector<ExchangeRegion> to;
@@ -157,8 +181,6 @@ TEST_CASE("OpBenchExchange", "[.bench][exchange]") {
     scratch.data = keep.back().data();
     REQUIRE(b0.Upload(owner.data, ov.data(), owner.bytes()).ok());
     REQUIRE(b0.Synchronize().ok());
-    cudaStream_t stream;
-    REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
     // Kernel time via the backend's own stream: synchronize per batch.
     auto timed = [&](auto op) {
       for (int i = 0; i < 5; ++i) REQUIRE(op().ok());
@@ -186,22 +208,14 @@ TEST_CASE("OpBenchExchange", "[.bench][exchange]") {
     // The same bytes as a whole round moves (every rank's rows and pairs),
     // copied device to device in one call.
     const size_t bytes = static_cast<size_t>(rows + pairs) * D * 2;
-    void *src = nullptr, *dst = nullptr;
-    REQUIRE(cudaMalloc(&src, bytes) == cudaSuccess);
-    REQUIRE(cudaMalloc(&dst, bytes) == cudaSuccess);
-    const double copy_us = EventUs(stream, [&] {
-      REQUIRE(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream) == cudaSuccess);
-    });
-    cudaFree(src);
-    cudaFree(dst);
-    cudaStreamDestroy(stream);
+    const double copy_us = CopyUs(bytes);
     const double floor_us = 2.0 * bytes / 4.3e12 * 1e6;  // read + write
     std::printf(
         "EXCHANGE-BENCH|in-process 2 ranks, 1 GPU|tokens/rank=%d|rows %lld pairs %lld|%.2f "
         "MB|round "
         "%.1f us|rank 0 dispatch op %.1f us|combine op %.1f us|d2d copy %.1f us|floor %.1f us\n",
         T, static_cast<long long>(rows), static_cast<long long>(pairs), bytes / 1e6,
-        Median(round_us), dispatch_us, combine_us, copy_us, floor_us);
+        round_us, dispatch_us, combine_us, copy_us, floor_us);
     std::fflush(stdout);
   }
 }
@@ -258,29 +272,16 @@ TEST_CASE("OpBenchExchangeNccl", "[.bench][exchange]") {
                  .count() /
              count;
     };
-    rounds(10);
-    std::vector<double> round_us;
-    for (int rep = 0; rep < 7; ++rep) round_us.push_back(rounds(50));
+    const double round_us = MedianRoundUs(rounds);
     // Dispatch regions (rows, ids, source tokens, count) and the combine
     // region, each sent and received once.
     const size_t bytes = static_cast<size_t>(T) * D * 2 + static_cast<size_t>(T) * K * 4 +
                          static_cast<size_t>(T) * 4 + 4 + static_cast<size_t>(T) * K * D * 2;
-    void *src = nullptr, *dst_buf = nullptr;
-    REQUIRE(cudaMalloc(&src, bytes) == cudaSuccess);
-    REQUIRE(cudaMalloc(&dst_buf, bytes) == cudaSuccess);
-    cudaStream_t stream;
-    REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
-    const double copy_us = EventUs(stream, [&] {
-      REQUIRE(cudaMemcpyAsync(dst_buf, src, bytes, cudaMemcpyDeviceToDevice, stream) ==
-              cudaSuccess);
-    });
-    cudaFree(src);
-    cudaFree(dst_buf);
-    cudaStreamDestroy(stream);
+    const double copy_us = CopyUs(bytes);
     std::printf(
         "EXCHANGE-BENCH|NCCL 1 rank (to itself)|tokens/rank=%d|fixed regions|%.2f MB|round %.1f "
         "us (back to back)|||d2d copy %.1f us|floor %.1f us\n",
-        T, bytes / 1e6, Median(round_us), copy_us, 2.0 * bytes / 4.3e12 * 1e6);
+        T, bytes / 1e6, round_us, copy_us, 2.0 * bytes / 4.3e12 * 1e6);
     std::fflush(stdout);
   }
 }

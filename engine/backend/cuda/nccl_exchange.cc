@@ -52,14 +52,8 @@ class NcclExchange final : public ExpertExchange {
     const int64_t pairs =
         std::max<int64_t>(R * cap * std::min<int64_t>(k, partition_.count(rank_)), 1);
     const DType act = backend->activation_dtype();
-    auto alloc = [&](DType t, std::initializer_list<int64_t> dims,
-                     float fill) -> absl::StatusOr<Tensor> {
-      Tensor view(nullptr, t, dims);
-      ASSIGN_OR_RETURN(Buffer b, backend->Allocate(view.bytes()));
-      view.data = b.data();
-      buffers_.push_back(std::move(b));
-      RETURN_IF_ERROR(backend->Fill(view, fill));
-      return view;
+    auto alloc = [&](DType t, std::initializer_list<int64_t> dims, float fill) {
+      return AllocateFilled(*backend, t, dims, fill, &buffers_);
     };
     for (DispatchedRows* d : {&sent_, &received_}) {
       ASSIGN_OR_RETURN(d->x, alloc(act, {R * cap, D}, 0.0f));
