@@ -54,7 +54,8 @@ struct EngineOptions {
   int num_layers = 0;
   std::string weight_format;
   // Several ranks in one engine (docs/expert-parallel.md): "cpu:0,cpu:1" runs
-  // two in-process CPU ranks. Empty: `device` alone.
+  // two in-process CPU ranks, "cuda:0,cuda:1" one rank a GPU ("cuda:0,cuda:0":
+  // two sharing one). Empty: `device` alone.
   std::string devices;
   // How the model is split over `devices`: "ep" = routed experts split
   // evenly, attention and shared expert replicated, slots shared out;
