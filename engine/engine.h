@@ -64,6 +64,13 @@ struct EngineOptions {
   // devices (in order), expert-parallel within the block.
   std::string layout = "ep";
   int layer_blocks = 0;
+  // How ep ranks exchange tokens: "in-process" (ranks write into each
+  // other's buffers, host barriers: CPU ranks, CUDA ranks on one GPU or on
+  // peers), "nccl" (one communicator, CUDA ranks on distinct GPUs; stream-
+  // ordered, so decode graphs may hold it; with one device it runs the ep
+  // engine over one rank), or "auto": nccl for CUDA ranks on distinct
+  // GPUs, in-process otherwise.
+  std::string transport = "auto";
   // How long a rank waits for the others at an expert exchange or a layer
   // handoff before the step fails naming the missing ranks.
   int exchange_timeout_ms = 60000;
@@ -83,6 +90,7 @@ inline constexpr const char* kWeightFormats[] = {"bf16", "fp8", "fp4"};
 inline constexpr const char* kGraphModes[] = {"auto", "off", "piecewise", "full"};
 // The accepted values of EngineOptions::layout.
 inline constexpr const char* kLayouts[] = {"ep", "layers", "ep+layers"};
+inline constexpr const char* kTransports[] = {"auto", "in-process", "nccl"};
 
 struct ModelInfo {
   std::string name;        // the model directory's base name

@@ -145,12 +145,9 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   ASSIGN_OR_RETURN(e->state_, SequenceState::Create(&backend, config, so));
   // A rank of several (a shard with an exchange or a handoff) cannot warm up
   // alone: every MoE layer and block boundary waits for the other ranks,
-  // which do not exist yet. Its steps tune as they come (eager).
+  // which do not exist yet (their engine calls Prepare on all at once, or
+  // their steps tune as they come).
   const bool one_of_several = shard.exchange != nullptr || shard.handoff != nullptr;
-  if (e->bucketed_ && one_of_several && e->graph_mode_ != "off") {
-    return absl::UnimplementedError(absl::StrCat(
-        "graphs: '", e->graph_mode_, "' on one rank of several is not built yet; use off"));
-  }
   if (e->bucketed_ && !one_of_several) RETURN_IF_ERROR(e->Prepare());
 
   ModelInfo& info = e->info_;
@@ -216,6 +213,7 @@ double MsSince(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 absl::Status Dsv4Engine::Prepare() {
+  if (!bucketed_) return absl::OkStatus();
   const int max_rows = model_->max_logit_rows();
   token_buckets_ = Buckets(model_->max_step_tokens());
   row_buckets_ = Buckets(max_rows);

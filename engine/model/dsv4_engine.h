@@ -66,6 +66,11 @@ class Dsv4Engine final : public Engine {
   // its ids (planning, staging, enqueueing): without pipelining, the time the
   // GPU sits idle between two steps' work.
   double last_host_us() const { return last_host_us_; }
+  // Warms every bucket up (tuning its GEMMs), freezes the workspaces and
+  // captures the decode graphs (backends with graphs). Logs progress. Create
+  // runs it, except on a rank of several: its warm-up steps meet the other
+  // ranks at every exchange, so their engine runs it on all ranks at once.
+  absl::Status Prepare();
 
  private:
   // A step enqueued on the device whose results the host has not read.
@@ -89,9 +94,6 @@ class Dsv4Engine final : public Engine {
   absl::Status FinishStep(Launched& step, StepResult* result);
   // One step, launched and finished (no step may be in flight).
   absl::Status RunStep(const StepPlan& plan, bool want_sample, StepResult* result);
-  // Warms every bucket up (tuning its GEMMs), freezes the workspaces and
-  // captures the decode graphs. Logs progress.
-  absl::Status Prepare();
   bool CanSampleOnDevice(const StepPlan& plan) const;
   // What every step (and every warm-up and capture) stages with.
   StageOptions BaseStageOptions() const;

@@ -9,6 +9,10 @@
 #include "engine/model/model_config.h"
 #include "engine/parallel/layer_placement.h"
 #include "engine/parallel/multi_rank_engine.h"
+#if MOEGRAPH_HAVE_CUDA
+#include "absl/strings/numbers.h"
+#include "engine/backend/cuda/nccl_exchange.h"
+#endif
 
 namespace moegraph {
 
@@ -17,6 +21,8 @@ ExpertParallelEngine::~ExpertParallelEngine() {
   workers_.clear();
   handoffs_.clear();
   exchanges_.clear();
+  nccl_exchanges_.clear();
+  nccl_comms_.clear();
   ranks_.clear();
 }
 
@@ -50,9 +56,33 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   xo.hidden = config.hidden_size;
   xo.capacity = options.max_step_tokens;
   xo.timeout = std::chrono::milliseconds(options.exchange_timeout_ms);
-  for (int b = 0; b < B; ++b) {
+  ASSIGN_OR_RETURN(e->transport_, ResolveTransport(options, devices));
+  e->captured_ = CapturesRanks(options, devices);
+  for (int b = 0; b < B && e->transport_ == "in-process"; ++b) {
     ASSIGN_OR_RETURN(std::unique_ptr<InProcessExchange> x, InProcessExchange::Create(xo));
     e->exchanges_.push_back(std::move(x));
+  }
+  for (int b = 0; b < B && e->transport_ == "nccl"; ++b) {
+#if MOEGRAPH_HAVE_CUDA
+    std::vector<int> ordinals;
+    for (int r = 0; r < R; ++r) {
+      int n = 0;
+      if (!absl::SimpleAtoi(devices[b * R + r].substr(5), &n)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("devices: '", devices[b * R + r], "' is not cuda:N"));
+      }
+      ordinals.push_back(n);
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<NcclComms> comms, NcclComms::Create(ordinals));
+    for (int r = 0; r < R; ++r) {
+      ASSIGN_OR_RETURN(std::unique_ptr<ExpertExchange> x, CreateNcclExchange(xo, *comms, r));
+      e->nccl_exchanges_.push_back(std::move(x));
+    }
+    e->nccl_comms_.push_back(
+        std::shared_ptr<void>(comms.release(), [](void* c) { delete static_cast<NcclComms*>(c); }));
+#else
+    return absl::UnimplementedError("transport: 'nccl' needs a build with CUDA");
+#endif
   }
   for (int c = 0; B > 1 && c < R; ++c) {
     ASSIGN_OR_RETURN(std::unique_ptr<InProcessHandoff> h,
@@ -64,14 +94,17 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   for (int b = 0; b < B; ++b) {
     const LayerRange layers = B > 1 ? LayerBlock(L, B, b) : LayerRange{};
     for (int r = 0; r < R; ++r) {
-      EngineOptions ro = RankOptions(options, devices[b * R + r]);
-      ro.num_slots = (options.num_slots - r + R - 1) / R;
+      EngineOptions ro = RankOptions(options, devices[b * R + r], e->captured_);
+      // CUDA ranks warm up together, step for step, so they get the same
+      // buckets: each as many slots as the fullest (the extra go unused).
+      ro.num_slots = CudaRanks(devices) ? (options.num_slots + R - 1) / R
+                                        : (options.num_slots - r + R - 1) / R;
       if (options.state_pool_tokens > 0) {
         ro.state_pool_tokens =
             std::max<int64_t>(1, options.state_pool_tokens * ro.num_slots / options.num_slots);
       }
       ModelShard shard;
-      shard.exchange = e->exchanges_[b]->rank(r);
+      shard.exchange = e->exchange(b, r);
       shard.layers = layers;
       if (B > 1) shard.handoff = e->handoffs_[r]->rank(b);
       absl::StatusOr<std::unique_ptr<Dsv4Engine>> rank = Dsv4Engine::Create(ro, shard);
@@ -85,6 +118,19 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
     const std::vector<std::string> block(devices.begin() + b * R, devices.begin() + (b + 1) * R);
     blocks.push_back(BlockName(absl::StrJoin(block, ","), layers, L));
   }
+  // CUDA ranks tune every bucket (and capture their graphs) at load, all at
+  // once: the warm-up steps meet at every exchange.
+  if (CudaRanks(devices)) {
+    for (size_t i = 0; i < e->ranks_.size(); ++i) {
+      Dsv4Engine* rank = e->ranks_[i].get();
+      e->workers_[i]->Post([rank] { return rank->Prepare(); });
+    }
+    Transports transports{e.get()};
+    absl::Status broken;
+    RETURN_IF_ERROR(StepStatus(
+        WaitForRanks(e->workers_, e->step_timeout_ * 10), e->step_timeout_ * 10, transports,
+        [&e](int r, const absl::Status& s) { return e->FromRank(r, s); }, &broken));
+  }
   e->plans_.resize(R);
   e->tokens_.resize(R);
   e->logits_.resize(N);
@@ -96,7 +142,8 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   const std::string ep = absl::StrCat(
       "ep: ", config.n_routed_experts, " routed experts split ", absl::StrJoin(counts, "/"),
       ", attention and shared expert replicated, slots data-parallel (slot s on rank s % ", R,
-      grid ? " of each block)" : ")");
+      grid ? " of each block)" : ")", ", exchange ", e->transport_, ", decode graphs ",
+      e->ranks_[0]->graph_mode());
   e->info_.layout =
       grid ? absl::StrCat(RanksName(devices), "; layers: ", B, " blocks of ", R,
                           " ranks: ", absl::StrJoin(blocks, "; "), "; in each block ", ep)
@@ -208,17 +255,22 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
       const StepPlan& p = plans_[r];
       Dsv4Engine* rank = ranks_[b * R + r].get();
       std::vector<float>* out = &logits_[b * R + r];
-      ExpertExchange* exchange = exchanges_[b]->rank(r);
+      ExpertExchange* exchange = this->exchange(b, r);
       ResidualHandoff* handoff = blocks_ > 1 ? handoffs_[r]->rank(b) : nullptr;
-      workers_[b * R + r]->Post([rank, &p, options, out, exchange, handoff]() -> absl::Status {
-        absl::Status s = p.seqs.empty() ? rank->StepIdle() : rank->StepWithOptions(p, options, out);
-        // A rank failing outside the exchange (its plan, say) releases the others.
-        if (!s.ok()) {
-          exchange->Abort(s);
-          if (handoff != nullptr) handoff->Abort(s);
-        }
-        return s;
-      });
+      const bool graphs = captured_ && !options.all_logits;
+      workers_[b * R + r]->Post(
+          [rank, &p, options, out, exchange, handoff, graphs]() -> absl::Status {
+            // Step runs the rank's decode graphs; StepWithOptions is eager.
+            absl::Status s = p.seqs.empty() ? rank->StepIdle()
+                             : graphs       ? rank->Step(p, out)
+                                            : rank->StepWithOptions(p, options, out);
+            // A rank failing outside the exchange (its plan, say) releases the others.
+            if (!s.ok()) {
+              exchange->Abort(s);
+              if (handoff != nullptr) handoff->Abort(s);
+            }
+            return s;
+          });
     }
   }
   Transports transports{this};

@@ -60,6 +60,17 @@ class ExpertParallelEngine final : public MultiRankEngine {
   // block; with several blocks, one handoff a column.
   std::vector<std::unique_ptr<InProcessExchange>> exchanges_;
   std::vector<std::unique_ptr<InProcessHandoff>> handoffs_;
+  // transport nccl: one communicator a block (NcclComms, CUDA builds only:
+  // type-erased here) and each rank's exchange (rank b * width() + e).
+  std::vector<std::shared_ptr<void>> nccl_comms_;
+  std::vector<std::unique_ptr<ExpertExchange>> nccl_exchanges_;
+  std::string transport_ = "in-process";
+  bool captured_ = false;  // the ranks' decode steps may run in graphs
+  // Block b's EP rank e's view of its block's exchange.
+  ExpertExchange* exchange(int b, int e) const {
+    return nccl_exchanges_.empty() ? exchanges_[b]->rank(e)
+                                   : nccl_exchanges_[b * width() + e].get();
+  }
   // Per step, reused: each column's plan and tokens, each rank's logits.
   std::vector<StepPlan> plans_;
   std::vector<std::vector<int32_t>> tokens_;

@@ -56,18 +56,48 @@ bool CudaRanks(const std::vector<std::string>& devices) {
   return !devices.empty() && absl::StartsWith(devices[0], "cuda");
 }
 
-EngineOptions RankOptions(const EngineOptions& options, const std::string& device) {
+EngineOptions RankOptions(const EngineOptions& options, const std::string& device, bool captured) {
   EngineOptions ro = options;
   // cpu:N names a rank, not a device: every CPU rank is the CPU backend.
   ro.device = absl::StartsWith(device, "cpu") ? "cpu" : device;
   ro.devices.clear();
-  // The ranks' exchanges meet at host barriers: no graphs and no running
-  // ahead yet (docs/expert-parallel.md), and logits come back to the
-  // engine, which merges them in plan order.
-  ro.graphs = "off";
+  // Only an exchange without host barriers can sit in a graph; no rank runs
+  // ahead (docs/expert-parallel.md), and logits come back to the engine,
+  // which merges them in plan order.
+  if (!captured) ro.graphs = "off";
   ro.pipeline_steps = false;
   ro.device_sampling = false;
   return ro;
+}
+
+absl::StatusOr<std::string> ResolveTransport(const EngineOptions& options,
+                                             const std::vector<std::string>& devices) {
+  const std::string& t = options.transport;
+  if (std::find(std::begin(kTransports), std::end(kTransports), t) == std::end(kTransports)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "transport: '", t, "' is not a transport; allowed: ", absl::StrJoin(kTransports, ", ")));
+  }
+  // The tested default; NCCL is asked for by name until a multi-GPU run.
+  if (t != "nccl") return std::string("in-process");
+  if (!CudaRanks(devices)) {
+    return absl::InvalidArgumentError("transport: 'nccl' needs CUDA ranks (devices cuda:N,...)");
+  }
+  for (size_t i = 0; i < devices.size(); ++i) {
+    if (std::find(devices.begin(), devices.begin() + i, devices[i]) != devices.begin() + i) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("transport: 'nccl' needs one rank a GPU; devices names '", devices[i],
+                       "' twice (ranks sharing a GPU take the in-process transport)"));
+    }
+  }
+  if (options.layout == "layers") {
+    return absl::InvalidArgumentError(
+        "transport: 'nccl' is the expert exchange's; layout 'layers' has none");
+  }
+  return t;
+}
+
+bool CapturesRanks(const EngineOptions& options, const std::vector<std::string>& devices) {
+  return CudaRanks(devices) && options.transport == "nccl" && options.layout == "ep";
 }
 
 std::string RanksName(const std::vector<std::string>& devices) {
@@ -100,11 +130,14 @@ absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& o
                                                    " applies to layout ep+layers only, not '",
                                                    options.layout, "'"));
   }
-  if (CudaRanks(devices) && (options.graphs == "piecewise" || options.graphs == "full")) {
+  ASSIGN_OR_RETURN(const std::string transport, ResolveTransport(options, devices));
+  if (CudaRanks(devices) && (options.graphs == "piecewise" || options.graphs == "full") &&
+      !CapturesRanks(options, devices)) {
     return absl::UnimplementedError(absl::StrCat(
         "graphs: '", options.graphs,
-        "' with several CUDA ranks is not built yet (their exchange meets at host barriers); use "
-        "off or auto"));
+        "' with several CUDA ranks needs layout 'ep' and transport "
+        "'nccl' (the in-process exchange and the layer handoff meet at host barriers); use off "
+        "or auto"));
   }
   if (options.exchange_timeout_ms <= 0) {
     return absl::InvalidArgumentError(
@@ -116,7 +149,7 @@ absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& o
 absl::StatusOr<std::unique_ptr<Engine>> CreateMultiRankEngine(const EngineOptions& options) {
   ASSIGN_OR_RETURN(std::vector<std::string> devices, ParseDevices(options.devices));
   RETURN_IF_ERROR(CheckLayout(options.layout));
-  if (devices.size() == 1) {
+  if (devices.size() == 1 && !(options.transport == "nccl" && options.layout == "ep")) {
     EngineOptions one = options;
     one.device = absl::StartsWith(devices[0], "cpu") ? "cpu" : devices[0];
     one.devices.clear();

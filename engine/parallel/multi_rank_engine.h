@@ -27,8 +27,17 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateMultiRankEngine(const EngineOption
 absl::StatusOr<std::vector<std::string>> ParseDevices(const std::string& devices);
 // True when the (parsed) devices are CUDA ranks.
 bool CudaRanks(const std::vector<std::string>& devices);
-// A rank's engine options: `options` on `device`, eager, not running ahead.
-EngineOptions RankOptions(const EngineOptions& options, const std::string& device);
+// "in-process" or "nccl" for options.transport on `devices`; errors name
+// the field (nccl: CUDA ranks, one a GPU, not with layout 'layers').
+absl::StatusOr<std::string> ResolveTransport(const EngineOptions& options,
+                                             const std::vector<std::string>& devices);
+// True when the ranks' steps may run in decode graphs: CUDA ranks, `ep`,
+// transport nccl (stream-ordered, no host barrier).
+bool CapturesRanks(const EngineOptions& options, const std::vector<std::string>& devices);
+// A rank's engine options: `options` on `device`, not running ahead, and
+// eager unless `captured`.
+EngineOptions RankOptions(const EngineOptions& options, const std::string& device,
+                          bool captured = false);
 // "2 devices (in-process CUDA ranks)".
 std::string RanksName(const std::vector<std::string>& devices);
 // OK when `layout` is one of kLayouts.

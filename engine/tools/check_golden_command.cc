@@ -31,7 +31,8 @@ namespace {
 constexpr char kUsage[] =
     "check-golden MODEL_DIR [--golden FILE] [--device cpu|cuda[:N]] [--tolerance REL] "
     "[--argmax FRACTION] [--quantile Q] [--graphs auto|off|full] [--devices cpu:0,cpu:1,...] "
-    "[--layout ep|layers|ep+layers [--layer-blocks N]] [--w8a8-min-rows N]\n"
+    "[--layout ep|layers|ep+layers [--layer-blocks N]] [--transport auto|in-process|nccl] "
+    "[--w8a8-min-rows N]\n"
     "  --w8a8-min-rows: FP8 products of at least N rows run W8A8 on a GPU (0 = never)";
 
 // Pass criteria. The CPU backend computes in fp32 like the reference: every
@@ -301,13 +302,13 @@ int Usage(const char* why) {
 
 int RunCheckGolden(int argc, char** argv) {
   std::string model_dir, golden, device = "cpu", tolerance, argmax, quantile, graphs = "auto";
-  std::string devices, layout = "ep", layer_blocks = "0";
+  std::string devices, layout = "ep", layer_blocks = "0", transport = "auto";
   std::string w8a8_min_rows = std::to_string(kDefaultW8A8MinRows);
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "--golden" || a == "--device" || a == "--tolerance" || a == "--argmax" ||
          a == "--quantile" || a == "--graphs" || a == "--devices" || a == "--layout" ||
-         a == "--layer-blocks" || a == "--w8a8-min-rows") &&
+         a == "--layer-blocks" || a == "--w8a8-min-rows" || a == "--transport") &&
         i + 1 < argc) {
       (a == "--golden"          ? golden
        : a == "--device"        ? device
@@ -317,6 +318,7 @@ int RunCheckGolden(int argc, char** argv) {
        : a == "--devices"       ? devices
        : a == "--layout"        ? layout
        : a == "--layer-blocks"  ? layer_blocks
+       : a == "--transport"     ? transport
        : a == "--w8a8-min-rows" ? w8a8_min_rows
                                 : quantile) = argv[++i];
     } else if (a == "-h" || a == "--help") {
@@ -381,6 +383,7 @@ int RunCheckGolden(int argc, char** argv) {
   options.graphs = graphs;
   options.devices = devices;
   options.layout = layout;
+  options.transport = transport;
   if (!absl::SimpleAtoi(w8a8_min_rows, &options.w8a8_min_rows) || options.w8a8_min_rows < 0) {
     return Usage(
         ("check-golden: --w8a8-min-rows takes a count >= 0 (0 = never), got " + w8a8_min_rows)

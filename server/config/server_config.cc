@@ -190,6 +190,14 @@ absl::Status CheckDevices(absl::string_view text) {
   return absl::OkStatus();
 }
 
+absl::Status CheckTransport(absl::string_view text) {
+  for (const char* t : kTransports) {
+    if (text == t) return absl::OkStatus();
+  }
+  return Invalid(absl::StrCat("one of ", absl::StrJoin(kTransports, ", ")),
+                 absl::StrCat("\"", text, "\""));
+}
+
 absl::Status CheckLayout(absl::string_view text) {
   for (const char* layout : kLayouts) {
     if (text == layout) return absl::OkStatus();
@@ -275,6 +283,13 @@ const std::vector<Field>& Fields() {
           "layer_blocks", [](ServerConfig& c) -> int& { return c.layer_blocks; }, 0, 4096,
           "With layout ep+layers: how many blocks of layers (2 to the model's layer count, "
           "dividing devices into blocks of 2 or more); 0 otherwise."),
+      StringField(
+          "transport", [](ServerConfig& c) -> std::string& { return c.transport; }, "TRANSPORT",
+          "auto",
+          "How ep ranks exchange tokens: in-process (host barriers; CPU ranks, CUDA ranks "
+          "sharing a GPU), nccl (CUDA ranks on distinct GPUs; decode graphs may hold it), "
+          "auto = in-process.",
+          CheckTransport),
       IntField(
           "slots", [](ServerConfig& c) -> int& { return c.slots; }, 1, 65536,
           "Sequence slots: requests running at once."),

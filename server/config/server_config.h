@@ -37,6 +37,7 @@ struct ServerConfig {
   std::string devices;
   std::string layout = "ep";  // how the model is split over `devices` (EngineOptions::layout)
   int layer_blocks = 0;       // ep+layers: blocks of layers (EngineOptions::layer_blocks)
+  std::string transport = "auto";  // the ep exchange (EngineOptions::transport)
   int slots = 8;              // sequence slots, >= 1
   int queue_size = 64;        // waiting requests beyond running ones, >= 0
   int max_step_tokens = 256;  // token budget per step (prefill chunking), >= 1

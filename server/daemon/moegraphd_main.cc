@@ -255,6 +255,7 @@ int Serve(const ServerConfig& config, const DaemonFlags& flags, const sigset_t& 
     options.devices = config.devices;
     options.layout = config.layout;
     options.layer_blocks = config.layer_blocks;
+    options.transport = config.transport;
     options.state_pool_tokens = config.state_pool_tokens;
     options.w8a8_min_rows = config.w8a8_min_rows;
     options.pipeline_steps = !flags.no_pipeline;

@@ -135,6 +135,56 @@ TEST_CASE("CUDA ranks sharing one GPU: ep, layers and ep+layers against one rank
   }
 }
 
+TEST_CASE("NCCL ep over one rank, eager and in decode graphs, against one rank",
+          "[cuda][ep][nccl]") {
+  // The NCCL exchange sends to itself; with no host barrier it sits inside
+  // the captured decode graphs (full: one graph a step with every MoE
+  // layer's exchange; piecewise: inside the segments).
+  for (const char* name : {"dsv4-tiny", "dsv4-topk2", "dsv4-shape", "dsv4-tiny-fp4"}) {
+    const Prompts prompts = LoadPrompts(name);
+    EngineOptions base = moegraph::testing::Options(prompts.dir, prompts.max_tokens);
+    auto cpu = Dsv4Engine::Create(base);
+    INFO(name << ": " << cpu.status().ToString());
+    REQUIRE(cpu.ok());
+    const int V = (*cpu)->info().vocab_size;
+    const Trace ref = moegraph::testing::Run(**cpu, prompts.a, prompts.b, 0, 5, 2);
+    base.device = "cuda";
+    base.graphs = "off";
+    auto single = Dsv4Engine::Create(base);
+    REQUIRE(single.ok());
+    const RowErrors e1 = Compare(
+        moegraph::testing::Run(**single, prompts.a, prompts.b, 0, 5, 2, &ref.tokens), ref, V);
+    std::vector<Trace> runs;
+    for (const char* graphs : {"off", "piecewise", "full"}) {
+      EngineOptions o = base;
+      o.devices = "cuda:0";
+      o.layout = "ep";
+      o.transport = "nccl";
+      o.graphs = graphs;
+      auto engine = Engine::Create(o);
+      INFO(name << ", nccl, graphs " << graphs << ": " << engine.status().ToString());
+      REQUIRE(engine.ok());
+      auto* multi = dynamic_cast<MultiRankEngine*>(engine->get());
+      REQUIRE(multi != nullptr);
+      CHECK((*engine)->info().layout.find(std::string("exchange nccl, decode graphs ") + graphs) !=
+            std::string::npos);
+      runs.push_back(moegraph::testing::Run(*multi, prompts.a, prompts.b, 0, 5, 2, &ref.tokens));
+      // The scenario ends on a decode step of two sequences.
+      const std::string mode = multi->rank(0)->last_step_mode();
+      CHECK(mode == (std::string(graphs) == "off" ? "eager" : graphs));
+      const RowErrors e = Compare(runs.back(), ref, V);
+      std::printf(
+          "multi-rank cuda: %-14s nccl 1 rank graphs %-9s vs fp32: median %.3g p95 %.3g argmax "
+          "%.3f (1 rank: %.3g %.3g %.3f); vs graphs off: max rel %.3g; last step %s\n",
+          name, graphs, e.median, e.p95, e.argmax, e1.median, e1.p95, e1.argmax,
+          MaxRel(runs.back(), runs.front()), mode.c_str());
+      CHECK(e.median <= 1.5 * e1.median + 2e-3);
+      CHECK(e.p95 <= 2 * e1.p95 + 5e-2);
+      CHECK(e.argmax >= e1.argmax - 0.05);
+    }
+  }
+}
+
 TEST_CASE("CUDA exchange ops move what the CPU ops move", "[cuda][ep]") {
   // 3 ranks' dispatch from one source of T tokens (k = 3 of E = 9 experts),
   // then a combine of every received pair back to the source.

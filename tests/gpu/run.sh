@@ -4,6 +4,8 @@
 #   tests    every [cuda] test: ops vs CpuBackend, the device sampler, decode
 #            graphs (eager and full identical, padding, what a step does)
 #   opbench  per-op decode timings at V4-Flash widths ([bench] tests)
+#   multirank check-golden on the realistic fixture through the ep engine:
+#            two CUDA ranks sharing this GPU, one NCCL rank in decode graphs
 #   exchange the in-process expert exchange (2 ranks on this GPU): a dispatch
 #            + combine round and its ops beside a device copy of the bytes
 #   golden   moegraph check-golden --device cuda, graphs off, piecewise and full, on
@@ -90,6 +92,19 @@ for step in $steps; do
         > "$OUT/opbench_nosplit.log" 2>&1
       check "opbench moe without split-K" $?
       while read -r l; do note "  no split-K: $l"; done < <(grep "^OP-BENCH MoeExperts" "$OUT/opbench_nosplit.log" | cut -c1-160)
+      ;;
+    multirank)
+      # The realistic fixture through the ep engine against the fp32 golden
+      # (full bf16 criterion): two in-process CUDA ranks sharing this GPU
+      # (eager), and one NCCL rank in full decode graphs.
+      make_flash || { check "fixture flash4" 1; continue; }
+      for run in "cuda:0,cuda:0 in-process off" "cuda:0 nccl full" "cuda:0 nccl piecewise"; do
+        set -- $run
+        t0=$SECONDS
+        "$STAGE/moegraph" check-golden "$FLASH" --device cuda --devices $1 --layout ep \
+          --transport $2 --graphs $3 > "$OUT/golden_flash4_ep_${2}_$3.log" 2>&1
+        check "golden flash4 ep devices=$1 transport=$2 graphs=$3 in $((SECONDS - t0)) s" $?
+      done
       ;;
     exchange)
       # The in-process expert exchange, two ranks on this GPU, beside a

@@ -90,7 +90,7 @@ TEST_CASE("ep+layers: each rank loads its block's layers and its share of their 
         "4 devices (in-process CPU ranks); layers: 2 blocks of 2 ranks: cpu:0,cpu:1 [0, 2) + "
         "embedding; cpu:2,cpu:3 [2, 5) + head; in each block ep: 8 routed experts split 4/4, "
         "attention and shared expert replicated, slots data-parallel (slot s on rank s % 2 of "
-        "each block)");
+        "each block), exchange in-process, decode graphs off");
   // Slot 3 lives on EP rank 1 of both blocks, as its local slot 1.
   REQUIRE(e.AcquireSlot(3, 16).ok());
   CHECK(e.rank(1)->state()->in_use(1));

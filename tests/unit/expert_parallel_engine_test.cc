@@ -170,8 +170,21 @@ TEST_CASE("ep options: bad devices, layouts and slot counts name the field", "[e
   o.graphs = "full";
   absl::Status graphs = error("cuda:0,cuda:0");
   CHECK(graphs.code() == absl::StatusCode::kUnimplemented);
-  CHECK(graphs.message().find("graphs: 'full' with several CUDA ranks is not built yet") == 0);
+  CHECK(graphs.message().find("graphs: 'full' with several CUDA ranks needs layout 'ep' and "
+                              "transport 'nccl'") == 0);
   o.graphs = "auto";
+  o.transport = "pigeon";
+  CHECK(error("cpu:0,cpu:1").message() ==
+        "transport: 'pigeon' is not a transport; allowed: auto, in-process, nccl");
+  o.transport = "nccl";
+  CHECK(error("cpu:0,cpu:1").message() ==
+        "transport: 'nccl' needs CUDA ranks (devices cuda:N,...)");
+  CHECK(error("cuda:0,cuda:0").message() ==
+        "transport: 'nccl' needs one rank a GPU; devices names 'cuda:0' twice (ranks sharing a "
+        "GPU take the in-process transport)");
+  CHECK(error("cuda:0,cuda:1", "layers").message() ==
+        "transport: 'nccl' is the expert exchange's; layout 'layers' has none");
+  o.transport = "auto";
   // CUDA ranks are built; without a GPU (or a CUDA build) the rank says so.
   if (!CreateBackend("cuda:0").ok()) {
     absl::Status cuda = error("cuda:0,cuda:0");
