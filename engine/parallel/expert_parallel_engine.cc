@@ -17,13 +17,14 @@
 namespace moegraph {
 
 ExpertParallelEngine::~ExpertParallelEngine() {
-  // The transports' buffers live on the ranks' backends: they go first.
+  // The transports' buffers live on the ranks' backends: they go first. The
+  // NCCL communicators go last: the ranks' graphs hold their operations.
   workers_.clear();
   handoffs_.clear();
   exchanges_.clear();
   nccl_exchanges_.clear();
-  nccl_comms_.clear();
   ranks_.clear();
+  nccl_comms_.clear();
 }
 
 absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Create(
