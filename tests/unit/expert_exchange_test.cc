@@ -314,3 +314,64 @@ TEST_CASE("experts over 1, 2, 4 and 8 ranks give MoeExperts' bits", "[ep]") {
     }
   }
 }
+
+TEST_CASE("exchange ops refuse bad operands by name", "[ep]") {
+  std::unique_ptr<Backend> b = CreateCpuBackend();
+  const int R = 2, cap = 2, K = 2, D = 3;
+  std::vector<float> rx(R * cap * D), x(3 * D, 1.0f);
+  std::vector<int32_t> re(R * cap * K), rs(R * cap), rc(R),
+      owner = {0, 0, 1, 1}, idx = {0, 2, 1, 3, 0, 1}, scratch(3 * R);
+  std::vector<ExchangeRegion> to;
+  for (int r = 0; r < R; ++r) {
+    to.push_back({Tensor(rx.data() + r * cap * D, DType::kF32, {cap, D}),
+                  Tensor(re.data() + r * cap * K, DType::kI32, {cap, K}),
+                  Tensor(rs.data() + r * cap, DType::kI32, {cap}),
+                  Tensor(rc.data() + r, DType::kI32, {1})});
+  }
+  const Tensor own(owner.data(), DType::kI32, {4}), rows(scratch.data(), DType::kI32, {6});
+  auto dispatch = [&](int T, int k, const std::vector<ExchangeRegion>& regions, Tensor scr) {
+    return std::string(b->ExchangeDispatch(Tensor(x.data(), DType::kF32, {T, D}),
+                                           Tensor(idx.data(), DType::kI32, {T, k}), own, regions,
+                                           scr)
+                           .message());
+  };
+  CHECK(dispatch(3, K, to, rows) == "ExchangeDispatch: x: 3 rows exceed the regions' capacity 2");
+  CHECK(dispatch(2, 3, to, rows) == "ExchangeDispatch: idx: 3 choices, the regions hold 2");
+  CHECK(dispatch(2, K, {}, rows) == "ExchangeDispatch: to: no destination ranks");
+  CHECK(dispatch(2, K, to, Tensor(scratch.data(), DType::kI32, {3})) ==
+        "ExchangeDispatch: rows_scratch: 3 entries, the step needs 4");
+  std::vector<int32_t> bad = {0, 9};
+  CHECK(b->ExchangeDispatch(Tensor(x.data(), DType::kF32, {1, D}),
+                            Tensor(bad.data(), DType::kI32, {1, K}), own, to, rows)
+            .message() == "ExchangeDispatch: idx[0, 1] = 9 is not an expert");
+  // Two tokens: token 0 to both ranks, token 1 to both; counts 2 and 2.
+  REQUIRE(b->ExchangeDispatch(Tensor(x.data(), DType::kF32, {2, D}),
+                              Tensor(idx.data(), DType::kI32, {2, K}), own, to, rows)
+              .ok());
+  CHECK(rc == std::vector<int32_t>{2, 2});
+
+  // Combine: rows of 2 sources of capacity 2, one of them sent 1 row.
+  std::vector<float> out(4 * D, 2.0f), c0(cap * K * D), c1(cap * K * D);
+  std::vector<int32_t> dst = {0, 1, 2 * K, 3 * K}, src = {0, 1, 0, 1}, counts = {2, 1};
+  int32_t n = 4;
+  const std::vector<Tensor> combined = {Tensor(c0.data(), DType::kF32, {cap, K, D}),
+                                        Tensor(c1.data(), DType::kF32, {cap, K, D})};
+  auto combine = [&](const std::vector<Tensor>& into) {
+    return b->ExchangeCombine(Tensor(out.data(), DType::kF32, {4, D}),
+                              Tensor(dst.data(), DType::kI32, {4}), Tensor(&n, DType::kI32, {1}),
+                              Tensor(src.data(), DType::kI32, {4}),
+                              Tensor(counts.data(), DType::kI32, {2}), into);
+  };
+  absl::Status s = combine(combined);
+  CHECK(s.code() == absl::StatusCode::kInternal);
+  CHECK(s.message() == "ExchangeCombine: pair 3 names row 3, which did not arrive");
+  n = 5;
+  CHECK(combine(combined).message() == "ExchangeCombine: pair count 5 outside [0, 4]");
+  n = 3;
+  CHECK(combine({combined[0], Tensor(c1.data(), DType::kF32, {cap, K, 1})})
+            .message()
+            .find("ExchangeCombine: combined[1]: expected F32 [2, 2, 3]") == 0);
+  REQUIRE(combine(combined).ok());
+  CHECK(c0[(0 * K + 1) * D] == 2.0f);  // pair 1: row 0 (token 0), choice 1
+  CHECK(c1[0] == 2.0f);                // pair 2: row 2 = source 1's row 0, token 0
+}
