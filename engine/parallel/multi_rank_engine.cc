@@ -130,7 +130,7 @@ absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& o
                                                    " applies to layout ep+layers only, not '",
                                                    options.layout, "'"));
   }
-  ASSIGN_OR_RETURN(const std::string transport, ResolveTransport(options, devices));
+  RETURN_IF_ERROR(ResolveTransport(options, devices).status());
   if (CudaRanks(devices) && (options.graphs == "piecewise" || options.graphs == "full") &&
       !CapturesRanks(options, devices)) {
     return absl::UnimplementedError(absl::StrCat(

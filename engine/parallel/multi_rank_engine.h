@@ -43,7 +43,8 @@ std::string RanksName(const std::vector<std::string>& devices);
 // OK when `layout` is one of kLayouts.
 absl::Status CheckLayout(const std::string& layout);
 // What every multi-rank engine checks first: the devices (returned), the
-// layout (one of kLayouts and `layout`), max_step_tokens and
+// layout (one of kLayouts and `layout`), max_step_tokens, the transport,
+// graphs (CUDA ranks capture only with ep over NCCL) and
 // exchange_timeout_ms.
 absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& options,
                                                           const char* layout);
