@@ -35,13 +35,13 @@ struct ServerConfig {
   // Several ranks (EngineOptions::devices): "" = `device` alone; "cpu:0,cpu:1"
   // runs two in-process CPU ranks (docs/expert-parallel.md).
   std::string devices;
-  std::string layout = "ep";  // how the model is split over `devices` (EngineOptions::layout)
-  int layer_blocks = 0;       // ep+layers: blocks of layers (EngineOptions::layer_blocks)
+  std::string layout = "ep";       // how the model is split over `devices` (EngineOptions::layout)
+  int layer_blocks = 0;            // ep+layers: blocks of layers (EngineOptions::layer_blocks)
   std::string transport = "auto";  // the ep exchange (EngineOptions::transport)
-  int slots = 8;              // sequence slots, >= 1
-  int queue_size = 64;        // waiting requests beyond running ones, >= 0
-  int max_step_tokens = 256;  // token budget per step (prefill chunking), >= 1
-  int context_limit = 0;      // 0 = the model's max_position_embeddings
+  int slots = 8;                   // sequence slots, >= 1
+  int queue_size = 64;             // waiting requests beyond running ones, >= 0
+  int max_step_tokens = 256;       // token budget per step (prefill chunking), >= 1
+  int context_limit = 0;           // 0 = the model's max_position_embeddings
   // Tokens of compressed state the state pool holds over all slots, >= 0;
   // 0 = slots * context limit, capped at 262144.
   int state_pool_tokens = 0;

@@ -214,8 +214,8 @@ TEST_CASE("OpBenchExchange", "[.bench][exchange]") {
         "EXCHANGE-BENCH|in-process 2 ranks, 1 GPU|tokens/rank=%d|rows %lld pairs %lld|%.2f "
         "MB|round "
         "%.1f us|rank 0 dispatch op %.1f us|combine op %.1f us|d2d copy %.1f us|floor %.1f us\n",
-        T, static_cast<long long>(rows), static_cast<long long>(pairs), bytes / 1e6,
-        round_us, dispatch_us, combine_us, copy_us, floor_us);
+        T, static_cast<long long>(rows), static_cast<long long>(pairs), bytes / 1e6, round_us,
+        dispatch_us, combine_us, copy_us, floor_us);
     std::fflush(stdout);
   }
 }

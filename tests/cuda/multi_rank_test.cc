@@ -65,6 +65,44 @@ RowErrors Compare(const Trace& got, const Trace& ref, int V) {
   return e;
 }
 
+// A fixture's scenario on the fp32 CPU engine (`ref`), and on one eager CUDA
+// rank fed its tokens (`one`, its errors `e1`); `cuda` the options of that
+// rank, for the runs under test to start from.
+struct Reference {
+  Prompts prompts;
+  int vocab = 0;
+  Trace ref, one;
+  RowErrors e1;
+  EngineOptions cuda;
+};
+Reference MakeReference(const char* name) {
+  Reference r;
+  r.prompts = LoadPrompts(name);
+  EngineOptions o = moegraph::testing::Options(r.prompts.dir, r.prompts.max_tokens);
+  auto cpu = Dsv4Engine::Create(o);
+  INFO(name << ": " << cpu.status().ToString());
+  REQUIRE(cpu.ok());
+  r.vocab = (*cpu)->info().vocab_size;
+  r.ref = moegraph::testing::Run(**cpu, r.prompts.a, r.prompts.b, 0, 5, 2);
+  o.device = "cuda";
+  o.graphs = "off";
+  auto single = Dsv4Engine::Create(o);
+  REQUIRE(single.ok());
+  r.one = moegraph::testing::Run(**single, r.prompts.a, r.prompts.b, 0, 5, 2, &r.ref.tokens);
+  r.e1 = Compare(r.one, r.ref, r.vocab);
+  r.cuda = o;
+  return r;
+}
+
+// EP's errors against one rank's: its pairs travel unweighted in bf16 (one
+// rank weights them in fp32 before rounding), one more rounding a pair, the
+// same argmax (measured: median 1.0-1.2x, p95 1.0-5.4x one rank's).
+void ExpectLikeOneRank(const RowErrors& e, const RowErrors& e1) {
+  CHECK(e.median <= 1.5 * e1.median + 2e-3);
+  CHECK(e.p95 <= 2 * e1.p95 + 5e-2);
+  CHECK(e.argmax >= e1.argmax - 0.05);
+}
+
 }  // namespace
 
 // The reference is the CPU engine (fp32, exact against transformers); every
@@ -76,19 +114,15 @@ RowErrors Compare(const Trace& got, const Trace& ref, int V) {
 // one rank's batches, to its logits.
 TEST_CASE("CUDA ranks sharing one GPU: ep, layers and ep+layers against one rank", "[cuda][ep]") {
   for (const char* name : {"dsv4-tiny", "dsv4-topk2", "dsv4-shape", "dsv4-tiny-fp4"}) {
-    const Prompts prompts = LoadPrompts(name);
-    EngineOptions base = moegraph::testing::Options(prompts.dir, prompts.max_tokens);
-    auto cpu = Dsv4Engine::Create(base);
-    INFO(name << ": " << cpu.status().ToString());
-    REQUIRE(cpu.ok());
-    const int V = (*cpu)->info().vocab_size;
-    const Trace ref = moegraph::testing::Run(**cpu, prompts.a, prompts.b, 0, 5, 2);
-    base.device = "cuda";
-    base.graphs = "off";
+    const Reference r = MakeReference(name);
+    const Prompts& prompts = r.prompts;
+    const EngineOptions& base = r.cuda;
+    const Trace& ref = r.ref;
+    const Trace& one = r.one;
+    const RowErrors& e1 = r.e1;
+    const int V = r.vocab;
     auto single = Dsv4Engine::Create(base);
     REQUIRE(single.ok());
-    const Trace one = moegraph::testing::Run(**single, prompts.a, prompts.b, 0, 5, 2, &ref.tokens);
-    const RowErrors e1 = Compare(one, ref, V);
     const Trace one_free = moegraph::testing::Run(**single, prompts.a, prompts.b, 0, 5, 2);
     std::printf(
         "multi-rank cuda: %-14s 1 rank             vs fp32: median %.3g p95 %.3g argmax %.3f\n",
@@ -124,12 +158,7 @@ TEST_CASE("CUDA ranks sharing one GPU: ep, layers and ep+layers against one rank
         CHECK(MaxRel(got, one) <= 1e-5);
         CHECK(free.tokens == one_free.tokens);
       } else {
-        // The pairs travel unweighted in bf16 (one rank weights them in
-        // fp32 before rounding): one more rounding per pair, the same
-        // argmax (measured: median 1.0-1.2x, p95 1.0-5.4x one rank's).
-        CHECK(e.median <= 1.5 * e1.median + 2e-3);
-        CHECK(e.p95 <= 2 * e1.p95 + 5e-2);
-        CHECK(e.argmax >= e1.argmax - 0.05);
+        ExpectLikeOneRank(e, e1);
       }
     }
   }
@@ -141,22 +170,14 @@ TEST_CASE("NCCL ep over one rank, eager and in decode graphs, against one rank",
   // the captured decode graphs (full: one graph a step with every MoE
   // layer's exchange; piecewise: inside the segments).
   for (const char* name : {"dsv4-tiny", "dsv4-topk2", "dsv4-shape", "dsv4-tiny-fp4"}) {
-    const Prompts prompts = LoadPrompts(name);
-    EngineOptions base = moegraph::testing::Options(prompts.dir, prompts.max_tokens);
-    auto cpu = Dsv4Engine::Create(base);
-    INFO(name << ": " << cpu.status().ToString());
-    REQUIRE(cpu.ok());
-    const int V = (*cpu)->info().vocab_size;
-    const Trace ref = moegraph::testing::Run(**cpu, prompts.a, prompts.b, 0, 5, 2);
-    base.device = "cuda";
-    base.graphs = "off";
-    auto single = Dsv4Engine::Create(base);
-    REQUIRE(single.ok());
-    const RowErrors e1 = Compare(
-        moegraph::testing::Run(**single, prompts.a, prompts.b, 0, 5, 2, &ref.tokens), ref, V);
+    const Reference r = MakeReference(name);
+    const Prompts& prompts = r.prompts;
+    const Trace& ref = r.ref;
+    const RowErrors& e1 = r.e1;
+    const int V = r.vocab;
     std::vector<Trace> runs;
     for (const char* graphs : {"off", "piecewise", "full"}) {
-      EngineOptions o = base;
+      EngineOptions o = r.cuda;
       o.devices = "cuda:0";
       o.layout = "ep";
       o.transport = "nccl";
@@ -178,9 +199,7 @@ TEST_CASE("NCCL ep over one rank, eager and in decode graphs, against one rank",
           "%.3f (1 rank: %.3g %.3g %.3f); vs graphs off: max rel %.3g; last step %s\n",
           name, graphs, e.median, e.p95, e.argmax, e1.median, e1.p95, e1.argmax,
           MaxRel(runs.back(), runs.front()), mode.c_str());
-      CHECK(e.median <= 1.5 * e1.median + 2e-3);
-      CHECK(e.p95 <= 2 * e1.p95 + 5e-2);
-      CHECK(e.argmax >= e1.argmax - 0.05);
+      ExpectLikeOneRank(e, e1);
     }
   }
 }
