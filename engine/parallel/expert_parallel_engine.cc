@@ -79,6 +79,8 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
       ASSIGN_OR_RETURN(std::unique_ptr<ExpertExchange> x, CreateNcclExchange(xo, *comms, r));
       e->nccl_exchanges_.push_back(std::move(x));
     }
+    NcclComms* raw = comms.get();
+    e->nccl_abort_.push_back([raw] { raw->Abort(); });
     e->nccl_comms_.push_back(
         std::shared_ptr<void>(comms.release(), [](void* c) { delete static_cast<NcclComms*>(c); }));
 #else
@@ -128,9 +130,13 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
     }
     Transports transports{e.get()};
     absl::Status broken;
-    RETURN_IF_ERROR(StepStatus(
+    const absl::Status prepared = StepStatus(
         WaitForRanks(e->workers_, e->step_timeout_ * 10), e->step_timeout_ * 10, transports,
-        [&e](int r, const absl::Status& s) { return e->FromRank(r, s); }, &broken));
+        [&e](int r, const absl::Status& s) { return e->FromRank(r, s); }, &broken);
+    if (!broken.ok()) {
+      for (const auto& abort : e->nccl_abort_) abort();  // as in a step, below
+    }
+    RETURN_IF_ERROR(prepared);
   }
   e->plans_.resize(R);
   e->tokens_.resize(R);
@@ -275,9 +281,16 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
     }
   }
   Transports transports{this};
-  RETURN_IF_ERROR(StepStatus(
+  const absl::Status step = StepStatus(
       WaitForRanks(workers_, step_timeout_), step_timeout_, transports,
-      [this](int r, const absl::Status& s) { return FromRank(r, s); }, &broken_));
+      [this](int r, const absl::Status& s) { return FromRank(r, s); }, &broken_);
+  // A rank stuck in NCCL waits for a peer that failed or is gone: aborting
+  // the communicators releases it (the engine is broken from here on, so it
+  // can be destroyed without waiting forever).
+  if (!broken_.ok()) {
+    for (const auto& abort : nccl_abort_) abort();
+  }
+  RETURN_IF_ERROR(step);
   // Logits rows back in plan order (each rank's rows are in its chunks'
   // order), from the last block.
   std::vector<size_t> cursor(R, 0);

@@ -7,6 +7,7 @@
 // block) a layer-placement pipeline holding its share of the slots.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,6 +64,7 @@ class ExpertParallelEngine final : public MultiRankEngine {
   // transport nccl: one communicator a block (NcclComms, CUDA builds only:
   // type-erased here) and each rank's exchange (rank b * width() + e).
   std::vector<std::shared_ptr<void>> nccl_comms_;
+  std::vector<std::function<void()>> nccl_abort_;  // NcclComms::Abort of each
   std::vector<std::unique_ptr<ExpertExchange>> nccl_exchanges_;
   std::string transport_ = "in-process";
   bool captured_ = false;  // the ranks' decode steps may run in graphs

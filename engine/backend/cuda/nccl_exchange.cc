@@ -208,7 +208,14 @@ absl::StatusOr<std::unique_ptr<NcclComms>> NcclComms::Create(const std::vector<i
 }
 
 NcclComms::~NcclComms() {
+  if (aborted_) return;  // ncclCommAbort freed them
   for (void* comm : comms_) ncclCommDestroy(static_cast<ncclComm_t>(comm));
+}
+
+void NcclComms::Abort() {
+  if (aborted_) return;
+  aborted_ = true;
+  for (void* comm : comms_) ncclCommAbort(static_cast<ncclComm_t>(comm));
 }
 
 absl::StatusOr<std::unique_ptr<ExpertExchange>> CreateNcclExchange(

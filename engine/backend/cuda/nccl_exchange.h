@@ -28,9 +28,14 @@ class NcclComms {
   ~NcclComms();
   int size() const { return static_cast<int>(comms_.size()); }
   void* comm(int rank) const { return comms_[rank]; }
+  // Aborts every communicator (ncclCommAbort): ranks blocked in an NCCL
+  // operation, waiting for a peer that will not come, return with an error.
+  // The communicators are unusable afterwards. Any thread, once.
+  void Abort();
 
  private:
   std::vector<void*> comms_;  // ncclComm_t
+  bool aborted_ = false;
 };
 
 // Rank `rank` of `comms` (options.num_ranks must be comms.size()); Bind
