@@ -41,6 +41,7 @@ const std::vector<std::string> kAllKeys = {
     "devices",
     "layout",
     "layer_blocks",
+    "transport",
     "slots",
     "queue_size",
     "max_step_tokens",
@@ -112,6 +113,7 @@ device: cuda:3
 graphs: full
 devices: "cpu:0,cpu:1"
 layout: ep
+transport: nccl
 slots: 32
 queue_size: 0
 max_step_tokens: 4096
@@ -146,6 +148,7 @@ max_waiting_per_identity: 4
   CHECK(c.graphs == "full");
   CHECK(c.devices == "cpu:0,cpu:1");
   CHECK(c.layout == "ep");
+  CHECK(c.transport == "nccl");
   CHECK(c.slots == 32);
   CHECK(c.queue_size == 0);
   CHECK(c.max_step_tokens == 4096);
@@ -217,6 +220,8 @@ TEST_CASE("config: each invalid value names the key, the range and the value", "
        "(line 1)"},
       {"layout: layers+ep",
        "layout: must be one of ep, layers, ep+layers, got \"layers+ep\" (line 1)"},
+      {"transport: carrier",
+       "transport: must be one of auto, in-process, nccl, got \"carrier\" (line 1)"},
       {"graphs: partial",
        "graphs: must be one of auto, off, piecewise, full, got \"partial\" (line 1)"},
       {"log_level: debug",
