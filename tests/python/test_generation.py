@@ -260,9 +260,21 @@ class ChunkedPrefillTest(unittest.TestCase):
             info = stub.GetModelInfo(pb.GetModelInfoRequest())
             self.assertEqual(list(info.devices), ["cpu:0", "cpu:1", "cpu:2"])
             self.assertIn("8 routed experts split 2/3/3", info.layout)
+            self.assertIn("exchange in-process, decode graphs off", info.layout)
             assert_golden_staggered(self, stub, ["a", "b", "a", "b", "b"])
         finally:
             self.assertEqual(daemon.stop(), 0)
+
+    def test_nccl_transport_on_cpu_ranks_is_refused_by_name(self):
+        # NCCL is for CUDA ranks: the daemon says so and exits, it does not
+        # serve on another transport.
+        daemon = Daemon(flags=["--slots=4", "--devices=cpu:0,cpu:1", "--transport=nccl"])
+        with self.assertRaises(DaemonError) as ctx:
+            daemon.start(timeout=120)
+        self.assertIn("exited with 1", str(ctx.exception))
+        self.assertIn("transport: 'nccl' needs CUDA ranks (devices cuda:N,...)",
+                      str(ctx.exception))
+        self.assertEqual(daemon.stop(), 1)
 
     def test_layer_placement_ranks(self):
         # Two in-process CPU ranks, each a block of layers: the same golden
