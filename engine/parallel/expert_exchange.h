@@ -7,6 +7,9 @@
 // without tokens dispatches zero rows).
 #pragma once
 
+#include <chrono>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/tensor.h"
@@ -30,6 +33,42 @@ struct CombineSend {
   Tensor out;         // act [pair_capacity, D]
   Tensor pair_dst;    // i32 [pair_capacity]: received row * k + choice
   Tensor pair_count;  // i32 [1]
+};
+
+// What every transport is sized by.
+struct ExchangeOptions {
+  int num_ranks = 1;
+  int num_experts = 0;        // E
+  int experts_per_token = 0;  // k
+  int hidden = 0;             // D
+  int capacity = 0;           // most tokens a rank dispatches at once (max_step_tokens)
+  std::chrono::milliseconds timeout{60000};  // per barrier (in-process)
+};
+
+// One rank's buffers every transport has, on the rank's backend: the rows it
+// receives, the pairs its experts write, what Combine returns, and the
+// exchange ops' row scratch and expert-owner table.
+struct RankBuffers {
+  DispatchedRows received;  // [R * capacity] rows
+  CombineSend send;         // R * capacity * min(k, local experts) pairs
+  Tensor combined;          // act [capacity, k, D]
+  Tensor rows_scratch;      // i32 [R * capacity]
+  Tensor owner;             // i32 [E]: the rank of each expert
+  std::vector<Buffer> memory;
+};
+absl::Status AllocateRankBuffers(Backend& backend, const ExchangeOptions& o, int rank,
+                                 RankBuffers* out);
+// R regions of `capacity` rows (a transport's send side), into `memory`.
+absl::StatusOr<DispatchedRows> AllocateDispatchedRows(Backend& backend, const ExchangeOptions& o,
+                                                      std::vector<Buffer>* memory);
+
+// A group of ranks' communication resources that can be torn down while a
+// rank is blocked in them (NCCL communicators): Abort releases the blocked
+// ranks with an error; nothing works afterwards.
+class ExchangeGroup {
+ public:
+  virtual ~ExchangeGroup() = default;
+  virtual void Abort() = 0;
 };
 
 class ExpertExchange {

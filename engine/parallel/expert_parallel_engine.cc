@@ -50,7 +50,7 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   std::unique_ptr<ExpertParallelEngine> e(new ExpertParallelEngine());
   e->blocks_ = B;
   e->Init(options, devices, B);
-  InProcessExchangeOptions xo;
+  ExchangeOptions xo;
   xo.num_ranks = R;
   xo.num_experts = config.n_routed_experts;
   xo.experts_per_token = config.num_experts_per_tok;
@@ -79,10 +79,7 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
       ASSIGN_OR_RETURN(std::unique_ptr<ExpertExchange> x, CreateNcclExchange(xo, *comms, r));
       e->nccl_exchanges_.push_back(std::move(x));
     }
-    NcclComms* raw = comms.get();
-    e->nccl_abort_.push_back([raw] { raw->Abort(); });
-    e->nccl_comms_.push_back(
-        std::shared_ptr<void>(comms.release(), [](void* c) { delete static_cast<NcclComms*>(c); }));
+    e->nccl_comms_.push_back(std::move(comms));
 #else
     return absl::UnimplementedError("transport: 'nccl' needs a build with CUDA");
 #endif
@@ -134,7 +131,7 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
         WaitForRanks(e->workers_, e->step_timeout_ * 10), e->step_timeout_ * 10, transports,
         [&e](int r, const absl::Status& s) { return e->FromRank(r, s); }, &broken);
     if (!broken.ok()) {
-      for (const auto& abort : e->nccl_abort_) abort();  // as in a step, below
+      for (const auto& comms : e->nccl_comms_) comms->Abort();  // as in a step, below
     }
     RETURN_IF_ERROR(prepared);
   }
@@ -288,7 +285,7 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
   // the communicators releases it (the engine is broken from here on, so it
   // can be destroyed without waiting forever).
   if (!broken_.ok()) {
-    for (const auto& abort : nccl_abort_) abort();
+    for (const auto& comms : nccl_comms_) comms->Abort();
   }
   RETURN_IF_ERROR(step);
   // Logits rows back in plan order (each rank's rows are in its chunks'

@@ -7,7 +7,6 @@
 // block) a layer-placement pipeline holding its share of the slots.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,10 +60,9 @@ class ExpertParallelEngine final : public MultiRankEngine {
   // block; with several blocks, one handoff a column.
   std::vector<std::unique_ptr<InProcessExchange>> exchanges_;
   std::vector<std::unique_ptr<InProcessHandoff>> handoffs_;
-  // transport nccl: one communicator a block (NcclComms, CUDA builds only:
-  // type-erased here) and each rank's exchange (rank b * width() + e).
-  std::vector<std::shared_ptr<void>> nccl_comms_;
-  std::vector<std::function<void()>> nccl_abort_;  // NcclComms::Abort of each
+  // transport nccl: one communicator a block (NcclComms) and each rank's
+  // exchange (rank b * width() + e).
+  std::vector<std::unique_ptr<ExchangeGroup>> nccl_comms_;
   std::vector<std::unique_ptr<ExpertExchange>> nccl_exchanges_;
   std::string transport_ = "in-process";
   bool captured_ = false;  // the ranks' decode steps may run in graphs

@@ -6,7 +6,6 @@
 // (docs/expert-parallel.md). Every rank's buffers live on its own backend.
 #pragma once
 
-#include <chrono>
 #include <memory>
 #include <vector>
 
@@ -17,19 +16,9 @@
 
 namespace moegraph {
 
-struct InProcessExchangeOptions {
-  int num_ranks = 1;
-  int num_experts = 0;        // E
-  int experts_per_token = 0;  // k
-  int hidden = 0;             // D
-  int capacity = 0;           // most tokens a rank dispatches at once (max_step_tokens)
-  std::chrono::milliseconds timeout{60000};  // per barrier
-};
-
 class InProcessExchange {
  public:
-  static absl::StatusOr<std::unique_ptr<InProcessExchange>> Create(
-      const InProcessExchangeOptions& options);
+  static absl::StatusOr<std::unique_ptr<InProcessExchange>> Create(const ExchangeOptions& options);
   // The ranks' backends must outlive it (their buffers are freed here).
   ~InProcessExchange();
 
@@ -44,11 +33,10 @@ class InProcessExchange {
 
  private:
   class Rank;
-  explicit InProcessExchange(const InProcessExchangeOptions& options);
+  explicit InProcessExchange(const ExchangeOptions& options);
 
-  InProcessExchangeOptions options_;
+  ExchangeOptions options_;
   ExpertPartition partition_;
-  std::vector<int32_t> owner_;  // rank of each expert
   RankBarrier barrier_;
   std::vector<std::unique_ptr<Rank>> ranks_;
 };

@@ -33,7 +33,7 @@ struct ServerConfig {
   std::string device = "auto";  // auto | cpu | cuda | cuda:N  (auto: cuda if a GPU is present)
   std::string graphs = "auto";  // auto | off | full (EngineOptions::graphs)
   // Several ranks (EngineOptions::devices): "" = `device` alone; "cpu:0,cpu:1"
-  // runs two in-process CPU ranks (docs/expert-parallel.md).
+  // two in-process CPU ranks, "cuda:0,cuda:1" one a GPU (docs/expert-parallel.md).
   std::string devices;
   std::string layout = "ep";       // how the model is split over `devices` (EngineOptions::layout)
   int layer_blocks = 0;            // ep+layers: blocks of layers (EngineOptions::layer_blocks)

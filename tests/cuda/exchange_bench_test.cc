@@ -85,7 +85,7 @@ TEST_CASE("OpBenchExchange", "[.bench][exchange]") {
   for (int T : {1, 8, 32, 64, 128, 256}) {
     std::vector<std::unique_ptr<Backend>> backends;
     for (int r = 0; r < R; ++r) backends.push_back(CreateCudaBackend(0).value());
-    InProcessExchangeOptions o;
+    ExchangeOptions o;
     o.num_ranks = R;
     o.num_experts = E;
     o.experts_per_token = K;
@@ -232,7 +232,7 @@ TEST_CASE("OpBenchExchangeNccl", "[.bench][exchange]") {
   for (int T : {1, 8, 32, 64, 128, 256}) {
     auto backend = CreateCudaBackend(0).value();
     Backend& b = *backend;
-    InProcessExchangeOptions o;
+    ExchangeOptions o;
     o.num_ranks = 1;
     o.num_experts = E;
     o.experts_per_token = K;

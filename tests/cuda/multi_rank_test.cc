@@ -351,7 +351,7 @@ TEST_CASE("CUDA exchange ops move what the CPU ops move", "[cuda][ep]") {
 TEST_CASE("NCCL exchange with one rank delivers what the in-process one does", "[cuda][ep][nccl]") {
   // One rank: every row goes to itself, through NCCL's send/receive to self
   // (fixed-size regions) or through the in-process exchange's direct writes.
-  InProcessExchangeOptions o;
+  ExchangeOptions o;
   o.num_ranks = 1;
   o.num_experts = 16;
   o.experts_per_token = 4;

@@ -30,8 +30,8 @@ std::vector<absl::Status> OnRanks(int ranks, Fn fn) {
   return out;
 }
 
-InProcessExchangeOptions Options(int ranks, int experts, int k, int dim, int capacity) {
-  InProcessExchangeOptions o;
+ExchangeOptions Options(int ranks, int experts, int k, int dim, int capacity) {
+  ExchangeOptions o;
   o.num_ranks = ranks;
   o.num_experts = experts;
   o.experts_per_token = k;
@@ -48,7 +48,7 @@ struct BoundExchange {
   InProcessExchange* operator->() const { return ex.get(); }
 };
 
-BoundExchange Bound(const InProcessExchangeOptions& o) {
+BoundExchange Bound(const ExchangeOptions& o) {
   BoundExchange b;
   b.ex = InProcessExchange::Create(o).value();
   for (int r = 0; r < o.num_ranks; ++r) {
@@ -147,7 +147,7 @@ TEST_CASE("in-process exchange: a token goes once to each rank holding its exper
 }
 
 TEST_CASE("in-process exchange: a rank that never arrives is a clear error, not a hang", "[ep]") {
-  InProcessExchangeOptions o = Options(3, 4, 2, 2, 2);
+  ExchangeOptions o = Options(3, 4, 2, 2, 2);
   o.timeout = std::chrono::milliseconds(200);
   BoundExchange ex = Bound(o);
   std::vector<float> x(2 * 2, 1.0f);
@@ -176,7 +176,7 @@ TEST_CASE("in-process exchange: a rank that never arrives is a clear error, not 
 }
 
 TEST_CASE("in-process exchange: an aborting rank releases the others at once", "[ep]") {
-  InProcessExchangeOptions o = Options(2, 2, 1, 1, 1);
+  ExchangeOptions o = Options(2, 2, 1, 1, 1);
   o.timeout = std::chrono::milliseconds(30000);
   BoundExchange ex = Bound(o);
   std::vector<float> x = {1};

@@ -25,15 +25,15 @@ absl::Status NcclStatus(ncclResult_t r, const char* what) {
 
 class NcclExchange final : public ExpertExchange {
  public:
-  NcclExchange(const InProcessExchangeOptions& o, ncclComm_t comm, int rank)
+  NcclExchange(const ExchangeOptions& o, ncclComm_t comm, int rank)
       : o_(o), partition_{o.num_experts, o.num_ranks}, comm_(comm), rank_(rank) {}
 
   int rank() const override { return rank_; }
   const ExpertPartition& partition() const override { return partition_; }
   int capacity() const override { return o_.capacity; }
-  const DispatchedRows& received() const override { return received_; }
-  const CombineSend& combine_send() const override { return send_view_; }
-  const Tensor& combined() const override { return combined_; }
+  const DispatchedRows& received() const override { return buf_.received; }
+  const CombineSend& combine_send() const override { return buf_.send; }
+  const Tensor& combined() const override { return buf_.combined; }
 
   absl::Status Bind(Backend* backend) override {
     if (backend_ != nullptr) return absl::FailedPreconditionError("expert exchange: bound twice");
@@ -48,32 +48,15 @@ class NcclExchange final : public ExpertExchange {
       return absl::InvalidArgumentError(absl::StrCat(
           "NCCL exchange: rank ", rank_, " is on cuda:", device, ", its backend on ", cuda->id()));
     }
+    RETURN_IF_ERROR(AllocateRankBuffers(*backend, o_, rank_, &buf_));
+    // The send side: one region a peer of dispatched rows, and one of
+    // returned pairs by (token, choice); and where the peers' pairs arrive.
+    ASSIGN_OR_RETURN(sent_, AllocateDispatchedRows(*backend, o_, &buf_.memory));
     const int64_t R = o_.num_ranks, cap = o_.capacity, k = o_.experts_per_token, D = o_.hidden;
-    const int64_t pairs =
-        std::max<int64_t>(R * cap * std::min<int64_t>(k, partition_.count(rank_)), 1);
     const DType act = backend->activation_dtype();
-    auto alloc = [&](DType t, std::initializer_list<int64_t> dims, float fill) {
-      return AllocateFilled(*backend, t, dims, fill, &buffers_);
-    };
-    for (DispatchedRows* d : {&sent_, &received_}) {
-      ASSIGN_OR_RETURN(d->x, alloc(act, {R * cap, D}, 0.0f));
-      ASSIGN_OR_RETURN(d->experts, alloc(DType::kI32, {R * cap, k}, -1.0f));
-      ASSIGN_OR_RETURN(d->src_token, alloc(DType::kI32, {R * cap}, 0.0f));
-      ASSIGN_OR_RETURN(d->counts, alloc(DType::kI32, {R}, 0.0f));
-      d->capacity = o_.capacity;
-    }
-    ASSIGN_OR_RETURN(send_view_.out, alloc(act, {pairs, D}, 0.0f));
-    ASSIGN_OR_RETURN(send_view_.pair_dst, alloc(DType::kI32, {pairs}, 0.0f));
-    ASSIGN_OR_RETURN(send_view_.pair_count, alloc(DType::kI32, {1}, 0.0f));
-    ASSIGN_OR_RETURN(combined_, alloc(act, {cap, k, D}, 0.0f));
-    ASSIGN_OR_RETURN(returned_, alloc(act, {R * cap, k, D}, 0.0f));
-    ASSIGN_OR_RETURN(returning_, alloc(act, {R * cap, k, D}, 0.0f));
-    ASSIGN_OR_RETURN(rows_scratch_, alloc(DType::kI32, {R * cap}, 0.0f));
-    ASSIGN_OR_RETURN(owner_, alloc(DType::kI32, {o_.num_experts}, 0.0f));
-    std::vector<int32_t> owner(o_.num_experts);
-    for (int e = 0; e < o_.num_experts; ++e) owner[e] = partition_.owner(e);
-    RETURN_IF_ERROR(backend->Upload(owner_.data, owner.data(), owner_.bytes()));
-    RETURN_IF_ERROR(backend->Synchronize());
+    ASSIGN_OR_RETURN(returned_, AllocateFilled(*backend, act, {R * cap, k, D}, 0.0f, &buf_.memory));
+    ASSIGN_OR_RETURN(returning_,
+                     AllocateFilled(*backend, act, {R * cap, k, D}, 0.0f, &buf_.memory));
     for (int64_t r = 0; r < R; ++r) {
       regions_.push_back({sent_.x.rows(r * cap, cap), sent_.experts.rows(r * cap, cap),
                           sent_.src_token.rows(r * cap, cap), sent_.counts.rows(r, 1)});
@@ -85,15 +68,15 @@ class NcclExchange final : public ExpertExchange {
 
   absl::Status Dispatch(const Tensor& x, const Tensor& idx) override {
     RETURN_IF_ERROR(Ready());
-    RETURN_IF_ERROR(backend_->ExchangeDispatch(x, idx, owner_, regions_, rows_scratch_));
+    RETURN_IF_ERROR(backend_->ExchangeDispatch(x, idx, buf_.owner, regions_, buf_.rows_scratch));
     idx_ = idx;
     tokens_ = static_cast<int>(x.dim(0));
     // Every region whole, to and from every rank (fixed sizes).
     const size_t cap = static_cast<size_t>(o_.capacity);
     const size_t k = static_cast<size_t>(o_.experts_per_token);
-    const size_t row = static_cast<size_t>(o_.hidden) * DTypeSize(received_.x.dtype);
+    const size_t row = static_cast<size_t>(o_.hidden) * DTypeSize(buf_.received.x.dtype);
     return Exchange([&](int peer, bool send) -> ncclResult_t {
-      const DispatchedRows& d = send ? sent_ : received_;
+      const DispatchedRows& d = send ? sent_ : buf_.received;
       char* x_at = static_cast<char*>(d.x.data) + peer * cap * row;
       int32_t* e_at = d.experts.as<int32_t>() + peer * cap * k;
       int32_t* s_at = d.src_token.as<int32_t>() + peer * cap;
@@ -108,28 +91,28 @@ class NcclExchange final : public ExpertExchange {
 
   absl::Status Combine() override {
     RETURN_IF_ERROR(Ready());
-    RETURN_IF_ERROR(backend_->ExchangeCombine(send_view_.out, send_view_.pair_dst,
-                                              send_view_.pair_count, received_.src_token,
-                                              received_.counts, returning_to_));
+    RETURN_IF_ERROR(backend_->ExchangeCombine(buf_.send.out, buf_.send.pair_dst,
+                                              buf_.send.pair_count, buf_.received.src_token,
+                                              buf_.received.counts, returning_to_));
     const size_t region = static_cast<size_t>(o_.capacity) * o_.experts_per_token * o_.hidden *
-                          DTypeSize(combined_.dtype);
+                          DTypeSize(buf_.combined.dtype);
     RETURN_IF_ERROR(Exchange([&](int peer, bool send) {
       const Tensor& t = send ? returning_ : returned_;
       return Move(send, static_cast<char*>(t.data) + peer * region, region, ncclUint8, peer);
     }));
     cuda::ExchangeMergeArgs a;
     a.idx = idx_.as<const int32_t>();
-    a.owner = owner_.as<const int32_t>();
+    a.owner = buf_.owner.as<const int32_t>();
     a.tokens = tokens_;
     a.k = o_.experts_per_token;
     a.dim = o_.hidden;
     a.num_experts = o_.num_experts;
     a.num_ranks = o_.num_ranks;
-    a.elem_bytes = static_cast<int>(DTypeSize(combined_.dtype));
+    a.elem_bytes = static_cast<int>(DTypeSize(buf_.combined.dtype));
     for (int r = 0; r < o_.num_ranks; ++r) {
       a.from[r] = static_cast<const char*>(returned_.data) + r * region;
     }
-    a.combined = combined_.data;
+    a.combined = buf_.combined.data;
     const cudaError_t e = cuda::LaunchExchangeMerge(a, backend_->op_stream());
     if (e != cudaSuccess) {
       return absl::InternalError(absl::StrCat("NCCL exchange merge: ", cudaGetErrorString(e)));
@@ -173,15 +156,14 @@ class NcclExchange final : public ExpertExchange {
     return absl::OkStatus();
   }
 
-  InProcessExchangeOptions o_;
+  ExchangeOptions o_;
   ExpertPartition partition_;
   ncclComm_t comm_;
   const int rank_;
   cuda_impl::CudaBackendImpl* backend_ = nullptr;
-  std::vector<Buffer> buffers_;
-  DispatchedRows sent_, received_;  // per peer: a region of `capacity` rows
-  CombineSend send_view_;
-  Tensor combined_, returned_, returning_, rows_scratch_, owner_;
+  RankBuffers buf_;              // owns every buffer below too
+  DispatchedRows sent_;          // per peer: a region of `capacity` rows
+  Tensor returned_, returning_;  // per peer: a [capacity, k, D] region
   std::vector<ExchangeRegion> regions_;
   std::vector<Tensor> returning_to_;
   Tensor idx_;
@@ -218,8 +200,9 @@ void NcclComms::Abort() {
   for (void* comm : comms_) ncclCommAbort(static_cast<ncclComm_t>(comm));
 }
 
-absl::StatusOr<std::unique_ptr<ExpertExchange>> CreateNcclExchange(
-    const InProcessExchangeOptions& o, const NcclComms& comms, int rank) {
+absl::StatusOr<std::unique_ptr<ExpertExchange>> CreateNcclExchange(const ExchangeOptions& o,
+                                                                   const NcclComms& comms,
+                                                                   int rank) {
   if (o.num_ranks != comms.size() || rank < 0 || rank >= comms.size()) {
     return absl::InvalidArgumentError(absl::StrCat("NCCL exchange: rank ", rank, " of ",
                                                    o.num_ranks, " ranks on a communicator of ",

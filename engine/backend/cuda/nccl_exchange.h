@@ -15,23 +15,22 @@
 
 #include "absl/status/statusor.h"
 #include "engine/parallel/expert_exchange.h"
-#include "engine/parallel/in_process_exchange.h"
 
 namespace moegraph {
 
 // One communicator over `devices` (CUDA ordinals, one rank each, in this
 // process: ncclCommInitAll). Refused while NCCL_NVLS_ENABLE is unset
 // (engine/parallel/nccl_environment.h).
-class NcclComms {
+class NcclComms final : public ExchangeGroup {
  public:
   static absl::StatusOr<std::unique_ptr<NcclComms>> Create(const std::vector<int>& devices);
-  ~NcclComms();
+  ~NcclComms() override;
   int size() const { return static_cast<int>(comms_.size()); }
   void* comm(int rank) const { return comms_[rank]; }
   // Aborts every communicator (ncclCommAbort): ranks blocked in an NCCL
   // operation, waiting for a peer that will not come, return with an error.
   // The communicators are unusable afterwards. Any thread, once.
-  void Abort();
+  void Abort() override;
 
  private:
   std::vector<void*> comms_;  // ncclComm_t
@@ -40,7 +39,8 @@ class NcclComms {
 
 // Rank `rank` of `comms` (options.num_ranks must be comms.size()); Bind
 // takes this rank's CUDA backend, on the communicator's device.
-absl::StatusOr<std::unique_ptr<ExpertExchange>> CreateNcclExchange(
-    const InProcessExchangeOptions& options, const NcclComms& comms, int rank);
+absl::StatusOr<std::unique_ptr<ExpertExchange>> CreateNcclExchange(const ExchangeOptions& options,
+                                                                   const NcclComms& comms,
+                                                                   int rank);
 
 }  // namespace moegraph
