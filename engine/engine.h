@@ -74,6 +74,12 @@ struct EngineOptions {
   // How long a rank waits for the others at an expert exchange or a layer
   // handoff before the step fails naming the missing ranks.
   int exchange_timeout_ms = 60000;
+  // ep: pad every rank's step to one token count, the most any rank's own
+  // step would carry, so that every exchange call moves the same rows on
+  // every rank. The NCCL transport always does (its message sizes are that
+  // count, not the capacity); this asks the in-process one to as well, and
+  // to check it, so the padded path runs on CPU ranks.
+  bool equal_exchange_rows = false;
   // FP8 products (CUDA) of at least this many rows quantize their activations
   // to e4m3 in 1x128 groups, as the released checkpoints' reference does, and
   // run cuBLASLt's block-scaled FP8 GEMM (W8A8); smaller ones keep bf16

@@ -14,6 +14,7 @@
 #include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/weight_source.h"
+#include "engine/parallel/expert_exchange.h"
 #include "engine/parallel/multi_rank_engine.h"
 #include "engine/weights/safetensors.h"
 #include "kernels/cuda/sample_row.h"
@@ -139,7 +140,9 @@ absl::StatusOr<std::unique_ptr<Dsv4Engine>> Dsv4Engine::Create(const EngineOptio
   so.context_limit =
       options.context_limit > 0 ? options.context_limit : config.max_position_embeddings;
   so.pool_tokens = options.state_pool_tokens;
-  so.scratch_tokens = e->bucketed_ ? options.max_step_tokens : 0;
+  // Padded steps compute their padding rows in the scratch slot.
+  const bool padded_ranks = shard.exchange != nullptr && shard.exchange->equal_rows();
+  so.scratch_tokens = e->bucketed_ || padded_ranks ? options.max_step_tokens : 0;
   so.first_layer = e->model_->layers().first;
   so.end_layer = e->model_->layers().end;
   ASSIGN_OR_RETURN(e->state_, SequenceState::Create(&backend, config, so));
@@ -323,24 +326,23 @@ bool Dsv4Engine::CanSampleOnDevice(const StepPlan& plan) const {
   return true;
 }
 
-absl::Status Dsv4Engine::LaunchStep(const StepPlan& plan, bool want_sample, Launched* step) {
+absl::Status Dsv4Engine::LaunchStep(const StepPlan& plan, bool want_sample, Launched* step,
+                                    int pad_to) {
   const auto host_start = std::chrono::steady_clock::now();
   StageOptions so = BaseStageOptions();
   int graph = -1;
   const Dsv4Model::Pieces* pieces = nullptr;
   step->mode = "eager";
   step->bucket = 0;
-  if (bucketed_) {
-    bool decode = !plan.seqs.empty();
+  if (pad_to > 0 && pad_to < plan.num_tokens) {
+    return absl::InternalError(absl::StrCat("step of ", plan.num_tokens,
+                                            " tokens asked to be padded to ", pad_to));
+  }
+  if (bucketed_ || pad_to > 0) {
     int rows = 0;
-    for (const SeqChunk& ch : plan.seqs) {
-      decode = decode && ch.len == 1 && ch.want_logits;
-      rows += ch.want_logits ? 1 : 0;
-    }
-    const int S = static_cast<int>(plan.seqs.size());
-    if (decode && S <= decode_buckets_.back()) {
-      const size_t i = std::lower_bound(decode_buckets_.begin(), decode_buckets_.end(), S) -
-                       decode_buckets_.begin();
+    for (const SeqChunk& ch : plan.seqs) rows += ch.want_logits ? 1 : 0;
+    const size_t i = DecodeBucket(plan, pad_to);
+    if (i < decode_buckets_.size()) {
       so.pad_tokens = so.pad_rows = decode_buckets_[i];
       so.decode_rows = true;
       if (i < decode_pieces_.size()) {
@@ -350,8 +352,8 @@ absl::Status Dsv4Engine::LaunchStep(const StepPlan& plan, bool want_sample, Laun
       }
       if (i < decode_graphs_.size()) graph = decode_graphs_[i];
     } else {
-      so.pad_tokens = BucketFor(token_buckets_, plan.num_tokens);
-      so.pad_rows = rows > 0 ? BucketFor(row_buckets_, rows) : 0;
+      so.pad_tokens = pad_to > 0 ? pad_to : BucketFor(token_buckets_, plan.num_tokens);
+      so.pad_rows = rows > 0 && bucketed_ ? BucketFor(row_buckets_, rows) : 0;
     }
     step->bucket = so.pad_tokens;
   }
@@ -392,6 +394,45 @@ absl::Status Dsv4Engine::LaunchStep(const StepPlan& plan, bool want_sample, Laun
   return absl::OkStatus();
 }
 
+size_t Dsv4Engine::DecodeBucket(const StepPlan& plan, int pad_to) const {
+  const size_t none = decode_buckets_.size();
+  // An empty plan is a decode step only padded (an idle rank's).
+  if (decode_buckets_.empty() || (plan.seqs.empty() && pad_to == 0)) return none;
+  for (const SeqChunk& ch : plan.seqs) {
+    if (ch.len != 1 || !ch.want_logits) return none;
+  }
+  const int n = pad_to > 0 ? pad_to : static_cast<int>(plan.seqs.size());
+  const size_t i = std::lower_bound(decode_buckets_.begin(), decode_buckets_.end(), n) -
+                   decode_buckets_.begin();
+  return i < none && (pad_to == 0 || decode_buckets_[i] == pad_to) ? i : none;
+}
+
+int Dsv4Engine::PaddedTokens(const StepPlan& plan) const {
+  if (plan.seqs.empty()) return 0;
+  if (!bucketed_) return plan.num_tokens;
+  const size_t i = DecodeBucket(plan, 0);
+  return i < decode_buckets_.size() ? decode_buckets_[i]
+                                    : BucketFor(token_buckets_, plan.num_tokens);
+}
+
+absl::Status Dsv4Engine::StepPaddedTo(const StepPlan& plan, int tokens,
+                                      const ForwardOptions& options,
+                                      std::vector<float>* logits) {
+  if (options.all_logits || options.hidden != nullptr) {
+    if (tokens < plan.num_tokens) {
+      return absl::InternalError(
+          absl::StrCat("step of ", plan.num_tokens, " tokens asked to be padded to ", tokens));
+    }
+    ForwardOptions padded = options;
+    padded.pad_tokens = tokens;
+    return model_->Forward(plan, padded, state_.get(), logits);
+  }
+  StepResult result;
+  RETURN_IF_ERROR(RunStep(plan, false, &result, tokens));
+  logits->insert(logits->end(), result.logits.begin(), result.logits.end());
+  return absl::OkStatus();
+}
+
 absl::Status Dsv4Engine::FinishStep(Launched& step, StepResult* result) {
   last_mode_ = step.mode;
   last_bucket_ = step.bucket;
@@ -420,12 +461,13 @@ absl::Status Dsv4Engine::FinishStep(Launched& step, StepResult* result) {
   return absl::OkStatus();
 }
 
-absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepResult* result) {
+absl::Status Dsv4Engine::RunStep(const StepPlan& plan, bool want_sample, StepResult* result,
+                                 int pad_to) {
   if (inflight_count_ > 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("a step ran while ", inflight_count_, " launched step(s) wait for Collect"));
   }
-  RETURN_IF_ERROR(LaunchStep(plan, want_sample, &step_));
+  RETURN_IF_ERROR(LaunchStep(plan, want_sample, &step_, pad_to));
   return FinishStep(step_, result);
 }
 

@@ -49,6 +49,15 @@ class Dsv4Engine final : public Engine {
                                std::vector<float>* logits);
   // Expert parallelism: this rank's part of a step in which it has no tokens.
   absl::Status StepIdle() { return model_->RunIdle(); }
+  // Expert parallelism over an exchange whose every call moves the same rows
+  // on every rank (ExpertExchange::equal_rows): the tokens this rank's step
+  // would carry alone (its bucket; 0 for no sequences), and the step padded
+  // to exactly `tokens` (the most of any rank; an empty plan too): in the
+  // decode graph of that size where there is one, eager (Forward) when
+  // `options` asks for every token's logits or the residual streams.
+  int PaddedTokens(const StepPlan& plan) const;
+  absl::Status StepPaddedTo(const StepPlan& plan, int tokens, const ForwardOptions& options,
+                            std::vector<float>* logits);
   const ModelConfig& config() const { return model_->config(); }
   const Dsv4Model& model() const { return *model_; }
   // The backend the model runs on (benchmarks read its op timer).
@@ -86,14 +95,19 @@ class Dsv4Engine final : public Engine {
 
   Dsv4Engine() = default;
   // Stages and enqueues one step, padded to buckets on backends that tune or
-  // capture per shape. Device-sampled (want_sample and the backend samples):
-  // returns once the ids' copy is enqueued; otherwise after the logits rows
-  // reached the host.
-  absl::Status LaunchStep(const StepPlan& plan, bool want_sample, Launched* step);
+  // capture per shape, or to exactly `pad_to` tokens when it is set.
+  // Device-sampled (want_sample and the backend samples): returns once the
+  // ids' copy is enqueued; otherwise after the logits rows reached the host.
+  absl::Status LaunchStep(const StepPlan& plan, bool want_sample, Launched* step, int pad_to = 0);
   // Waits for a launched step and fills `result` (sampled ids or logits rows).
   absl::Status FinishStep(Launched& step, StepResult* result);
   // One step, launched and finished (no step may be in flight).
-  absl::Status RunStep(const StepPlan& plan, bool want_sample, StepResult* result);
+  absl::Status RunStep(const StepPlan& plan, bool want_sample, StepResult* result,
+                       int pad_to = 0);
+  // The decode bucket a step of one-token sequences runs in (index into
+  // decode_buckets_; their size when none holds it): the smallest holding
+  // its sequences, or the one of exactly `pad_to` tokens when that is set.
+  size_t DecodeBucket(const StepPlan& plan, int pad_to) const;
   bool CanSampleOnDevice(const StepPlan& plan) const;
   // What every step (and every warm-up and capture) stages with.
   StageOptions BaseStageOptions() const;

@@ -588,9 +588,15 @@ absl::Status Dsv4Model::Forward(const StepPlan& plan, const ForwardOptions& opti
                                 SequenceState* state, std::vector<float>* logits) {
   StageOptions so;
   so.all_logits = options.all_logits;
+  so.pad_tokens = options.pad_tokens;
   ASSIGN_OR_RETURN(const StepShape shape, Stage(plan, so, state));
   RETURN_IF_ERROR(Upload());
   RETURN_IF_ERROR(Run(shape, state, options.hidden));
+  if (options.hidden != nullptr && shape.tokens > plan.num_tokens) {
+    // The padding rows come after the plan's.
+    const size_t keep = static_cast<size_t>(plan.num_tokens) * config_.hc_mult * config_.hidden_size;
+    for (std::vector<float>& streams : *options.hidden) streams.resize(keep);
+  }
   return DownloadLogits(shape, logits);
 }
 

@@ -43,6 +43,9 @@ struct ForwardOptions {
   // When set, receives num_layers + 1 arrays of [T, n, D] floats: entry K is
   // the residual streams after layer K-1 (K = 0: the embeddings).
   std::vector<std::vector<float>>* hidden = nullptr;
+  // Pad the step to this many tokens with a scratch-slot chunk (0: none);
+  // `hidden` still holds only the plan's tokens.
+  int pad_tokens = 0;
 };
 
 // How the host half stages a step (the engine's choice; defaults: exactly the

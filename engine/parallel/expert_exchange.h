@@ -43,6 +43,9 @@ struct ExchangeOptions {
   int hidden = 0;             // D
   int capacity = 0;           // most tokens a rank dispatches at once (max_step_tokens)
   std::chrono::milliseconds timeout{60000};  // per barrier (in-process)
+  // Every rank dispatches the same number of rows in each call
+  // (ExpertExchange::equal_rows); the in-process transport checks it.
+  bool equal_rows = false;
 };
 
 // One rank's buffers every transport has, on the rank's backend: the rows it
@@ -82,6 +85,10 @@ class ExpertExchange {
   virtual absl::Status Bind(Backend* backend) = 0;
   // Most tokens one rank may dispatch in one call.
   virtual int capacity() const = 0;
+  // Whether every rank must dispatch the same number of rows (padding rows
+  // included) in each call: a transport whose messages are sized by the
+  // call's rows and not by the capacity (NCCL) needs the ranks to agree.
+  virtual bool equal_rows() const = 0;
 
   // Sends row t of x (act [T, D]) once to each rank holding one of
   // idx[t, :] (i32 [T, k]); T may be 0. Returns when every rank's rows for

@@ -58,6 +58,8 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   xo.capacity = options.max_step_tokens;
   xo.timeout = std::chrono::milliseconds(options.exchange_timeout_ms);
   ASSIGN_OR_RETURN(e->transport_, ResolveTransport(options, devices));
+  xo.equal_rows = e->transport_ == "nccl" || options.equal_exchange_rows;
+  e->equal_rows_ = xo.equal_rows;
   e->captured_ = CapturesRanks(options, devices);
   for (int b = 0; b < B && e->transport_ == "in-process"; ++b) {
     ASSIGN_OR_RETURN(std::unique_ptr<InProcessExchange> x, InProcessExchange::Create(xo));
@@ -254,6 +256,13 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
     plans_[r].token_ids = tokens_[r].data();
     plans_[r].num_tokens = static_cast<int>(tokens_[r].size());
   }
+  // Exchanges that move the same rows on every rank: every rank's step is
+  // padded to the most tokens any rank's own step (its bucket) would carry,
+  // idle ranks' too. Each block's ranks see the same columns' plans.
+  int pad_to = 0;
+  for (int r = 0; equal_rows_ && r < R; ++r) {
+    pad_to = std::max(pad_to, ranks_[r]->PaddedTokens(plans_[r]));
+  }
   for (int b = 0; b < blocks_; ++b) {
     for (int r = 0; r < R; ++r) {
       const StepPlan& p = plans_[r];
@@ -261,13 +270,15 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
       std::vector<float>* out = &logits_[b * R + r];
       ExpertExchange* exchange = this->exchange(b, r);
       ResidualHandoff* handoff = blocks_ > 1 ? handoffs_[r]->rank(b) : nullptr;
-      const bool graphs = captured_ && !options.all_logits;
+      // Step runs the rank's decode graphs and pads to its tuned buckets;
+      // StepWithOptions is eager and exact (every token's logits, streams).
+      const bool bucketed = !options.all_logits && options.hidden == nullptr;
       workers_[b * R + r]->Post(
-          [rank, &p, options, out, exchange, handoff, graphs]() -> absl::Status {
-            // Step runs the rank's decode graphs; StepWithOptions is eager.
-            absl::Status s = p.seqs.empty() ? rank->StepIdle()
-                             : graphs       ? rank->Step(p, out)
-                                            : rank->StepWithOptions(p, options, out);
+          [rank, &p, options, out, exchange, handoff, bucketed, pad_to]() -> absl::Status {
+            absl::Status s = pad_to > 0      ? rank->StepPaddedTo(p, pad_to, options, out)
+                             : p.seqs.empty() ? rank->StepIdle()
+                             : bucketed       ? rank->Step(p, out)
+                                              : rank->StepWithOptions(p, options, out);
             // A rank failing outside the exchange (its plan, say) releases the others.
             if (!s.ok()) {
               exchange->Abort(s);

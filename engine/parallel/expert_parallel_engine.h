@@ -66,6 +66,9 @@ class ExpertParallelEngine final : public MultiRankEngine {
   std::vector<std::unique_ptr<ExpertExchange>> nccl_exchanges_;
   std::string transport_ = "in-process";
   bool captured_ = false;  // the ranks' decode steps may run in graphs
+  // The exchange moves the same rows on every rank (ExpertExchange::
+  // equal_rows): every rank's step is padded to one token count.
+  bool equal_rows_ = false;
   // Block b's EP rank e's view of its block's exchange.
   ExpertExchange* exchange(int b, int e) const {
     return nccl_exchanges_.empty() ? exchanges_[b]->rank(e)

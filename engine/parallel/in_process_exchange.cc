@@ -14,6 +14,7 @@ class InProcessExchange::Rank final : public ExpertExchange {
   int rank() const override { return rank_; }
   const ExpertPartition& partition() const override { return owner_->partition_; }
   int capacity() const override { return owner_->options_.capacity; }
+  bool equal_rows() const override { return owner_->options_.equal_rows; }
   const DispatchedRows& received() const override { return buf_.received; }
   const CombineSend& combine_send() const override { return buf_.send; }
   const Tensor& combined() const override { return buf_.combined; }
@@ -32,12 +33,24 @@ class InProcessExchange::Rank final : public ExpertExchange {
   }
 
   absl::Status Dispatch(const Tensor& x, const Tensor& idx) override {
+    // Read by the peers after the barrier, rewritten only after the next
+    // one (combine), which they reach after reading.
+    owner_->rows_[rank_] = x.dim(0);
     absl::Status s = Send(x, idx);
     if (!s.ok()) {
       Abort(s);
       return s;
     }
-    return owner_->barrier_.Arrive(rank_, "dispatch");
+    RETURN_IF_ERROR(owner_->barrier_.Arrive(rank_, "dispatch"));
+    if (!equal_rows()) return absl::OkStatus();
+    for (int r = 0; r < owner_->num_ranks(); ++r) {
+      if (owner_->rows_[r] != x.dim(0)) {
+        return absl::InternalError(absl::StrCat(
+            "expert exchange: rank ", rank_, " dispatched ", x.dim(0), " rows and rank ", r, " ",
+            owner_->rows_[r], "; the exchange wants every rank's step padded alike"));
+      }
+    }
+    return absl::OkStatus();
   }
 
   absl::Status Combine() override {
@@ -102,7 +115,8 @@ class InProcessExchange::Rank final : public ExpertExchange {
 InProcessExchange::InProcessExchange(const ExchangeOptions& options)
     : options_(options),
       partition_{options.num_experts, options.num_ranks},
-      barrier_(options.num_ranks, options.timeout) {}
+      barrier_(options.num_ranks, options.timeout),
+      rows_(static_cast<size_t>(options.num_ranks), 0) {}
 
 InProcessExchange::~InProcessExchange() = default;
 

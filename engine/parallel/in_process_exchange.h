@@ -38,6 +38,7 @@ class InProcessExchange {
   ExchangeOptions options_;
   ExpertPartition partition_;
   RankBarrier barrier_;
+  std::vector<int64_t> rows_;  // each rank's rows in its last Dispatch
   std::vector<std::unique_ptr<Rank>> ranks_;
 };
 

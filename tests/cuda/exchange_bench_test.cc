@@ -221,8 +221,9 @@ TEST_CASE("OpBenchExchange", "[.bench][exchange]") {
 }
 
 // NCCL with one rank: the same round through send/receive to itself of the
-// fixed-size regions (what a captured step sends whatever the counts), and a
-// device copy of those bytes.
+// call's T rows of each region (what a captured step of bucket T sends
+// whatever the counts; the regions hold 2048), and a device copy of those
+// bytes.
 TEST_CASE("OpBenchExchangeNccl", "[.bench][exchange]") {
   ReseedRng("OpBenchExchangeNccl");
   const int E = 256, K = 6, D = 4096;
@@ -237,7 +238,8 @@ TEST_CASE("OpBenchExchangeNccl", "[.bench][exchange]") {
     o.num_experts = E;
     o.experts_per_token = K;
     o.hidden = D;
-    o.capacity = T;
+    // A prefill chunk's capacity: the messages are the call's T rows.
+    o.capacity = 2048;
     auto ex = CreateNcclExchange(o, **comms, 0).value();
     REQUIRE(ex->Bind(&b).ok());
     std::vector<Buffer> keep;
@@ -279,7 +281,7 @@ TEST_CASE("OpBenchExchangeNccl", "[.bench][exchange]") {
                          static_cast<size_t>(T) * 4 + 4 + static_cast<size_t>(T) * K * D * 2;
     const double copy_us = CopyUs(bytes);
     std::printf(
-        "EXCHANGE-BENCH|NCCL 1 rank (to itself)|tokens/rank=%d|fixed regions|%.2f MB|round %.1f "
+        "EXCHANGE-BENCH|NCCL 1 rank (to itself)|tokens/rank=%d|T rows of 2048|%.2f MB|round %.1f "
         "us (back to back)|||d2d copy %.1f us|floor %.1f us\n",
         T, bytes / 1e6, round_us, copy_us, 2.0 * bytes / 4.3e12 * 1e6);
     std::fflush(stdout);

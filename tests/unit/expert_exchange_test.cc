@@ -146,6 +146,46 @@ TEST_CASE("in-process exchange: a token goes once to each rank holding its exper
   CHECK(y1[3] == 80);
 }
 
+TEST_CASE("in-process exchange with equal rows: ranks bringing different rows are refused",
+          "[ep]") {
+  ExchangeOptions o = Options(2, 4, 2, 2, 4);
+  o.equal_rows = true;
+  BoundExchange ex = Bound(o);
+  CHECK(ex->rank(0)->equal_rows());
+  std::vector<float> x(3 * 2, 1.0f);
+  std::vector<int32_t> idx = {0, 3, 1, 2, 2, 3};
+  auto dispatch = [&](int r, int rows) {
+    return ex->rank(r)->Dispatch(Tensor(x.data(), DType::kF32, {rows, 2}),
+                                 Tensor(idx.data(), DType::kI32, {rows, 2}));
+  };
+  // The same rows on both ranks pass, and the round completes.
+  auto same = OnRanks(2, [&](int r) { return dispatch(r, 3); });
+  REQUIRE(same[0].ok());
+  REQUIRE(same[1].ok());
+  for (int r : {0, 1}) ex->rank(r)->combine_send().pair_count.as<int32_t>()[0] = 0;
+  auto combined = OnRanks(2, [&](int r) { return ex->rank(r)->Combine(); });
+  REQUIRE(combined[0].ok());
+  REQUIRE(combined[1].ok());
+  // 3 rows against 2: both ranks fail, naming both counts.
+  auto differ = OnRanks(2, [&](int r) { return dispatch(r, r == 0 ? 3 : 2); });
+  CHECK(differ[0].code() == absl::StatusCode::kInternal);
+  CHECK(differ[0].message() ==
+        "expert exchange: rank 0 dispatched 3 rows and rank 1 2; the exchange wants every rank's "
+        "step padded alike");
+  CHECK(differ[1].message() ==
+        "expert exchange: rank 1 dispatched 2 rows and rank 0 3; the exchange wants every rank's "
+        "step padded alike");
+  // Without the option, different rows are the normal case.
+  BoundExchange free = Bound(Options(2, 4, 2, 2, 4));
+  CHECK_FALSE(free->rank(0)->equal_rows());
+  auto any = OnRanks(2, [&](int r) {
+    return free->rank(r)->Dispatch(Tensor(x.data(), DType::kF32, {r == 0 ? 3 : 2, 2}),
+                                   Tensor(idx.data(), DType::kI32, {r == 0 ? 3 : 2, 2}));
+  });
+  CHECK(any[0].ok());
+  CHECK(any[1].ok());
+}
+
 TEST_CASE("in-process exchange: a rank that never arrives is a clear error, not a hang", "[ep]") {
   ExchangeOptions o = Options(3, 4, 2, 2, 2);
   o.timeout = std::chrono::milliseconds(200);

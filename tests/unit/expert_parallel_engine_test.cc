@@ -71,6 +71,40 @@ TEST_CASE("2, 4 and 8 CPU ranks give the single-rank logits and tokens on every 
   }
 }
 
+TEST_CASE("ep: every rank padded to one token count, as NCCL's sizes need, gives the same logits",
+          "[ep]") {
+  // equal_exchange_rows: the in-process exchange refuses a call whose ranks
+  // bring different rows, so every step below proves the padding agreed
+  // (idle ranks included: they run a padded empty step, not RunIdle).
+  for (const char* name : {"dsv4-tiny", "dsv4-topk2", "dsv4-shape"}) {
+    const Prompts prompts = LoadPrompts(name);
+    const auto& [dir, golden, a, b, max_tokens] = prompts;
+    auto single = Dsv4Engine::Create(Options(dir, max_tokens));
+    REQUIRE(single.ok());
+    const Trace ref = Run(**single, a, b, 0, 5, 2);
+    const Trace one_ref = Run(**single, a, b, 0, 4, 0);
+    for (int ranks : {2, 4}) {
+      EngineOptions o = Options(dir, max_tokens);
+      o.equal_exchange_rows = true;
+      o.devices = "cpu:0";
+      for (int r = 1; r < ranks; ++r) o.devices += ",cpu:" + std::to_string(r);
+      auto ep = ExpertParallelEngine::Create(o);
+      INFO(name << " on " << ranks << " padded ranks: " << ep.status().ToString());
+      REQUIRE(ep.ok());
+      const Trace got = Run(**ep, a, b, 0, 5, 2);
+      const double rel = MaxRel(got, ref);
+      std::printf("ep padded: %-12s %d ranks: max relative logits difference %.3g\n", name, ranks,
+                  rel);
+      CHECK(rel <= 1e-6);
+      CHECK(got.tokens == ref.tokens);
+      // Slots 0, 4 and 0 again (c after a left) are all on rank 0, the rest idle.
+      const Trace one = Run(**ep, a, b, 0, 4, 0);
+      CHECK(MaxRel(one, one_ref) <= 1e-6);
+      CHECK(one.tokens == one_ref.tokens);
+    }
+  }
+}
+
 TEST_CASE("ep ranks hold only their share of the experts; info says the layout", "[ep]") {
   EngineOptions o = Options(Fixture("dsv4-shape"), 64);  // 6 experts
   o.devices = "cpu:0,cpu:1,cpu:2,cpu:3";

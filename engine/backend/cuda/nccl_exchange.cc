@@ -31,6 +31,8 @@ class NcclExchange final : public ExpertExchange {
   int rank() const override { return rank_; }
   const ExpertPartition& partition() const override { return partition_; }
   int capacity() const override { return o_.capacity; }
+  // Each call moves the call's rows, which the receiver takes to be its own.
+  bool equal_rows() const override { return true; }
   const DispatchedRows& received() const override { return buf_.received; }
   const CombineSend& combine_send() const override { return buf_.send; }
   const Tensor& combined() const override { return buf_.combined; }
@@ -71,8 +73,13 @@ class NcclExchange final : public ExpertExchange {
     RETURN_IF_ERROR(backend_->ExchangeDispatch(x, idx, buf_.owner, regions_, buf_.rows_scratch));
     idx_ = idx;
     tokens_ = static_cast<int>(x.dim(0));
-    // Every region whole, to and from every rank (fixed sizes).
+    // The first `tokens_` rows of every region, to and from every rank: a
+    // rank sends a peer at most one row a token, and every rank's step
+    // carries the same (padded) tokens (equal_rows), so sender and receiver
+    // agree on the sizes without a count on the host. Each graph holds its
+    // bucket's sizes.
     const size_t cap = static_cast<size_t>(o_.capacity);
+    const size_t m = static_cast<size_t>(tokens_);
     const size_t k = static_cast<size_t>(o_.experts_per_token);
     const size_t row = static_cast<size_t>(o_.hidden) * DTypeSize(buf_.received.x.dtype);
     return Exchange([&](int peer, bool send) -> ncclResult_t {
@@ -81,9 +88,9 @@ class NcclExchange final : public ExpertExchange {
       int32_t* e_at = d.experts.as<int32_t>() + peer * cap * k;
       int32_t* s_at = d.src_token.as<int32_t>() + peer * cap;
       int32_t* c_at = d.counts.as<int32_t>() + peer;
-      ncclResult_t r = Move(send, x_at, cap * row, ncclUint8, peer);
-      if (r == ncclSuccess) r = Move(send, e_at, cap * k, ncclInt32, peer);
-      if (r == ncclSuccess) r = Move(send, s_at, cap, ncclInt32, peer);
+      ncclResult_t r = Move(send, x_at, m * row, ncclUint8, peer);
+      if (r == ncclSuccess) r = Move(send, e_at, m * k, ncclInt32, peer);
+      if (r == ncclSuccess) r = Move(send, s_at, m, ncclInt32, peer);
       if (r == ncclSuccess) r = Move(send, c_at, 1, ncclInt32, peer);
       return r;
     });
@@ -94,11 +101,14 @@ class NcclExchange final : public ExpertExchange {
     RETURN_IF_ERROR(backend_->ExchangeCombine(buf_.send.out, buf_.send.pair_dst,
                                               buf_.send.pair_count, buf_.received.src_token,
                                               buf_.received.counts, returning_to_));
-    const size_t region = static_cast<size_t>(o_.capacity) * o_.experts_per_token * o_.hidden *
-                          DTypeSize(buf_.combined.dtype);
+    // A region holds (token, choice) pairs of its source rank's tokens: the
+    // first tokens_ * k of them are all there can be (equal rows again).
+    const size_t pair = static_cast<size_t>(o_.hidden) * DTypeSize(buf_.combined.dtype);
+    const size_t region = static_cast<size_t>(o_.capacity) * o_.experts_per_token * pair;
+    const size_t used = static_cast<size_t>(tokens_) * o_.experts_per_token * pair;
     RETURN_IF_ERROR(Exchange([&](int peer, bool send) {
       const Tensor& t = send ? returning_ : returned_;
-      return Move(send, static_cast<char*>(t.data) + peer * region, region, ncclUint8, peer);
+      return Move(send, static_cast<char*>(t.data) + peer * region, used, ncclUint8, peer);
     }));
     cuda::ExchangeMergeArgs a;
     a.idx = idx_.as<const int32_t>();
