@@ -45,8 +45,9 @@ struct StepMeta {
   // eager, the state's capacity (context_limit - 1) when the launch is
   // captured into a graph replayed at any position. Ops whose grids or
   // workspaces depend on lengths size them from it and read the real lengths
-  // on the device.
-  int max_position = 0;
+  // on the device. -1: unknown (the host copies must be there); 0 is a real
+  // bound (a step whose every token is at position 0).
+  int max_position = -1;
 };
 
 // Host memory the device reads or writes asynchronously (pinned on CUDA),

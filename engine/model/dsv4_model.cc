@@ -719,6 +719,9 @@ absl::StatusOr<StepShape> Dsv4Model::Stage(const StepPlan& plan, const StageOpti
         token_seq[cursor] = seqs;
         ++cursor;
       }
+      // Length-shaped launches must cover the padding's positions too (an
+      // idle rank's padded step has no others).
+      max_pos = std::max(max_pos, len - 1);
       ++seqs;
     };
     if (options.decode_rows) {

@@ -89,10 +89,10 @@ absl::StatusOr<int> MaxPositionOf(const char* op, const StepMeta& m) {
       const int len = m.host_seq_begin[s + 1] - m.host_seq_begin[s];
       if (len > 0) max_pos = std::max(max_pos, m.host_seq_start_pos[s] + len - 1);
     }
-  } else if (m.max_position <= 0 && m.num_tokens > 0) {
+  } else if (m.max_position < 0 && m.num_tokens > 0) {
     return Invalid(op, "meta has neither max_position nor host copies of the batch");
   }
-  return max_pos;
+  return std::max(max_pos, 0);
 }
 
 }  // namespace moegraph::cuda_impl
