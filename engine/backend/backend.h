@@ -256,6 +256,13 @@ class Backend {
   virtual absl::Status HcPre(const Tensor& X, const Tensor& fn, const Tensor& base,
                              const Tensor& scale, int sinkhorn_iters, float hc_eps, float norm_eps,
                              Tensor x_in, Tensor post, Tensor comb) = 0;
+  // HcPre, then h = RmsNorm(x_in, norm_weight, norm_eps) (the sub-layer
+  // input is only ever normed): one op where the backend fuses the two
+  // (CUDA: the collapse's block norms its own row, a launch less a site).
+  virtual absl::Status HcPreNorm(const Tensor& X, const Tensor& fn, const Tensor& base,
+                                 const Tensor& scale, int sinkhorn_iters, float hc_eps,
+                                 float norm_eps, const Tensor& norm_weight, Tensor x_in,
+                                 Tensor post, Tensor comb, Tensor h);
   // Xout[t, j, :] = post[t, j] * y[t, :] + sum_i comb[t, i, j] * X[t, i, :].
   // Xout must not alias X.
   virtual absl::Status HcPost(const Tensor& X, const Tensor& y, const Tensor& post,

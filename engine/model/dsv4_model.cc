@@ -818,15 +818,15 @@ absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
   Tensor post = A.post.rows(0, T), comb = A.comb.rows(0, T);
   for (int l = shard_.layers.first; l < shard_.layers.end; ++l) {
     const Layer& L = layers_[l];
-    RETURN_IF_ERROR(b.HcPre(X, L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale, c.hc_sinkhorn_iters,
-                            hc_eps, eps, x_in, post, comb));
-    RETURN_IF_ERROR(b.RmsNorm(x_in, L.attn_norm, eps, h));
+    RETURN_IF_ERROR(b.HcPreNorm(X, L.hc_attn_fn, L.hc_attn_base, L.hc_attn_scale,
+                                c.hc_sinkhorn_iters, hc_eps, eps, L.attn_norm, x_in, post, comb,
+                                h));
     RETURN_IF_ERROR(AttentionBlock(l, sm, state));
     RETURN_IF_ERROR(b.HcPost(X, y, post, comb, X2));
     std::swap(X, X2);
-    RETURN_IF_ERROR(b.HcPre(X, L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, c.hc_sinkhorn_iters,
-                            hc_eps, eps, x_in, post, comb));
-    RETURN_IF_ERROR(b.RmsNorm(x_in, L.ffn_norm, eps, h));
+    RETURN_IF_ERROR(b.HcPreNorm(X, L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale,
+                                c.hc_sinkhorn_iters, hc_eps, eps, L.ffn_norm, x_in, post, comb,
+                                h));
     RETURN_IF_ERROR(MoeBlock(l, token_ids));
     RETURN_IF_ERROR(b.HcPost(X, y, post, comb, X2));
     std::swap(X, X2);

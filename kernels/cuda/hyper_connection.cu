@@ -96,13 +96,17 @@ cudaError_t LaunchMix(const __nv_bfloat16* X, const float* fn, int tokens, int w
 }
 
 // Sums a token's partials over chunks into mix[0..rows) (already multiplied by
-// the stream norm's 1/rms). Threads r <= rows each reduce one value.
+// the stream norm's 1/rms). A warp a value, its lanes over the chunks (one
+// thread a value walked the 64 chunks of a decode row one L2 load after
+// another: kernels/cuda/NOTES.md).
 __device__ void ReduceMix(const float* partial, int chunks, int tokens, int t, int rows, int width,
                           float norm_eps, float* mix /* smem [rows + 1] */) {
-  for (int r = threadIdx.x; r <= rows; r += blockDim.x) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int r = warp; r <= rows; r += warps) {
     float s = 0.0f;
-    for (int c = 0; c < chunks; ++c) s += partial[(int64_t{c} * tokens + t) * (rows + 1) + r];
-    mix[r] = s;
+    for (int c = lane; c < chunks; c += 32) s += partial[(int64_t{c} * tokens + t) * (rows + 1) + r];
+    s = WarpSum(s);
+    if (lane == 0) mix[r] = s;
   }
   __syncthreads();
   const float inv = rsqrtf(mix[rows] / width + norm_eps);
@@ -112,16 +116,23 @@ __device__ void ReduceMix(const float* partial, int chunks, int tokens, int t, i
 }
 
 // out[c] = sum_i pre[i] * X[i][c]: the weighted collapse of one token's kN
-// streams (X [kN, dim]), shared by the mHC sites and the head.
+// streams (X [kN, dim]), shared by the mHC sites and the head. Returns this
+// thread's sum of the rounded outputs' squares, in the order RmsNorm's block
+// kernel sums them.
 template <int kN>
-__device__ void CollapseStreams(const float* pre, const __nv_bfloat16* X, int dim,
-                                __nv_bfloat16* out) {
+__device__ float CollapseStreams(const float* pre, const __nv_bfloat16* X, int dim,
+                                 __nv_bfloat16* out) {
+  float ss = 0.0f;
   for (int c = threadIdx.x; c < dim; c += blockDim.x) {
     float s = 0.0f;
 #pragma unroll
     for (int i = 0; i < kN; ++i) s += pre[i] * __bfloat162float(X[int64_t{i} * dim + c]);
-    out[c] = __float2bfloat16(s);
+    const __nv_bfloat16 r = __float2bfloat16(s);
+    out[c] = r;
+    const float v = __bfloat162float(r);
+    ss += v * v;
   }
+  return ss;
 }
 
 template <int kN>
@@ -225,7 +236,19 @@ __global__ void HcPreFinishKernel(HcPreParams p, const float* partial, int chunk
     }
   }
   __syncthreads();
-  CollapseStreams<kN>(pre, p.X + int64_t{t} * kN * p.dim, p.dim, p.x_in + int64_t{t} * p.dim);
+  __nv_bfloat16* x_in = p.x_in + int64_t{t} * p.dim;
+  const float ss = CollapseStreams<kN>(pre, p.X + int64_t{t} * kN * p.dim, p.dim, x_in);
+  if (p.normed == nullptr) return;
+  // The sub-layer's RmsNorm on the row this block just wrote (each thread
+  // reads back its own columns), as RmsNormBlockKernel computes it.
+  __shared__ float scratch[32];
+  const float inv = rsqrtf(BlockSum(ss, scratch) / p.dim + p.norm_eps);
+  __nv_bfloat16* h = p.normed + int64_t{t} * p.dim;
+  for (int c = threadIdx.x; c < p.dim; c += blockDim.x) {
+    float v = __bfloat162float(x_in[c]) * inv;
+    if (p.norm_weight) v *= p.norm_weight[c];
+    h[c] = __float2bfloat16(v);
+  }
 }
 
 template <int kN>
@@ -262,7 +285,9 @@ __global__ void HcPostKernel(HcPostParams p) {
   }
 }
 
-int FinishThreads(int dim) { return dim >= 1024 ? 512 : (dim >= 256 ? 256 : 128); }
+// RmsNorm's block kernel's count (kernels/cuda/norm.cu): the fused norm
+// then sums in its order.
+int FinishThreads(int dim) { return dim >= 2048 ? 512 : (dim >= 512 ? 256 : 128); }
 
 }  // namespace
 

@@ -25,6 +25,10 @@ struct HcPreParams {
   int tokens = 0, n = 0, dim = 0;
   int sinkhorn_iters = 0;
   float hc_eps = 1e-6f, norm_eps = 1e-6f;
+  // Optional, fused: normed = RmsNorm(x_in) * norm_weight (eps norm_eps),
+  // the bits LaunchRmsNorm's block kernel gives.
+  const float* norm_weight = nullptr;  // [dim], or null for the unweighted norm
+  __nv_bfloat16* normed = nullptr;     // [tokens, dim]
 };
 const char* Validate(const HcPreParams& p);
 size_t HcPreWorkspaceBytes(const HcPreParams& p);

@@ -36,6 +36,54 @@ TEST_CASE("HcPre", "[cuda]") {
   }
 }
 
+TEST_CASE("HcPreNorm: the fused norm gives HcPre then RmsNorm, bit for bit", "[cuda]") {
+  ReseedRng("HcPreNorm");
+  const int n = 4;
+  for (auto [T, D] : {std::tuple{5, 64}, std::tuple{3, 1536}, std::tuple{1, 4096},
+                      std::tuple{64, 4096}, std::tuple{300, 4096}}) {
+    const int rows = (2 + n) * n;
+    const std::string shape = std::to_string(T) + "x" + std::to_string(n) + "x" + std::to_string(D);
+    auto X = Make(Kind::kAct, RandomBf16(int64_t{T} * n * D, 1.0f), {T, n, D});
+    auto fn = Make(Kind::kF32, RandomBf16(int64_t{rows} * n * D, 0.08f * std::sqrt(64.0f / D)),
+                   {rows, n * D});
+    auto base = Make(Kind::kF32, RandomBf16(rows, 0.5f), {rows});
+    auto scale = Make(Kind::kF32, RandomBf16(3, 0.3f, 1.0f), {3});
+    auto weight = Make(Kind::kF32, RandomBf16(D, 0.2f, 1.0f), {D});
+    auto x_in = MakeOut(Kind::kAct, {T, D});
+    auto post = MakeOut(Kind::kF32, {T, n});
+    auto comb = MakeOut(Kind::kF32, {T, n, n});
+    auto h = MakeOut(Kind::kAct, {T, D});
+    auto h_apart = MakeOut(Kind::kAct, {T, D});
+    // The CPU backend's HcPreNorm is the two ops (Backend's default).
+    REQUIRE(Cpu()
+                .HcPreNorm(X->cpu, fn->cpu, base->cpu, scale->cpu, 20, 1e-6f, 1e-6f, weight->cpu,
+                           x_in->cpu, post->cpu, comb->cpu, h->cpu)
+                .ok());
+    REQUIRE(Gpu()
+                .HcPreNorm(X->gpu, fn->gpu, base->gpu, scale->gpu, 20, 1e-6f, 1e-6f, weight->gpu,
+                           x_in->gpu, post->gpu, comb->gpu, h->gpu)
+                .ok());
+    CompareOut("HcPreNorm", shape + " h", *h);
+    CompareOut("HcPreNorm", shape + " x_in", *x_in);
+    const std::vector<float> fused = Fetch(Gpu(), h->gpu);
+    REQUIRE(Gpu().RmsNorm(x_in->gpu, weight->gpu, 1e-6f, h_apart->gpu).ok());
+    INFO(shape);
+    CHECK(Fetch(Gpu(), h_apart->gpu) == fused);
+  }
+  // Without h it is not a fused site: refused by name.
+  auto X = Make(Kind::kAct, RandomBf16(4 * 64, 1.0f), {1, 4, 64});
+  auto fn = Make(Kind::kF32, RandomBf16(24 * 256, 0.08f), {24, 256});
+  auto base = Make(Kind::kF32, RandomBf16(24, 0.5f), {24});
+  auto scale = Make(Kind::kF32, RandomBf16(3, 0.3f, 1.0f), {3});
+  auto x_in = MakeOut(Kind::kAct, {1, 64});
+  auto post = MakeOut(Kind::kF32, {1, 4});
+  auto comb = MakeOut(Kind::kF32, {1, 4, 4});
+  const absl::Status s = Gpu().HcPreNorm(X->gpu, fn->gpu, base->gpu, scale->gpu, 20, 1e-6f, 1e-6f,
+                                         Tensor(), x_in->gpu, post->gpu, comb->gpu, Tensor());
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(s.message().find("HcPreNorm") != std::string::npos);
+}
+
 TEST_CASE("HcPost", "[cuda]") {
   ReseedRng("HcPost");
   const int n = 4;

@@ -208,6 +208,19 @@ TEST_CASE("OpBench", "[.bench]") {
                                comb->t);
           }),
           4.0 * 24 * 4 * D + 2.0 * B * 4 * D);
+      auto norm = G(DType::kF32, {D});
+      auto h = G(DType::kBF16, {B, D});
+      Row("HcPre n4 + RmsNorm", B, MedianUs([&] {
+            absl::Status s = Gpu().HcPre(X->t, fn->t, base->t, scale->t, 20, 1e-6f, 1e-6f, x_in->t,
+                                         post->t, comb->t);
+            return s.ok() ? Gpu().RmsNorm(x_in->t, norm->t, 1e-6f, h->t) : s;
+          }),
+          4.0 * 24 * 4 * D + 2.0 * B * 4 * D + 4.0 * B * D);
+      Row("HcPreNorm n4 (fused)", B, MedianUs([&] {
+            return Gpu().HcPreNorm(X->t, fn->t, base->t, scale->t, 20, 1e-6f, 1e-6f, norm->t,
+                                   x_in->t, post->t, comb->t, h->t);
+          }),
+          4.0 * 24 * 4 * D + 2.0 * B * 4 * D + 4.0 * B * D);
     }
   }
 }

@@ -311,27 +311,55 @@ absl::Status CudaBackendImpl::Sample(const Tensor& logits, const Tensor& params,
 absl::Status CudaBackendImpl::HcPre(const Tensor& X, const Tensor& fn, const Tensor& base,
                                     const Tensor& scale, int sinkhorn_iters, float hc_eps,
                                     float norm_eps, Tensor x_in, Tensor post, Tensor comb) {
+  return HcPreSite("HcPre", X, fn, base, scale, sinkhorn_iters, hc_eps, norm_eps, Tensor(), x_in,
+                   post, comb, Tensor());
+}
+
+absl::Status CudaBackendImpl::HcPreNorm(const Tensor& X, const Tensor& fn, const Tensor& base,
+                                        const Tensor& scale, int sinkhorn_iters, float hc_eps,
+                                        float norm_eps, const Tensor& norm_weight, Tensor x_in,
+                                        Tensor post, Tensor comb, Tensor h) {
+  if (h.empty()) return Invalid("HcPreNorm", "h is null");
+  return HcPreSite("HcPreNorm", X, fn, base, scale, sinkhorn_iters, hc_eps, norm_eps, norm_weight,
+                   x_in, post, comb, h);
+}
+
+absl::Status CudaBackendImpl::HcPreSite(const char* op, const Tensor& X, const Tensor& fn,
+                                        const Tensor& base, const Tensor& scale,
+                                        int sinkhorn_iters, float hc_eps, float norm_eps,
+                                        const Tensor& norm_weight, Tensor x_in, Tensor post,
+                                        Tensor comb, Tensor h) {
   OpScope scope(this, OpKind::kOther);
   RETURN_IF_ERROR(Activate());
-  RETURN_IF_ERROR(ExpectType("HcPre", "X", X, DType::kBF16));
-  RETURN_IF_ERROR(ExpectRank("HcPre", "X", X, 3));
-  RETURN_IF_ERROR(ExpectType("HcPre", "fn", fn, DType::kF32));
-  RETURN_IF_ERROR(ExpectType("HcPre", "base", base, DType::kF32));
-  RETURN_IF_ERROR(ExpectType("HcPre", "scale", scale, DType::kF32));
-  RETURN_IF_ERROR(ExpectType("HcPre", "x_in", x_in, DType::kBF16));
-  RETURN_IF_ERROR(ExpectType("HcPre", "post", post, DType::kF32));
-  RETURN_IF_ERROR(ExpectType("HcPre", "comb", comb, DType::kF32));
+  RETURN_IF_ERROR(ExpectType(op, "X", X, DType::kBF16));
+  RETURN_IF_ERROR(ExpectRank(op, "X", X, 3));
+  RETURN_IF_ERROR(ExpectType(op, "fn", fn, DType::kF32));
+  RETURN_IF_ERROR(ExpectType(op, "base", base, DType::kF32));
+  RETURN_IF_ERROR(ExpectType(op, "scale", scale, DType::kF32));
+  RETURN_IF_ERROR(ExpectType(op, "x_in", x_in, DType::kBF16));
+  RETURN_IF_ERROR(ExpectType(op, "post", post, DType::kF32));
+  RETURN_IF_ERROR(ExpectType(op, "comb", comb, DType::kF32));
   cuda::HcPreParams p;
   p.tokens = static_cast<int>(X.dim(0));
   p.n = static_cast<int>(X.dim(1));
   p.dim = static_cast<int>(X.dim(2));
   const int64_t rows = (2 + p.n) * p.n;
-  RETURN_IF_ERROR(ExpectNumel("HcPre", "fn", fn, rows * p.n * p.dim));
-  RETURN_IF_ERROR(ExpectNumel("HcPre", "base", base, rows));
-  RETURN_IF_ERROR(ExpectNumel("HcPre", "scale", scale, 3));
-  RETURN_IF_ERROR(ExpectNumel("HcPre", "x_in", x_in, int64_t{p.tokens} * p.dim));
-  RETURN_IF_ERROR(ExpectNumel("HcPre", "post", post, int64_t{p.tokens} * p.n));
-  RETURN_IF_ERROR(ExpectNumel("HcPre", "comb", comb, int64_t{p.tokens} * p.n * p.n));
+  RETURN_IF_ERROR(ExpectNumel(op, "fn", fn, rows * p.n * p.dim));
+  RETURN_IF_ERROR(ExpectNumel(op, "base", base, rows));
+  RETURN_IF_ERROR(ExpectNumel(op, "scale", scale, 3));
+  RETURN_IF_ERROR(ExpectNumel(op, "x_in", x_in, int64_t{p.tokens} * p.dim));
+  RETURN_IF_ERROR(ExpectNumel(op, "post", post, int64_t{p.tokens} * p.n));
+  RETURN_IF_ERROR(ExpectNumel(op, "comb", comb, int64_t{p.tokens} * p.n * p.n));
+  if (!h.empty()) {
+    RETURN_IF_ERROR(ExpectType(op, "h", h, DType::kBF16));
+    RETURN_IF_ERROR(ExpectNumel(op, "h", h, int64_t{p.tokens} * p.dim));
+    if (!norm_weight.empty()) {
+      RETURN_IF_ERROR(ExpectType(op, "norm_weight", norm_weight, DType::kF32));
+      RETURN_IF_ERROR(ExpectNumel(op, "norm_weight", norm_weight, p.dim));
+      p.norm_weight = norm_weight.as<float>();
+    }
+    p.normed = h.as<bf16>();
+  }
   p.X = X.as<bf16>();
   p.fn = fn.as<float>();
   p.base = base.as<float>();
@@ -342,9 +370,9 @@ absl::Status CudaBackendImpl::HcPre(const Tensor& X, const Tensor& fn, const Ten
   p.sinkhorn_iters = sinkhorn_iters;
   p.hc_eps = hc_eps;
   p.norm_eps = norm_eps;
-  RETURN_IF_ERROR(KernelCheck("HcPre", cuda::Validate(p)));
+  RETURN_IF_ERROR(KernelCheck(op, cuda::Validate(p)));
   ASSIGN_OR_RETURN(void* ws, Scratch(cuda::HcPreWorkspaceBytes(p)));
-  return LaunchStatus("HcPre", cuda::LaunchHcPre(p, ws, stream()));
+  return LaunchStatus(op, cuda::LaunchHcPre(p, ws, stream()));
 }
 
 absl::Status CudaBackendImpl::HcPost(const Tensor& X, const Tensor& y, const Tensor& post,
