@@ -28,8 +28,8 @@ absl::Status Backend::LaunchGraph(int) {
 }
 absl::Status Backend::HcPreNorm(const Tensor& X, const Tensor& fn, const Tensor& base,
                                 const Tensor& scale, int sinkhorn_iters, float hc_eps,
-                                float norm_eps, const Tensor& norm_weight, Tensor x_in,
-                                Tensor post, Tensor comb, Tensor h) {
+                                float norm_eps, const Tensor& norm_weight, Tensor x_in, Tensor post,
+                                Tensor comb, Tensor h) {
   absl::Status s = HcPre(X, fn, base, scale, sinkhorn_iters, hc_eps, norm_eps, x_in, post, comb);
   if (!s.ok()) return s;
   return RmsNorm(x_in, norm_weight, norm_eps, h);

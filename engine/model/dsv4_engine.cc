@@ -335,8 +335,8 @@ absl::Status Dsv4Engine::LaunchStep(const StepPlan& plan, bool want_sample, Laun
   step->mode = "eager";
   step->bucket = 0;
   if (pad_to > 0 && pad_to < plan.num_tokens) {
-    return absl::InternalError(absl::StrCat("step of ", plan.num_tokens,
-                                            " tokens asked to be padded to ", pad_to));
+    return absl::InternalError(
+        absl::StrCat("step of ", plan.num_tokens, " tokens asked to be padded to ", pad_to));
   }
   if (bucketed_ || pad_to > 0) {
     int rows = 0;
@@ -402,8 +402,8 @@ size_t Dsv4Engine::DecodeBucket(const StepPlan& plan, int pad_to) const {
     if (ch.len != 1 || !ch.want_logits) return none;
   }
   const int n = pad_to > 0 ? pad_to : static_cast<int>(plan.seqs.size());
-  const size_t i = std::lower_bound(decode_buckets_.begin(), decode_buckets_.end(), n) -
-                   decode_buckets_.begin();
+  const size_t i =
+      std::lower_bound(decode_buckets_.begin(), decode_buckets_.end(), n) - decode_buckets_.begin();
   return i < none && (pad_to == 0 || decode_buckets_[i] == pad_to) ? i : none;
 }
 
@@ -416,8 +416,7 @@ int Dsv4Engine::PaddedTokens(const StepPlan& plan) const {
 }
 
 absl::Status Dsv4Engine::StepPaddedTo(const StepPlan& plan, int tokens,
-                                      const ForwardOptions& options,
-                                      std::vector<float>* logits) {
+                                      const ForwardOptions& options, std::vector<float>* logits) {
   if (options.all_logits || options.hidden != nullptr) {
     if (tokens < plan.num_tokens) {
       return absl::InternalError(

@@ -102,8 +102,7 @@ class Dsv4Engine final : public Engine {
   // Waits for a launched step and fills `result` (sampled ids or logits rows).
   absl::Status FinishStep(Launched& step, StepResult* result);
   // One step, launched and finished (no step may be in flight).
-  absl::Status RunStep(const StepPlan& plan, bool want_sample, StepResult* result,
-                       int pad_to = 0);
+  absl::Status RunStep(const StepPlan& plan, bool want_sample, StepResult* result, int pad_to = 0);
   // The decode bucket a step of one-token sequences runs in (index into
   // decode_buckets_; their size when none holds it): the smallest holding
   // its sequences, or the one of exactly `pad_to` tokens when that is set.

@@ -594,7 +594,8 @@ absl::Status Dsv4Model::Forward(const StepPlan& plan, const ForwardOptions& opti
   RETURN_IF_ERROR(Run(shape, state, options.hidden));
   if (options.hidden != nullptr && shape.tokens > plan.num_tokens) {
     // The padding rows come after the plan's.
-    const size_t keep = static_cast<size_t>(plan.num_tokens) * config_.hc_mult * config_.hidden_size;
+    const size_t keep =
+        static_cast<size_t>(plan.num_tokens) * config_.hc_mult * config_.hidden_size;
     for (std::vector<float>& streams : *options.hidden) streams.resize(keep);
   }
   return DownloadLogits(shape, logits);
@@ -824,9 +825,8 @@ absl::Status Dsv4Model::Run(const StepShape& shape, SequenceState* state,
     RETURN_IF_ERROR(AttentionBlock(l, sm, state));
     RETURN_IF_ERROR(b.HcPost(X, y, post, comb, X2));
     std::swap(X, X2);
-    RETURN_IF_ERROR(b.HcPreNorm(X, L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale,
-                                c.hc_sinkhorn_iters, hc_eps, eps, L.ffn_norm, x_in, post, comb,
-                                h));
+    RETURN_IF_ERROR(b.HcPreNorm(X, L.hc_ffn_fn, L.hc_ffn_base, L.hc_ffn_scale, c.hc_sinkhorn_iters,
+                                hc_eps, eps, L.ffn_norm, x_in, post, comb, h));
     RETURN_IF_ERROR(MoeBlock(l, token_ids));
     RETURN_IF_ERROR(b.HcPost(X, y, post, comb, X2));
     std::swap(X, X2);

@@ -275,7 +275,7 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
       const bool bucketed = !options.all_logits && options.hidden == nullptr;
       workers_[b * R + r]->Post(
           [rank, &p, options, out, exchange, handoff, bucketed, pad_to]() -> absl::Status {
-            absl::Status s = pad_to > 0      ? rank->StepPaddedTo(p, pad_to, options, out)
+            absl::Status s = pad_to > 0       ? rank->StepPaddedTo(p, pad_to, options, out)
                              : p.seqs.empty() ? rank->StepIdle()
                              : bucketed       ? rank->Step(p, out)
                                               : rank->StepWithOptions(p, options, out);

@@ -104,7 +104,8 @@ __device__ void ReduceMix(const float* partial, int chunks, int tokens, int t, i
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   for (int r = warp; r <= rows; r += warps) {
     float s = 0.0f;
-    for (int c = lane; c < chunks; c += 32) s += partial[(int64_t{c} * tokens + t) * (rows + 1) + r];
+    for (int c = lane; c < chunks; c += 32)
+      s += partial[(int64_t{c} * tokens + t) * (rows + 1) + r];
     s = WarpSum(s);
     if (lane == 0) mix[r] = s;
   }

@@ -154,8 +154,8 @@ TEST_CASE("CUDA ranks sharing one GPU: ep, layers and ep+layers against one rank
       std::printf(
           "multi-rank cuda: %-14s %d ranks %-9s%s vs fp32: median %.3g p95 %.3g argmax %.3f; vs "
           "1 rank: max rel %.3g, free-running greedy tokens %d of %zu the same\n",
-          name, ranks, layout, padded ? " padded" : "", e.median, e.p95, e.argmax,
-          MaxRel(got, one), same, free.tokens.size());
+          name, ranks, layout, padded ? " padded" : "", e.median, e.p95, e.argmax, MaxRel(got, one),
+          same, free.tokens.size());
       if (std::string(layout) == "layers") {
         // The ranks tune their GEMMs as they come (no warm-up yet) and may
         // pick other algorithms than the warmed-up single rank: rounding.

@@ -111,8 +111,8 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   absl::Status HcPre(const Tensor& X, const Tensor& fn, const Tensor& base, const Tensor& scale,
                      int sinkhorn_iters, float hc_eps, float norm_eps, Tensor x_in, Tensor post,
                      Tensor comb) override;
-  absl::Status HcPreNorm(const Tensor& X, const Tensor& fn, const Tensor& base,
-                         const Tensor& scale, int sinkhorn_iters, float hc_eps, float norm_eps,
+  absl::Status HcPreNorm(const Tensor& X, const Tensor& fn, const Tensor& base, const Tensor& scale,
+                         int sinkhorn_iters, float hc_eps, float norm_eps,
                          const Tensor& norm_weight, Tensor x_in, Tensor post, Tensor comb,
                          Tensor h) override;
   // HcPre, fused with the norm when `h` is set (HcPreNorm).

@@ -325,10 +325,9 @@ absl::Status CudaBackendImpl::HcPreNorm(const Tensor& X, const Tensor& fn, const
 }
 
 absl::Status CudaBackendImpl::HcPreSite(const char* op, const Tensor& X, const Tensor& fn,
-                                        const Tensor& base, const Tensor& scale,
-                                        int sinkhorn_iters, float hc_eps, float norm_eps,
-                                        const Tensor& norm_weight, Tensor x_in, Tensor post,
-                                        Tensor comb, Tensor h) {
+                                        const Tensor& base, const Tensor& scale, int sinkhorn_iters,
+                                        float hc_eps, float norm_eps, const Tensor& norm_weight,
+                                        Tensor x_in, Tensor post, Tensor comb, Tensor h) {
   OpScope scope(this, OpKind::kOther);
   RETURN_IF_ERROR(Activate());
   RETURN_IF_ERROR(ExpectType(op, "X", X, DType::kBF16));
