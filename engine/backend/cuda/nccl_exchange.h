@@ -1,8 +1,9 @@
 // The NCCL transport of the expert exchange (docs/expert-parallel.md): one
-// communicator, one rank a GPU. Messages have a fixed size (every peer gets
-// its whole region on every call, the counts inside), all enqueued on the
-// rank's op stream: no host sync and the same calls every step, so a step
-// with this exchange can be captured into a graph.
+// communicator, one rank a GPU. Message sizes come from the call's rows,
+// which every rank pads alike (equal_rows: the engine pads every rank's step
+// to one token count), the counts inside; all enqueued on the rank's op
+// stream: no host sync, so a step with this exchange can be captured into a
+// graph (one per bucket, holding that bucket's sizes).
 //   Dispatch: the rows packed into one send region per peer
 //     (ExchangeDispatch), then a grouped send/receive of each region.
 //   Combine: the pairs placed by (token, choice) into one [cap, k, D] region
