@@ -7,28 +7,39 @@
 namespace moegraph::cuda_test {
 namespace {
 
+// The pre site's inputs for T tokens of n streams of D.
+struct PreInputs {
+  std::unique_ptr<Mirror> X, fn, base, scale;
+};
+PreInputs MakePreInputs(int T, int n, int D) {
+  const int rows = (2 + n) * n;
+  PreInputs in;
+  in.X = Make(Kind::kAct, RandomBf16(int64_t{T} * n * D, 1.0f), {T, n, D});
+  in.fn = Make(Kind::kF32, RandomBf16(int64_t{rows} * n * D, 0.08f * std::sqrt(64.0f / D)),
+               {rows, n * D});
+  in.base = Make(Kind::kF32, RandomBf16(rows, 0.5f), {rows});
+  in.scale = Make(Kind::kF32, RandomBf16(3, 0.3f, 1.0f), {3});
+  return in;
+}
+
 TEST_CASE("HcPre", "[cuda]") {
   ReseedRng("HcPre");
   const int n = 4;
   for (auto [T, D] :
        {std::tuple{5, 64}, std::tuple{1, 4096}, std::tuple{64, 4096}, std::tuple{300, 4096}}) {
-    const int rows = (2 + n) * n;
     const std::string shape = std::to_string(T) + "x" + std::to_string(n) + "x" + std::to_string(D);
-    auto X = Make(Kind::kAct, RandomBf16(int64_t{T} * n * D, 1.0f), {T, n, D});
-    auto fn = Make(Kind::kF32, RandomBf16(int64_t{rows} * n * D, 0.08f * std::sqrt(64.0f / D)),
-                   {rows, n * D});
-    auto base = Make(Kind::kF32, RandomBf16(rows, 0.5f), {rows});
-    auto scale = Make(Kind::kF32, RandomBf16(3, 0.3f, 1.0f), {3});
+    const PreInputs in = MakePreInputs(T, n, D);
+    const Mirror &X = *in.X, &fn = *in.fn, &base = *in.base, &scale = *in.scale;
     auto x_in = MakeOut(Kind::kAct, {T, D});
     auto post = MakeOut(Kind::kF32, {T, n});
     auto comb = MakeOut(Kind::kF32, {T, n, n});
     REQUIRE(Cpu()
-                .HcPre(X->cpu, fn->cpu, base->cpu, scale->cpu, 20, 1e-6f, 1e-6f, x_in->cpu,
-                       post->cpu, comb->cpu)
+                .HcPre(X.cpu, fn.cpu, base.cpu, scale.cpu, 20, 1e-6f, 1e-6f, x_in->cpu, post->cpu,
+                       comb->cpu)
                 .ok());
     REQUIRE(Gpu()
-                .HcPre(X->gpu, fn->gpu, base->gpu, scale->gpu, 20, 1e-6f, 1e-6f, x_in->gpu,
-                       post->gpu, comb->gpu)
+                .HcPre(X.gpu, fn.gpu, base.gpu, scale.gpu, 20, 1e-6f, 1e-6f, x_in->gpu, post->gpu,
+                       comb->gpu)
                 .ok());
     CompareOut("HcPre", shape + " x_in", *x_in);
     CompareOut("HcPre", shape + " post", *post, 1e-4);
@@ -41,13 +52,9 @@ TEST_CASE("HcPreNorm: the fused norm gives HcPre then RmsNorm, bit for bit", "[c
   const int n = 4;
   for (auto [T, D] : {std::tuple{5, 64}, std::tuple{3, 1536}, std::tuple{1, 4096},
                       std::tuple{64, 4096}, std::tuple{300, 4096}}) {
-    const int rows = (2 + n) * n;
     const std::string shape = std::to_string(T) + "x" + std::to_string(n) + "x" + std::to_string(D);
-    auto X = Make(Kind::kAct, RandomBf16(int64_t{T} * n * D, 1.0f), {T, n, D});
-    auto fn = Make(Kind::kF32, RandomBf16(int64_t{rows} * n * D, 0.08f * std::sqrt(64.0f / D)),
-                   {rows, n * D});
-    auto base = Make(Kind::kF32, RandomBf16(rows, 0.5f), {rows});
-    auto scale = Make(Kind::kF32, RandomBf16(3, 0.3f, 1.0f), {3});
+    const PreInputs in = MakePreInputs(T, n, D);
+    const Mirror &X = *in.X, &fn = *in.fn, &base = *in.base, &scale = *in.scale;
     auto weight = Make(Kind::kF32, RandomBf16(D, 0.2f, 1.0f), {D});
     auto x_in = MakeOut(Kind::kAct, {T, D});
     auto post = MakeOut(Kind::kF32, {T, n});
@@ -56,11 +63,11 @@ TEST_CASE("HcPreNorm: the fused norm gives HcPre then RmsNorm, bit for bit", "[c
     auto h_apart = MakeOut(Kind::kAct, {T, D});
     // The CPU backend's HcPreNorm is the two ops (Backend's default).
     REQUIRE(Cpu()
-                .HcPreNorm(X->cpu, fn->cpu, base->cpu, scale->cpu, 20, 1e-6f, 1e-6f, weight->cpu,
+                .HcPreNorm(X.cpu, fn.cpu, base.cpu, scale.cpu, 20, 1e-6f, 1e-6f, weight->cpu,
                            x_in->cpu, post->cpu, comb->cpu, h->cpu)
                 .ok());
     REQUIRE(Gpu()
-                .HcPreNorm(X->gpu, fn->gpu, base->gpu, scale->gpu, 20, 1e-6f, 1e-6f, weight->gpu,
+                .HcPreNorm(X.gpu, fn.gpu, base.gpu, scale.gpu, 20, 1e-6f, 1e-6f, weight->gpu,
                            x_in->gpu, post->gpu, comb->gpu, h->gpu)
                 .ok());
     CompareOut("HcPreNorm", shape + " h", *h);
