@@ -65,11 +65,12 @@ struct EngineOptions {
   std::string layout = "ep";
   int layer_blocks = 0;
   // How ep ranks exchange tokens: "in-process" (ranks write into each
-  // other's buffers, host barriers: CPU ranks, CUDA ranks on one GPU or on
-  // peers), "nccl" (one communicator, CUDA ranks on distinct GPUs; stream-
-  // ordered, so decode graphs may hold it; with one device it runs the ep
-  // engine over one rank), or "auto": nccl for CUDA ranks on distinct
-  // GPUs, in-process otherwise.
+  // other's buffers: CPU ranks meet at host barriers, CUDA ranks on one GPU
+  // or on peers meet on the device, so decode graphs may hold it), "nccl"
+  // (one communicator, CUDA ranks on distinct GPUs; stream-ordered, so
+  // decode graphs may hold it; with one device it runs the ep engine over
+  // one rank), or "auto": in-process until a multi-GPU run has verified
+  // NCCL.
   std::string transport = "auto";
   // How long a rank waits for the others at an expert exchange or a layer
   // handoff before the step fails naming the missing ranks.

@@ -122,6 +122,22 @@ struct ExchangeRegion {
   Tensor count;      // i32 [1]
 };
 
+// Where ranks sharing a device (or peers over NVLink) meet on the device
+// instead of at a host barrier (Backend::ExchangeMeet), so that an exchange
+// can sit inside captured graphs. Every rank makes the same meetings in the
+// same order; a rank's counter numbers them.
+struct RankMeeting {
+  int rank = 0;
+  Tensor calls;                 // i32 [1], this rank's memory: meetings so far
+  Tensor inbox;                 // i32 [R], this rank's memory: each rank's last meeting
+  std::vector<Tensor> mailbox;  // per rank r: i32 [1], r's inbox entry for this rank
+  // Pinned host memory every rank's device reads: [0] nonzero = stop waiting
+  // (the host aborted the exchange); [1 + r] set by rank r's device when it
+  // gave up waiting after `timeout_ns`.
+  int32_t* control = nullptr;
+  int64_t timeout_ns = 0;
+};
+
 // Routed experts of one layer, stacked at upload: logically w1, w3 [E, F, D],
 // w2 [E, D, F], each in one format (weight.h).
 struct ExpertWeights {
@@ -168,6 +184,15 @@ class Backend {
   virtual absl::Status BeginGraphCapture();
   virtual absl::StatusOr<int> EndGraphCapture();
   virtual absl::Status LaunchGraph(int graph);
+  // A side stream for work independent of what follows it (the shared
+  // expert beside the routed experts): the ops between BeginSide and EndSide
+  // run on it, after everything enqueued before BeginSide; the ops after
+  // EndSide run on the main stream beside them until JoinSide makes the main
+  // stream wait for the side's work. Graph capture follows both. Backends
+  // with one stream (the defaults) run everything in order.
+  virtual absl::Status BeginSide() { return absl::OkStatus(); }
+  virtual absl::Status EndSide() { return absl::OkStatus(); }
+  virtual absl::Status JoinSide() { return absl::OkStatus(); }
   // From now on workspaces may not move (graphs hold their pointers): an op
   // needing more than was reserved fails with FAILED_PRECONDITION.
   virtual void FreezeWorkspaces() {}
@@ -354,6 +379,13 @@ class Backend {
   virtual absl::Status ExchangeCombine(const Tensor& out, const Tensor& pair_dst,
                                        const Tensor& pair_count, const Tensor& src_token,
                                        const Tensor& counts, const std::vector<Tensor>& combined);
+  // Counts this rank's meeting (calls += 1), posts it into every rank's
+  // inbox, then waits, on the device, until every rank has posted it: what
+  // this rank's ops wrote before is visible to the peers' ops after theirs
+  // (and the other way), without the host. Gives up when control[0] is set
+  // or after timeout_ns (setting control[1 + rank]); the host reads both
+  // after the step. Default: UNIMPLEMENTED (the exchange then meets on the host).
+  virtual absl::Status ExchangeMeet(const RankMeeting& m);
   // Lets this backend's ops read and write `peer`'s memory (ranks in one
   // process). Default: OK when both are the same device, else UNIMPLEMENTED.
   virtual absl::Status EnablePeerAccess(const Backend& peer);

@@ -53,6 +53,9 @@ absl::Status Backend::ExchangeCombine(const Tensor&, const Tensor&, const Tensor
                                       const Tensor&, const std::vector<Tensor>&) {
   return absl::UnimplementedError(name() + " has no expert exchange");
 }
+absl::Status Backend::ExchangeMeet(const RankMeeting&) {
+  return absl::UnimplementedError(name() + " cannot meet its peers on the device");
+}
 absl::StatusOr<Tensor> AllocateFilled(Backend& backend, DType dtype,
                                       std::initializer_list<int64_t> dims, float fill,
                                       std::vector<Buffer>* owner) {

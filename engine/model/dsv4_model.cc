@@ -569,18 +569,24 @@ absl::Status Dsv4Model::MoeBlock(int l, const Tensor& token_ids) {
   Tensor idx = A.route_idx.rows(0, T), w = A.route_w.rows(0, T);
   RETURN_IF_ERROR(b.Route(logits, L.gate_bias, L.tid2eid, token_ids,
                           static_cast<float>(c.routed_scaling_factor), idx, w));
-  Tensor routed = A.moe_out.rows(0, T);
-  if (exchange_ != nullptr) {
-    RETURN_IF_ERROR(ExpertParallelRouted(b, *exchange_, h, idx, w, L.experts, limit, routed));
-  } else {
-    RETURN_IF_ERROR(b.MoeExperts(h, idx, w, L.experts, limit, routed));
-  }
+  // The shared expert reads only h: it runs on the side stream, beside the
+  // routed experts (and their exchange), joined before the sum.
   Tensor sa = A.shared_a.rows(0, T), sb = A.shared_b.rows(0, T);
-  RETURN_IF_ERROR(b.Linear(h, L.shared_w1, sa));
-  RETURN_IF_ERROR(b.Linear(h, L.shared_w3, sb));
-  RETURN_IF_ERROR(b.SwiGlu(sa, sb, limit, sa));
   Tensor shared = A.shared_out.rows(0, T);
-  RETURN_IF_ERROR(b.Linear(sa, L.shared_w2, shared));
+  RETURN_IF_ERROR(b.BeginSide());
+  absl::Status s = b.Linear(h, L.shared_w1, sa);
+  if (s.ok()) s = b.Linear(h, L.shared_w3, sb);
+  if (s.ok()) s = b.SwiGlu(sa, sb, limit, sa);
+  if (s.ok()) s = b.Linear(sa, L.shared_w2, shared);
+  RETURN_IF_ERROR(b.EndSide());
+  Tensor routed = A.moe_out.rows(0, T);
+  if (s.ok()) {
+    s = exchange_ != nullptr
+            ? ExpertParallelRouted(b, *exchange_, h, idx, w, L.experts, limit, routed)
+            : b.MoeExperts(h, idx, w, L.experts, limit, routed);
+  }
+  RETURN_IF_ERROR(b.JoinSide());
+  RETURN_IF_ERROR(s);
   return b.Add(routed, shared, A.y.rows(0, T));
 }
 

@@ -44,8 +44,13 @@ struct ExchangeOptions {
   int capacity = 0;           // most tokens a rank dispatches at once (max_step_tokens)
   std::chrono::milliseconds timeout{60000};  // per barrier (in-process)
   // Every rank dispatches the same number of rows in each call
-  // (ExpertExchange::equal_rows); the in-process transport checks it.
+  // (ExpertExchange::equal_rows); the in-process transport checks it when
+  // its ranks meet on the host.
   bool equal_rows = false;
+  // In-process: the ranks meet on the device (Backend::ExchangeMeet: CUDA
+  // ranks), not at host barriers after stream syncs, so that the exchange
+  // can sit inside their captured graphs.
+  bool device_meetings = false;
 };
 
 // One rank's buffers every transport has, on the rank's backend: the rows it
@@ -102,6 +107,11 @@ class ExpertExchange {
   virtual absl::Status Combine() = 0;
   // act [capacity, k, D]
   virtual const Tensor& combined() const = 0;
+
+  // After this rank's step, from its thread: waits for its device work and
+  // returns what the device recorded (a peer that never arrived at a
+  // meeting on the device, an abort); OK for transports without such state.
+  virtual absl::Status Finish() { return absl::OkStatus(); }
 
   // Marks the exchange failed (this rank cannot take part in the step): the
   // other ranks' pending and later calls return an error naming this rank

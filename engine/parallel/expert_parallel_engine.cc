@@ -59,6 +59,7 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   xo.timeout = std::chrono::milliseconds(options.exchange_timeout_ms);
   ASSIGN_OR_RETURN(e->transport_, ResolveTransport(options, devices));
   xo.equal_rows = e->transport_ == "nccl" || options.equal_exchange_rows;
+  xo.device_meetings = CudaRanks(devices);
   e->equal_rows_ = xo.equal_rows;
   e->captured_ = CapturesRanks(options, devices);
   for (int b = 0; b < B && e->transport_ == "in-process"; ++b) {
@@ -125,7 +126,13 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   if (CudaRanks(devices)) {
     for (size_t i = 0; i < e->ranks_.size(); ++i) {
       Dsv4Engine* rank = e->ranks_[i].get();
-      e->workers_[i]->Post([rank] { return rank->Prepare(); });
+      ExpertExchange* exchange = e->exchange(static_cast<int>(i) / R, static_cast<int>(i) % R);
+      e->workers_[i]->Post([rank, exchange] {
+        absl::Status s = rank->Prepare();
+        if (s.ok()) s = exchange->Finish();
+        if (!s.ok()) exchange->Abort(s);
+        return s;
+      });
     }
     Transports transports{e.get()};
     absl::Status broken;
@@ -279,6 +286,8 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
                              : p.seqs.empty() ? rank->StepIdle()
                              : bucketed       ? rank->Step(p, out)
                                               : rank->StepWithOptions(p, options, out);
+            // What the device recorded at its meetings (in-process CUDA ranks).
+            if (s.ok()) s = exchange->Finish();
             // A rank failing outside the exchange (its plan, say) releases the others.
             if (!s.ok()) {
               exchange->Abort(s);

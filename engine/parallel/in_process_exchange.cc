@@ -1,6 +1,9 @@
 #include "engine/parallel/in_process_exchange.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "engine/common/status_macros.h"
@@ -28,6 +31,21 @@ class InProcessExchange::Rank final : public ExpertExchange {
       RETURN_IF_ERROR(peer->backend_->EnablePeerAccess(*backend));
     }
     RETURN_IF_ERROR(AllocateRankBuffers(*backend, owner_->options_, rank_, &buf_));
+    if (owner_->options_.device_meetings) {
+      if (owner_->control_ == nullptr) {
+        const size_t bytes = sizeof(int32_t) * (1 + owner_->ranks_.size());
+        ASSIGN_OR_RETURN(owner_->control_, backend->AllocateHost(bytes));
+        std::memset(owner_->control_.get(), 0, bytes);
+      }
+      const int R = owner_->num_ranks();
+      ASSIGN_OR_RETURN(meeting_.calls, AllocateFilled(*backend, DType::kI32, {1}, 0, &buf_.memory));
+      ASSIGN_OR_RETURN(meeting_.inbox, AllocateFilled(*backend, DType::kI32, {R}, 0, &buf_.memory));
+      RETURN_IF_ERROR(backend->Synchronize());
+      meeting_.rank = rank_;
+      meeting_.control = owner_->control();
+      meeting_.timeout_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(owner_->options_.timeout).count();
+    }
     backend_ = backend;
     return absl::OkStatus();
   }
@@ -41,6 +59,7 @@ class InProcessExchange::Rank final : public ExpertExchange {
       Abort(s);
       return s;
     }
+    if (device_meetings()) return absl::OkStatus();
     RETURN_IF_ERROR(owner_->barrier_.Arrive(rank_, "dispatch"));
     if (!equal_rows()) return absl::OkStatus();
     for (int r = 0; r < owner_->num_ranks(); ++r) {
@@ -59,12 +78,42 @@ class InProcessExchange::Rank final : public ExpertExchange {
       Abort(s);
       return s;
     }
+    if (device_meetings()) return absl::OkStatus();
     return owner_->barrier_.Arrive(rank_, "combine");
+  }
+
+  absl::Status Finish() override {
+    if (!device_meetings() || backend_ == nullptr) return absl::OkStatus();
+    RETURN_IF_ERROR(backend_->Synchronize());
+    RETURN_IF_ERROR(owner_->barrier_.status());  // an abort, with its cause
+    std::atomic_ref<int32_t> gave_up(owner_->control()[1 + rank_]);
+    if (gave_up.load() == 0) return absl::OkStatus();
+    const absl::Status s = absl::DeadlineExceededError(absl::StrCat(
+        "expert exchange: rank ", rank_, " waited on the device more than ",
+        owner_->options_.timeout.count(),
+        " ms for its peers at a meeting (a rank did not reach the same exchange call)"));
+    owner_->barrier_.Fail(s);
+    return s;
   }
 
   void Abort(const absl::Status& why) override {
     owner_->barrier_.Fail(absl::AbortedError(
         absl::StrCat("expert exchange: rank ", rank_, " failed: ", why.message())));
+    // Peers waiting on the device for this rank stop (their step's results
+    // are garbage; Finish reports the abort).
+    if (device_meetings() && owner_->control() != nullptr) {
+      std::atomic_ref<int32_t>(owner_->control()[0]).store(1);
+    }
+  }
+
+  bool device_meetings() const { return owner_->options_.device_meetings; }
+  Backend* backend() const { return backend_; }
+  // Zeroes this rank's meeting counters (no meeting may be in flight).
+  absl::Status ZeroMeetings() {
+    if (backend_ == nullptr || !device_meetings()) return absl::OkStatus();
+    RETURN_IF_ERROR(backend_->Fill(meeting_.calls, 0));
+    RETURN_IF_ERROR(backend_->Fill(meeting_.inbox, 0));
+    return backend_->Synchronize();
   }
 
  private:
@@ -83,6 +132,7 @@ class InProcessExchange::Rank final : public ExpertExchange {
       to_.push_back({in.x.rows(rank_ * cap, cap), in.experts.rows(rank_ * cap, cap),
                      in.src_token.rows(rank_ * cap, cap), in.counts.rows(rank_, 1)});
       combined_to_.push_back(peer.buf_.combined);
+      if (device_meetings()) meeting_.mailbox.push_back(peer.meeting_.inbox.rows(rank_, 1));
     }
     return absl::OkStatus();
   }
@@ -92,7 +142,13 @@ class InProcessExchange::Rank final : public ExpertExchange {
   absl::Status Send(const Tensor& x, const Tensor& idx) {
     RETURN_IF_ERROR(Peers());
     RETURN_IF_ERROR(backend_->ExchangeDispatch(x, idx, buf_.owner, to_, buf_.rows_scratch));
-    return backend_->Synchronize();
+    return Meet();
+  }
+
+  // The rows have landed, on every rank, once this rank's ops pass the
+  // meeting (device) or when this returns (host: the barrier follows).
+  absl::Status Meet() {
+    return device_meetings() ? backend_->ExchangeMeet(meeting_) : backend_->Synchronize();
   }
 
   // Writes every pair of this rank's send buffer into its token's rank.
@@ -101,7 +157,7 @@ class InProcessExchange::Rank final : public ExpertExchange {
     RETURN_IF_ERROR(backend_->ExchangeCombine(buf_.send.out, buf_.send.pair_dst,
                                               buf_.send.pair_count, buf_.received.src_token,
                                               buf_.received.counts, combined_to_));
-    return backend_->Synchronize();
+    return Meet();
   }
 
   InProcessExchange* owner_;
@@ -110,6 +166,7 @@ class InProcessExchange::Rank final : public ExpertExchange {
   RankBuffers buf_;  // what peers write into (received, combined) and this rank's ops write
   std::vector<ExchangeRegion> to_;
   std::vector<Tensor> combined_to_;
+  RankMeeting meeting_;  // device meetings: this rank's counters, its peers' inboxes
 };
 
 InProcessExchange::InProcessExchange(const ExchangeOptions& options)
@@ -139,5 +196,26 @@ absl::StatusOr<std::unique_ptr<InProcessExchange>> InProcessExchange::Create(
 }
 
 ExpertExchange* InProcessExchange::rank(int r) { return ranks_[r].get(); }
+
+void InProcessExchange::Reset() {
+  if (const absl::Status s = ResetMeetings(); !s.ok()) {
+    barrier_.Fail(s);  // the counters may disagree: every later step fails
+    return;
+  }
+  barrier_.Reset();
+}
+
+absl::Status InProcessExchange::ResetMeetings() {
+  if (!options_.device_meetings || control() == nullptr) return absl::OkStatus();
+  // Every rank's device work ends (a wait still pending gives up), then the
+  // counters start again from zero on every rank.
+  std::atomic_ref<int32_t>(control()[0]).store(1);
+  for (const auto& r : ranks_) {
+    if (r->backend() != nullptr) RETURN_IF_ERROR(r->backend()->Synchronize());
+  }
+  for (const auto& r : ranks_) RETURN_IF_ERROR(r->ZeroMeetings());
+  for (int i = 0; i <= num_ranks(); ++i) std::atomic_ref<int32_t>(control()[i]).store(0);
+  return absl::OkStatus();
+}
 
 }  // namespace moegraph

@@ -97,7 +97,9 @@ absl::StatusOr<std::string> ResolveTransport(const EngineOptions& options,
 }
 
 bool CapturesRanks(const EngineOptions& options, const std::vector<std::string>& devices) {
-  return CudaRanks(devices) && options.transport == "nccl" && options.layout == "ep";
+  // Both transports of CUDA ranks meet on the device (NCCL, or the
+  // in-process exchange's device meetings); the layer handoff does not.
+  return CudaRanks(devices) && options.layout == "ep";
 }
 
 std::string RanksName(const std::vector<std::string>& devices) {
@@ -133,11 +135,10 @@ absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& o
   RETURN_IF_ERROR(ResolveTransport(options, devices).status());
   if (CudaRanks(devices) && (options.graphs == "piecewise" || options.graphs == "full") &&
       !CapturesRanks(options, devices)) {
-    return absl::UnimplementedError(absl::StrCat(
-        "graphs: '", options.graphs,
-        "' with several CUDA ranks needs layout 'ep' and transport "
-        "'nccl' (the in-process exchange and the layer handoff meet at host barriers); use off "
-        "or auto"));
+    return absl::UnimplementedError(
+        absl::StrCat("graphs: '", options.graphs,
+                     "' with several CUDA ranks needs layout 'ep' (the layer handoff meets at host "
+                     "barriers); use off or auto"));
   }
   if (options.exchange_timeout_ms <= 0) {
     return absl::InvalidArgumentError(

@@ -31,8 +31,9 @@ bool CudaRanks(const std::vector<std::string>& devices);
 // the field (nccl: CUDA ranks, one a GPU, not with layout 'layers').
 absl::StatusOr<std::string> ResolveTransport(const EngineOptions& options,
                                              const std::vector<std::string>& devices);
-// True when the ranks' steps may run in decode graphs: CUDA ranks, `ep`,
-// transport nccl (stream-ordered, no host barrier).
+// True when the ranks' steps may run in decode graphs: CUDA ranks and `ep`
+// (NCCL is stream-ordered; the in-process exchange of CUDA ranks meets on
+// the device: neither has a host barrier).
 bool CapturesRanks(const EngineOptions& options, const std::vector<std::string>& devices);
 // A rank's engine options: `options` on `device`, not running ahead, and
 // eager unless `captured`.

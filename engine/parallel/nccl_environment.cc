@@ -5,7 +5,12 @@
 namespace moegraph {
 
 std::vector<std::string> ApplyNcclDefaults() {
-  static constexpr const char* kDefaults[][2] = {{"NCCL_NVLS_ENABLE", "0"}};
+  // CUDA_DEVICE_MAX_CONNECTIONS: hardware queues a device gives its streams
+  // (8 by default). Ranks sharing a GPU wait for each other on the device
+  // (the in-process exchange's meetings): a peer's kernel queued behind a
+  // waiting one in a shared queue could not start until the wait times out.
+  static constexpr const char* kDefaults[][2] = {{"NCCL_NVLS_ENABLE", "0"},
+                                                 {"CUDA_DEVICE_MAX_CONNECTIONS", "32"}};
   std::vector<std::string> set;
   for (const auto& [name, value] : kDefaults) {
     if (std::getenv(name) != nullptr) continue;

@@ -102,7 +102,60 @@ __global__ void MergeKernel(ExchangeMergeArgs a) {
   }
 }
 
+__device__ long long GlobalNs() {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Thread r < num_ranks waits for rank r. The counter is read and bumped by
+// thread 0 only; the block's barrier publishes it to the waiters.
+__global__ void MeetKernel(ExchangeMeetArgs a) {
+  __shared__ int32_t call;
+  if (threadIdx.x == 0) {
+    call = *a.calls + 1;
+    *a.calls = call;
+    __threadfence_system();
+    for (int r = 0; r < a.num_ranks; ++r) {
+      *reinterpret_cast<volatile int32_t*>(a.mailbox[r]) = call;
+    }
+    __threadfence_system();
+  }
+  __syncthreads();
+  const int r = threadIdx.x;
+  if (r < a.num_ranks) {
+    const volatile int32_t* in = a.inbox + r;
+    const volatile int32_t* stop = a.stop;
+    const long long deadline = GlobalNs() + a.timeout_ns;
+    // The host word is a PCIe read: looked at once every 256 polls.
+    for (unsigned polls = 1;
+         static_cast<int32_t>(static_cast<uint32_t>(*in) - static_cast<uint32_t>(call)) < 0;
+         ++polls) {
+      if (polls % 256 == 0) {
+        if (*stop != 0) break;
+        if (GlobalNs() > deadline) {
+          *reinterpret_cast<volatile int32_t*>(a.gave_up) = 1;
+          break;
+        }
+      }
+      __nanosleep(32);
+    }
+  }
+  __threadfence_system();
+  __syncthreads();
+}
+
 }  // namespace
+
+cudaError_t LaunchExchangeMeet(const ExchangeMeetArgs& a, cudaStream_t stream) {
+  if (a.num_ranks < 1 || a.num_ranks > kMaxExchangeRanks || a.rank < 0 || a.rank >= a.num_ranks ||
+      a.calls == nullptr || a.inbox == nullptr || a.stop == nullptr || a.gave_up == nullptr ||
+      a.timeout_ns <= 0) {
+    return cudaErrorInvalidValue;
+  }
+  MeetKernel<<<1, 32, 0, stream>>>(a);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchExchangeMerge(const ExchangeMergeArgs& a, cudaStream_t stream) {
   if (a.num_ranks < 1 || a.num_ranks > kMaxExchangeRanks || a.tokens < 0) {

@@ -55,4 +55,20 @@ struct ExchangeMergeArgs {
 // the rank that holds its expert (a transport that returns whole regions).
 cudaError_t LaunchExchangeMerge(const ExchangeMergeArgs& a, cudaStream_t stream);
 
+struct ExchangeMeetArgs {
+  int rank = 0, num_ranks = 0;
+  int32_t* calls = nullptr;                  // [1], this rank's
+  const int32_t* inbox = nullptr;            // [num_ranks], this rank's
+  int32_t* mailbox[kMaxExchangeRanks] = {};  // per rank: its inbox entry for this rank
+  const int32_t* stop = nullptr;             // pinned host: nonzero = give up
+  int32_t* gave_up = nullptr;                // pinned host: set on timeout
+  long long timeout_ns = 0;
+};
+
+// One block: calls += 1, posted into every mailbox after a system-wide
+// fence (the ops before it on the stream are complete and visible), then
+// waits until every inbox entry has reached it (counters compared modulo
+// 2^32) or until stop or the timeout.
+cudaError_t LaunchExchangeMeet(const ExchangeMeetArgs& a, cudaStream_t stream);
+
 }  // namespace moegraph::cuda

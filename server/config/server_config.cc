@@ -287,9 +287,9 @@ const std::vector<Field>& Fields() {
       StringField(
           "transport", [](ServerConfig& c) -> std::string& { return c.transport; }, "TRANSPORT",
           "auto",
-          "How ep ranks exchange tokens: in-process (host barriers; CPU ranks, CUDA ranks "
-          "sharing a GPU), nccl (CUDA ranks on distinct GPUs; decode graphs may hold it), "
-          "auto = in-process.",
+          "How ep ranks exchange tokens: in-process (CPU ranks meet at host barriers, CUDA "
+          "ranks sharing a GPU on the device; decode graphs may hold it), nccl (CUDA ranks on "
+          "distinct GPUs; decode graphs may hold it), auto = in-process.",
           CheckTransport),
       IntField(
           "slots", [](ServerConfig& c) -> int& { return c.slots; }, 1, 65536,

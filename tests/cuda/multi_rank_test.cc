@@ -3,9 +3,11 @@
 // on device memory, over the multi-rank scenario (requests joining and
 // leaving, a chunked prefill, idle ranks) under ep, layers and ep+layers,
 // against one rank and the fp32 CPU engine; and the exchange ops move what
-// the CPU ops move.
+// the CPU ops move. In-process CUDA ranks meet on the device, so their
+// decode steps run in graphs too.
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -163,6 +165,52 @@ TEST_CASE("CUDA ranks sharing one GPU: ep, layers and ep+layers against one rank
         CHECK(free.tokens == one_free.tokens);
       } else {
         ExpectLikeOneRank(e, e1);
+      }
+    }
+  }
+}
+
+TEST_CASE("In-process ep on 2 and 4 CUDA ranks, eager and in decode graphs, against one rank",
+          "[cuda][ep]") {
+  // The ranks meet on the device (no host barrier), so each rank's decode
+  // step is its graphs: full, one graph a step holding every MoE layer's
+  // dispatch, combine and meetings; piecewise, inside the segments.
+  for (const char* name : {"dsv4-tiny", "dsv4-topk2", "dsv4-shape", "dsv4-tiny-fp4"}) {
+    const Reference r = MakeReference(name);
+    for (int ranks : {2, 4}) {
+      std::vector<Trace> runs;
+      for (const char* graphs : {"off", "piecewise", "full"}) {
+        EngineOptions o = r.cuda;
+        o.devices = Repeat("cuda:0", ranks);
+        o.layout = "ep";
+        o.graphs = graphs;
+        auto engine = Engine::Create(o);
+        INFO(name << ", " << ranks << " in-process ranks, graphs " << graphs << ": "
+                  << engine.status().ToString());
+        REQUIRE(engine.ok());
+        auto* multi = dynamic_cast<MultiRankEngine*>(engine->get());
+        REQUIRE(multi != nullptr);
+        CHECK((*engine)->info().layout.find(std::string("exchange in-process, decode graphs ") +
+                                            graphs) != std::string::npos);
+        const auto t0 = std::chrono::steady_clock::now();
+        runs.push_back(
+            moegraph::testing::Run(*multi, r.prompts.a, r.prompts.b, 0, 5, 2, &r.ref.tokens));
+        const double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count();
+        const std::string mode = multi->rank(0)->last_step_mode();
+        CHECK(mode == (std::string(graphs) == "off" ? "eager" : graphs));
+        const RowErrors e = Compare(runs.back(), r.ref, r.vocab);
+        std::printf(
+            "multi-rank cuda: %-14s in-process %d ranks graphs %-9s vs fp32: median %.3g p95 "
+            "%.3g argmax %.3f (1 rank: %.3g %.3g %.3f); vs graphs off: max rel %.3g; last step "
+            "%s; scenario %.0f ms\n",
+            name, ranks, graphs, e.median, e.p95, e.argmax, r.e1.median, r.e1.p95, r.e1.argmax,
+            MaxRel(runs.back(), runs.front()), mode.c_str(), ms);
+        ExpectLikeOneRank(e, r.e1);
+        // The same kernels in and out of graphs: rounding of GEMM algorithm
+        // choices at most (NCCL over one rank: within 1.6e-7).
+        CHECK(MaxRel(runs.back(), runs.front()) <= 1e-5);
       }
     }
   }

@@ -102,9 +102,10 @@ for step in $steps; do
     multirank)
       # The realistic fixture through the ep engine against the fp32 golden
       # (full bf16 criterion): two in-process CUDA ranks sharing this GPU
-      # (eager), and one NCCL rank in full decode graphs.
+      # (eager, and with their decode graphs captured), and one NCCL rank.
       make_flash || { check "fixture flash4" 1; continue; }
-      for run in "cuda:0,cuda:0 in-process off" "cuda:0 nccl full" "cuda:0 nccl piecewise"; do
+      for run in "cuda:0,cuda:0 in-process off" "cuda:0,cuda:0 in-process full" \
+                 "cuda:0 nccl full" "cuda:0 nccl piecewise"; do
         set -- $run
         t0=$SECONDS
         timeout 300 "$STAGE/moegraph" check-golden "$FLASH" --device cuda --devices $1 --layout ep \
@@ -167,6 +168,12 @@ for step in $steps; do
       "$STAGE/moegraph" bench-decode "$FLASH" --device cuda --batches ${BENCH_BATCHES:-1,8,64} \
         --graphs off,piecewise,full --prefill ${BENCH_PREFILL:-2048,8192} > "$OUT/bench.log" 2>&1
       check "bench in $((SECONDS - t0)) s" $?
+      # The same decode steps with the shared expert on the main stream
+      # (MOEGRAPH_SIDE_STREAM=0), for the same-run comparison.
+      t0=$SECONDS
+      MOEGRAPH_SIDE_STREAM=0 "$STAGE/moegraph" bench-decode "$FLASH" --device cuda \
+        --batches ${BENCH_BATCHES:-1,8,64} --graphs full > "$OUT/bench_one_stream.log" 2>&1
+      check "bench, one stream, in $((SECONDS - t0)) s" $?
       ;;
     quant)
       if [ ! -x "$STAGE/moegraph" ]; then note "quant: no moegraph binary staged"; continue; fi

@@ -10,20 +10,31 @@
 namespace moegraph {
 namespace {
 
-TEST_CASE("NCCL defaults: NVLink multicast off unless the user chose", "[ep]") {
-  const char* before = std::getenv("NCCL_NVLS_ENABLE");
-  const std::string saved = before != nullptr ? before : "";
-  unsetenv("NCCL_NVLS_ENABLE");
-  CHECK(ApplyNcclDefaults() == std::vector<std::string>{"NCCL_NVLS_ENABLE=0"});
+TEST_CASE("NCCL defaults: NVLink multicast off and 32 GPU queues unless the user chose", "[ep]") {
+  const char* names[] = {"NCCL_NVLS_ENABLE", "CUDA_DEVICE_MAX_CONNECTIONS"};
+  std::vector<const char*> before;
+  std::vector<std::string> saved;
+  for (const char* n : names) {
+    before.push_back(std::getenv(n));
+    saved.push_back(before.back() != nullptr ? before.back() : "");
+    unsetenv(n);
+  }
+  CHECK(ApplyNcclDefaults() ==
+        std::vector<std::string>{"NCCL_NVLS_ENABLE=0", "CUDA_DEVICE_MAX_CONNECTIONS=32"});
   REQUIRE(std::getenv("NCCL_NVLS_ENABLE") != nullptr);
   CHECK(std::string(std::getenv("NCCL_NVLS_ENABLE")) == "0");
+  CHECK(std::string(std::getenv("CUDA_DEVICE_MAX_CONNECTIONS")) == "32");
   setenv("NCCL_NVLS_ENABLE", "1", 1);
   CHECK(ApplyNcclDefaults().empty());
   CHECK(std::string(std::getenv("NCCL_NVLS_ENABLE")) == "1");
-  if (before != nullptr) {
-    setenv("NCCL_NVLS_ENABLE", saved.c_str(), 1);
-  } else {
-    unsetenv("NCCL_NVLS_ENABLE");
+  unsetenv("CUDA_DEVICE_MAX_CONNECTIONS");
+  CHECK(ApplyNcclDefaults() == std::vector<std::string>{"CUDA_DEVICE_MAX_CONNECTIONS=32"});
+  for (size_t i = 0; i < before.size(); ++i) {
+    if (!saved[i].empty() || before[i] != nullptr) {
+      setenv(names[i], saved[i].c_str(), 1);
+    } else {
+      unsetenv(names[i]);
+    }
   }
 }
 

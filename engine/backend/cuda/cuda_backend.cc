@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -83,6 +84,9 @@ absl::StatusOr<std::unique_ptr<CudaBackendImpl>> CudaBackendImpl::Create(int dev
   ASSIGN_OR_RETURN(b->lt_, CublasLtHandle::Create());
   b->gemm_ = std::make_unique<CublasLtGemm>(b->lt_.get());
   ASSIGN_OR_RETURN(b->gemm_workspace_, DeviceBuffer::Allocate(kGemmWorkspaceBytes));
+  if (const char* side = std::getenv("MOEGRAPH_SIDE_STREAM"); side != nullptr) {
+    b->side_enabled_ = std::string(side) != "0";
+  }
   LOG_VERBOSE << "cuda backend created on " << b->name_;
   return b;
 }
@@ -90,6 +94,12 @@ absl::StatusOr<std::unique_ptr<CudaBackendImpl>> CudaBackendImpl::Create(int dev
 CudaBackendImpl::~CudaBackendImpl() {
   // Queued work may still use buffers owned by members: drain first. An error
   // here was already reported by the op that caused it.
+  if (side_.stream.get()) {
+    const cudaError_t e = cudaStreamSynchronize(side_.stream.get());
+    if (e != cudaSuccess) {
+      LOG_ERROR << "cuda backend teardown: " << cudaGetErrorString(e);
+    }
+  }
   if (stream_.get()) {
     const cudaError_t e = cudaStreamSynchronize(stream_.get());
     if (e != cudaSuccess) {
@@ -100,25 +110,64 @@ CudaBackendImpl::~CudaBackendImpl() {
 }
 
 absl::StatusOr<void*> CudaBackendImpl::Scratch(size_t bytes) {
-  if (bytes <= scratch_.bytes()) return scratch_.data();
+  DeviceBuffer& scratch = lane_scratch();
+  if (bytes <= scratch.bytes()) return scratch.data();
   if (frozen_) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "%s: an op needs %d bytes of workspace but %d were reserved at load (workspaces are "
         "frozen while graphs hold them)",
-        name_, bytes, scratch_.bytes()));
+        name_, bytes, scratch.bytes()));
   }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream()));
   ++counters_.synchronizations;
-  const size_t grown = std::max(bytes, scratch_.bytes() + scratch_.bytes() / 2);
-  if (scratch_.bytes() > 0) ++counters_.frees;
-  scratch_.Reset();
-  ASSIGN_OR_RETURN(scratch_, DeviceBuffer::Allocate((grown + 255) & ~size_t{255}));
+  const size_t grown = std::max(bytes, scratch.bytes() + scratch.bytes() / 2);
+  if (scratch.bytes() > 0) ++counters_.frees;
+  scratch.Reset();
+  ASSIGN_OR_RETURN(scratch, DeviceBuffer::Allocate((grown + 255) & ~size_t{255}));
   ++counters_.allocations;
-  return scratch_.data();
+  return scratch.data();
 }
 
 absl::Status CudaBackendImpl::Gemm(const GemmProblem& p, const void* x, const void* w, void* y) {
-  return gemm_->Run(p, x, w, y, gemm_workspace_.data(), gemm_workspace_.bytes(), stream());
+  DeviceBuffer& ws = lane_gemm_workspace();
+  return gemm_->Run(p, x, w, y, ws.data(), ws.bytes(), stream());
+}
+
+absl::Status CudaBackendImpl::BeginSide() {
+  if (!side_enabled_) return absl::OkStatus();
+  if (on_side_) return absl::FailedPreconditionError("BeginSide: already on the side stream");
+  if (side_pending_) {
+    return absl::FailedPreconditionError("BeginSide: the last side work was not joined");
+  }
+  RETURN_IF_ERROR(Activate());
+  if (!side_.stream.get()) {
+    ASSIGN_OR_RETURN(side_.stream, CudaStream::Create());
+    ASSIGN_OR_RETURN(side_.gemm_workspace, DeviceBuffer::Allocate(kGemmWorkspaceBytes));
+    ASSIGN_OR_RETURN(side_.fork, CudaEvent::Create(/*timing=*/false));
+    ASSIGN_OR_RETURN(side_.join, CudaEvent::Create(/*timing=*/false));
+    ++counters_.allocations;  // the workspace
+  }
+  // In a capture the side stream joins it through the fork event.
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(side_.fork.get(), stream_.get()));
+  CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(side_.stream.get(), side_.fork.get(), 0));
+  on_side_ = true;
+  side_pending_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackendImpl::EndSide() {
+  if (!on_side_) return absl::OkStatus();
+  on_side_ = false;
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(side_.join.get(), side_.stream.get()));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackendImpl::JoinSide() {
+  RETURN_IF_ERROR(EndSide());
+  if (!side_pending_) return absl::OkStatus();
+  side_pending_ = false;
+  CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_.get(), side_.join.get(), 0));
+  return absl::OkStatus();
 }
 
 int CudaBackendImpl::BeginOp(OpKind kind) {
@@ -241,10 +290,12 @@ absl::Status CudaBackendImpl::DownloadAsync(void* dst, const void* src, size_t b
   return absl::OkStatus();
 }
 
+// Portable: a pinned block one rank allocates may be read by its peers' devices
+// (the in-process exchange's meeting words).
 absl::StatusOr<HostMemory> CudaBackendImpl::AllocateHost(size_t bytes) {
   RETURN_IF_ERROR(Activate());
   void* p = nullptr;
-  CUDA_RETURN_IF_ERROR(cudaHostAlloc(&p, bytes > 0 ? bytes : 1, cudaHostAllocDefault));
+  CUDA_RETURN_IF_ERROR(cudaHostAlloc(&p, bytes > 0 ? bytes : 1, cudaHostAllocPortable));
   LOG_VERBOSE << name_ << ": pinned " << p << " (" << bytes << " bytes)";
   return HostMemory(p, [](void* q) { CUDA_CHECK_OR_ABORT(cudaFreeHost(q)); });
 }
@@ -324,7 +375,12 @@ absl::Status CudaBackendImpl::Fill(Tensor t, float value) {
 
 absl::Status CudaBackendImpl::Synchronize() {
   RETURN_IF_ERROR(Activate());
-  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream()));
+  // Joined side work is behind the main stream's; unjoined (an op failed
+  // between BeginSide and JoinSide) is waited for too.
+  if (side_pending_) {
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(side_.stream.get()));
+  }
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
   ++counters_.synchronizations;
   return absl::OkStatus();
 }

@@ -147,6 +147,11 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   absl::Status ExchangeCombine(const Tensor& out, const Tensor& pair_dst, const Tensor& pair_count,
                                const Tensor& src_token, const Tensor& counts,
                                const std::vector<Tensor>& combined) override;
+  absl::Status ExchangeMeet(const RankMeeting& m) override;
+  // cuda_backend.cc
+  absl::Status BeginSide() override;
+  absl::Status EndSide() override;
+  absl::Status JoinSide() override;
   absl::Status EnablePeerAccess(const Backend& peer) override;
 
   // OpTimer
@@ -178,7 +183,10 @@ class CudaBackendImpl final : public Backend, public OpTimer {
     int index_ = -1;
   };
 
-  cudaStream_t stream() const { return stream_.get(); }
+  // The stream ops enqueue on: the main one, or the side one between
+  // BeginSide and EndSide (with its own scratch and GEMM workspace, so that
+  // the two may run at once).
+  cudaStream_t stream() const { return on_side_ ? side_.stream.get() : stream_.get(); }
   absl::Status Activate() {
     CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     return absl::OkStatus();
@@ -224,6 +232,19 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   std::unique_ptr<CublasLtGemm> gemm_;
   DeviceBuffer gemm_workspace_;
   DeviceBuffer scratch_;
+  // The side stream (BeginSide), created on first use; off with
+  // MOEGRAPH_SIDE_STREAM=0 (everything in order on the main stream).
+  struct Side {
+    CudaStream stream;
+    DeviceBuffer gemm_workspace, scratch;
+    CudaEvent fork, join;
+  };
+  Side side_;
+  bool side_enabled_ = true;
+  bool on_side_ = false;
+  bool side_pending_ = false;  // side work the main stream has not joined
+  DeviceBuffer& lane_scratch() { return on_side_ ? side_.scratch : scratch_; }
+  DeviceBuffer& lane_gemm_workspace() { return on_side_ ? side_.gemm_workspace : gemm_workspace_; }
   bool grouped_batched_ok_ = true;  // cleared if cuBLASLt refuses the strided batch
 
   bool frozen_ = false;

@@ -75,6 +75,37 @@ absl::Status CudaBackendImpl::ExchangeCombine(const Tensor& out, const Tensor& p
   return LaunchStatus(op, cuda::LaunchExchangeCombine(a, stream()));
 }
 
+absl::Status CudaBackendImpl::ExchangeMeet(const RankMeeting& m) {
+  OpScope scope(this, OpKind::kMoe);
+  RETURN_IF_ERROR(Activate());
+  const char* op = "ExchangeMeet";
+  const size_t R = m.mailbox.size();
+  RETURN_IF_ERROR(CheckRanks(op, R));
+  auto one_i32 = [](const Tensor& t, int64_t n) {
+    return t.data != nullptr && t.dtype == DType::kI32 && t.numel() == n;
+  };
+  if (R == 0 || m.rank < 0 || m.rank >= static_cast<int>(R) || !one_i32(m.calls, 1) ||
+      !one_i32(m.inbox, static_cast<int64_t>(R)) || m.control == nullptr || m.timeout_ns <= 0) {
+    return Invalid(op, absl::StrCat("rank ", m.rank, " of ", R,
+                                    ": calls i32 [1], inbox i32 [ranks], the control words and a "
+                                    "positive timeout are required"));
+  }
+  cuda::ExchangeMeetArgs a;
+  a.rank = m.rank;
+  a.num_ranks = static_cast<int>(R);
+  a.calls = m.calls.as<int32_t>();
+  a.inbox = m.inbox.as<const int32_t>();
+  for (size_t r = 0; r < R; ++r) {
+    if (!one_i32(m.mailbox[r], 1))
+      return Invalid(op, absl::StrCat("mailbox ", r, " is not i32 [1]"));
+    a.mailbox[r] = m.mailbox[r].as<int32_t>();
+  }
+  a.stop = m.control;
+  a.gave_up = m.control + 1 + m.rank;
+  a.timeout_ns = m.timeout_ns;
+  return LaunchStatus(op, cuda::LaunchExchangeMeet(a, stream()));
+}
+
 absl::Status CudaBackendImpl::EnablePeerAccess(const Backend& peer) {
   const std::string other_id = peer.id();
   int other = -1;

@@ -184,7 +184,7 @@ absl::Status CudaBackendImpl::W8A8Gemm(const char* op, const Tensor& x, const We
   scales.w = w.scale.as<float>() + (row0 / b) * (w.cols() / b);
   return gemm_->Run(p, q.q, w.data.as<uint8_t>() + row0 * w.cols(),
                     static_cast<char*>(y.data) + y_offset * DTypeSize(y.dtype),
-                    gemm_workspace_.data(), gemm_workspace_.bytes(), stream(), scales);
+                    lane_gemm_workspace().data(), lane_gemm_workspace().bytes(), stream(), scales);
 }
 
 // A W8A8 product covers the rows in whole multiples of kFp8BlockScaledRows;
