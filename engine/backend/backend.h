@@ -196,6 +196,7 @@ class Backend {
   // From now on workspaces may not move (graphs hold their pointers): an op
   // needing more than was reserved fails with FAILED_PRECONDITION.
   virtual void FreezeWorkspaces() {}
+  virtual bool workspaces_frozen() const { return false; }
   virtual BackendCounters counters() const { return {}; }
   // Device memory in use on this backend's device, in bytes (all processes'),
   // or -1 where there is none to report (CPU).

@@ -59,7 +59,7 @@ class InProcessExchange::Rank final : public ExpertExchange {
       Abort(s);
       return s;
     }
-    if (device_meetings()) return absl::OkStatus();
+    if (on_device()) return absl::OkStatus();
     RETURN_IF_ERROR(owner_->barrier_.Arrive(rank_, "dispatch"));
     if (!equal_rows()) return absl::OkStatus();
     for (int r = 0; r < owner_->num_ranks(); ++r) {
@@ -78,7 +78,7 @@ class InProcessExchange::Rank final : public ExpertExchange {
       Abort(s);
       return s;
     }
-    if (device_meetings()) return absl::OkStatus();
+    if (on_device()) return absl::OkStatus();
     return owner_->barrier_.Arrive(rank_, "combine");
   }
 
@@ -107,6 +107,12 @@ class InProcessExchange::Rank final : public ExpertExchange {
   }
 
   bool device_meetings() const { return owner_->options_.device_meetings; }
+  // Device meetings start once the rank's workspaces are frozen (after its
+  // load-time warm-up, at the same call on every rank, as every rank walks
+  // the same buckets): before, a rank frees and grows buffers, and a free
+  // synchronizes the whole device, which would wait for a peer that waits on
+  // the device for this rank. Until then the ranks meet on the host.
+  bool on_device() const { return device_meetings() && backend_->workspaces_frozen(); }
   Backend* backend() const { return backend_; }
   // Zeroes this rank's meeting counters (no meeting may be in flight).
   absl::Status ZeroMeetings() {
@@ -148,7 +154,7 @@ class InProcessExchange::Rank final : public ExpertExchange {
   // The rows have landed, on every rank, once this rank's ops pass the
   // meeting (device) or when this returns (host: the barrier follows).
   absl::Status Meet() {
-    return device_meetings() ? backend_->ExchangeMeet(meeting_) : backend_->Synchronize();
+    return on_device() ? backend_->ExchangeMeet(meeting_) : backend_->Synchronize();
   }
 
   // Writes every pair of this rank's send buffer into its token's rank.

@@ -59,6 +59,9 @@ struct Ranks {
       REQUIRE(b.Convert(xf, x.back()).ok());
       REQUIRE(b.Upload(idx.back().data, iv.data(), idx.back().bytes()).ok());
       REQUIRE(b.Synchronize().ok());
+      // Device meetings start once the workspaces are frozen (after an
+      // engine's load-time warm-up).
+      b.FreezeWorkspaces();
     }
   }
 
@@ -88,8 +91,7 @@ struct Ranks {
     for (int s = 0; s < R; ++s) {
       const std::vector<float> rows = Fetch(*backends[r], in.x.rows(s * T, counts[s]));
       out.insert(out.end(), rows.begin(), rows.end());
-      const std::vector<int32_t> src =
-          FetchI32(*backends[r], in.src_token.rows(s * T, counts[s]));
+      const std::vector<int32_t> src = FetchI32(*backends[r], in.src_token.rows(s * T, counts[s]));
       out.insert(out.end(), src.begin(), src.end());
     }
     return out;

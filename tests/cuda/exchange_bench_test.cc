@@ -99,7 +99,10 @@ TEST_CASE("OpBenchExchange", "[.bench][exchange]") {
     o.capacity = T;
     o.device_meetings = device_meetings;
     auto ex = InProcessExchange::Create(o).value();
-    for (int r = 0; r < R; ++r) REQUIRE(ex->rank(r)->Bind(backends[r].get()).ok());
+    for (int r = 0; r < R; ++r) {
+      REQUIRE(ex->rank(r)->Bind(backends[r].get()).ok());
+      backends[r]->FreezeWorkspaces();  // device meetings start frozen (as after a load)
+    }
     const ExpertPartition& part = ex->rank(0)->partition();
     // Per rank: its tokens and routing; what each destination receives from
     // it (rows in token order, as the kernels place them) gives the pairs

@@ -83,6 +83,7 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   absl::StatusOr<int> EndGraphCapture() override;
   absl::Status LaunchGraph(int graph) override;
   void FreezeWorkspaces() override { frozen_ = true; }
+  bool workspaces_frozen() const override { return frozen_; }
   BackendCounters counters() const override { return counters_; }
   int64_t device_memory_used() const override;
   int64_t device_memory_total() const override;
