@@ -61,7 +61,7 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   xo.equal_rows = e->transport_ == "nccl" || options.equal_exchange_rows;
   xo.device_meetings = CudaRanks(devices);
   e->equal_rows_ = xo.equal_rows;
-  e->captured_ = CapturesRanks(options, devices);
+  e->captured_ = CapturesRanks(devices);
   for (int b = 0; b < B && e->transport_ == "in-process"; ++b) {
     ASSIGN_OR_RETURN(std::unique_ptr<InProcessExchange> x, InProcessExchange::Create(xo));
     e->exchanges_.push_back(std::move(x));
@@ -88,8 +88,9 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
 #endif
   }
   for (int c = 0; B > 1 && c < R; ++c) {
-    ASSIGN_OR_RETURN(std::unique_ptr<InProcessHandoff> h,
-                     InProcessHandoff::Create(HandoffOptions(options, config, B)));
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<InProcessHandoff> h,
+        InProcessHandoff::Create(HandoffOptions(options, config, B, CudaRanks(devices))));
     e->handoffs_.push_back(std::move(h));
   }
   e->partition_ = ExpertPartition{config.n_routed_experts, R};
@@ -126,11 +127,17 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   if (CudaRanks(devices)) {
     for (size_t i = 0; i < e->ranks_.size(); ++i) {
       Dsv4Engine* rank = e->ranks_[i].get();
-      ExpertExchange* exchange = e->exchange(static_cast<int>(i) / R, static_cast<int>(i) % R);
-      e->workers_[i]->Post([rank, exchange] {
+      const int b = static_cast<int>(i) / R, r = static_cast<int>(i) % R;
+      ExpertExchange* exchange = e->exchange(b, r);
+      ResidualHandoff* handoff = B > 1 ? e->handoffs_[r]->rank(b) : nullptr;
+      e->workers_[i]->Post([rank, exchange, handoff] {
         absl::Status s = rank->Prepare();
         if (s.ok()) s = exchange->Finish();
-        if (!s.ok()) exchange->Abort(s);
+        if (s.ok() && handoff != nullptr) s = handoff->Finish();
+        if (!s.ok()) {
+          exchange->Abort(s);
+          if (handoff != nullptr) handoff->Abort(s);
+        }
         return s;
       });
     }
@@ -288,6 +295,7 @@ absl::Status ExpertParallelEngine::StepWithOptions(const StepPlan& plan,
                                               : rank->StepWithOptions(p, options, out);
             // What the device recorded at its meetings (in-process CUDA ranks).
             if (s.ok()) s = exchange->Finish();
+            if (s.ok() && handoff != nullptr) s = handoff->Finish();
             // A rank failing outside the exchange (its plan, say) releases the others.
             if (!s.ok()) {
               exchange->Abort(s);

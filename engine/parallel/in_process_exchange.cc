@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "engine/common/status_macros.h"
@@ -86,12 +87,20 @@ class InProcessExchange::Rank final : public ExpertExchange {
     if (!device_meetings() || backend_ == nullptr) return absl::OkStatus();
     RETURN_IF_ERROR(backend_->Synchronize());
     RETURN_IF_ERROR(owner_->barrier_.status());  // an abort, with its cause
-    std::atomic_ref<int32_t> gave_up(owner_->control()[1 + rank_]);
-    if (gave_up.load() == 0) return absl::OkStatus();
-    const absl::Status s = absl::DeadlineExceededError(absl::StrCat(
-        "expert exchange: rank ", rank_, " waited on the device more than ",
-        owner_->options_.timeout.count(),
-        " ms for its peers at a meeting (a rank did not reach the same exchange call)"));
+    // A rank that gives up also sets the stop word, which ends its peers'
+    // waits early: their step failed too, with that rank's timeout as cause.
+    int32_t* control = owner_->control();
+    if (std::atomic_ref<int32_t>(control[0]).load() == 0) return absl::OkStatus();
+    std::string who;
+    for (int r = 0; r < owner_->num_ranks(); ++r) {
+      const int32_t call = std::atomic_ref<int32_t>(control[1 + r]).load();
+      if (call == 0) continue;
+      absl::StrAppend(&who, who.empty() ? "" : "; ", "rank ", r, " waited on the device more than ",
+                      owner_->options_.timeout.count(), " ms for its peers at meeting ", call);
+    }
+    if (who.empty()) who = "the device meetings were stopped";
+    const absl::Status s = absl::DeadlineExceededError(
+        absl::StrCat("expert exchange: ", who, " (a rank did not reach the same exchange call)"));
     owner_->barrier_.Fail(s);
     return s;
   }

@@ -1,9 +1,13 @@
 // The in-process transport of the layer-placement handoff: ranks are threads
-// of one process, each on its own backend; a rank copies its residual
-// streams into the host buffer of the boundary after its block (through its
-// backend: a device download on a GPU), the next rank copies them out, and
-// every rank meets the others at one barrier per boundary
-// (docs/expert-parallel.md). Owns the buffers.
+// of one process, each on its own backend (docs/expert-parallel.md). On the
+// host: a rank copies its residual streams into the host buffer of the
+// boundary after its block (a device download on a GPU), the next rank
+// copies them out, and every rank meets the others at one barrier per
+// boundary. With `device_meetings` (CUDA ranks, once a rank's workspaces
+// are frozen): the sender writes its streams straight into the receiver's
+// device buffer, the two meet on the device (Backend::ExchangeMeet, two
+// parties a boundary), and nothing waits for the host, so the handoff sits
+// inside the ranks' captured graphs. Owns the buffers.
 #pragma once
 
 #include <chrono>
@@ -23,7 +27,8 @@ struct InProcessHandoffOptions {
   int capacity = 0;                          // most tokens a step hands over (max_step_tokens)
   int streams = 0;                           // n (hc_mult)
   int hidden = 0;                            // D
-  std::chrono::milliseconds timeout{60000};  // per barrier
+  std::chrono::milliseconds timeout{60000};  // per barrier or device meeting
+  bool device_meetings = false;              // CUDA ranks: meet on the device
 };
 
 class InProcessHandoff {
@@ -37,12 +42,18 @@ class InProcessHandoff {
   ResidualHandoff* rank(int r);
   // Why the handoff failed (OK when it has not).
   absl::Status status() const { return barrier_.status(); }
-  // Clears a failure; only while no rank is inside a call.
-  void Reset() { barrier_.Reset(); }
+  // Clears a failure; only while no rank is inside a call. With device
+  // meetings it also waits for every rank's device work (releasing any
+  // still waiting) and zeroes the meeting counters.
+  void Reset();
 
  private:
   class Rank;
   explicit InProcessHandoff(const InProcessHandoffOptions& options);
+  // Boundary b's control words for device meetings (RankMeeting::control:
+  // stop, then the sender's and the receiver's give-up words).
+  int32_t* control(int b) const { return static_cast<int32_t*>(control_.get()) + 3 * b; }
+  absl::Status ResetMeetings();
 
   InProcessHandoffOptions options_;
   RankBarrier barrier_;
@@ -52,6 +63,7 @@ class InProcessHandoff {
   std::vector<int64_t> rows_;
   std::vector<std::string> phases_;
   std::vector<std::unique_ptr<Rank>> ranks_;
+  HostMemory control_{nullptr, [](void*) {}};  // pinned, freed before the ranks' backends
 };
 
 }  // namespace moegraph

@@ -27,10 +27,11 @@ absl::StatusOr<std::unique_ptr<LayerParallelEngine>> LayerParallelEngine::Create
   }
   std::unique_ptr<LayerParallelEngine> e(new LayerParallelEngine());
   e->Init(options, devices, R);
-  ASSIGN_OR_RETURN(e->handoff_, InProcessHandoff::Create(HandoffOptions(options, config, R)));
+  const bool cuda = CudaRanks(devices);
+  ASSIGN_OR_RETURN(e->handoff_, InProcessHandoff::Create(HandoffOptions(options, config, R, cuda)));
   std::vector<std::string> blocks;
   for (int r = 0; r < R; ++r) {
-    EngineOptions ro = RankOptions(options, devices[r]);
+    EngineOptions ro = RankOptions(options, devices[r], CapturesRanks(devices));
     ModelShard shard;
     shard.layers = LayerBlock(L, R, r);
     shard.handoff = e->handoff_->rank(r);
@@ -43,11 +44,30 @@ absl::StatusOr<std::unique_ptr<LayerParallelEngine>> LayerParallelEngine::Create
     e->workers_.push_back(std::make_unique<RankWorker>());
     blocks.push_back(BlockName(devices[r], shard.layers, L));
   }
+  // CUDA ranks tune every bucket (and capture their graphs) at load, all at
+  // once: each warm-up step hands over at every boundary.
+  if (cuda) {
+    for (int r = 0; r < R; ++r) {
+      Dsv4Engine* rank = e->ranks_[r].get();
+      ResidualHandoff* handoff = e->handoff_->rank(r);
+      e->workers_[r]->Post([rank, handoff] {
+        absl::Status s = rank->Prepare();
+        if (s.ok()) s = handoff->Finish();
+        if (!s.ok()) handoff->Abort(s);
+        return s;
+      });
+    }
+    absl::Status broken;
+    RETURN_IF_ERROR(StepStatus(
+        WaitForRanks(e->workers_, e->step_timeout_ * 10), e->step_timeout_ * 10, *e->handoff_,
+        [&e](int r, const absl::Status& s) { return e->FromRank(r, s); }, &broken));
+  }
   e->logits_.resize(R);
   e->info_ = e->ranks_[0]->info();
   e->info_.device = absl::StrJoin(devices, ",");
   e->info_.layout = absl::StrCat(RanksName(devices), "; layers: ", absl::StrJoin(blocks, ", "),
-                                 "; all experts and every slot on each");
+                                 "; all experts and every slot on each; decode graphs ",
+                                 e->ranks_[0]->graph_mode());
   return e;
 }
 
@@ -79,14 +99,18 @@ absl::Status LayerParallelEngine::StepWithOptions(const StepPlan& plan,
   RETURN_IF_ERROR(CanStep(options));
   const int R = num_ranks();
   // Every rank stages the whole plan (token ids feed the hash-routed layers,
-  // positions every attention) and checks it as one rank would.
+  // positions every attention) and checks it as one rank would. Step runs
+  // the rank's decode graphs and pads to its tuned buckets, alike on every
+  // rank; StepWithOptions is eager and exact (every token's logits).
+  const bool bucketed = !options.all_logits && options.hidden == nullptr;
   for (int r = 0; r < R; ++r) {
     Dsv4Engine* rank = ranks_[r].get();
     std::vector<float>* out = &logits_[r];
     out->clear();
     ResidualHandoff* handoff = handoff_->rank(r);
-    workers_[r]->Post([rank, &plan, options, out, handoff]() -> absl::Status {
-      absl::Status s = rank->StepWithOptions(plan, options, out);
+    workers_[r]->Post([rank, &plan, options, out, handoff, bucketed]() -> absl::Status {
+      absl::Status s = bucketed ? rank->Step(plan, out) : rank->StepWithOptions(plan, options, out);
+      if (s.ok()) s = handoff->Finish();  // what the device recorded at its meetings
       if (!s.ok()) handoff->Abort(s);
       return s;
     });

@@ -96,10 +96,10 @@ absl::StatusOr<std::string> ResolveTransport(const EngineOptions& options,
   return t;
 }
 
-bool CapturesRanks(const EngineOptions& options, const std::vector<std::string>& devices) {
-  // Both transports of CUDA ranks meet on the device (NCCL, or the
-  // in-process exchange's device meetings); the layer handoff does not.
-  return CudaRanks(devices) && options.layout == "ep";
+bool CapturesRanks(const std::vector<std::string>& devices) {
+  // Every transport of CUDA ranks meets on the device: NCCL, and the
+  // in-process exchange's and layer handoff's device meetings.
+  return CudaRanks(devices);
 }
 
 std::string RanksName(const std::vector<std::string>& devices) {
@@ -133,13 +133,6 @@ absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& o
                                                    options.layout, "'"));
   }
   RETURN_IF_ERROR(ResolveTransport(options, devices).status());
-  if (CudaRanks(devices) && (options.graphs == "piecewise" || options.graphs == "full") &&
-      !CapturesRanks(options, devices)) {
-    return absl::UnimplementedError(
-        absl::StrCat("graphs: '", options.graphs,
-                     "' with several CUDA ranks needs layout 'ep' (the layer handoff meets at host "
-                     "barriers); use off or auto"));
-  }
   if (options.exchange_timeout_ms <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("exchange_timeout_ms must be positive, got ", options.exchange_timeout_ms));
@@ -181,13 +174,15 @@ void MultiRankEngine::Init(const EngineOptions& options, const std::vector<std::
 }
 
 InProcessHandoffOptions MultiRankEngine::HandoffOptions(const EngineOptions& options,
-                                                        const ModelConfig& config, int ranks) {
+                                                        const ModelConfig& config, int ranks,
+                                                        bool device_meetings) {
   InProcessHandoffOptions ho;
   ho.num_ranks = ranks;
   ho.capacity = options.max_step_tokens;
   ho.streams = config.hc_mult;
   ho.hidden = config.hidden_size;
   ho.timeout = std::chrono::milliseconds(options.exchange_timeout_ms);
+  ho.device_meetings = device_meetings;
   return ho;
 }
 

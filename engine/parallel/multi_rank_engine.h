@@ -31,10 +31,10 @@ bool CudaRanks(const std::vector<std::string>& devices);
 // the field (nccl: CUDA ranks, one a GPU, not with layout 'layers').
 absl::StatusOr<std::string> ResolveTransport(const EngineOptions& options,
                                              const std::vector<std::string>& devices);
-// True when the ranks' steps may run in decode graphs: CUDA ranks and `ep`
-// (NCCL is stream-ordered; the in-process exchange of CUDA ranks meets on
-// the device: neither has a host barrier).
-bool CapturesRanks(const EngineOptions& options, const std::vector<std::string>& devices);
+// True when the ranks' steps may run in decode graphs: CUDA ranks, any
+// layout (NCCL is stream-ordered; the in-process exchange and handoff of
+// CUDA ranks meet on the device: none has a host barrier).
+bool CapturesRanks(const std::vector<std::string>& devices);
 // A rank's engine options: `options` on `device`, not running ahead, and
 // eager unless `captured`.
 EngineOptions RankOptions(const EngineOptions& options, const std::string& device,
@@ -44,9 +44,8 @@ std::string RanksName(const std::vector<std::string>& devices);
 // OK when `layout` is one of kLayouts.
 absl::Status CheckLayout(const std::string& layout);
 // What every multi-rank engine checks first: the devices (returned), the
-// layout (one of kLayouts and `layout`), max_step_tokens, the transport,
-// graphs (CUDA ranks capture only with ep over NCCL) and
-// exchange_timeout_ms.
+// layout (one of kLayouts and `layout`), max_step_tokens, the transport
+// and exchange_timeout_ms.
 absl::StatusOr<std::vector<std::string>> CheckRankOptions(const EngineOptions& options,
                                                           const char* layout);
 
@@ -73,9 +72,11 @@ class MultiRankEngine : public Engine {
   // Sets what every multi-rank engine keeps of `options`; a step may wait
   // for `blocks` blocks of layers in turn before a rank counts as stuck.
   void Init(const EngineOptions& options, const std::vector<std::string>& devices, int blocks);
-  // A handoff over `ranks` blocks of `config`'s layers, sized for `options`.
+  // A handoff over `ranks` blocks of `config`'s layers, sized for
+  // `options`; CUDA ranks take `device_meetings`.
   static InProcessHandoffOptions HandoffOptions(const EngineOptions& options,
-                                                const ModelConfig& config, int ranks);
+                                                const ModelConfig& config, int ranks,
+                                                bool device_meetings);
   // The pool of `count` ranks (first, first + stride, ...) that each hold
   // every one of some slots, for a block of layers each: a sequence needs
   // room on all, so the tightest rank's tokens count; pages add up.

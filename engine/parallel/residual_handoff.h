@@ -30,6 +30,11 @@ class ResidualHandoff {
   // rank; returns once the step's later handoffs are done too.
   virtual absl::Status Send(const Tensor& streams) = 0;
 
+  // After the rank's step (or load-time warm-up): with device meetings,
+  // waits for the rank's device work and reports a meeting that timed out
+  // or was stopped; otherwise OK at once.
+  virtual absl::Status Finish() { return absl::OkStatus(); }
+
   // Marks the handoff failed (this rank cannot take part in the step): the
   // other ranks' pending and later calls return an error naming this rank.
   virtual void Abort(const absl::Status& why) = 0;

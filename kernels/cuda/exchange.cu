@@ -125,7 +125,7 @@ __global__ void MeetKernel(ExchangeMeetArgs a) {
   const int r = threadIdx.x;
   if (r < a.num_ranks) {
     const volatile int32_t* in = a.inbox + r;
-    const volatile int32_t* stop = a.stop;
+    const volatile int32_t* stop = a.stop;  // also set by a peer that gave up
     const long long deadline = GlobalNs() + a.timeout_ns;
     // The host word is a PCIe read: looked at once every 256 polls.
     for (unsigned polls = 1;
@@ -134,7 +134,8 @@ __global__ void MeetKernel(ExchangeMeetArgs a) {
       if (polls % 256 == 0) {
         if (*stop != 0) break;
         if (GlobalNs() > deadline) {
-          *reinterpret_cast<volatile int32_t*>(a.gave_up) = 1;
+          *reinterpret_cast<volatile int32_t*>(a.gave_up) = call;
+          *reinterpret_cast<volatile int32_t*>(a.stop) = 1;
           break;
         }
       }
@@ -155,6 +156,18 @@ cudaError_t LaunchExchangeMeet(const ExchangeMeetArgs& a, cudaStream_t stream) {
   }
   MeetKernel<<<1, 32, 0, stream>>>(a);
   return cudaGetLastError();
+}
+
+cudaError_t PreloadExchangeKernels() {
+  cudaFuncAttributes attr;
+  for (const void* f :
+       {reinterpret_cast<const void*>(MeetKernel), reinterpret_cast<const void*>(MergeKernel),
+        reinterpret_cast<const void*>(DispatchRouteKernel),
+        reinterpret_cast<const void*>(DispatchCopyKernel),
+        reinterpret_cast<const void*>(CombineKernel)}) {
+    if (const cudaError_t e = cudaFuncGetAttributes(&attr, f); e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 cudaError_t LaunchExchangeMerge(const ExchangeMergeArgs& a, cudaStream_t stream) {

@@ -60,15 +60,24 @@ struct ExchangeMeetArgs {
   int32_t* calls = nullptr;                  // [1], this rank's
   const int32_t* inbox = nullptr;            // [num_ranks], this rank's
   int32_t* mailbox[kMaxExchangeRanks] = {};  // per rank: its inbox entry for this rank
-  const int32_t* stop = nullptr;             // pinned host: nonzero = give up
-  int32_t* gave_up = nullptr;                // pinned host: set on timeout
+  int32_t* stop = nullptr;                   // pinned host: nonzero = give up
+  int32_t* gave_up = nullptr;                // pinned host: the meeting that timed out
   long long timeout_ns = 0;
 };
 
 // One block: calls += 1, posted into every mailbox after a system-wide
 // fence (the ops before it on the stream are complete and visible), then
 // waits until every inbox entry has reached it (counters compared modulo
-// 2^32) or until stop or the timeout.
+// 2^32) or until stop or the timeout. A rank that times out records the
+// meeting's number in gave_up and sets stop, so that its peers' waits (and
+// every later meeting) end at once instead of timing out one by one.
 cudaError_t LaunchExchangeMeet(const ExchangeMeetArgs& a, cudaStream_t stream);
+
+// Loads the exchange's kernels now. With lazy loading (CUDA's default) a
+// kernel's first launch or capture may synchronize the whole context, which
+// deadlocks against a peer already waiting on the device at a meeting (the
+// CUDA programming guide's "Lazy Loading: concurrent execution"): ranks
+// call this before their first meeting.
+cudaError_t PreloadExchangeKernels();
 
 }  // namespace moegraph::cuda

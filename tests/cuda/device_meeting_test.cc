@@ -3,7 +3,9 @@
 // A round delivers what the host-barrier round delivers; a rank that never
 // arrives makes its peer give up after the timeout with an error naming the
 // wait; a rank that aborts releases its waiting peer at once; after a reset
-// the ranks' counters agree again.
+// the ranks' counters agree again. The layer handoff's device meetings
+// likewise: the streams arrive as sent, step after step, and a missing
+// sender is a clear error after the timeout.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -13,6 +15,7 @@
 
 #include "engine/backend/cuda/cuda_backend.h"
 #include "engine/parallel/in_process_exchange.h"
+#include "engine/parallel/in_process_handoff.h"
 #include "tests/cuda/backend_pair.h"
 
 namespace moegraph::cuda_test {
@@ -162,6 +165,111 @@ TEST_CASE("Device meetings: a missing rank times out, an aborting one releases i
       INFO(r.ToString());
       CHECK(r.ok());
     }
+  }
+}
+
+namespace {
+
+// Three CUDA ranks on device 0 joined by a handoff meeting on the device;
+// each has a streams tensor act [T, n, D].
+struct HandoffRanks {
+  static constexpr int kRanks = 3, kN = 2, kD = 48, kCap = 6;
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::unique_ptr<InProcessHandoff> handoff;
+  std::vector<Buffer> keep;
+  std::vector<Tensor> streams;
+
+  explicit HandoffRanks(std::chrono::milliseconds timeout) {
+    InProcessHandoffOptions o;
+    o.num_ranks = kRanks;
+    o.capacity = kCap;
+    o.streams = kN;
+    o.hidden = kD;
+    o.timeout = timeout;
+    o.device_meetings = true;
+    handoff = InProcessHandoff::Create(o).value();
+    for (int r = 0; r < kRanks; ++r) {
+      backends.push_back(CreateCudaBackend(0).value());
+      REQUIRE(handoff->rank(r)->Bind(backends[r].get()).ok());
+      Tensor t(nullptr, DType::kBF16, {kCap, kN, kD});
+      keep.push_back(backends[r]->Allocate(t.bytes()).value());
+      t.data = keep.back().data();
+      REQUIRE(backends[r]->Fill(t, 0.0f).ok());
+      REQUIRE(backends[r]->Synchronize().ok());
+      backends[r]->FreezeWorkspaces();
+      streams.push_back(t);
+    }
+  }
+
+  // Rank 0 sends `x` (f32 values, T rows); rank 1 receives and sends on;
+  // rank 2 receives. Each on its own thread, each then Finish.
+  std::vector<absl::Status> Pass(const std::vector<float>& x, int T) {
+    Backend& b0 = *backends[0];
+    Tensor xf(nullptr, DType::kF32, {T, kN, kD});
+    Buffer xb = b0.Allocate(xf.bytes()).value();
+    xf.data = xb.data();
+    REQUIRE(b0.Upload(xf.data, x.data(), xf.bytes()).ok());
+    REQUIRE(b0.Convert(xf, streams[0].rows(0, T)).ok());
+    REQUIRE(b0.Synchronize().ok());
+    std::vector<absl::Status> status(kRanks);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < kRanks; ++r) {
+      threads.emplace_back([&, r] {
+        ResidualHandoff& h = *handoff->rank(r);
+        const Tensor mine = streams[r].rows(0, T);
+        absl::Status s;
+        if (r > 0) s = h.Receive(mine);
+        if (s.ok() && r + 1 < kRanks) s = h.Send(mine);
+        if (s.ok()) s = h.Finish();
+        status[r] = s;
+      });
+    }
+    for (auto& t : threads) t.join();
+    return status;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("Device meetings: the layer handoff delivers the streams, or times out clearly",
+          "[cuda][layers]") {
+  ReseedRng("device handoff");
+  using H = HandoffRanks;
+  SECTION("delivers") {
+    H ranks(std::chrono::milliseconds(5000));
+    for (int T : {H::kCap, 1, 4}) {  // each step rewrites the buffers
+      const std::vector<float> x = RandomBf16(int64_t{T} * H::kN * H::kD, 1.0f);
+      for (const absl::Status& s : ranks.Pass(x, T)) {
+        INFO(s.ToString());
+        REQUIRE(s.ok());
+      }
+      CHECK(Fetch(*ranks.backends[2], ranks.streams[2].rows(0, T)) == x);
+      CHECK(Fetch(*ranks.backends[1], ranks.streams[1].rows(0, T)) == x);
+    }
+  }
+  SECTION("missing sender") {
+    H ranks(std::chrono::milliseconds(300));
+    const auto t0 = std::chrono::steady_clock::now();
+    ResidualHandoff& h1 = *ranks.handoff->rank(1);
+    absl::Status s = h1.Receive(ranks.streams[1].rows(0, 2));  // rank 0 never sends
+    if (s.ok()) s = h1.Finish();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    INFO(s.ToString() << " after " << ms << " ms");
+    CHECK(s.code() == absl::StatusCode::kDeadlineExceeded);
+    CHECK(s.message().find("rank 1 waited on the device more than 300 ms at handoff 0->1") !=
+          absl::string_view::npos);
+    CHECK(ms >= 300);
+    CHECK(ms < 5000);  // the second meeting stops at once
+    CHECK(ranks.handoff->status().code() == absl::StatusCode::kDeadlineExceeded);
+    ranks.handoff->Reset();
+    CHECK(ranks.handoff->status().ok());
+    const std::vector<float> x = RandomBf16(3 * H::kN * H::kD, 1.0f);
+    for (const absl::Status& r : ranks.Pass(x, 3)) {
+      INFO(r.ToString());
+      CHECK(r.ok());
+    }
+    CHECK(Fetch(*ranks.backends[2], ranks.streams[2].rows(0, 3)) == x);
   }
 }
 

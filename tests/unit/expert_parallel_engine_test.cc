@@ -201,12 +201,6 @@ TEST_CASE("ep options: bad devices, layouts and slot counts name the field", "[e
   CHECK(error("cpu:0,cpu:0").message() == "devices: 'cpu:0' appears more than once");
   CHECK(error("cpu:0,cuda:0").message() ==
         "devices: 'cpu:0,cuda:0' mixes CPU and CUDA ranks; use one kind");
-  o.graphs = "full";
-  absl::Status graphs = error("cuda:0,cuda:0", "layers");
-  CHECK(graphs.code() == absl::StatusCode::kUnimplemented);
-  CHECK(graphs.message().find("graphs: 'full' with several CUDA ranks needs layout 'ep' (the "
-                              "layer handoff") == 0);
-  o.graphs = "auto";
   o.transport = "pigeon";
   CHECK(error("cpu:0,cpu:1").message() ==
         "transport: 'pigeon' is not a transport; allowed: auto, in-process, nccl");

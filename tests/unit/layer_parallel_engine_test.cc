@@ -163,7 +163,7 @@ TEST_CASE("layers: each rank loads only its layers' weights and state; info says
   CHECK((*two)->info().device == "cpu:0,cpu:1");
   CHECK((*two)->info().layout ==
         "2 devices (in-process CPU ranks); layers: cpu:0 [0, 2) + embedding, cpu:1 [2, 5) + "
-        "head; all experts and every slot on each");
+        "head; all experts and every slot on each; decode graphs off");
   CHECK((*two)->num_slots() == 8);
   CHECK((*two)->num_slot_groups() == 1);  // no balancing across ranks
   // Every rank holds every slot; its state pool is sized for its layers only.

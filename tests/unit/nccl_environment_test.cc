@@ -10,8 +10,12 @@
 namespace moegraph {
 namespace {
 
-TEST_CASE("NCCL defaults: NVLink multicast off and 32 GPU queues unless the user chose", "[ep]") {
-  const char* names[] = {"NCCL_NVLS_ENABLE", "CUDA_DEVICE_MAX_CONNECTIONS"};
+TEST_CASE(
+    "NCCL defaults: NVLink multicast off, 32 GPU queues and eager module data unless the user "
+    "chose",
+    "[ep]") {
+  const char* names[] = {"NCCL_NVLS_ENABLE", "CUDA_DEVICE_MAX_CONNECTIONS",
+                         "CUDA_MODULE_DATA_LOADING"};
   std::vector<const char*> before;
   std::vector<std::string> saved;
   for (const char* n : names) {
@@ -19,11 +23,13 @@ TEST_CASE("NCCL defaults: NVLink multicast off and 32 GPU queues unless the user
     saved.push_back(before.back() != nullptr ? before.back() : "");
     unsetenv(n);
   }
-  CHECK(ApplyNcclDefaults() ==
-        std::vector<std::string>{"NCCL_NVLS_ENABLE=0", "CUDA_DEVICE_MAX_CONNECTIONS=32"});
+  CHECK(ApplyNcclDefaults() == std::vector<std::string>{"NCCL_NVLS_ENABLE=0",
+                                                        "CUDA_DEVICE_MAX_CONNECTIONS=32",
+                                                        "CUDA_MODULE_DATA_LOADING=EAGER"});
   REQUIRE(std::getenv("NCCL_NVLS_ENABLE") != nullptr);
   CHECK(std::string(std::getenv("NCCL_NVLS_ENABLE")) == "0");
   CHECK(std::string(std::getenv("CUDA_DEVICE_MAX_CONNECTIONS")) == "32");
+  CHECK(std::string(std::getenv("CUDA_MODULE_DATA_LOADING")) == "EAGER");
   setenv("NCCL_NVLS_ENABLE", "1", 1);
   CHECK(ApplyNcclDefaults().empty());
   CHECK(std::string(std::getenv("NCCL_NVLS_ENABLE")) == "1");

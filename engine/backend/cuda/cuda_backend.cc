@@ -22,6 +22,7 @@
 #include "engine/common/bf16.h"
 #include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
+#include "kernels/cuda/exchange.h"
 
 namespace moegraph {
 namespace cuda_impl {
@@ -84,6 +85,8 @@ absl::StatusOr<std::unique_ptr<CudaBackendImpl>> CudaBackendImpl::Create(int dev
   ASSIGN_OR_RETURN(b->lt_, CublasLtHandle::Create());
   b->gemm_ = std::make_unique<CublasLtGemm>(b->lt_.get());
   ASSIGN_OR_RETURN(b->gemm_workspace_, DeviceBuffer::Allocate(kGemmWorkspaceBytes));
+  // Before any rank of this process waits on the device (kernels/cuda/exchange.h).
+  CUDA_RETURN_IF_ERROR(cuda::PreloadExchangeKernels());
   if (const char* side = std::getenv("MOEGRAPH_SIDE_STREAM"); side != nullptr) {
     b->side_enabled_ = std::string(side) != "0";
   }
