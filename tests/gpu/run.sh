@@ -89,6 +89,21 @@ for step in $steps; do
       timeout 300 "$STAGE/moegraph_cuda_tests" "[nccl]" --durations yes > "$OUT/cuda_nccl_tests.log" 2>&1
       rc=$?
       check "[cuda][nccl] tests in $((SECONDS - t0)) s; $(grep -E '^(All tests passed|test cases:)' "$OUT/cuda_nccl_tests.log" | tail -1)" $rc
+      # The multi-process NCCL bring-up (docs/multi-node.md): the bootstrap
+      # hands NCCL's id to each process, which calls ncclCommInitRank and
+      # all-reduces. One node on this GPU is checked; two processes sharing
+      # it are only reported (NCCL takes one rank a GPU).
+      port=$((29600 + RANDOM % 300))
+      timeout 120 "$STAGE/moegraph" cluster-bootstrap --model-dir tests/fixtures/dsv4-tiny \
+        --leader 127.0.0.1:$port --nccl-devices cuda:0 > "$OUT/nccl_bootstrap.log" 2>&1
+      check "NCCL bootstrap, 1 process: $(grep -o 'NCCL ranks.*' "$OUT/nccl_bootstrap.log")" $?
+      for i in 1 0; do
+        timeout 120 "$STAGE/moegraph" cluster-bootstrap --model-dir tests/fixtures/dsv4-tiny \
+          --leader 127.0.0.1:$((port + 1)) --nodes 2 --node $i --nccl-devices cuda:0 \
+          > "$OUT/nccl_bootstrap2_$i.log" 2>&1 &
+      done
+      wait
+      note "  NCCL bootstrap, 2 processes on this one GPU: $(tail -1 "$OUT/nccl_bootstrap2_0.log" | cut -c1-200)"
       ;;
     opbench)
       "$STAGE/moegraph_cuda_tests" "[bench]" > "$OUT/opbench.log" 2>&1

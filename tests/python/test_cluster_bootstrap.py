@@ -91,6 +91,34 @@ class ClusterBootstrapTest(unittest.TestCase):
                             "--layout", "ring"], capture_output=True, text=True)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--layout: must be one of ep, layers, ep+layers", r.stderr)
+        for devices, msg in (("cuda:0,cuda:0", "cuda:0 appears twice"),
+                             ("gpu1", "'gpu1' must list cuda:N entries")):
+            r = subprocess.run([CLI, "cluster-bootstrap", "--model-dir", TINY, "--leader", "x:1",
+                                "--nccl-devices", devices], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(msg, r.stderr)
+        r = subprocess.run([CLI, "cluster-bootstrap", "--model-dir", TINY, "--leader", "x:1",
+                            "--nccl-devices", "cuda:0,cuda:1", "--gpus-per-node", "4"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--gpus-per-node: 4 but --nccl-devices lists 2", r.stderr)
+
+    def test_nccl_group_without_a_gpu_is_a_clear_error(self):
+        # This machine (CI) has no GPU: a CUDA build forms the group with
+        # NCCL's id, then fails creating the communicator, naming CUDA; a
+        # build without CUDA refuses the flag. Either way no hang, no crash.
+        port = free_port()
+        (rc, stdout, stderr), = finish([node(0, 1, port, "--nccl-devices", "cuda:0")])
+        if "needs a build with CUDA" in stderr:
+            self.assertEqual(rc, 2)
+            return
+        self.assertIn("node 0 of 1: joined; group id 128 bytes", stdout)
+        if rc == 0:  # a machine with a GPU: the one-rank group works
+            self.assertIn("NCCL ranks 0-0 of 1 up", stdout)
+            self.assertIn("all-reduce of rank + 1 gave 1", stdout)
+            return
+        self.assertEqual(rc, 1, stdout + stderr)
+        self.assertIn("moegraph cluster-bootstrap: CUDA", stderr)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cuda/cuda_backend_impl.h"
@@ -196,6 +197,15 @@ absl::StatusOr<std::unique_ptr<NcclComms>> NcclComms::Create(const std::vector<i
   NCCL_RETURN_IF_ERROR(
       ncclCommInitAll(comms.data(), static_cast<int>(devices.size()), devices.data()));
   for (ncclComm_t comm : comms) c->comms_.push_back(comm);
+  c->world_ = c->size();
+  return c;
+}
+
+std::unique_ptr<NcclComms> NcclComms::Adopt(std::vector<void*> comms, int world, int first_rank) {
+  std::unique_ptr<NcclComms> c(new NcclComms());
+  c->comms_ = std::move(comms);
+  c->world_ = world;
+  c->first_rank_ = first_rank;
   return c;
 }
 
@@ -213,6 +223,11 @@ void NcclComms::Abort() {
 absl::StatusOr<std::unique_ptr<ExpertExchange>> CreateNcclExchange(const ExchangeOptions& o,
                                                                    const NcclComms& comms,
                                                                    int rank) {
+  if (comms.world() != comms.size()) {
+    return absl::UnimplementedError(
+        absl::StrCat("NCCL exchange: the communicators span processes (", comms.size(), " of ",
+                     comms.world(), " ranks here); the engine steps ranks of one process only"));
+  }
   if (o.num_ranks != comms.size() || rank < 0 || rank >= comms.size()) {
     return absl::InvalidArgumentError(absl::StrCat("NCCL exchange: rank ", rank, " of ",
                                                    o.num_ranks, " ranks on a communicator of ",

@@ -25,8 +25,14 @@ namespace moegraph {
 class NcclComms final : public ExchangeGroup {
  public:
   static absl::StatusOr<std::unique_ptr<NcclComms>> Create(const std::vector<int>& devices);
+  // Communicators made elsewhere (nccl_group.h), owned from here on: this
+  // process's ranks first_rank, first_rank + 1, ... of `world`.
+  static std::unique_ptr<NcclComms> Adopt(std::vector<void*> comms, int world, int first_rank);
   ~NcclComms() override;
+  // This process's communicators (ranks first_rank() ... of world()).
   int size() const { return static_cast<int>(comms_.size()); }
+  int world() const { return world_; }
+  int first_rank() const { return first_rank_; }
   void* comm(int rank) const { return comms_[rank]; }
   // Aborts every communicator (ncclCommAbort): ranks blocked in an NCCL
   // operation, waiting for a peer that will not come, return with an error.
@@ -35,6 +41,7 @@ class NcclComms final : public ExchangeGroup {
 
  private:
   std::vector<void*> comms_;  // ncclComm_t
+  int world_ = 0, first_rank_ = 0;
   bool aborted_ = false;
 };
 
