@@ -46,12 +46,17 @@ class InProcessHandoff::Rank final : public ResidualHandoff {
           absl::InternalError(absl::StrCat("handoff: rank ", rank_ - 1, " sent ", sent,
                                            " tokens, rank ", rank_, " expects ", streams.dim(0))));
     }
-    // The upload reads the buffer until it completes; the sender rewrites it
-    // only in a later step.
     absl::Status s =
         backend_->Upload(streams.data, owner_->buffers_[rank_ - 1].data(), streams.bytes());
     if (s.ok()) s = backend_->Synchronize();
-    return s.ok() ? s : Fail(s);
+    if (!s.ok()) return Fail(s);
+    // The last rank has read; the others arrive here from Send, after
+    // their own reads: no rank starts its next step (and rewrites a
+    // buffer) before every buffer of this one is read. Ranks warming up
+    // together run step after step with no engine between them.
+    if (rank_ == num_ranks() - 1)
+      return owner_->barrier_.Arrive(rank_, owner_->phases_.back().c_str());
+    return absl::OkStatus();
   }
 
   absl::Status Send(const Tensor& streams) override {
@@ -74,7 +79,7 @@ class InProcessHandoff::Rank final : public ResidualHandoff {
       return Fail(s);
     }
     owner_->rows_[rank_] = streams.dim(0);
-    for (int b = rank_; b < R - 1; ++b) {
+    for (int b = rank_; b < R; ++b) {  // the boundaries after this rank, then "read"
       absl::Status s = owner_->barrier_.Arrive(rank_, owner_->phases_[b].c_str());
       if (!s.ok()) return s;
     }
@@ -263,6 +268,7 @@ absl::StatusOr<std::unique_ptr<InProcessHandoff>> InProcessHandoff::Create(
     h->rows_.push_back(0);
     h->phases_.push_back(absl::StrCat("handoff ", b, "->", b + 1));
   }
+  h->phases_.push_back("handoff read");
   for (int r = 0; r < o.num_ranks; ++r) h->ranks_.push_back(std::make_unique<Rank>(h.get(), r));
   return h;
 }

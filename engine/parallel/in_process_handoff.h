@@ -58,7 +58,8 @@ class InProcessHandoff {
   InProcessHandoffOptions options_;
   RankBarrier barrier_;
   // Per boundary b (after rank b's block): the streams, the rows sent, and
-  // the barrier's phase name.
+  // the barrier's phase name; then the phase every rank passes once every
+  // buffer of the step is read.
   std::vector<std::vector<char>> buffers_;
   std::vector<int64_t> rows_;
   std::vector<std::string> phases_;

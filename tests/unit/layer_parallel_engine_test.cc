@@ -303,3 +303,54 @@ TEST_CASE("in-process handoff: streams pass bit for bit; an aborting rank releas
         "handoff: 5 tokens exceed the capacity 4");
   CHECK((*h)->status().code() == absl::StatusCode::kAborted);
 }
+
+TEST_CASE("in-process handoff: ranks stepping on their own never overwrite unread streams",
+          "[parallel][layers]") {
+  // As in a load-time warm-up: every rank runs its steps back to back on its
+  // own thread, nothing between them, each step's row count different. A
+  // sender that rewrote a buffer before its reader was done would show as a
+  // wrong row count or wrong values.
+  // Two ranks are the case that raced: rank 0 has nothing to receive, so
+  // nothing held it back from its next write.
+  const int R = GENERATE(2, 3), n = 2, D = 3, cap = 5, steps = 200;
+  InProcessHandoffOptions o;
+  o.num_ranks = R;
+  o.capacity = cap;
+  o.streams = n;
+  o.hidden = D;
+  o.timeout = std::chrono::seconds(20);
+  std::vector<std::unique_ptr<Backend>> backends;  // outlive the handoff
+  auto h = InProcessHandoff::Create(o);
+  REQUIRE(h.ok());
+  for (int r = 0; r < R; ++r) {
+    backends.push_back(CreateCpuBackend());
+    REQUIRE((*h)->rank(r)->Bind(backends.back().get()).ok());
+  }
+  auto rows = [](int step) { return 1 + step % cap; };
+  auto value = [](int step, int i) { return static_cast<float>(step * 1000 + i); };
+  std::vector<absl::Status> status(R);
+  std::vector<int> wrong(R, 0);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < R; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<float> x(cap * n * D);
+      for (int step = 0; step < steps && status[r].ok(); ++step) {
+        const int T = rows(step);
+        const Tensor view(x.data(), DType::kF32, {T, n, D});
+        if (r == 0) {
+          for (int i = 0; i < T * n * D; ++i) x[i] = value(step, i);
+        } else {
+          status[r] = (*h)->rank(r)->Receive(view);
+          for (int i = 0; status[r].ok() && i < T * n * D; ++i) wrong[r] += x[i] != value(step, i);
+        }
+        if (status[r].ok() && r + 1 < R) status[r] = (*h)->rank(r)->Send(view);
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int r = 0; r < R; ++r) {
+    INFO("rank " << r << ": " << status[r].ToString());
+    CHECK(status[r].ok());
+    CHECK(wrong[r] == 0);
+  }
+}
