@@ -269,8 +269,9 @@ const std::vector<Field>& Fields() {
           "\"\" or a comma-separated list of cpu:N or cuda:N",
           "Several ranks in one daemon; \"\" = device alone. cpu:0,cpu:1,... runs that many "
           "in-process CPU ranks (expert parallelism without GPUs); cuda:0,cuda:1,... one rank "
-          "a GPU (a repeated cuda:N puts several ranks on one GPU); CUDA ranks run decode graphs "
-          "only with transport nccl.",
+          "a GPU (a repeated cuda:N puts several ranks on one GPU); CUDA ranks warm up together "
+          "and run decode graphs in every layout (their exchange and handoff meet on the "
+          "device).",
           CheckDevices),
       StringField(
           "layout", [](ServerConfig& c) -> std::string& { return c.layout; }, "LAYOUT", "ep",
