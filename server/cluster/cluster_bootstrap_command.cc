@@ -107,9 +107,6 @@ int RunClusterBootstrap(int argc, char** argv) {
   self.node = static_cast<int>(*node);
   std::vector<int> nccl_devices;
   if (args->has("--nccl-devices")) {
-#if !MOEGRAPH_HAVE_CUDA
-    return Fail("--nccl-devices needs a build with CUDA", 2);
-#endif
     absl::StatusOr<std::vector<int>> d = ParseCudaDevices(args->get("--nccl-devices"));
     if (!d.ok()) return Fail(std::string(d.status().message()), 2);
     nccl_devices = *d;
@@ -123,6 +120,9 @@ int RunClusterBootstrap(int argc, char** argv) {
         absl::StrCat("--gpus-per-node: ", self.gpus_per_node, " but --nccl-devices lists ", listed),
         2);
   }
+#if !MOEGRAPH_HAVE_CUDA
+  if (!nccl_devices.empty()) return Fail("--nccl-devices needs a build with CUDA", 2);
+#endif
   absl::StatusOr<long long> timeout_s = integer("--timeout", nullptr, 60, 1, 86400);
   if (!timeout_s.ok()) return Fail(std::string(timeout_s.status().message()), 2);
   const absl::Duration timeout = absl::Seconds(*timeout_s);
