@@ -61,7 +61,7 @@ absl::StatusOr<std::unique_ptr<ExpertParallelEngine>> ExpertParallelEngine::Crea
   xo.equal_rows = e->transport_ == "nccl" || options.equal_exchange_rows;
   xo.device_meetings = CudaRanks(devices);
   e->equal_rows_ = xo.equal_rows;
-  e->captured_ = CapturesRanks(devices);
+  e->captured_ = CudaRanks(devices);
   for (int b = 0; b < B && e->transport_ == "in-process"; ++b) {
     ASSIGN_OR_RETURN(std::unique_ptr<InProcessExchange> x, InProcessExchange::Create(xo));
     e->exchanges_.push_back(std::move(x));

@@ -31,7 +31,7 @@ absl::StatusOr<std::unique_ptr<LayerParallelEngine>> LayerParallelEngine::Create
   ASSIGN_OR_RETURN(e->handoff_, InProcessHandoff::Create(HandoffOptions(options, config, R, cuda)));
   std::vector<std::string> blocks;
   for (int r = 0; r < R; ++r) {
-    EngineOptions ro = RankOptions(options, devices[r], CapturesRanks(devices));
+    EngineOptions ro = RankOptions(options, devices[r], cuda);
     ModelShard shard;
     shard.layers = LayerBlock(L, R, r);
     shard.handoff = e->handoff_->rank(r);

@@ -96,12 +96,6 @@ absl::StatusOr<std::string> ResolveTransport(const EngineOptions& options,
   return t;
 }
 
-bool CapturesRanks(const std::vector<std::string>& devices) {
-  // Every transport of CUDA ranks meets on the device: NCCL, and the
-  // in-process exchange's and layer handoff's device meetings.
-  return CudaRanks(devices);
-}
-
 std::string RanksName(const std::vector<std::string>& devices) {
   return absl::StrCat(devices.size(), " devices (in-process ", CudaRanks(devices) ? "CUDA" : "CPU",
                       " ranks)");

@@ -25,16 +25,14 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateMultiRankEngine(const EngineOption
 // repeats) or all "cuda"/"cuda:N" (repeats are ranks sharing a GPU; "cuda"
 // is returned as "cuda:0").
 absl::StatusOr<std::vector<std::string>> ParseDevices(const std::string& devices);
-// True when the (parsed) devices are CUDA ranks.
+// True when the (parsed) devices are CUDA ranks. Their steps may run in
+// decode graphs, in any layout: NCCL is stream-ordered, and the in-process
+// exchange and handoff of CUDA ranks meet on the device (no host barrier).
 bool CudaRanks(const std::vector<std::string>& devices);
 // "in-process" or "nccl" for options.transport on `devices`; errors name
 // the field (nccl: CUDA ranks, one a GPU, not with layout 'layers').
 absl::StatusOr<std::string> ResolveTransport(const EngineOptions& options,
                                              const std::vector<std::string>& devices);
-// True when the ranks' steps may run in decode graphs: CUDA ranks, any
-// layout (NCCL is stream-ordered; the in-process exchange and handoff of
-// CUDA ranks meet on the device: none has a host barrier).
-bool CapturesRanks(const std::vector<std::string>& devices);
 // A rank's engine options: `options` on `device`, not running ahead, and
 // eager unless `captured`.
 EngineOptions RankOptions(const EngineOptions& options, const std::string& device,

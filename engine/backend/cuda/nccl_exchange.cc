@@ -8,21 +8,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cuda/cuda_backend_impl.h"
+#include "engine/backend/cuda/nccl_check.h"
 #include "engine/common/status_macros.h"
 #include "kernels/cuda/exchange.h"
 
 namespace moegraph {
 namespace {
-
-absl::Status NcclStatus(ncclResult_t r, const char* what) {
-  if (r == ncclSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("NCCL ", what, ": ", ncclGetErrorString(r)));
-}
-
-#define NCCL_RETURN_IF_ERROR(expr)                                        \
-  do {                                                                    \
-    if (absl::Status _s = NcclStatus((expr), #expr); !_s.ok()) return _s; \
-  } while (0)
 
 class NcclExchange final : public ExpertExchange {
  public:
@@ -186,12 +177,7 @@ class NcclExchange final : public ExpertExchange {
 
 absl::StatusOr<std::unique_ptr<NcclComms>> NcclComms::Create(const std::vector<int>& devices) {
   if (devices.empty()) return absl::InvalidArgumentError("NCCL: no devices");
-  // NVLink multicast can take a shared host's GPUs out of service: NCCL
-  // starts only once main has applied moegraph's default (or the user chose).
-  if (std::getenv("NCCL_NVLS_ENABLE") == nullptr) {
-    return absl::FailedPreconditionError(
-        "NCCL: NCCL_NVLS_ENABLE is unset; call ApplyNcclDefaults() first in main, or set it");
-  }
+  RETURN_IF_ERROR(NvlsChosen());
   std::unique_ptr<NcclComms> c(new NcclComms());
   std::vector<ncclComm_t> comms(devices.size());
   NCCL_RETURN_IF_ERROR(

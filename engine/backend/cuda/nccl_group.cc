@@ -3,42 +3,27 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
-#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend/cuda/cuda_check.h"
+#include "engine/backend/cuda/cuda_resources.h"
+#include "engine/backend/cuda/nccl_check.h"
+#include "engine/common/status_macros.h"
 
 namespace moegraph {
-namespace {
-
-absl::Status Nccl(ncclResult_t r, const char* what) {
-  if (r == ncclSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("NCCL ", what, ": ", ncclGetErrorString(r)));
-}
-absl::Status Cuda(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("CUDA ", what, ": ", cudaGetErrorString(e)));
-}
-
-absl::Status NvlsChosen() {
-  if (std::getenv("NCCL_NVLS_ENABLE") != nullptr) return absl::OkStatus();
-  return absl::FailedPreconditionError(
-      "NCCL: NCCL_NVLS_ENABLE is unset; call ApplyNcclDefaults() first in main, or set it");
-}
-
-}  // namespace
 
 absl::StatusOr<std::string> NewNcclGroupId() {
-  if (absl::Status s = NvlsChosen(); !s.ok()) return s;
+  RETURN_IF_ERROR(NvlsChosen());
   ncclUniqueId id;
-  if (absl::Status s = Nccl(ncclGetUniqueId(&id), "ncclGetUniqueId"); !s.ok()) return s;
+  NCCL_RETURN_IF_ERROR(ncclGetUniqueId(&id));
   return std::string(id.internal, sizeof(id.internal));
 }
 
 absl::StatusOr<std::unique_ptr<NcclComms>> JoinNcclGroup(const std::string& group_id, int world,
                                                          int first_rank,
                                                          const std::vector<int>& devices) {
-  if (absl::Status s = NvlsChosen(); !s.ok()) return s;
+  RETURN_IF_ERROR(NvlsChosen());
   ncclUniqueId id;
   if (group_id.size() != sizeof(id.internal)) {
     return absl::InvalidArgumentError(
@@ -53,22 +38,27 @@ absl::StatusOr<std::unique_ptr<NcclComms>> JoinNcclGroup(const std::string& grou
   std::memcpy(id.internal, group_id.data(), sizeof(id.internal));
   std::vector<ncclComm_t> comms(local, nullptr);
   // Several GPUs of one process join in one group call (NCCL's rule for
-  // ncclCommInitRank from one thread).
-  absl::Status s = Nccl(ncclGroupStart(), "ncclGroupStart");
+  // ncclCommInitRank from one thread); the group is ended whatever failed.
+  NCCL_RETURN_IF_ERROR(ncclGroupStart());
+  absl::Status s;
   for (int i = 0; s.ok() && i < local; ++i) {
-    s = Cuda(cudaSetDevice(devices[i]), "cudaSetDevice");
-    if (s.ok())
-      s = Nccl(ncclCommInitRank(&comms[i], world, id, first_rank + i), "ncclCommInitRank");
+    if (const cudaError_t e = cudaSetDevice(devices[i]); e != cudaSuccess) {
+      const absl::Status why =
+          cuda_internal::CudaErrorStatus(e, "cudaSetDevice", __FILE__, __LINE__);
+      s = absl::Status(why.code(),
+                       absl::StrCat("CUDA device cuda:", devices[i], ": ", why.message()));
+    }
+    if (s.ok()) s = NcclStatus(ncclCommInitRank(&comms[i], world, id, first_rank + i), "init");
   }
-  const absl::Status ended = Nccl(ncclGroupEnd(), "ncclCommInitRank (group)");
-  if (s.ok()) s = ended;
-  std::vector<void*> owned;
+  const absl::Status ended = NcclStatus(ncclGroupEnd(), "ncclCommInitRank (group)");
+  std::vector<void*> made;
   for (ncclComm_t c : comms) {
-    if (c != nullptr) owned.push_back(c);
+    if (c != nullptr) made.push_back(c);
   }
-  std::unique_ptr<NcclComms> out =
-      NcclComms::Adopt(std::move(owned), world, first_rank);  // freed on error too
-  if (!s.ok()) return s;
+  // Owned (and freed on an error) from here on.
+  std::unique_ptr<NcclComms> out = NcclComms::Adopt(std::move(made), world, first_rank);
+  RETURN_IF_ERROR(s);
+  RETURN_IF_ERROR(ended);
   return out;
 }
 
@@ -78,43 +68,39 @@ absl::Status CheckNcclGroup(const NcclComms& comms, const std::vector<int>& devi
   if (local != static_cast<int>(devices.size())) {
     return absl::InvalidArgumentError("NCCL group check: one device a communicator");
   }
-  std::vector<int32_t*> buf(local, nullptr);
-  std::vector<cudaStream_t> streams(local, nullptr);
+  std::vector<DeviceBuffer> buf;
+  std::vector<CudaStream> streams;
+  for (int i = 0; i < local; ++i) {
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(devices[i]));
+    ASSIGN_OR_RETURN(DeviceBuffer b, DeviceBuffer::Allocate(sizeof(int32_t)));
+    ASSIGN_OR_RETURN(CudaStream st, CudaStream::Create());
+    const int32_t mine = first_rank + i + 1;
+    CUDA_RETURN_IF_ERROR(cudaMemcpy(b.data(), &mine, sizeof(mine), cudaMemcpyHostToDevice));
+    buf.push_back(std::move(b));
+    streams.push_back(std::move(st));
+  }
+  NCCL_RETURN_IF_ERROR(ncclGroupStart());
   absl::Status s;
   for (int i = 0; s.ok() && i < local; ++i) {
-    s = Cuda(cudaSetDevice(devices[i]), "cudaSetDevice");
-    if (s.ok()) s = Cuda(cudaMalloc(&buf[i], sizeof(int32_t)), "cudaMalloc");
-    if (s.ok()) s = Cuda(cudaStreamCreateWithFlags(&streams[i], cudaStreamNonBlocking), "stream");
-    const int32_t mine = first_rank + i + 1;
-    if (s.ok()) s = Cuda(cudaMemcpy(buf[i], &mine, sizeof(mine), cudaMemcpyHostToDevice), "copy");
+    s = NcclStatus(ncclAllReduce(buf[i].data(), buf[i].data(), 1, ncclInt32, ncclSum,
+                                 static_cast<ncclComm_t>(comms.comm(i)), streams[i].get()),
+                   "ncclAllReduce");
   }
-  if (s.ok()) {
-    s = Nccl(ncclGroupStart(), "ncclGroupStart");
-    for (int i = 0; s.ok() && i < local; ++i) {
-      s = Nccl(ncclAllReduce(buf[i], buf[i], 1, ncclInt32, ncclSum,
-                             static_cast<ncclComm_t>(comms.comm(i)), streams[i]),
-               "ncclAllReduce");
-    }
-    const absl::Status ended = Nccl(ncclGroupEnd(), "ncclAllReduce (group)");
-    if (s.ok()) s = ended;
-  }
+  const absl::Status ended = NcclStatus(ncclGroupEnd(), "ncclAllReduce (group)");
+  RETURN_IF_ERROR(s);
+  RETURN_IF_ERROR(ended);
   const int64_t want = int64_t{world} * (world + 1) / 2;
-  for (int i = 0; s.ok() && i < local; ++i) {
+  for (int i = 0; i < local; ++i) {
     int32_t got = 0;
-    s = Cuda(cudaSetDevice(devices[i]), "cudaSetDevice");
-    if (s.ok()) s = Cuda(cudaStreamSynchronize(streams[i]), "all-reduce");
-    if (s.ok()) s = Cuda(cudaMemcpy(&got, buf[i], sizeof(got), cudaMemcpyDeviceToHost), "copy");
-    if (s.ok() && got != want) {
-      s = absl::InternalError(absl::StrCat("NCCL group check: rank ", first_rank + i, " summed ",
-                                           got, ", expected ", want));
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(devices[i]));
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(streams[i].get()));
+    CUDA_RETURN_IF_ERROR(cudaMemcpy(&got, buf[i].data(), sizeof(got), cudaMemcpyDeviceToHost));
+    if (got != want) {
+      return absl::InternalError(absl::StrCat("NCCL group check: rank ", first_rank + i, " summed ",
+                                              got, ", expected ", want));
     }
   }
-  for (int i = 0; i < local; ++i) {
-    cudaSetDevice(devices[i]);
-    if (streams[i] != nullptr) cudaStreamDestroy(streams[i]);
-    if (buf[i] != nullptr) cudaFree(buf[i]);
-  }
-  return s;
+  return absl::OkStatus();
 }
 
 }  // namespace moegraph
