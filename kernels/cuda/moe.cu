@@ -13,6 +13,7 @@
 
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/dispatch.h"
+#include "kernels/cuda/gemv_chunk.cuh"
 #include "kernels/cuda/launch_util.h"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/quant_tile.cuh"
@@ -28,12 +29,55 @@ constexpr int kRowStride = kBK + 8;  // bf16 per smem row (16 B pad)
 
 size_t AlignUp(size_t v) { return (v + 255) & ~size_t{255}; }
 
+// The small-batch path (GemvKernel): tiles of at most 4 rows of one expert,
+// 16 outputs a block, each thread streaming chunks of 8 K-slices.
+constexpr int kGemvRows = 4;
+constexpr int kGemvFeatures = 16;
+constexpr int kGemvThreads = 128;
+
+// The small-batch path runs for quantized experts when they average at most
+// this many rows (the pairs a step routes / experts): there every weight is
+// read about once by either path, and building the values on the CUDA cores
+// costs less than the tiled kernel's dequantizing serial K walk (H200, E32
+// top 6, batch 1 / 8: FP4 81 / 271 us against 157 / 430, FP8 98 / 316
+// against 202 / 582). bf16 experts lose on it (139 / 493 against 131 / 423
+// us): the tiled kernel reads them with no conversion at all (NOTES.md).
+// MOEGRAPH_MOE_GEMV=N sets the bound (0: never), for same-run comparisons.
+int GemvMaxRowsPerExpert() {
+  static const int most = [] {
+    const char* v = std::getenv("MOEGRAPH_MOE_GEMV");
+    return v ? std::clamp(std::atoi(v), 0, 64) : 2;
+  }();
+  return most;
+}
+
+template <WeightFmt F>
+constexpr int GemvElems() {
+  return GemvChunk<F>::kElems;
+}
+int GemvElems(WeightFmt f) {
+  return f == WeightFmt::kBf16  ? GemvElems<WeightFmt::kBf16>()
+         : f == WeightFmt::kFp8 ? GemvElems<WeightFmt::kFp8>()
+                                : GemvElems<WeightFmt::kFp4>();
+}
+
+bool UseGemv(const MoeParams& p) {
+  const int c = GemvElems(p.fmt);
+  return p.fmt != WeightFmt::kBf16 && p.dim % c == 0 && p.inter % c == 0 &&
+         int64_t{p.tokens} * p.k <= int64_t{GemvMaxRowsPerExpert()} * p.experts;
+}
+
 int BlockM(const MoeParams& p) {
+  if (UseGemv(p)) return kGemvRows;
   // Decode batches give a handful of rows per expert: small tiles waste less.
   const int pairs = p.tokens * p.k;
   return pairs <= 24 * p.experts ? 16 : 64;
 }
-int MaxTiles(const MoeParams& p, int bm) { return (p.tokens * p.k + bm - 1) / bm + p.experts; }
+// Every tile holds at least one pair, and every expert's last tile may be partial.
+int MaxTiles(const MoeParams& p, int bm) {
+  const int pairs = p.tokens * p.k;
+  return std::max(1, std::min(pairs, (pairs + bm - 1) / bm + p.experts));
+}
 
 // Blocks splitting the depth K of a product with N outputs (quantized
 // experts): enough that the row tiles a step is expected to have
@@ -49,6 +93,7 @@ int MaxSplits() {
 }
 
 int SplitK(const MoeParams& p, int N, int K, int bm) {
+  if (UseGemv(p)) return 1;
   // bf16 experts measured slower split (H200, batch 1: 146 vs 137 us), FP4
   // faster (164 vs 202 us): the compressed tiles need more blocks in flight.
   if (p.fmt == WeightFmt::kBf16) return 1;
@@ -346,6 +391,103 @@ __global__ void SwigluKernel(MoeParams p, Workspace ws) {
   }
 }
 
+// One tile of the small-batch path, R = its rows: outputs [n0, n0 + 16) of
+// expert e's product over K. Lane l of warp w owns output n0 + l % 16 and
+// chunks c = 2w + l / 16 (mod 8) of its row; the 8 partial sums of an output
+// are added in a fixed order. GATED: w1 and w3 together, the SwiGLU into
+// ws.h; otherwise w2, weighted into ws.y.
+template <WeightFmt F, bool GATED, int R>
+__device__ __forceinline__ void GemvTile(const MoeParams& p, const Workspace& ws, int e, int row0,
+                                         int N, int K) {
+  constexpr int kNB = GATED ? 2 : 1;
+  constexpr int kSlices = 2 * kGemvThreads / 32;
+  using C = GemvChunk<F>;
+  __shared__ float red[kGemvThreads / 32][kGemvFeatures][kNB * kGemvRows];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n = blockIdx.x * kGemvFeatures + (lane & 15);
+  const int nl = min(n, N - 1);  // rows past N load a real row; their sums are dropped
+  const QuantOperand Q0 = MatrixOf<F>(GATED ? p.w1 : p.w2, e, N, K);
+  const QuantOperand Q1 = GATED ? MatrixOf<F>(p.w3, e, N, K) : Q0;
+  const __nv_bfloat16* x[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+    x[r] = GATED ? p.x + int64_t{ws.sorted_pair[row0 + r] / p.k} * K : ws.h + int64_t{row0 + r} * K;
+  float acc[kNB][R];
+#pragma unroll
+  for (int b = 0; b < kNB; ++b)
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[b][r] = 0.0f;
+  // Each thread keeps its next chunk's loads in flight while it does the
+  // products of the current one.
+  const int chunks = K / C::kElems;
+  int c = 2 * warp + (lane >> 4);
+  typename C::Raw w[kNB], next[kNB];
+  if (c < chunks) {
+#pragma unroll
+    for (int b = 0; b < kNB; ++b) w[b] = C::Load(b == 0 ? Q0 : Q1, nl, c, N, K);
+  }
+  for (; c < chunks; c += kSlices) {
+    const bool more = c + kSlices < chunks;
+    if (more) {
+#pragma unroll
+      for (int b = 0; b < kNB; ++b) next[b] = C::Load(b == 0 ? Q0 : Q1, nl, c + kSlices, N, K);
+    }
+    DotChunk<F, kNB, R>(w, x, c * C::kElems, acc);
+    if (more) {
+#pragma unroll
+      for (int b = 0; b < kNB; ++b) w[b] = next[b];
+    }
+  }
+#pragma unroll
+  for (int b = 0; b < kNB; ++b)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float v = acc[b][r] + __shfl_xor_sync(0xFFFFFFFFu, acc[b][r], 16);
+      if (lane < 16) red[warp][lane][b * R + r] = v;
+    }
+  __syncthreads();
+  if (warp != 0 || lane >= 16 || n >= N) return;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float s[kNB];
+#pragma unroll
+    for (int b = 0; b < kNB; ++b) {
+      s[b] = 0.0f;
+#pragma unroll
+      for (int q = 0; q < kGemvThreads / 32; ++q) s[b] += red[q][lane][b * R + r];
+    }
+    const int64_t row = row0 + r;
+    if constexpr (GATED) {
+      ws.h[row * N + n] = __float2bfloat16(Swiglu(s[0], s[1], p.swiglu_limit));
+    } else {
+      ws.y[row * N + n] = s[0] * (p.w ? p.w[ws.sorted_pair[row]] : 1.0f);
+    }
+  }
+}
+
+template <WeightFmt F, bool GATED>
+__global__ void __launch_bounds__(kGemvThreads)
+    GemvKernel(MoeParams p, Workspace ws, int N, int K) {
+  if (int(blockIdx.y) >= *ws.num_tiles) return;
+  const int2 tile = ws.tiles[blockIdx.y];
+  const int rows = min(kGemvRows, ws.offsets[tile.x + 1] - tile.y);
+  switch (rows) {  // the block's branch is uniform
+    case 1:
+      GemvTile<F, GATED, 1>(p, ws, tile.x, tile.y, N, K);
+      break;
+    case 2:
+      GemvTile<F, GATED, 2>(p, ws, tile.x, tile.y, N, K);
+      break;
+    case 3:
+      GemvTile<F, GATED, 3>(p, ws, tile.x, tile.y, N, K);
+      break;
+    default:
+      GemvTile<F, GATED, 4>(p, ws, tile.x, tile.y, N, K);
+      break;
+  }
+}
+static_assert(kGemvRows == 4, "GemvKernel dispatches 1..4 rows");
+
 __global__ void CombineKernel(MoeParams p, Workspace ws) {
   const int t = blockIdx.x;
   const int64_t plane = int64_t{p.tokens} * p.k * p.dim;
@@ -412,6 +554,18 @@ cudaError_t RunExperts(const MoeParams& p, const Workspace& ws, cudaStream_t str
     // Compressed tiles are small: keep more of them in flight.
     constexpr int kS = F == WeightFmt::kBf16 ? kStages : kQuantStages;
     cudaError_t r = cudaSuccess;
+    if (UseGemv(p)) {
+      const int tiles = max_tiles;
+      GemvKernel<F, true>
+          <<<dim3((p.inter + kGemvFeatures - 1) / kGemvFeatures, tiles), kGemvThreads, 0, stream>>>(
+              p, ws, p.inter, p.dim);
+      r = cudaGetLastError();
+      if (r != cudaSuccess) return r;
+      GemvKernel<F, false>
+          <<<dim3((p.dim + kGemvFeatures - 1) / kGemvFeatures, tiles), kGemvThreads, 0, stream>>>(
+              p, ws, p.dim, p.inter);
+      return cudaGetLastError();
+    }
     MG_DISPATCH_MOE_BLOCK_M(bm, BM, {
       r = LaunchGemm<BM, true, kS, 4, F>(p, ws, p.inter, p.dim, max_tiles, ws.gated_splits, stream);
       if (r == cudaSuccess && ws.gated_splits > 1) {

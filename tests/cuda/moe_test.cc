@@ -54,6 +54,8 @@ TEST_CASE("MoeExperts", "[cuda]") {
   };
   for (Case c : {Case{7, 8, 2, 64, 32, 1.0f}, Case{1, 16, 6, 4096, 2048, 10.0f},
                  Case{8, 16, 6, 4096, 2048, 10.0f}, Case{64, 16, 6, 4096, 2048, 10.0f},
+                 // Few rows an expert (1-5): bf16 experts stay on the tiled path.
+                 Case{3, 16, 6, 320, 224, 10.0f}, Case{5, 16, 6, 256, 192, 10.0f},
                  Case{200, 16, 6, 4096, 2048, 10.0f}}) {
     const std::string shape = "T" + std::to_string(c.T) + " E" + std::to_string(c.E) + " k" +
                               std::to_string(c.k) + " D" + std::to_string(c.D) + " F" +

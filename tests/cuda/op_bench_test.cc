@@ -316,22 +316,26 @@ TEST_CASE("OpBenchQuant", "[.bench][quant]") {
     }
   }
   const int D = 4096, E = 32, F = 2048;
-  auto w1 = GQ(WeightFormat::kFp4, E, F, D), w3 = GQ(WeightFormat::kFp4, E, F, D);
-  auto w2 = GQ(WeightFormat::kFp4, E, D, F);
-  for (int B : {1, 8, 64}) {
-    auto x = G(DType::kBF16, {B, D});
-    const std::vector<int32_t> idx = RandomRouting(B, E, 6);
-    std::vector<bool> used(E, false);
-    for (int32_t e : idx) used[e] = true;
-    const int distinct = static_cast<int>(std::count(used.begin(), used.end(), true));
-    auto im = GI(idx, {B, 6});
-    auto wm = G(DType::kF32, {B, 6});
-    auto out = G(DType::kBF16, {B, D});
-    Row("MoeExperts fp4 E32 top6 D4096 F2048", B, MedianUs([&] {
-          return Gpu().MoeExperts(x->t, im->t, wm->t, ExpertWeights{w1->w, w2->w, w3->w}, 10.0f,
-                                  out->t);
-        }),
-        distinct * 3.0 * F * D * (0.5 + 1.0 / 32));
+  for (WeightFormat fmt : {WeightFormat::kFp4, WeightFormat::kFp8}) {
+    auto w1 = GQ(fmt, E, F, D), w3 = GQ(fmt, E, F, D);
+    auto w2 = GQ(fmt, E, D, F);
+    const bool fp4 = fmt == WeightFormat::kFp4;
+    for (int B : {1, 8, 64}) {
+      auto x = G(DType::kBF16, {B, D});
+      const std::vector<int32_t> idx = RandomRouting(B, E, 6);
+      std::vector<bool> used(E, false);
+      for (int32_t e : idx) used[e] = true;
+      const int distinct = static_cast<int>(std::count(used.begin(), used.end(), true));
+      auto im = GI(idx, {B, 6});
+      auto wm = G(DType::kF32, {B, 6});
+      auto out = G(DType::kBF16, {B, D});
+      Row(fp4 ? "MoeExperts fp4 E32 top6 D4096 F2048" : "MoeExperts fp8 E32 top6 D4096 F2048", B,
+          MedianUs([&] {
+            return Gpu().MoeExperts(x->t, im->t, wm->t, ExpertWeights{w1->w, w2->w, w3->w}, 10.0f,
+                                    out->t);
+          }),
+          distinct * 3.0 * F * D * (fp4 ? 0.5 + 1.0 / 32 : 1.0 + 4.0 / (128 * 128)));
+    }
   }
 }
 

@@ -186,6 +186,10 @@ TEST_CASE("MoeExperts over FP4 and FP8 experts", "[cuda]") {
   for (Case c :
        {Case{7, 8, 2, 64, 32, WeightFormat::kFp4}, Case{7, 8, 2, 64, 32, WeightFormat::kFp8},
         Case{1, 16, 6, 4096, 2048, WeightFormat::kFp4},
+        Case{1, 16, 6, 4096, 2048, WeightFormat::kFp8},
+        // Few rows an expert (the small-batch path): 1-5 rows, tiles of <= 4.
+        Case{5, 16, 6, 256, 192, WeightFormat::kFp4}, Case{5, 16, 6, 256, 192, WeightFormat::kFp8},
+        Case{8, 32, 6, 4096, 2048, WeightFormat::kFp4},
         Case{64, 16, 6, 4096, 2048, WeightFormat::kFp4},
         Case{200, 16, 6, 4096, 2048, WeightFormat::kFp8}}) {
     std::vector<std::unique_ptr<HostMatrix>> mats;

@@ -108,11 +108,12 @@ for step in $steps; do
     opbench)
       "$STAGE/moegraph_cuda_tests" "[bench]" > "$OUT/opbench.log" 2>&1
       check "opbench in $((SECONDS - t0)) s" $?
-      # The routed experts without the depth split, same run (MOEGRAPH_MOE_SPLIT_K=1).
-      MOEGRAPH_MOE_SPLIT_K=1 "$STAGE/moegraph_cuda_tests" "[bench][moe],[bench][quant]" \
-        > "$OUT/opbench_nosplit.log" 2>&1
-      check "opbench moe without split-K" $?
-      while read -r l; do note "  no split-K: $l"; done < <(grep "^OP-BENCH MoeExperts" "$OUT/opbench_nosplit.log" | cut -c1-160)
+      # The routed experts on the tiled tensor-core path only, same run
+      # (MOEGRAPH_MOE_GEMV=0: no small-batch CUDA-core path).
+      MOEGRAPH_MOE_GEMV=0 "$STAGE/moegraph_cuda_tests" "[bench][moe],[bench][quant]" \
+        > "$OUT/opbench_tiled.log" 2>&1
+      check "opbench moe, tiled path only" $?
+      while read -r l; do note "  tiled only: $l"; done < <(grep "^OP-BENCH MoeExperts" "$OUT/opbench_tiled.log" | cut -c1-160)
       ;;
     multirank)
       # The realistic fixture through the ep engine against the fp32 golden
@@ -183,12 +184,12 @@ for step in $steps; do
       "$STAGE/moegraph" bench-decode "$FLASH" --device cuda --batches ${BENCH_BATCHES:-1,8,64} \
         --graphs off,piecewise,full --prefill ${BENCH_PREFILL:-2048,8192} > "$OUT/bench.log" 2>&1
       check "bench in $((SECONDS - t0)) s" $?
-      # The same decode steps with the shared expert on the main stream
-      # (MOEGRAPH_SIDE_STREAM=0), for the same-run comparison.
+      # The same decode steps with the routed experts on the tiled
+      # tensor-core path only (MOEGRAPH_MOE_GEMV=0), for the same-run comparison.
       t0=$SECONDS
-      MOEGRAPH_SIDE_STREAM=0 "$STAGE/moegraph" bench-decode "$FLASH" --device cuda \
-        --batches ${BENCH_BATCHES:-1,8,64} --graphs full > "$OUT/bench_one_stream.log" 2>&1
-      check "bench, one stream, in $((SECONDS - t0)) s" $?
+      MOEGRAPH_MOE_GEMV=0 "$STAGE/moegraph" bench-decode "$FLASH" --device cuda \
+        --batches ${BENCH_BATCHES:-1,8,64} --graphs full > "$OUT/bench_tiled_moe.log" 2>&1
+      check "bench, tiled experts only, in $((SECONDS - t0)) s" $?
       ;;
     quant)
       if [ ! -x "$STAGE/moegraph" ]; then note "quant: no moegraph binary staged"; continue; fi

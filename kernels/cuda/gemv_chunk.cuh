@@ -1,0 +1,187 @@
+// Small-batch products on the CUDA cores: one thread's share of a weight row
+// (a "chunk" of consecutive values, read as stored: bf16, FP8 e4m3 or packed
+// FP4 e2m1 with its scales) dotted in fp32 with a few activation rows.
+//
+// Why not the tensor cores: with 1-4 rows a product reads every weight once
+// and does 1-4 multiply-adds with it, so it is bound by the bytes if each
+// weight costs only a few instructions. The tiled mma kernels walk K in
+// serial stages per block and idle at such sizes (kernels/cuda/NOTES.md);
+// here each thread streams its chunks with 16-byte loads and no barriers.
+//
+// FP4 values are built as fp16 bit patterns with three integer operations a
+// pair (magnitude bits into the fp16 exponent/mantissa, sign into bit 15):
+// that fp16 is the e2m1 value times 2^-14 (e2m1's subnormal 0.5 lands on
+// fp16's subnormal 2^-15), which the group's scale undoes. Exact.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/quant_format.h"
+#include "kernels/cuda/quant_tile.cuh"
+
+namespace moegraph::cuda {
+
+// Weights are read once: keep them out of L1, which holds the activations.
+__device__ __forceinline__ uint4 LoadStream16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+template <WeightFmt F>
+struct GemvChunk;
+
+template <>
+struct GemvChunk<WeightFmt::kBf16> {
+  static constexpr int kElems = 32, kGroup = 32;  // 64 bytes
+  struct Raw {
+    uint32_t q[16];
+  };
+  // Chunk c (values [c * kElems, +kElems)) of row n of m ([N, K]).
+  __device__ static Raw Load(const QuantOperand& m, int n, int c, int /*N*/, int K) {
+    const auto* src = static_cast<const uint8_t*>(m.data) + (int64_t{n} * K + c * kElems) * 2;
+    Raw r;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint4 v = LoadStream16(src + 16 * i);
+      r.q[4 * i] = v.x, r.q[4 * i + 1] = v.y, r.q[4 * i + 2] = v.z, r.q[4 * i + 3] = v.w;
+    }
+    return r;
+  }
+  __device__ static void Values8(const Raw& r, int g, float (&v)[8]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t w = r.q[4 * g + i];
+      v[2 * i] = __uint_as_float(w << 16);
+      v[2 * i + 1] = __uint_as_float(w & 0xFFFF0000u);
+    }
+  }
+  __device__ static float GroupScale(const Raw&, int) { return 1.0f; }
+};
+
+template <>
+struct GemvChunk<WeightFmt::kFp8> {
+  static constexpr int kElems = 64, kGroup = 64;  // 64 bytes, inside one 128x128 scale block
+  struct Raw {
+    uint32_t q[16];
+    float scale;
+  };
+  __device__ static Raw Load(const QuantOperand& m, int n, int c, int /*N*/, int K) {
+    const auto* src = static_cast<const uint8_t*>(m.data) + int64_t{n} * K + c * kElems;
+    Raw r;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint4 v = LoadStream16(src + 16 * i);
+      r.q[4 * i] = v.x, r.q[4 * i + 1] = v.y, r.q[4 * i + 2] = v.z, r.q[4 * i + 3] = v.w;
+    }
+    r.scale = __ldg(m.scale_f32 + (n / 128) * ((K + 127) / 128) + c * kElems / 128);
+    return r;
+  }
+  __device__ static void Values8(const Raw& r, int g, float (&v)[8]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const auto pair = static_cast<__nv_fp8x2_storage_t>((r.q[2 * g + i / 2] >> (16 * (i % 2))));
+      const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+  }
+  __device__ static float GroupScale(const Raw& r, int) { return r.scale; }
+};
+
+template <>
+struct GemvChunk<WeightFmt::kFp4> {
+  static constexpr int kElems = 64, kGroup = 32;  // 32 bytes + two E8M0 scales
+  struct Raw {
+    uint32_t q[8];
+    uint32_t scales;  // group 2c in the low byte, 2c + 1 in the next
+  };
+  // Scales as re-laid out at load: [ceil(K/64)][N][2] (quant_tile.cuh), so the
+  // chunk's two are adjacent, and 16 threads on consecutive rows read 32 bytes.
+  __device__ static Raw Load(const QuantOperand& m, int n, int c, int N, int K) {
+    const auto* src = static_cast<const uint8_t*>(m.data) + int64_t{n} * (K / 2) + c * 32;
+    Raw r;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const uint4 v = LoadStream16(src + 16 * i);
+      r.q[4 * i] = v.x, r.q[4 * i + 1] = v.y, r.q[4 * i + 2] = v.z, r.q[4 * i + 3] = v.w;
+    }
+    r.scales = __ldg(reinterpret_cast<const uint16_t*>(m.scale_e8m0 + (int64_t{c} * N + n) * 2));
+    return r;
+  }
+  template <int J>
+  __device__ static uint32_t Pair(uint32_t w) {  // nibbles J and J + 4 as fp16 x 2^-14
+    const uint32_t mag = J < 3 ? w << (9 - 4 * J) : w >> 3;
+    const uint32_t sign = w << (12 - 4 * J);
+    return (mag & 0x0E000E00u) | (sign & 0x80008000u);
+  }
+  __device__ static void Values8(const Raw& r, int g, float (&v)[8]) {
+    const uint32_t w = r.q[g];  // values 8g .. 8g + 7, value 2i in byte i's low nibble
+    const uint32_t h[4] = {Pair<0>(w), Pair<1>(w), Pair<2>(w), Pair<3>(w)};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h[j]));
+      v[j] = f.x;
+      v[j + 4] = f.y;
+    }
+  }
+  __device__ static float GroupScale(const Raw& r, int s) {
+    return E8M0ToFloat((r.scales >> (8 * s)) & 0xFF) * 16384.0f;  // undoes Pair's 2^-14
+  }
+};
+
+// acc[b][r] += row chunk w[b] . x[r][k0 : k0 + kElems], fp32, each scale
+// group summed first and then scaled.
+template <WeightFmt F, int NB, int R>
+__device__ __forceinline__ void DotChunk(const typename GemvChunk<F>::Raw (&w)[NB],
+                                         const __nv_bfloat16* const (&x)[R], int k0,
+                                         float (&acc)[NB][R]) {
+  using C = GemvChunk<F>;
+  constexpr int kG8 = C::kGroup / 8;
+#pragma unroll
+  for (int sg = 0; sg < C::kElems / C::kGroup; ++sg) {
+    float sub[NB][R];
+#pragma unroll
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+      for (int r = 0; r < R; ++r) sub[b][r] = 0.0f;
+#pragma unroll
+    for (int g = 0; g < kG8; ++g) {
+      const int g8 = sg * kG8 + g;
+      float xv[R][8];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const uint4 u = __ldg(reinterpret_cast<const uint4*>(x[r] + k0 + g8 * 8));
+        const uint32_t q[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          xv[r][2 * i] = __uint_as_float(q[i] << 16);
+          xv[r][2 * i + 1] = __uint_as_float(q[i] & 0xFFFF0000u);
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < NB; ++b) {
+        float v[8];
+        C::Values8(w[b], g8, v);
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int i = 0; i < 8; ++i) sub[b][r] = fmaf(v[i], xv[r][i], sub[b][r]);
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      const float s = C::GroupScale(w[b], sg);
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[b][r] = fmaf(sub[b][r], s, acc[b][r]);
+    }
+  }
+}
+
+}  // namespace moegraph::cuda
