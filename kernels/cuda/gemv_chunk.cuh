@@ -184,4 +184,71 @@ __device__ __forceinline__ void DotChunk(const typename GemvChunk<F>::Raw (&w)[N
   }
 }
 
+// The block layout of both small-batch kernels (moe.cu, quant_gemm.cu):
+// 128 threads own 16 consecutive outputs; lane l of warp w owns output
+// l % 16 and K-slice 2w + l / 16 of 8, i.e. chunks slice, slice + 8, ...
+constexpr int kGemvThreads = 128;
+constexpr int kGemvOutputs = 16;
+constexpr int kGemvSlices = 2 * kGemvThreads / 32;
+__device__ __forceinline__ int GemvOutput() { return threadIdx.x & 15; }
+__device__ __forceinline__ int GemvSlice() {
+  return 2 * (threadIdx.x >> 5) + ((threadIdx.x >> 4) & 1);
+}
+
+// acc[b][r] += this thread's chunks c in [c_begin, c_end) of its slice, of
+// NB weight rows (load(b, c) -> GemvChunk<F>::Raw) against R activation
+// rows. The next chunk's loads are in flight while the current one's
+// products run.
+template <WeightFmt F, int NB, int R, class LoadFn>
+__device__ __forceinline__ void StreamChunks(int c_begin, int c_end, const LoadFn& load,
+                                             const __nv_bfloat16* const (&x)[R],
+                                             float (&acc)[NB][R]) {
+  using C = GemvChunk<F>;
+#pragma unroll
+  for (int b = 0; b < NB; ++b)
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[b][r] = 0.0f;
+  int c = c_begin + GemvSlice();
+  typename C::Raw w[NB], next[NB];
+  if (c < c_end) {
+#pragma unroll
+    for (int b = 0; b < NB; ++b) w[b] = load(b, c);
+  }
+  for (; c < c_end; c += kGemvSlices) {
+    const bool more = c + kGemvSlices < c_end;
+    if (more) {
+#pragma unroll
+      for (int b = 0; b < NB; ++b) next[b] = load(b, c + kGemvSlices);
+    }
+    DotChunk<F, NB, R>(w, x, c * C::kElems, acc);
+    if (more) {
+#pragma unroll
+      for (int b = 0; b < NB; ++b) w[b] = next[b];
+    }
+  }
+}
+
+// The 8 slices' sums of each value, added in a fixed order, into out of
+// the threads of warp 0 with lane < 16 (returns true there). Every thread
+// of the block must call it.
+template <int V>
+__device__ __forceinline__ bool SumSlices(const float (&v)[V], float (&out)[V]) {
+  __shared__ float red[kGemvThreads / 32][kGemvOutputs][V];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const float s = v[i] + __shfl_xor_sync(0xFFFFFFFFu, v[i], 16);
+    if (lane < 16) red[warp][lane][i] = s;
+  }
+  __syncthreads();
+  if (warp != 0 || lane >= 16) return false;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    out[i] = 0.0f;
+#pragma unroll
+    for (int q = 0; q < kGemvThreads / 32; ++q) out[i] += red[q][lane][i];
+  }
+  return true;
+}
+
 }  // namespace moegraph::cuda

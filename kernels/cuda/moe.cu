@@ -30,10 +30,8 @@ constexpr int kRowStride = kBK + 8;  // bf16 per smem row (16 B pad)
 size_t AlignUp(size_t v) { return (v + 255) & ~size_t{255}; }
 
 // The small-batch path (GemvKernel): tiles of at most 4 rows of one expert,
-// 16 outputs a block, each thread streaming chunks of 8 K-slices.
+// 16 outputs a block (gemv_chunk.cuh).
 constexpr int kGemvRows = 4;
-constexpr int kGemvFeatures = 16;
-constexpr int kGemvThreads = 128;
 
 // The small-batch path runs for quantized experts when they average at most
 // this many rows (the pairs a step routes / experts): there every weight is
@@ -392,20 +390,15 @@ __global__ void SwigluKernel(MoeParams p, Workspace ws) {
 }
 
 // One tile of the small-batch path, R = its rows: outputs [n0, n0 + 16) of
-// expert e's product over K. Lane l of warp w owns output n0 + l % 16 and
-// chunks c = 2w + l / 16 (mod 8) of its row; the 8 partial sums of an output
-// are added in a fixed order. GATED: w1 and w3 together, the SwiGLU into
-// ws.h; otherwise w2, weighted into ws.y.
+// expert e's product over K (gemv_chunk.cuh's layout). GATED: w1 and w3
+// together, the SwiGLU into ws.h; otherwise w2, weighted into ws.y.
 template <WeightFmt F, bool GATED, int R>
 __device__ __forceinline__ void GemvTile(const MoeParams& p, const Workspace& ws, int e, int row0,
                                          int N, int K) {
   constexpr int kNB = GATED ? 2 : 1;
-  constexpr int kSlices = 2 * kGemvThreads / 32;
   using C = GemvChunk<F>;
-  __shared__ float red[kGemvThreads / 32][kGemvFeatures][kNB * kGemvRows];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int n = blockIdx.x * kGemvFeatures + (lane & 15);
-  const int nl = min(n, N - 1);  // rows past N load a real row; their sums are dropped
+  const int n = blockIdx.x * kGemvOutputs + GemvOutput();
+  const int nl = min(n, N - 1);  // outputs past N load a real row; their sums are dropped
   const QuantOperand Q0 = MatrixOf<F>(GATED ? p.w1 : p.w2, e, N, K);
   const QuantOperand Q1 = GATED ? MatrixOf<F>(p.w3, e, N, K) : Q0;
   const __nv_bfloat16* x[R];
@@ -413,54 +406,18 @@ __device__ __forceinline__ void GemvTile(const MoeParams& p, const Workspace& ws
   for (int r = 0; r < R; ++r)
     x[r] = GATED ? p.x + int64_t{ws.sorted_pair[row0 + r] / p.k} * K : ws.h + int64_t{row0 + r} * K;
   float acc[kNB][R];
-#pragma unroll
-  for (int b = 0; b < kNB; ++b)
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[b][r] = 0.0f;
-  // Each thread keeps its next chunk's loads in flight while it does the
-  // products of the current one.
-  const int chunks = K / C::kElems;
-  int c = 2 * warp + (lane >> 4);
-  typename C::Raw w[kNB], next[kNB];
-  if (c < chunks) {
-#pragma unroll
-    for (int b = 0; b < kNB; ++b) w[b] = C::Load(b == 0 ? Q0 : Q1, nl, c, N, K);
-  }
-  for (; c < chunks; c += kSlices) {
-    const bool more = c + kSlices < chunks;
-    if (more) {
-#pragma unroll
-      for (int b = 0; b < kNB; ++b) next[b] = C::Load(b == 0 ? Q0 : Q1, nl, c + kSlices, N, K);
-    }
-    DotChunk<F, kNB, R>(w, x, c * C::kElems, acc);
-    if (more) {
-#pragma unroll
-      for (int b = 0; b < kNB; ++b) w[b] = next[b];
-    }
-  }
-#pragma unroll
-  for (int b = 0; b < kNB; ++b)
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const float v = acc[b][r] + __shfl_xor_sync(0xFFFFFFFFu, acc[b][r], 16);
-      if (lane < 16) red[warp][lane][b * R + r] = v;
-    }
-  __syncthreads();
-  if (warp != 0 || lane >= 16 || n >= N) return;
+  StreamChunks<F, kNB, R>(
+      0, K / C::kElems, [&](int b, int c) { return C::Load(b == 0 ? Q0 : Q1, nl, c, N, K); }, x,
+      acc);
+  float s[kNB * R];
+  if (!SumSlices(reinterpret_cast<const float(&)[kNB * R]>(acc), s) || n >= N) return;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    float s[kNB];
-#pragma unroll
-    for (int b = 0; b < kNB; ++b) {
-      s[b] = 0.0f;
-#pragma unroll
-      for (int q = 0; q < kGemvThreads / 32; ++q) s[b] += red[q][lane][b * R + r];
-    }
     const int64_t row = row0 + r;
     if constexpr (GATED) {
-      ws.h[row * N + n] = __float2bfloat16(Swiglu(s[0], s[1], p.swiglu_limit));
+      ws.h[row * N + n] = __float2bfloat16(Swiglu(s[r], s[R + r], p.swiglu_limit));
     } else {
-      ws.y[row * N + n] = s[0] * (p.w ? p.w[ws.sorted_pair[row]] : 1.0f);
+      ws.y[row * N + n] = s[r] * (p.w ? p.w[ws.sorted_pair[row]] : 1.0f);
     }
   }
 }
@@ -557,12 +514,12 @@ cudaError_t RunExperts(const MoeParams& p, const Workspace& ws, cudaStream_t str
     if (UseGemv(p)) {
       const int tiles = max_tiles;
       GemvKernel<F, true>
-          <<<dim3((p.inter + kGemvFeatures - 1) / kGemvFeatures, tiles), kGemvThreads, 0, stream>>>(
+          <<<dim3((p.inter + kGemvOutputs - 1) / kGemvOutputs, tiles), kGemvThreads, 0, stream>>>(
               p, ws, p.inter, p.dim);
       r = cudaGetLastError();
       if (r != cudaSuccess) return r;
       GemvKernel<F, false>
-          <<<dim3((p.dim + kGemvFeatures - 1) / kGemvFeatures, tiles), kGemvThreads, 0, stream>>>(
+          <<<dim3((p.dim + kGemvOutputs - 1) / kGemvOutputs, tiles), kGemvThreads, 0, stream>>>(
               p, ws, p.dim, p.inter);
       return cudaGetLastError();
     }

@@ -2,7 +2,9 @@
 #include "kernels/cuda/quant_gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
 
+#include "kernels/cuda/gemv_chunk.cuh"
 #include "kernels/cuda/launch_util.h"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/quant_tile.cuh"
@@ -19,12 +21,43 @@ constexpr int kStages = 4;  // compressed tiles in flight ahead of the products
 
 int BlockRows(int rows) { return rows <= 16 ? 16 : 64; }
 
+// Products of at most this many rows run on the CUDA cores (LinearGemvKernel):
+// each weight is read once and used for 1-4 multiply-adds, which the
+// dequantizing tiled kernel's serial K walk cannot keep up with (NOTES.md).
+// MOEGRAPH_LINEAR_GEMV=N sets it (0: never, at most 4), for same-run comparisons.
+constexpr int kGemvMaxRows = 4;
+int GemvMaxRows() {
+  static const int most = [] {
+    const char* v = std::getenv("MOEGRAPH_LINEAR_GEMV");
+    return v ? std::clamp(std::atoi(v), 0, kGemvMaxRows) : kGemvMaxRows;
+  }();
+  return most;
+}
+
+int GemvElems(WeightFmt f) {
+  return f == WeightFmt::kFp4 ? GemvChunk<WeightFmt::kFp4>::kElems
+                              : GemvChunk<WeightFmt::kFp8>::kElems;
+}
+
 struct Plan {
+  bool gemv = false;
   int bm, splits, k_per_split;
 };
 
 Plan MakePlan(const QuantLinearParams& p) {
   Plan pl;
+  if (p.rows <= GemvMaxRows() && p.k % GemvElems(p.fmt) == 0) {
+    // 16 outputs a block; split K until ~8 blocks an SM stream the weight,
+    // each slice of a split keeping at least one chunk.
+    pl.gemv = true;
+    pl.bm = kGemvMaxRows;
+    const int blocks = (p.n + kGemvOutputs - 1) / kGemvOutputs;
+    const int chunks = p.k / GemvElems(p.fmt);
+    pl.splits = std::clamp((8 * p.num_sms + blocks - 1) / blocks, 1,
+                           std::max(1, std::min(chunks / kGemvSlices, 16)));
+    pl.k_per_split = 0;  // splits cut the chunks evenly (LinearGemvTile)
+    return pl;
+  }
   pl.bm = BlockRows(p.rows);
   const int tiles = ((p.n + kBN - 1) / kBN) * ((p.rows + pl.bm - 1) / pl.bm);
   const int ktiles = (p.k + kBK - 1) / kBK;
@@ -148,6 +181,56 @@ __global__ void SumSplitsKernel(QuantLinearParams p, int splits, const float* pa
   }
 }
 
+// y[rows, n0:n0+16] (or split blockIdx.z's partial sums) for R = rows <= 4,
+// in gemv_chunk.cuh's layout.
+template <WeightFmt F, int R>
+__device__ __forceinline__ void LinearGemvTile(const QuantLinearParams& p, int splits,
+                                               float* partial) {
+  using C = GemvChunk<F>;
+  const int n = blockIdx.x * kGemvOutputs + GemvOutput();
+  const int nl = min(n, p.n - 1);  // outputs past n load a real row; their sums are dropped
+  const __nv_bfloat16* x[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) x[r] = p.x + int64_t{r} * p.ldx;
+  const int chunks = p.k / C::kElems, z = blockIdx.z;
+  float acc[1][R];
+  StreamChunks<F, 1, R>(
+      z * chunks / splits, (z + 1) * chunks / splits,
+      [&](int, int c) { return C::Load(p.w, nl, c, p.scale_rows, p.k); }, x, acc);
+  float s[R];
+  if (!SumSlices(acc[0], s) || n >= p.n) return;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (splits > 1) {
+      partial[(int64_t{z} * p.rows + r) * p.n + n] = s[r];
+    } else if (p.y_f32) {
+      static_cast<float*>(p.y)[int64_t{r} * p.ldy + n] = s[r];
+    } else {
+      static_cast<__nv_bfloat16*>(p.y)[int64_t{r} * p.ldy + n] = __float2bfloat16(s[r]);
+    }
+  }
+}
+
+template <WeightFmt F>
+__global__ void __launch_bounds__(kGemvThreads)
+    LinearGemvKernel(QuantLinearParams p, int splits, float* partial) {
+  switch (p.rows) {
+    case 1:
+      LinearGemvTile<F, 1>(p, splits, partial);
+      break;
+    case 2:
+      LinearGemvTile<F, 2>(p, splits, partial);
+      break;
+    case 3:
+      LinearGemvTile<F, 3>(p, splits, partial);
+      break;
+    default:
+      LinearGemvTile<F, 4>(p, splits, partial);
+      break;
+  }
+}
+static_assert(kGemvMaxRows == 4, "LinearGemvKernel dispatches 1..4 rows");
+
 template <int BM, WeightFmt F>
 cudaError_t Launch(const QuantLinearParams& p, const Plan& pl, float* partial, cudaStream_t st) {
   const size_t smem = SmemBytes<BM, F>();
@@ -199,7 +282,15 @@ cudaError_t LaunchQuantLinear(const QuantLinearParams& params, void* workspace,
   if (pl.splits > 1 && !partial) return cudaErrorInvalidValue;
   cudaError_t e;
   const bool fp8 = p.fmt == WeightFmt::kFp8;
-  if (pl.bm == 16) {
+  if (pl.gemv) {
+    const dim3 grid((p.n + kGemvOutputs - 1) / kGemvOutputs, 1, pl.splits);
+    if (fp8) {
+      LinearGemvKernel<WeightFmt::kFp8><<<grid, kGemvThreads, 0, stream>>>(p, pl.splits, partial);
+    } else {
+      LinearGemvKernel<WeightFmt::kFp4><<<grid, kGemvThreads, 0, stream>>>(p, pl.splits, partial);
+    }
+    e = cudaGetLastError();
+  } else if (pl.bm == 16) {
     e = fp8 ? Launch<16, WeightFmt::kFp8>(p, pl, partial, stream)
             : Launch<16, WeightFmt::kFp4>(p, pl, partial, stream);
   } else {

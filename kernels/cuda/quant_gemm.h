@@ -5,6 +5,10 @@
 // (quant_tile.cuh). Decode sizes split K so that enough blocks stream
 // the weight (one block per 64 columns alone leaves most SMs idle); the split
 // partials are summed in a second pass, in a fixed order (deterministic).
+// Products of 1-4 rows run on the CUDA cores instead (gemv_chunk.cuh): each
+// weight is used for 1-4 multiply-adds there, and streaming the stored bytes
+// beats the dequantizing tile walk (H200, FP8 1024->32768 at one row: 15.9
+// against 23.2 us).
 #pragma once
 
 #include <cuda_bf16.h>

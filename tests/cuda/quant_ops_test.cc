@@ -89,8 +89,12 @@ TEST_CASE("Linear over FP8 and FP4 weights", "[cuda]") {
         Case{1, 4096, 1024, kFp8, false, Kind::kAct}, Case{8, 1024, 32768, kFp8, false, Kind::kAct},
         Case{64, 4096, 4096, kFp8, true, Kind::kAct}, Case{300, 4096, 512, kFp8, false, Kind::kAct},
         Case{3, 4096, 2048, kFp4, false, Kind::kF32}, Case{64, 2048, 4096, kFp4, false, Kind::kAct},
-        Case{130, 272, 200, kFp8, false, Kind::kAct},
-        Case{33, 1024, 512, kFp8, false, Kind::kAct}}) {
+        Case{130, 272, 200, kFp8, false, Kind::kAct}, Case{33, 1024, 512, kFp8, false, Kind::kAct},
+        // 1-4 rows run on the CUDA cores: outputs past a 16-wide block,
+        // fewer chunks than slices, uneven and no depth splits.
+        Case{2, 192, 40, kFp8, false, Kind::kAct}, Case{4, 8192, 4096, kFp8, true, Kind::kF32},
+        Case{1, 1024, 32768, kFp8, false, Kind::kAct},
+        Case{2, 4096, 1032, kFp4, false, Kind::kAct}}) {
     auto hw = RandomMatrix(c.fmt, c.N, c.K, c.f32_scales);
     auto w = Upload({&hw->view});
     auto x = Make(Kind::kAct, RandomBf16(int64_t{c.R} * c.K, 1.0f), {c.R, c.K});
