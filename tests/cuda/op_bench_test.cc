@@ -225,30 +225,32 @@ TEST_CASE("OpBench", "[.bench]") {
   }
 }
 
+// One MoeExperts row: B tokens routed to 6 of E experts of width D; the
+// bytes floor counts each distinct expert once (expert_bytes each).
+void MoeRow(const char* name, int B, int E, int D, const ExpertWeights& experts,
+            double expert_bytes) {
+  auto x = G(DType::kBF16, {B, D});
+  const std::vector<int32_t> idx = RandomRouting(B, E, 6);
+  std::vector<bool> used(E, false);
+  for (int32_t e : idx) used[e] = true;
+  const int distinct = static_cast<int>(std::count(used.begin(), used.end(), true));
+  auto im = GI(idx, {B, 6});
+  auto wm = G(DType::kF32, {B, 6});
+  auto out = G(DType::kBF16, {B, D});
+  Row(name, B,
+      MedianUs([&] { return Gpu().MoeExperts(x->t, im->t, wm->t, experts, 10.0f, out->t); }),
+      distinct * expert_bytes);
+}
+
 TEST_CASE("OpBenchMoe", "[.bench][moe]") {
   ReseedRng("OpBenchMoe");
   const int D = 4096, E = 32, F = 2048;
   auto w1 = G(DType::kBF16, {E, F, D}, 0.02f);
   auto w3 = G(DType::kBF16, {E, F, D}, 0.02f);
   auto w2 = G(DType::kBF16, {E, D, F}, 0.02f);
-  for (int B : {1, 8, 64, 512}) {
-    // Routed experts: 32 experts, top 6.
-    {
-      auto x = G(DType::kBF16, {B, D});
-      const std::vector<int32_t> idx = RandomRouting(B, E, 6);
-      std::vector<bool> used(E, false);
-      for (int32_t e : idx) used[e] = true;
-      const int distinct = static_cast<int>(std::count(used.begin(), used.end(), true));
-      auto im = GI(idx, {B, 6});
-      auto wm = G(DType::kF32, {B, 6});
-      auto out = G(DType::kBF16, {B, D});
-      Row("MoeExperts E32 top6 D4096 F2048", B, MedianUs([&] {
-            return Gpu().MoeExperts(x->t, im->t, wm->t, ExpertWeights{w1->t, w2->t, w3->t}, 10.0f,
-                                    out->t);
-          }),
-          2.0 * distinct * 3.0 * F * D);
-    }
-  }
+  for (int B : {1, 8, 64, 512})  // routed experts: 32 experts, top 6
+    MoeRow("MoeExperts E32 top6 D4096 F2048", B, E, D, ExpertWeights{w1->t, w2->t, w3->t},
+           2.0 * 3.0 * F * D);
 }
 
 // Random FP8 (E8M0 block scales) or FP4 matrices [E, n, k] on the GPU only.
@@ -320,22 +322,10 @@ TEST_CASE("OpBenchQuant", "[.bench][quant]") {
     auto w1 = GQ(fmt, E, F, D), w3 = GQ(fmt, E, F, D);
     auto w2 = GQ(fmt, E, D, F);
     const bool fp4 = fmt == WeightFormat::kFp4;
-    for (int B : {1, 8, 64}) {
-      auto x = G(DType::kBF16, {B, D});
-      const std::vector<int32_t> idx = RandomRouting(B, E, 6);
-      std::vector<bool> used(E, false);
-      for (int32_t e : idx) used[e] = true;
-      const int distinct = static_cast<int>(std::count(used.begin(), used.end(), true));
-      auto im = GI(idx, {B, 6});
-      auto wm = G(DType::kF32, {B, 6});
-      auto out = G(DType::kBF16, {B, D});
-      Row(fp4 ? "MoeExperts fp4 E32 top6 D4096 F2048" : "MoeExperts fp8 E32 top6 D4096 F2048", B,
-          MedianUs([&] {
-            return Gpu().MoeExperts(x->t, im->t, wm->t, ExpertWeights{w1->w, w2->w, w3->w}, 10.0f,
-                                    out->t);
-          }),
-          distinct * 3.0 * F * D * (fp4 ? 0.5 + 1.0 / 32 : 1.0 + 4.0 / (128 * 128)));
-    }
+    for (int B : {1, 8, 64})
+      MoeRow(fp4 ? "MoeExperts fp4 E32 top6 D4096 F2048" : "MoeExperts fp8 E32 top6 D4096 F2048", B,
+             E, D, ExpertWeights{w1->w, w2->w, w3->w},
+             3.0 * F * D * (fp4 ? 0.5 + 1.0 / 32 : 1.0 + 4.0 / (128 * 128)));
   }
 }
 
