@@ -49,14 +49,10 @@ int GemvMaxRowsPerExpert() {
   return most;
 }
 
-template <WeightFmt F>
-constexpr int GemvElems() {
-  return GemvChunk<F>::kElems;
-}
 int GemvElems(WeightFmt f) {
-  return f == WeightFmt::kBf16  ? GemvElems<WeightFmt::kBf16>()
-         : f == WeightFmt::kFp8 ? GemvElems<WeightFmt::kFp8>()
-                                : GemvElems<WeightFmt::kFp4>();
+  return f == WeightFmt::kBf16  ? GemvChunk<WeightFmt::kBf16>::kElems
+         : f == WeightFmt::kFp8 ? GemvChunk<WeightFmt::kFp8>::kElems
+                                : GemvChunk<WeightFmt::kFp4>::kElems;
 }
 
 bool UseGemv(const MoeParams& p) {
@@ -512,15 +508,12 @@ cudaError_t RunExperts(const MoeParams& p, const Workspace& ws, cudaStream_t str
     constexpr int kS = F == WeightFmt::kBf16 ? kStages : kQuantStages;
     cudaError_t r = cudaSuccess;
     if (UseGemv(p)) {
-      const int tiles = max_tiles;
-      GemvKernel<F, true>
-          <<<dim3((p.inter + kGemvOutputs - 1) / kGemvOutputs, tiles), kGemvThreads, 0, stream>>>(
-              p, ws, p.inter, p.dim);
+      const dim3 gated((p.inter + kGemvOutputs - 1) / kGemvOutputs, max_tiles);
+      GemvKernel<F, true><<<gated, kGemvThreads, 0, stream>>>(p, ws, p.inter, p.dim);
       r = cudaGetLastError();
       if (r != cudaSuccess) return r;
-      GemvKernel<F, false>
-          <<<dim3((p.dim + kGemvOutputs - 1) / kGemvOutputs, tiles), kGemvThreads, 0, stream>>>(
-              p, ws, p.dim, p.inter);
+      const dim3 down((p.dim + kGemvOutputs - 1) / kGemvOutputs, max_tiles);
+      GemvKernel<F, false><<<down, kGemvThreads, 0, stream>>>(p, ws, p.dim, p.inter);
       return cudaGetLastError();
     }
     MG_DISPATCH_MOE_BLOCK_M(bm, BM, {

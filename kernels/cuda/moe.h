@@ -9,7 +9,9 @@
 //   out[t] = sum_k w[t,k] * w2[e] (silu(min(w1[e] x, L)) * clamp(w3[e] x, -L, L)),
 //   e = idx[t,k]; an id outside [0, experts) contributes nothing.
 // The experts may be bf16, FP8 or FP4 (quant_format.h): quantized weights are
-// dequantized to bf16 in the GEMMs' main loop (quant_tile.cuh).
+// dequantized to bf16 in the GEMMs' main loop (quant_tile.cuh), or, when
+// the experts average <= 2 rows (decode), streamed as stored through the
+// CUDA cores with fp32 sums (gemv_chunk.cuh), tiles of <= 4 rows an expert.
 #pragma once
 
 #include <cuda_bf16.h>
