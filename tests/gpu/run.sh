@@ -3,7 +3,8 @@
 # tree with the staged folder (tests/gpu/stage.sh) at $STAGE (default .gpu):
 #   tests    every [cuda] test: ops vs CpuBackend, the device sampler, decode
 #            graphs (eager and full identical, padding, what a step does)
-#   opbench  per-op decode timings at V4-Flash widths ([bench] tests)
+#   opbench  per-op decode timings at V4-Flash widths ([bench] tests), the
+#            quantized ones again on the tiled kernels only (same run)
 #   multirank check-golden on the realistic fixture through the ep engine:
 #            two CUDA ranks sharing this GPU, one NCCL rank in decode graphs
 #   exchange the in-process expert exchange (2 ranks on this GPU): a dispatch
@@ -18,7 +19,9 @@
 #            with --format fp4, check-golden on it (bf16 criterion against the
 #            fp32 reference on the dequantized weights), bench-decode of the
 #            fp4 checkpoint and of the same weights dequantized (bf16) in the
-#            same run, the [bench][quant] op timings, moegraphd serving
+#            same run, the fp4 checkpoint again on the tiled kernels only
+#            (no small-batch CUDA-core paths), the [bench][quant] op timings,
+#            moegraphd serving
 #            the tiny fp4 fixture
 #   w8a8     FP8 products with quantized activations (cuBLASLt block-scaled
 #            FP8) against the W8A16 kernel: op timings, prefill, golden error
@@ -108,12 +111,12 @@ for step in $steps; do
     opbench)
       "$STAGE/moegraph_cuda_tests" "[bench]" > "$OUT/opbench.log" 2>&1
       check "opbench in $((SECONDS - t0)) s" $?
-      # The routed experts on the tiled tensor-core path only, same run
-      # (MOEGRAPH_MOE_GEMV=0: no small-batch CUDA-core path).
-      MOEGRAPH_MOE_GEMV=0 "$STAGE/moegraph_cuda_tests" "[bench][moe],[bench][quant]" \
+      # The quantized products on the tiled tensor-core kernels only, same
+      # run (no small-batch CUDA-core paths).
+      MOEGRAPH_MOE_GEMV=0 MOEGRAPH_LINEAR_GEMV=0 "$STAGE/moegraph_cuda_tests" "[bench][moe],[bench][quant]" \
         > "$OUT/opbench_tiled.log" 2>&1
       check "opbench moe, tiled path only" $?
-      while read -r l; do note "  tiled only: $l"; done < <(grep "^OP-BENCH MoeExperts" "$OUT/opbench_tiled.log" | cut -c1-160)
+      while read -r l; do note "  tiled only: $l"; done < <(grep -E "^OP-BENCH\|(MoeExperts|Linear fp8 w)" "$OUT/opbench_tiled.log" | grep -v W8A8 | cut -c1-160)
       ;;
     multirank)
       # The realistic fixture through the ep engine against the fp32 golden
@@ -184,12 +187,6 @@ for step in $steps; do
       "$STAGE/moegraph" bench-decode "$FLASH" --device cuda --batches ${BENCH_BATCHES:-1,8,64} \
         --graphs off,piecewise,full --prefill ${BENCH_PREFILL:-2048,8192} > "$OUT/bench.log" 2>&1
       check "bench in $((SECONDS - t0)) s" $?
-      # The same decode steps with the routed experts on the tiled
-      # tensor-core path only (MOEGRAPH_MOE_GEMV=0), for the same-run comparison.
-      t0=$SECONDS
-      MOEGRAPH_MOE_GEMV=0 "$STAGE/moegraph" bench-decode "$FLASH" --device cuda \
-        --batches ${BENCH_BATCHES:-1,8,64} --graphs full > "$OUT/bench_tiled_moe.log" 2>&1
-      check "bench, tiled experts only, in $((SECONDS - t0)) s" $?
       ;;
     quant)
       if [ ! -x "$STAGE/moegraph" ]; then note "quant: no moegraph binary staged"; continue; fi
@@ -208,6 +205,13 @@ for step in $steps; do
           --graphs full --prefill 2048 >> "$OUT/bench_quant.log" 2>&1
         check "bench $fx in $((SECONDS - t0)) s" $?
       done
+      # The fp4 checkpoint with every quantized product on the tiled
+      # tensor-core kernels (no small-batch CUDA-core paths), same run.
+      t0=$SECONDS
+      MOEGRAPH_MOE_GEMV=0 MOEGRAPH_LINEAR_GEMV=0 "$STAGE/moegraph" bench-decode "$FLASH_FP4" \
+        --device cuda --batches ${QUANT_BATCHES:-1,8,64} --graphs full > "$OUT/bench_quant_tiled.log" 2>&1
+      check "bench fp4, tiled kernels only, in $((SECONDS - t0)) s" $?
+      while read -r l; do note "  tiled only: $l"; done < <(grep -E "^BENCH" "$OUT/bench_quant_tiled.log" | cut -c1-160)
       while read -r l; do note "  $l"; done < <(grep -E "^(BENCH|PIPELINED|GPU-IDLE|PREFILL)" "$OUT/bench_quant.log")
       "$STAGE/moegraph_cuda_tests" "[bench][quant]" > "$OUT/opbench_quant.log" 2>&1
       check "opbench quant" $?
