@@ -1,6 +1,7 @@
 // Small-batch products on the CUDA cores: one thread's share of a weight row
-// (a "chunk" of consecutive values, read as stored: bf16, FP8 e4m3 or packed
-// FP4 e2m1 with its scales) dotted in fp32 with a few activation rows.
+// (a "chunk" of consecutive values, read as stored: FP8 e4m3 or packed FP4
+// e2m1 with its scales) dotted in fp32 with a few activation rows. bf16
+// weights are not read here: the tiled kernels were faster for them (NOTES.md).
 //
 // Why not the tensor cores: with 1-4 rows a product reads every weight once
 // and does 1-4 multiply-adds with it, so it is bound by the bytes if each
@@ -19,6 +20,7 @@
 #include <cuda_fp8.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/quant_format.h"
 #include "kernels/cuda/quant_tile.cuh"
@@ -35,35 +37,7 @@ __device__ __forceinline__ uint4 LoadStream16(const void* p) {
 }
 
 template <WeightFmt F>
-struct GemvChunk;
-
-template <>
-struct GemvChunk<WeightFmt::kBf16> {
-  static constexpr int kElems = 32, kGroup = 32;  // 64 bytes
-  struct Raw {
-    uint32_t q[16];
-  };
-  // Chunk c (values [c * kElems, +kElems)) of row n of m ([N, K]).
-  __device__ static Raw Load(const QuantOperand& m, int n, int c, int /*N*/, int K) {
-    const auto* src = static_cast<const uint8_t*>(m.data) + (int64_t{n} * K + c * kElems) * 2;
-    Raw r;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint4 v = LoadStream16(src + 16 * i);
-      r.q[4 * i] = v.x, r.q[4 * i + 1] = v.y, r.q[4 * i + 2] = v.z, r.q[4 * i + 3] = v.w;
-    }
-    return r;
-  }
-  __device__ static void Values8(const Raw& r, int g, float (&v)[8]) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t w = r.q[4 * g + i];
-      v[2 * i] = __uint_as_float(w << 16);
-      v[2 * i + 1] = __uint_as_float(w & 0xFFFF0000u);
-    }
-  }
-  __device__ static float GroupScale(const Raw&, int) { return 1.0f; }
-};
+struct GemvChunk;  // FP8 and FP4
 
 template <>
 struct GemvChunk<WeightFmt::kFp8> {
@@ -136,6 +110,12 @@ struct GemvChunk<WeightFmt::kFp4> {
   }
 };
 
+// Values a chunk holds, for the host's shape checks (K a multiple of it).
+inline int GemvChunkElems(WeightFmt f) {
+  return f == WeightFmt::kFp4 ? GemvChunk<WeightFmt::kFp4>::kElems
+                              : GemvChunk<WeightFmt::kFp8>::kElems;
+}
+
 // acc[b][r] += row chunk w[b] . x[r][k0 : k0 + kElems], fp32, each scale
 // group summed first and then scaled.
 template <WeightFmt F, int NB, int R>
@@ -189,10 +169,32 @@ __device__ __forceinline__ void DotChunk(const typename GemvChunk<F>::Raw (&w)[N
 // l % 16 and K-slice 2w + l / 16 of 8, i.e. chunks slice, slice + 8, ...
 constexpr int kGemvThreads = 128;
 constexpr int kGemvOutputs = 16;
+constexpr int kGemvMaxRows = 4;  // activation rows a block takes
 constexpr int kGemvSlices = 2 * kGemvThreads / 32;
 __device__ __forceinline__ int GemvOutput() { return threadIdx.x & 15; }
 __device__ __forceinline__ int GemvSlice() {
   return 2 * (threadIdx.x >> 5) + ((threadIdx.x >> 4) & 1);
+}
+
+// fn(std::integral_constant<int, R>{}) for R = rows, 1 <= rows <= kGemvMaxRows
+// (the block's rows are uniform, so is the branch).
+template <class Fn>
+__device__ __forceinline__ void WithRows(int rows, const Fn& fn) {
+  static_assert(kGemvMaxRows == 4, "WithRows dispatches 1..4 rows");
+  switch (rows) {
+    case 1:
+      fn(std::integral_constant<int, 1>{});
+      break;
+    case 2:
+      fn(std::integral_constant<int, 2>{});
+      break;
+    case 3:
+      fn(std::integral_constant<int, 3>{});
+      break;
+    default:
+      fn(std::integral_constant<int, 4>{});
+      break;
+  }
 }
 
 // acc[b][r] += this thread's chunks c in [c_begin, c_end) of its slice, of

@@ -29,10 +29,6 @@ constexpr int kRowStride = kBK + 8;  // bf16 per smem row (16 B pad)
 
 size_t AlignUp(size_t v) { return (v + 255) & ~size_t{255}; }
 
-// The small-batch path (GemvKernel): tiles of at most 4 rows of one expert,
-// 16 outputs a block (gemv_chunk.cuh).
-constexpr int kGemvRows = 4;
-
 // The small-batch path runs for quantized experts when they average at most
 // this many rows (the pairs a step routes / experts): there every weight is
 // read about once by either path, and building the values on the CUDA cores
@@ -49,20 +45,17 @@ int GemvMaxRowsPerExpert() {
   return most;
 }
 
-int GemvElems(WeightFmt f) {
-  return f == WeightFmt::kBf16  ? GemvChunk<WeightFmt::kBf16>::kElems
-         : f == WeightFmt::kFp8 ? GemvChunk<WeightFmt::kFp8>::kElems
-                                : GemvChunk<WeightFmt::kFp4>::kElems;
-}
-
+// The small-batch path (GemvKernel): tiles of at most kGemvMaxRows rows of
+// one expert, 16 outputs a block (gemv_chunk.cuh).
 bool UseGemv(const MoeParams& p) {
-  const int c = GemvElems(p.fmt);
-  return p.fmt != WeightFmt::kBf16 && p.dim % c == 0 && p.inter % c == 0 &&
+  if (p.fmt == WeightFmt::kBf16) return false;
+  const int c = GemvChunkElems(p.fmt);
+  return p.dim % c == 0 && p.inter % c == 0 &&
          int64_t{p.tokens} * p.k <= int64_t{GemvMaxRowsPerExpert()} * p.experts;
 }
 
 int BlockM(const MoeParams& p) {
-  if (UseGemv(p)) return kGemvRows;
+  if (UseGemv(p)) return kGemvMaxRows;
   // Decode batches give a handful of rows per expert: small tiles waste less.
   const int pairs = p.tokens * p.k;
   return pairs <= 24 * p.experts ? 16 : 64;
@@ -423,23 +416,10 @@ __global__ void __launch_bounds__(kGemvThreads)
     GemvKernel(MoeParams p, Workspace ws, int N, int K) {
   if (int(blockIdx.y) >= *ws.num_tiles) return;
   const int2 tile = ws.tiles[blockIdx.y];
-  const int rows = min(kGemvRows, ws.offsets[tile.x + 1] - tile.y);
-  switch (rows) {  // the block's branch is uniform
-    case 1:
-      GemvTile<F, GATED, 1>(p, ws, tile.x, tile.y, N, K);
-      break;
-    case 2:
-      GemvTile<F, GATED, 2>(p, ws, tile.x, tile.y, N, K);
-      break;
-    case 3:
-      GemvTile<F, GATED, 3>(p, ws, tile.x, tile.y, N, K);
-      break;
-    default:
-      GemvTile<F, GATED, 4>(p, ws, tile.x, tile.y, N, K);
-      break;
-  }
+  const int rows = min(kGemvMaxRows, ws.offsets[tile.x + 1] - tile.y);
+  WithRows(rows,
+           [&](auto r) { GemvTile<F, GATED, decltype(r)::value>(p, ws, tile.x, tile.y, N, K); });
 }
-static_assert(kGemvRows == 4, "GemvKernel dispatches 1..4 rows");
 
 __global__ void CombineKernel(MoeParams p, Workspace ws) {
   const int t = blockIdx.x;
@@ -507,14 +487,16 @@ cudaError_t RunExperts(const MoeParams& p, const Workspace& ws, cudaStream_t str
     // Compressed tiles are small: keep more of them in flight.
     constexpr int kS = F == WeightFmt::kBf16 ? kStages : kQuantStages;
     cudaError_t r = cudaSuccess;
-    if (UseGemv(p)) {
-      const dim3 gated((p.inter + kGemvOutputs - 1) / kGemvOutputs, max_tiles);
-      GemvKernel<F, true><<<gated, kGemvThreads, 0, stream>>>(p, ws, p.inter, p.dim);
-      r = cudaGetLastError();
-      if (r != cudaSuccess) return r;
-      const dim3 down((p.dim + kGemvOutputs - 1) / kGemvOutputs, max_tiles);
-      GemvKernel<F, false><<<down, kGemvThreads, 0, stream>>>(p, ws, p.dim, p.inter);
-      return cudaGetLastError();
+    if constexpr (F != WeightFmt::kBf16) {
+      if (UseGemv(p)) {
+        const dim3 gated((p.inter + kGemvOutputs - 1) / kGemvOutputs, max_tiles);
+        GemvKernel<F, true><<<gated, kGemvThreads, 0, stream>>>(p, ws, p.inter, p.dim);
+        r = cudaGetLastError();
+        if (r != cudaSuccess) return r;
+        const dim3 down((p.dim + kGemvOutputs - 1) / kGemvOutputs, max_tiles);
+        GemvKernel<F, false><<<down, kGemvThreads, 0, stream>>>(p, ws, p.dim, p.inter);
+        return cudaGetLastError();
+      }
     }
     MG_DISPATCH_MOE_BLOCK_M(bm, BM, {
       r = LaunchGemm<BM, true, kS, 4, F>(p, ws, p.inter, p.dim, max_tiles, ws.gated_splits, stream);

@@ -25,18 +25,12 @@ int BlockRows(int rows) { return rows <= 16 ? 16 : 64; }
 // each weight is read once and used for 1-4 multiply-adds, which the
 // dequantizing tiled kernel's serial K walk cannot keep up with (NOTES.md).
 // MOEGRAPH_LINEAR_GEMV=N sets it (0: never, at most 4), for same-run comparisons.
-constexpr int kGemvMaxRows = 4;
 int GemvMaxRows() {
   static const int most = [] {
     const char* v = std::getenv("MOEGRAPH_LINEAR_GEMV");
     return v ? std::clamp(std::atoi(v), 0, kGemvMaxRows) : kGemvMaxRows;
   }();
   return most;
-}
-
-int GemvElems(WeightFmt f) {
-  return f == WeightFmt::kFp4 ? GemvChunk<WeightFmt::kFp4>::kElems
-                              : GemvChunk<WeightFmt::kFp8>::kElems;
 }
 
 struct Plan {
@@ -46,13 +40,13 @@ struct Plan {
 
 Plan MakePlan(const QuantLinearParams& p) {
   Plan pl;
-  if (p.rows <= GemvMaxRows() && p.k % GemvElems(p.fmt) == 0) {
+  if (p.rows <= GemvMaxRows() && p.k % GemvChunkElems(p.fmt) == 0) {
     // 16 outputs a block; split K until ~8 blocks an SM stream the weight,
     // each slice of a split keeping at least one chunk.
     pl.gemv = true;
     pl.bm = kGemvMaxRows;
     const int blocks = (p.n + kGemvOutputs - 1) / kGemvOutputs;
-    const int chunks = p.k / GemvElems(p.fmt);
+    const int chunks = p.k / GemvChunkElems(p.fmt);
     pl.splits = std::clamp((8 * p.num_sms + blocks - 1) / blocks, 1,
                            std::max(1, std::min(chunks / kGemvSlices, 16)));
     pl.k_per_split = 0;  // splits cut the chunks evenly (LinearGemvTile)
@@ -214,22 +208,8 @@ __device__ __forceinline__ void LinearGemvTile(const QuantLinearParams& p, int s
 template <WeightFmt F>
 __global__ void __launch_bounds__(kGemvThreads)
     LinearGemvKernel(QuantLinearParams p, int splits, float* partial) {
-  switch (p.rows) {
-    case 1:
-      LinearGemvTile<F, 1>(p, splits, partial);
-      break;
-    case 2:
-      LinearGemvTile<F, 2>(p, splits, partial);
-      break;
-    case 3:
-      LinearGemvTile<F, 3>(p, splits, partial);
-      break;
-    default:
-      LinearGemvTile<F, 4>(p, splits, partial);
-      break;
-  }
+  WithRows(p.rows, [&](auto r) { LinearGemvTile<F, decltype(r)::value>(p, splits, partial); });
 }
-static_assert(kGemvMaxRows == 4, "LinearGemvKernel dispatches 1..4 rows");
 
 template <int BM, WeightFmt F>
 cudaError_t Launch(const QuantLinearParams& p, const Plan& pl, float* partial, cudaStream_t st) {
