@@ -20,6 +20,7 @@
 #include <cuda_fp8.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/cuda/quant_format.h"
@@ -176,25 +177,34 @@ __device__ __forceinline__ int GemvSlice() {
   return 2 * (threadIdx.x >> 5) + ((threadIdx.x >> 4) & 1);
 }
 
-// fn(std::integral_constant<int, R>{}) for R = rows, 1 <= rows <= kGemvMaxRows
-// (the block's rows are uniform, so is the branch).
-template <class Fn>
+// fn(std::integral_constant<int, R>{}) for R = rows, 1 <= rows <= kMax (the
+// block's rows are uniform, so is the branch). A kernel's registers are those
+// of its largest R, so launches whose tiles cannot exceed fewer rows
+// instantiate a smaller kMax (GemvRowsBound).
+template <int kMax, class Fn>
 __device__ __forceinline__ void WithRows(int rows, const Fn& fn) {
-  static_assert(kGemvMaxRows == 4, "WithRows dispatches 1..4 rows");
-  switch (rows) {
-    case 1:
-      fn(std::integral_constant<int, 1>{});
-      break;
-    case 2:
-      fn(std::integral_constant<int, 2>{});
-      break;
-    case 3:
-      fn(std::integral_constant<int, 3>{});
-      break;
-    default:
-      fn(std::integral_constant<int, 4>{});
-      break;
+  static_assert(kMax >= 1 && kMax <= kGemvMaxRows);
+  if constexpr (kMax == 1) {
+    fn(std::integral_constant<int, 1>{});
+  } else {
+    if (rows >= kMax) {
+      fn(std::integral_constant<int, kMax>{});
+    } else {
+      WithRows<kMax - 1>(rows, fn);
+    }
   }
+}
+
+// The kMax to instantiate for tiles of at most `rows` rows: 1, 2 or 4.
+// MOEGRAPH_GEMV_ONE_KERNEL=1 always takes 4 (one kernel for every tile, for
+// same-run comparisons).
+inline int GemvRowsBound(int rows) {
+  static const bool one = [] {
+    const char* v = std::getenv("MOEGRAPH_GEMV_ONE_KERNEL");
+    return v && std::atoi(v) != 0;
+  }();
+  if (one || rows > 2) return kGemvMaxRows;
+  return rows < 1 ? 1 : rows;
 }
 
 // acc[b][r] += this thread's chunks c in [c_begin, c_end) of its slice, of

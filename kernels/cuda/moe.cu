@@ -55,7 +55,9 @@ bool UseGemv(const MoeParams& p) {
 }
 
 int BlockM(const MoeParams& p) {
-  if (UseGemv(p)) return kGemvMaxRows;
+  // Top-k routing gives an expert at most one row a token, but a hash table
+  // may name an expert twice: tiles are cut to the kernel's rows either way.
+  if (UseGemv(p)) return GemvRowsBound(p.tokens);
   // Decode batches give a handful of rows per expert: small tiles waste less.
   const int pairs = p.tokens * p.k;
   return pairs <= 24 * p.experts ? 16 : 64;
@@ -378,47 +380,82 @@ __global__ void SwigluKernel(MoeParams p, Workspace ws) {
   }
 }
 
-// One tile of the small-batch path, R = its rows: outputs [n0, n0 + 16) of
+// Weight rows a thread of the small-batch path streams: w1 and w3 of one
+// output (gated), or of w2 as many outputs as make the same bytes a chunk
+// (FP4's chunks are half FP8's): 2 FP4 rows, 16 outputs apart, or 1 FP8 row.
+// Fewer, fuller blocks: the down product fits the GPU in one wave at batch 1.
+template <WeightFmt F, bool GATED>
+constexpr int GemvRowsPerThread() {
+  return GATED || F == WeightFmt::kFp4 ? 2 : 1;
+}
+template <WeightFmt F, bool GATED>
+constexpr int GemvBlockOutputs() {
+  return GATED ? kGemvOutputs : GemvRowsPerThread<F, GATED>() * kGemvOutputs;
+}
+
+// One tile of the small-batch path, R = its rows: the block's outputs of
 // expert e's product over K (gemv_chunk.cuh's layout). GATED: w1 and w3
 // together, the SwiGLU into ws.h; otherwise w2, weighted into ws.y.
 template <WeightFmt F, bool GATED, int R>
 __device__ __forceinline__ void GemvTile(const MoeParams& p, const Workspace& ws, int e, int row0,
                                          int N, int K) {
-  constexpr int kNB = GATED ? 2 : 1;
+  constexpr int kNB = GemvRowsPerThread<F, GATED>();  // (w1, w3) at n, or w2 at n, n + 16
   using C = GemvChunk<F>;
-  const int n = blockIdx.x * kGemvOutputs + GemvOutput();
-  const int nl = min(n, N - 1);  // outputs past N load a real row; their sums are dropped
-  const QuantOperand Q0 = MatrixOf<F>(GATED ? p.w1 : p.w2, e, N, K);
-  const QuantOperand Q1 = GATED ? MatrixOf<F>(p.w3, e, N, K) : Q0;
+  const int n = blockIdx.x * GemvBlockOutputs<F, GATED>() + GemvOutput();
+  int nl[kNB];  // outputs past N load a real row; their sums are dropped
+  QuantOperand Q[kNB];
+#pragma unroll
+  for (int b = 0; b < kNB; ++b) {
+    nl[b] = min(GATED ? n : n + b * kGemvOutputs, N - 1);
+    Q[b] = MatrixOf<F>(GATED ? (b == 0 ? p.w1 : p.w3) : p.w2, e, N, K);
+  }
   const __nv_bfloat16* x[R];
 #pragma unroll
   for (int r = 0; r < R; ++r)
     x[r] = GATED ? p.x + int64_t{ws.sorted_pair[row0 + r] / p.k} * K : ws.h + int64_t{row0 + r} * K;
   float acc[kNB][R];
   StreamChunks<F, kNB, R>(
-      0, K / C::kElems, [&](int b, int c) { return C::Load(b == 0 ? Q0 : Q1, nl, c, N, K); }, x,
-      acc);
+      0, K / C::kElems, [&](int b, int c) { return C::Load(Q[b], nl[b], c, N, K); }, x, acc);
   float s[kNB * R];
-  if (!SumSlices(reinterpret_cast<const float(&)[kNB * R]>(acc), s) || n >= N) return;
+  if (!SumSlices(reinterpret_cast<const float(&)[kNB * R]>(acc), s)) return;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int64_t row = row0 + r;
     if constexpr (GATED) {
-      ws.h[row * N + n] = __float2bfloat16(Swiglu(s[r], s[R + r], p.swiglu_limit));
+      if (n < N) ws.h[row * N + n] = __float2bfloat16(Swiglu(s[r], s[R + r], p.swiglu_limit));
     } else {
-      ws.y[row * N + n] = s[r] * (p.w ? p.w[ws.sorted_pair[row]] : 1.0f);
+      const float w = p.w ? p.w[ws.sorted_pair[row]] : 1.0f;
+#pragma unroll
+      for (int b = 0; b < kNB; ++b) {
+        const int o = n + b * kGemvOutputs;
+        if (o < N) ws.y[row * N + o] = s[b * R + r] * w;
+      }
     }
   }
 }
 
-template <WeightFmt F, bool GATED>
+// MAXR: the most rows a tile has (BlockM).
+template <WeightFmt F, bool GATED, int MAXR>
 __global__ void __launch_bounds__(kGemvThreads)
     GemvKernel(MoeParams p, Workspace ws, int N, int K) {
   if (int(blockIdx.y) >= *ws.num_tiles) return;
   const int2 tile = ws.tiles[blockIdx.y];
-  const int rows = min(kGemvMaxRows, ws.offsets[tile.x + 1] - tile.y);
-  WithRows(rows,
-           [&](auto r) { GemvTile<F, GATED, decltype(r)::value>(p, ws, tile.x, tile.y, N, K); });
+  const int rows = min(MAXR, ws.offsets[tile.x + 1] - tile.y);
+  WithRows<MAXR>(
+      rows, [&](auto r) { GemvTile<F, GATED, decltype(r)::value>(p, ws, tile.x, tile.y, N, K); });
+}
+
+template <WeightFmt F, int MAXR>
+cudaError_t LaunchGemv(const MoeParams& p, const Workspace& ws, int max_tiles,
+                       cudaStream_t stream) {
+  constexpr int kGatedOut = GemvBlockOutputs<F, true>(), kDownOut = GemvBlockOutputs<F, false>();
+  const dim3 gated((p.inter + kGatedOut - 1) / kGatedOut, max_tiles);
+  GemvKernel<F, true, MAXR><<<gated, kGemvThreads, 0, stream>>>(p, ws, p.inter, p.dim);
+  const cudaError_t r = cudaGetLastError();
+  if (r != cudaSuccess) return r;
+  const dim3 down((p.dim + kDownOut - 1) / kDownOut, max_tiles);
+  GemvKernel<F, false, MAXR><<<down, kGemvThreads, 0, stream>>>(p, ws, p.dim, p.inter);
+  return cudaGetLastError();
 }
 
 __global__ void CombineKernel(MoeParams p, Workspace ws) {
@@ -489,13 +526,14 @@ cudaError_t RunExperts(const MoeParams& p, const Workspace& ws, cudaStream_t str
     cudaError_t r = cudaSuccess;
     if constexpr (F != WeightFmt::kBf16) {
       if (UseGemv(p)) {
-        const dim3 gated((p.inter + kGemvOutputs - 1) / kGemvOutputs, max_tiles);
-        GemvKernel<F, true><<<gated, kGemvThreads, 0, stream>>>(p, ws, p.inter, p.dim);
-        r = cudaGetLastError();
-        if (r != cudaSuccess) return r;
-        const dim3 down((p.dim + kGemvOutputs - 1) / kGemvOutputs, max_tiles);
-        GemvKernel<F, false><<<down, kGemvThreads, 0, stream>>>(p, ws, p.dim, p.inter);
-        return cudaGetLastError();
+        switch (bm) {  // GemvRowsBound: 1, 2 or 4
+          case 1:
+            return LaunchGemv<F, 1>(p, ws, max_tiles, stream);
+          case 2:
+            return LaunchGemv<F, 2>(p, ws, max_tiles, stream);
+          default:
+            return LaunchGemv<F, kGemvMaxRows>(p, ws, max_tiles, stream);
+        }
       }
     }
     MG_DISPATCH_MOE_BLOCK_M(bm, BM, {

@@ -30,7 +30,11 @@ struct QuantLinearParams {
   int rows = 0, n = 0, k = 0;
   int ldx = 0, ldy = 0;  // row strides of x and y (0: k and n)
   int scale_rows = 0;    // rows of the FP4 scale planes (0: n; more for a row block)
-  int num_sms = 132;     // for choosing the K split
+  // A block-diagonal product in one launch: group g multiplies x's columns
+  // [g k, (g + 1) k) by weight rows [g n, (g + 1) n) into y's columns
+  // [g n, (g + 1) n) (the grouped output projection; FP8 needs n % 128 == 0).
+  int groups = 1;
+  int num_sms = 132;  // for choosing the K split
 };
 const char* Validate(const QuantLinearParams& p);
 size_t QuantLinearWorkspaceBytes(const QuantLinearParams& p);

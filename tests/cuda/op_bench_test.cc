@@ -327,6 +327,44 @@ TEST_CASE("OpBenchQuant", "[.bench][quant]") {
              E, D, ExpertWeights{w1->w, w2->w, w3->w},
              3.0 * F * D * (fp4 ? 0.5 + 1.0 / 32 : 1.0 + 4.0 / (128 * 128)));
   }
+  // The grouped output projection (8 groups of 4096 -> 1024, one launch),
+  // after the experts so that their routing draws what it always drew.
+  for (int B : {1, 8, 64}) {
+    auto o = G(DType::kBF16, {B, 8 * 4096});
+    auto z = G(DType::kBF16, {B, 8 * 1024});
+    auto w8 = GQ(WeightFormat::kFp8, 1, 8 * 1024, 4096);
+    Row("GroupedLinear fp8 wo_a g8", B,
+        MedianUs([&] { return Gpu().GroupedLinear(o->t, w8->w, 8, z->t); }),
+        8.0 * 1024 * 4096 * (1.0 + 4.0 / (128 * 128)) + 2.0 * B * 8 * (4096 + 1024),
+        2.0 * B * 8 * 1024 * 4096);
+  }
+}
+
+// One call of each small-batch product, for a profiler (not timed):
+//   ncu -k regex:Gemv -c 6 moegraph_cuda_tests "[profile]"
+// profiles the FP4 experts' two kernels at batch 1 and 8, then FP8 linears
+// 1024->32768 and 8192->4096 at one row.
+TEST_CASE("ProfileGemv", "[.bench][profile]") {
+  ReseedRng("ProfileGemv");
+  const int D = 4096, E = 32, F = 2048;
+  auto w1 = GQ(WeightFormat::kFp4, E, F, D), w3 = GQ(WeightFormat::kFp4, E, F, D);
+  auto w2 = GQ(WeightFormat::kFp4, E, D, F);
+  const ExpertWeights experts{w1->w, w2->w, w3->w};
+  for (int B : {1, 8}) {
+    auto x = G(DType::kBF16, {B, D});
+    const std::vector<int32_t> idx = RandomRouting(B, E, 6);
+    auto im = GI(idx, {B, 6});
+    auto wm = G(DType::kF32, {B, 6}, 0.5f);
+    auto out = G(DType::kBF16, {B, D});
+    REQUIRE(Gpu().MoeExperts(x->t, im->t, wm->t, experts, 10.0f, out->t).ok());
+  }
+  for (auto [n, k] : {std::pair{32768, 1024}, std::pair{4096, 8192}}) {
+    auto x = G(DType::kBF16, {1, k});
+    auto y = G(DType::kBF16, {1, n});
+    auto w8 = GQ(WeightFormat::kFp8, 1, n, k);
+    REQUIRE(Gpu().Linear(x->t, w8->w, y->t).ok());
+  }
+  REQUIRE(Gpu().Synchronize().ok());
 }
 
 }  // namespace

@@ -108,17 +108,26 @@ TEST_CASE("Linear over FP8 and FP4 weights", "[cuda]") {
   }
 }
 
-TEST_CASE("GroupedLinear over FP8 weights", "[cuda]") {
+// All groups run in one launch: on the CUDA cores (1-4 rows, with and without
+// depth splits), and tiled (one and several row tiles a group).
+TEST_CASE("GroupedLinear over FP8 and FP4 weights", "[cuda]") {
   ReseedRng("QuantGroupedLinear");
-  for (auto [R, g, Kg, Ng] :
-       {std::tuple{3, 2, 64, 128}, std::tuple{1, 8, 4096, 1024}, std::tuple{64, 8, 4096, 1024}}) {
-    auto hw = RandomMatrix(WeightFormat::kFp8, int64_t{g} * Ng, Kg, false);
+  const auto kFp8 = WeightFormat::kFp8, kFp4 = WeightFormat::kFp4;
+  for (auto [R, g, Kg, Ng, fmt] :
+       {std::tuple{3, 2, 64, 128, kFp8}, std::tuple{1, 8, 4096, 1024, kFp8},
+        std::tuple{64, 8, 4096, 1024, kFp8}, std::tuple{130, 2, 256, 128, kFp8},
+        std::tuple{2, 4, 512, 64, kFp4}, std::tuple{20, 3, 128, 96, kFp4},
+        std::tuple{1, 8, 4096, 1024, kFp4}}) {
+    auto hw = RandomMatrix(fmt, int64_t{g} * Ng, Kg, false);
     auto w = Upload({&hw->view});
     auto x = Make(Kind::kAct, RandomBf16(int64_t{R} * g * Kg, 1.0f), {R, g * Kg});
     auto y = MakeOut(Kind::kAct, {R, g * Ng});
     REQUIRE(Cpu().GroupedLinear(x->cpu, w->cpu, g, y->cpu).ok());
     REQUIRE(Gpu().GroupedLinear(x->gpu, w->gpu, g, y->gpu).ok());
-    CompareOut("GroupedLinear fp8", std::to_string(R) + "x" + std::to_string(g), *y);
+    CompareOut(std::string("GroupedLinear ") + Name(fmt, false),
+               std::to_string(R) + "x" + std::to_string(g) + "x" + std::to_string(Kg) + "x" +
+                   std::to_string(Ng),
+               *y);
   }
 }
 
@@ -191,9 +200,11 @@ TEST_CASE("MoeExperts over FP4 and FP8 experts", "[cuda]") {
        {Case{7, 8, 2, 64, 32, WeightFormat::kFp4}, Case{7, 8, 2, 64, 32, WeightFormat::kFp8},
         Case{1, 16, 6, 4096, 2048, WeightFormat::kFp4},
         Case{1, 16, 6, 4096, 2048, WeightFormat::kFp8},
-        // Few rows an expert (the small-batch path): 1-5 rows, tiles of <= 4.
+        // Few rows an expert (the small-batch path): 1-5 rows, tiles of <= 4;
+        // 2 tokens instantiate the kernel of at most 2 rows a tile, 3 that of 4.
         Case{5, 16, 6, 256, 192, WeightFormat::kFp4}, Case{5, 16, 6, 256, 192, WeightFormat::kFp8},
-        Case{8, 32, 6, 4096, 2048, WeightFormat::kFp4},
+        Case{2, 8, 3, 512, 256, WeightFormat::kFp4}, Case{2, 8, 3, 512, 256, WeightFormat::kFp8},
+        Case{3, 8, 4, 256, 128, WeightFormat::kFp4}, Case{8, 32, 6, 4096, 2048, WeightFormat::kFp4},
         Case{64, 16, 6, 4096, 2048, WeightFormat::kFp4},
         Case{200, 16, 6, 4096, 2048, WeightFormat::kFp8}}) {
     std::vector<std::unique_ptr<HostMatrix>> mats;

@@ -212,9 +212,11 @@ class CudaBackendImpl final : public Backend, public OpTimer {
   absl::Status W8A8Gemm(const char* op, const Tensor& x, const Weight& w, int64_t row0,
                         int64_t rows_of_w, int64_t k, int64_t ldx, int64_t rows, Tensor y,
                         int64_t y_offset, int64_t ldy);
+  // `groups` > 1: a block-diagonal product in one launch (GroupedLinear): group g
+  // takes x's columns [g k, (g + 1) k) and rows_of_w rows of W from row0 + g rows_of_w.
   absl::Status QuantGemmW8A16(const char* op, const Tensor& x, const Weight& w, int64_t row0,
                               int64_t rows_of_w, int64_t k, int64_t ldx, Tensor y, int64_t y_offset,
-                              int64_t ldy);
+                              int64_t ldy, int groups = 1);
   // Appends `host` (data, then scales) to `buf` at `offset`, as stored on the device.
   absl::Status UploadQuantized(const HostWeight& host, char* data, char* scale);
   // Ends the stream capture and instantiates what it recorded.

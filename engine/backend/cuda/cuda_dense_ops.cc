@@ -2,6 +2,7 @@
 // backend.h, then the launch parameters of kernels/cuda (matrices through
 // cuBLASLt).
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -9,6 +10,7 @@
 #include "engine/backend/cuda/cuda_backend_impl.h"
 #include "engine/backend/cuda/cuda_check.h"
 #include "engine/common/status_macros.h"
+#include "kernels/cpu/quant.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/hyper_connection.h"
 #include "kernels/cuda/norm.h"
@@ -92,6 +94,18 @@ absl::Status CudaBackendImpl::GroupedLinear(const Tensor& x, const Weight& weigh
       return Invalid("GroupedLinear",
                      absl::StrCat("x ", x.ShapeString(), " is not [R, ", groups * kg, "]"));
     RETURN_IF_ERROR(ExpectNumel("GroupedLinear", "y", y, x.numel() / (groups * kg) * rows_w));
+    // All groups in one launch (8 launches of a 4 MB product cost 5x their
+    // bytes at decode sizes), unless W8A8 takes some rows of each.
+    // MOEGRAPH_GROUPED_ONE_LAUNCH=0: a launch a group, for same-run comparisons.
+    static const bool one_launch = [] {
+      const char* v = std::getenv("MOEGRAPH_GROUPED_ONE_LAUNCH");
+      return !v || std::atoi(v) != 0;
+    }();
+    const int64_t rows = x.numel() / (groups * kg);
+    if (one_launch && W8A8Rows(weight, rows, ng, kg) == 0 &&
+        (weight.format != WeightFormat::kFp8 || ng % quant::kFp8Block == 0))
+      return QuantGemmW8A16("GroupedLinear", x, weight, 0, ng, kg, groups * kg, y, 0, rows_w,
+                            groups);
     for (int g = 0; g < groups; ++g) {
       Tensor xg = x;
       xg.data = x.as<bf16>() + g * kg;

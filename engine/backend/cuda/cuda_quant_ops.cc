@@ -215,9 +215,11 @@ absl::Status CudaBackendImpl::QuantGemm(const char* op, const Tensor& x, const W
 
 absl::Status CudaBackendImpl::QuantGemmW8A16(const char* op, const Tensor& x, const Weight& w,
                                              int64_t row0, int64_t rows_of_w, int64_t k,
-                                             int64_t ldx, Tensor y, int64_t y_offset, int64_t ldy) {
+                                             int64_t ldx, Tensor y, int64_t y_offset, int64_t ldy,
+                                             int groups) {
   cuda::QuantLinearParams p;
   p.x = x.as<bf16>();
+  p.groups = groups;
   p.rows = static_cast<int>(x.numel() / ldx);
   p.n = static_cast<int>(rows_of_w);
   p.k = static_cast<int>(k);
