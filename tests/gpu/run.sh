@@ -28,6 +28,7 @@
 #   serve    moegraphd on the GPU (tiny model): graphs, clients, metrics, drain
 #   peer     transformers' DeepseekV4ForCausalLM on that fixture, same GPU
 #   tokbench tokenizer encode MB/s vs the `tokenizers` library, same file
+#   profile  (not in the default list) ncu on the small-batch FP8/FP4 kernels
 # Usage: run.sh [step...] (default: all). Full logs go to $OUT; a short
 # table is printed last. Exits 1 when any check failed.
 set -u
@@ -211,6 +212,11 @@ for step in $steps; do
       MOEGRAPH_MOE_GEMV=0 MOEGRAPH_LINEAR_GEMV=0 "$STAGE/moegraph" bench-decode "$FLASH_FP4" \
         --device cuda --batches ${QUANT_BATCHES:-1,8,64} --graphs full > "$OUT/bench_quant_tiled.log" 2>&1
       check "bench fp4, tiled kernels only, in $((SECONDS - t0)) s" $?
+      # The grouped output projection a launch a group, same run.
+      MOEGRAPH_GROUPED_ONE_LAUNCH=0 "$STAGE/moegraph" bench-decode "$FLASH_FP4" --device cuda \
+        --batches ${QUANT_BATCHES:-1,8,64} --graphs full > "$OUT/bench_quant_grouped.log" 2>&1
+      check "bench fp4, a launch a group" $?
+      while read -r l; do note "  a launch a group: $l"; done < <(grep -E "^BENCH" "$OUT/bench_quant_grouped.log" | cut -c1-160)
       while read -r l; do note "  tiled only: $l"; done < <(grep -E "^BENCH" "$OUT/bench_quant_tiled.log" | cut -c1-160)
       while read -r l; do note "  $l"; done < <(grep -E "^(BENCH|PIPELINED|GPU-IDLE|PREFILL)" "$OUT/bench_quant.log")
       "$STAGE/moegraph_cuda_tests" "[bench][quant]" > "$OUT/opbench_quant.log" 2>&1
@@ -323,6 +329,17 @@ for f in fs:
       python3 "$STAGE/tokenizers_bench.py" "$STAGE/fixtures/bpe32k/tokenizer.json" "$text" 3 \
         >> "$OUT/tokbench.log" 2>&1
       note "tokbench: $(tr '\n' ' ' < "$OUT/tokbench.log")"
+      ;;
+    profile)
+      # Not a default step: ncu on one launch of each small-batch kernel (the
+      # [profile] test case): duration, DRAM throughput, occupancy, stalls.
+      ncu=/usr/local/cuda/bin/ncu
+      if [ ! -x "$ncu" ]; then note "profile: no ncu on this machine"; continue; fi
+      timeout 300 "$ncu" -k regex:Gemv -c 6 --section SpeedOfLight --section Occupancy \
+        --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+        "$STAGE/moegraph_cuda_tests" "[profile]" > "$OUT/ncu.log" 2>&1
+      check "profile (ncu, small-batch kernels)" $?
+      while read -r l; do note "  $l"; done < <(grep -E 'Gemv|Duration|DRAM Throughput|Achieved Occupancy|Registers Per Thread|Waves Per SM|Warp Cycles Per Issued' "$OUT/ncu.log" | sed 's/(moegraph.*//' | cut -c1-120)
       ;;
     *) note "unknown step $step" ;;
   esac
