@@ -10,7 +10,6 @@
 #include "engine/backend/cuda/cuda_backend_impl.h"
 #include "engine/backend/cuda/cuda_check.h"
 #include "engine/common/status_macros.h"
-#include "kernels/cpu/quant.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/hyper_connection.h"
 #include "kernels/cuda/norm.h"
@@ -102,8 +101,7 @@ absl::Status CudaBackendImpl::GroupedLinear(const Tensor& x, const Weight& weigh
       return !v || std::atoi(v) != 0;
     }();
     const int64_t rows = x.numel() / (groups * kg);
-    if (one_launch && W8A8Rows(weight, rows, ng, kg) == 0 &&
-        (weight.format != WeightFormat::kFp8 || ng % quant::kFp8Block == 0))
+    if (one_launch && W8A8Rows(weight, rows, ng, kg) == 0)
       return QuantGemmW8A16("GroupedLinear", x, weight, 0, ng, kg, groups * kg, y, 0, rows_w,
                             groups);
     for (int g = 0; g < groups; ++g) {
